@@ -1,0 +1,33 @@
+# Gale — build, run and test. `make run` and `make test` are the two set-up commands.
+GO        ?= go
+BIN       := bin/gale
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+export GOFLAGS ?= -mod=mod
+
+.PHONY: build run test test-race bench images vet fmt clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gale
+
+run: build
+	./$(BIN) up
+
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-race:
+	$(GO) test -race -count=1 -timeout 20m ./platform/... ./twins/...
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+images: build
+	docker build -t gale:$(VERSION) -t gale:latest -f ci/Dockerfile .
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin data

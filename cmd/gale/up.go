@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/gale-iot/gale/platform/node"
+)
+
+func runUp(ctx context.Context, args []string, stdout io.Writer) error {
+	cfg := node.DefaultConfig()
+	fs := newFlagSet("up")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (registry, TSDB, Kafka log, admin token)")
+	fs.StringVar(&cfg.HTTP.Addr, "http-addr", cfg.HTTP.Addr, "HTTP API listen address")
+	fs.StringVar(&cfg.MQTT.Addr, "mqtt-addr", cfg.MQTT.Addr, "MQTT listen address")
+	fs.StringVar(&cfg.Kafka.EmbeddedAddr, "kafka-addr", cfg.Kafka.EmbeddedAddr, "embedded Kafka listen address")
+	modbusAddr := fs.String("modbus-addr", "127.0.0.1:5020", "first listen address of the twin Modbus gateways")
+	turbines := fs.Int("turbines", 20, "turbines in the demo farm")
+	speed := fs.Float64("speed", 1, "twin clock speed (1 = real time, up to 10000)")
+	seed := fs.Int64("seed", 1, "random seed of the twin fleet")
+	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *turbines < 1 || *turbines > 1000 {
+		return fmt.Errorf("--turbines %d: want 1 to 1000", *turbines)
+	}
+	if *speed < 1 || *speed > 10000 {
+		return fmt.Errorf("--speed %g: want 1 to 10000", *speed)
+	}
+	_, _ = modbusAddr, seed
+	cfg.Kafka.SyncWrites = *syncWrites
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	n, err := node.New(ctx, cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	if err := node.SeedDemo(ctx, n.Registry, *turbines); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Gale is up.\n  HTTP API:    http://%s  (Prometheus API: http://%s/prometheus)\n  MQTT:        %s\n  Kafka:       %v\n  Admin token: %s\n",
+		n.HTTPAddr(), n.HTTPAddr(), n.MQTTAddr(), n.KafkaAddrs(), n.TokenFile)
+	return n.Run(ctx)
+}

@@ -1,0 +1,117 @@
+package api
+
+import "strings"
+
+// Product is a device type with its thing model.
+type Product struct {
+	Key         string     `json:"productKey" yaml:"productKey"`
+	Name        string     `json:"name" yaml:"name"`
+	Description string     `json:"description,omitempty" yaml:"description,omitempty"`
+	Model       ThingModel `json:"model" yaml:"model"`
+}
+
+// ThingModel describes what a product's devices report and accept.
+type ThingModel struct {
+	Attributes    []Attribute    `json:"attributes,omitempty" yaml:"attributes,omitempty"`
+	Measurepoints []Measurepoint `json:"measurepoints,omitempty" yaml:"measurepoints,omitempty"`
+	Events        []Event        `json:"events,omitempty" yaml:"events,omitempty"`
+	Services      []Service      `json:"services,omitempty" yaml:"services,omitempty"`
+}
+
+// Value types of measurepoints, attributes and parameters.
+const (
+	TypeFloat = "float"
+	TypeInt   = "int"
+	TypeBool  = "bool"
+	TypeEnum  = "enum"
+	TypeText  = "string"
+)
+
+// Attribute is a static property of a device.
+type Attribute struct {
+	ID   string `json:"id" yaml:"id"`
+	Name string `json:"name,omitempty" yaml:"name,omitempty"`
+	Type string `json:"type" yaml:"type"`
+	Unit string `json:"unit,omitempty" yaml:"unit,omitempty"`
+}
+
+// Measurepoint is a time series a device reports.
+type Measurepoint struct {
+	ID   string   `json:"id" yaml:"id"`
+	Name string   `json:"name,omitempty" yaml:"name,omitempty"`
+	Type string   `json:"type" yaml:"type"`
+	Unit string   `json:"unit,omitempty" yaml:"unit,omitempty"`
+	Min  *float64 `json:"min,omitempty" yaml:"min,omitempty"`
+	Max  *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	// Quality says the device may send a quality flag with the value.
+	Quality bool `json:"quality,omitempty" yaml:"quality,omitempty"`
+}
+
+// Event is something a device reports happening.
+type Event struct {
+	ID       string  `json:"id" yaml:"id"`
+	Name     string  `json:"name,omitempty" yaml:"name,omitempty"`
+	Severity string  `json:"severity,omitempty" yaml:"severity,omitempty"`
+	Output   []Param `json:"output,omitempty" yaml:"output,omitempty"`
+}
+
+// Service is an operation a device performs on request.
+type Service struct {
+	ID     string  `json:"id" yaml:"id"`
+	Name   string  `json:"name,omitempty" yaml:"name,omitempty"`
+	Input  []Param `json:"input,omitempty" yaml:"input,omitempty"`
+	Output []Param `json:"output,omitempty" yaml:"output,omitempty"`
+}
+
+// Param is an input or output parameter of a service or event.
+type Param struct {
+	ID   string `json:"id" yaml:"id"`
+	Type string `json:"type" yaml:"type"`
+	Unit string `json:"unit,omitempty" yaml:"unit,omitempty"`
+}
+
+// Device is one device of a product.
+type Device struct {
+	ProductKey string `json:"productKey"`
+	DeviceKey  string `json:"deviceKey"`
+	Name       string `json:"name,omitempty"`
+	// Secret is shown to admins only.
+	Secret  string `json:"secret,omitempty"`
+	Enabled bool   `json:"enabled"`
+	Org     string `json:"org"`
+	Site    string `json:"site,omitempty"`
+	// GatewayProductKey and GatewayDeviceKey name the gateway a sub-device sits behind.
+	GatewayProductKey string         `json:"gatewayProductKey,omitempty"`
+	GatewayDeviceKey  string         `json:"gatewayDeviceKey,omitempty"`
+	Attributes        map[string]any `json:"attributes,omitempty"`
+	CreatedAt         int64          `json:"createdAt,omitempty"`
+}
+
+// Asset is a node of the asset tree: an org, a site, or a device's place.
+type Asset struct {
+	ID       string   `json:"id"`
+	Kind     string   `json:"kind"`
+	Name     string   `json:"name,omitempty"`
+	Parent   string   `json:"parent,omitempty"`
+	Org      string   `json:"org"`
+	Children []*Asset `json:"children,omitempty"`
+	// Devices lists the devices at a site as "productKey/deviceKey".
+	Devices []string `json:"devices,omitempty"`
+}
+
+// Asset kinds.
+const (
+	AssetOrg  = "org"
+	AssetSite = "site"
+)
+
+// MetricName maps a measurepoint identifier to its TSDB metric name:
+// "." becomes "_", and any other character invalid in a metric name becomes "_".
+func MetricName(point string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == ':' {
+			return r
+		}
+		return '_'
+	}, point)
+}

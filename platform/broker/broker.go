@@ -1,0 +1,93 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+// Devices is the registry view the broker needs.
+type Devices interface {
+	Device(pk, dk string) (api.Device, bool)
+	Model(pk string) (*registry.Model, bool)
+}
+
+// Producer puts messages on Kafka and returns once they are acknowledged.
+type Producer interface {
+	Produce(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Broker is the MQTT broker with Gale's hooks.
+type Broker struct {
+	cfg    Config
+	log    *slog.Logger
+	server *mqtt.Server
+	hook   *hook
+	ln     net.Listener
+}
+
+// New returns a broker listening on cfg.Addr once Run is called.
+func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	// Packets far above the payload limit are dropped by mochi; those just
+	// above it still reach the hook, which answers them with code 413.
+	caps.MaximumPacketSize = uint32(cfg.MaxPayload * 4)
+	server := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		InlineClient: true,
+		Logger:       log.With("component", "mqtt"),
+	})
+	h := newHook(cfg, server, devices, producer, log, newMetrics(reg))
+	if err := server.AddHook(h, nil); err != nil {
+		return nil, fmt.Errorf("add broker hook: %w", err)
+	}
+	return &Broker{cfg: cfg, log: log, server: server, hook: h}, nil
+}
+
+// Listen binds the MQTT listener, so callers know the address before Run.
+func (b *Broker) Listen() error {
+	ln, err := net.Listen("tcp", b.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen mqtt on %s: %w", b.cfg.Addr, err)
+	}
+	b.ln = ln
+	return nil
+}
+
+// Addr returns the bound listen address (after Listen).
+func (b *Broker) Addr() string { return b.ln.Addr().String() }
+
+// Run serves MQTT until ctx is cancelled.
+func (b *Broker) Run(ctx context.Context) error {
+	if b.ln == nil {
+		if err := b.Listen(); err != nil {
+			return err
+		}
+	}
+	if err := b.server.AddListener(listeners.NewNet("mqtt", b.ln)); err != nil {
+		return fmt.Errorf("add mqtt listener: %w", err)
+	}
+	if err := b.server.Serve(); err != nil {
+		return fmt.Errorf("serve mqtt: %w", err)
+	}
+	b.log.Info("mqtt broker listening", "addr", b.Addr())
+	<-ctx.Done()
+	return b.server.Close()
+}
+
+// Publish sends a message from the platform to subscribers (e.g. a downlink command).
+func (b *Broker) Publish(topic string, payload []byte, qos byte) error {
+	return b.server.Publish(topic, payload, false, qos)
+}

@@ -1,0 +1,183 @@
+// Package httpapi serves Gale's REST API, the Prometheus-compatible query
+// API under /prometheus, /metrics and the health endpoints.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/storage"
+
+	"github.com/gale-iot/gale/platform/ingest"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+// Config configures the HTTP server.
+type Config struct {
+	Addr string `yaml:"addr"`
+}
+
+// Deps are what the API serves.
+type Deps struct {
+	Registry *registry.Registry
+	Latest   *ingest.Latest
+	Storage  Storage
+	Engine   *promql.Engine
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the node is ready to serve (nil: always).
+	Ready func() error
+	// Extra mounts more handlers by pattern (e.g. the twin control API).
+	Extra map[string]http.Handler
+}
+
+// Storage is the TSDB as the query API needs it.
+type Storage interface {
+	storage.Queryable
+	storage.ExemplarQueryable
+}
+
+// Server is the HTTP API server.
+type Server struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	handler http.Handler
+	ln      net.Listener
+}
+
+// New builds the server's routes.
+func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	s := &Server{cfg: cfg, deps: deps, log: log}
+	mux := http.NewServeMux()
+	api := http.NewServeMux()
+	s.routeRegistry(api)
+	s.routeData(api)
+	prom, err := newPromAPI(deps, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	api.Handle("/prometheus/", prom)
+	for pattern, h := range deps.Extra {
+		api.Handle(pattern, h)
+	}
+	mux.Handle("/", s.authenticate(api))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.ready)
+	s.handler = mux
+	return s, nil
+}
+
+// Handler returns the root handler (for tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Listen binds the listener so the address is known before Run.
+func (s *Server) Listen() error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr returns the bound address (after Listen).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx is cancelled.
+func (s *Server) Run(ctx context.Context) error {
+	if s.ln == nil {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(s.ln) }()
+	s.log.Info("http api listening", "addr", s.Addr())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shut down http: %w", err)
+	}
+	return nil
+}
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if s.deps.Ready != nil {
+		if err := s.deps.Ready(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// authenticate requires a valid bearer token.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gale"`)
+			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer TOKEN (the admin token is in DATA/admin.token)")
+			return
+		}
+		if !s.deps.Registry.ValidToken(token) {
+			writeError(w, http.StatusUnauthorized, "invalid token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// writeRegistryError maps registry errors to HTTP statuses.
+func writeRegistryError(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, registry.ErrExists), errors.Is(err, registry.ErrInUse):
+		status = http.StatusConflict
+	case errors.Is(err, registry.ErrInvalid):
+		status = http.StatusBadRequest
+	}
+	writeError(w, status, err.Error())
+}
+
+// decodeJSON strictly decodes the request body into v, answering 400 on failure.
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		return false
+	}
+	return true
+}

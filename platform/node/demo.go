@@ -1,0 +1,64 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+// Demo names the fleet `gale up` seeds.
+const (
+	DemoOrg  = "demo"
+	DemoSite = "demo-farm"
+)
+
+// DemoTurbineKey is the device key of demo turbine i (1-based): WT01, WT02, …
+func DemoTurbineKey(i int) string { return fmt.Sprintf("WT%02d", i) }
+
+// DemoGatewayKey is the gateway turbine i sits behind: the first half behind GW01, the rest behind GW02.
+func DemoGatewayKey(i, turbines int) string {
+	if i <= (turbines+1)/2 {
+		return "GW01"
+	}
+	return "GW02"
+}
+
+// SeedDemo creates, if missing, the demo org and site, the shipped products,
+// gateways GW01 and GW02, turbines WT01…WTnn behind them and met mast MM01.
+func SeedDemo(ctx context.Context, reg *registry.Registry, turbines int) error {
+	for _, a := range []api.Asset{{ID: DemoOrg, Kind: api.AssetOrg, Name: "Demo"}, {ID: DemoSite, Kind: api.AssetSite, Name: "Demo wind farm", Parent: DemoOrg}} {
+		if _, err := reg.PutAsset(ctx, a); err != nil && !errors.Is(err, registry.ErrExists) {
+			return fmt.Errorf("seed demo: %w", err)
+		}
+	}
+	products, err := registry.ShippedProducts()
+	if err != nil {
+		return fmt.Errorf("seed demo: %w", err)
+	}
+	for _, p := range products {
+		if err := reg.PutProduct(ctx, p, false); err != nil && !errors.Is(err, registry.ErrExists) {
+			return fmt.Errorf("seed demo: %w", err)
+		}
+	}
+	devices := []api.Device{
+		{ProductKey: "modbus-gateway", DeviceKey: "GW01", Name: "Gateway 1"},
+		{ProductKey: "modbus-gateway", DeviceKey: "GW02", Name: "Gateway 2"},
+		{ProductKey: "met-mast", DeviceKey: "MM01", Name: "Met mast 1"},
+	}
+	for i := 1; i <= turbines; i++ {
+		devices = append(devices, api.Device{
+			ProductKey: "wind-turbine", DeviceKey: DemoTurbineKey(i), Name: fmt.Sprintf("Turbine %d", i),
+			GatewayProductKey: "modbus-gateway", GatewayDeviceKey: DemoGatewayKey(i, turbines),
+		})
+	}
+	for _, d := range devices {
+		d.Site, d.Enabled = DemoSite, true
+		if _, err := reg.CreateDevice(ctx, d); err != nil && !errors.Is(err, registry.ErrExists) {
+			return fmt.Errorf("seed demo: %w", err)
+		}
+	}
+	return nil
+}

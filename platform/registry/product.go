@@ -1,0 +1,74 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+// Products lists all products by key.
+func (r *Registry) Products() []api.Product {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]api.Product, 0, len(r.products))
+	for _, k := range sortedKeys(r.products) {
+		out = append(out, r.products[k].Product)
+	}
+	return out
+}
+
+// Model returns the compiled thing model of product pk.
+func (r *Registry) Model(pk string) (*Model, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	m, ok := r.products[pk]
+	return m, ok
+}
+
+// PutProduct creates product p, or replaces it when replace is true.
+func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) error {
+	if err := ValidateProduct(&p); err != nil {
+		return err
+	}
+	model, err := json.Marshal(p.Model)
+	if err != nil {
+		return fmt.Errorf("encode model: %w", err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, exists := r.products[p.Key]
+	switch {
+	case exists && !replace:
+		return fmt.Errorf("product %q %w", p.Key, ErrExists)
+	case !exists && replace:
+		return fmt.Errorf("product %q %w", p.Key, ErrNotFound)
+	}
+	if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model) VALUES (?, ?, ?, ?)
+		ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model`,
+		p.Key, p.Name, p.Description, string(model)); err != nil {
+		return fmt.Errorf("store product %q: %w", p.Key, err)
+	}
+	r.products[p.Key] = compile(p)
+	return nil
+}
+
+// DeleteProduct deletes product pk; it must have no devices.
+func (r *Registry) DeleteProduct(ctx context.Context, pk string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.products[pk]; !ok {
+		return fmt.Errorf("product %q %w", pk, ErrNotFound)
+	}
+	for id := range r.devices {
+		if id.pk == pk {
+			return fmt.Errorf("product %q is %w by device %q", pk, ErrInUse, id.dk)
+		}
+	}
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM products WHERE key = ?`, pk); err != nil {
+		return fmt.Errorf("delete product %q: %w", pk, err)
+	}
+	delete(r.products, pk)
+	return nil
+}

@@ -1,0 +1,209 @@
+// Package registry keeps orgs, sites, products with their thing models,
+// devices and API tokens in SQLite, with an in-memory index for the hot path
+// (connect authentication and per-message validation).
+package registry
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gale-iot/gale/platform/api"
+	_ "modernc.org/sqlite" // pure-Go SQLite driver
+)
+
+// Sentinel errors; the HTTP API maps them to status codes.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrInvalid  = errors.New("invalid")
+	ErrInUse    = errors.New("in use")
+)
+
+const schema = `
+CREATE TABLE IF NOT EXISTS assets (
+	id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, parent TEXT NOT NULL, org TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS products (
+	key TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL, model TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+	product_key TEXT NOT NULL REFERENCES products(key), device_key TEXT NOT NULL, name TEXT NOT NULL,
+	secret TEXT NOT NULL, enabled INTEGER NOT NULL, org TEXT NOT NULL, site TEXT NOT NULL,
+	gateway_pk TEXT NOT NULL, gateway_dk TEXT NOT NULL, attributes TEXT NOT NULL, created_at INTEGER NOT NULL,
+	PRIMARY KEY (product_key, device_key));
+CREATE TABLE IF NOT EXISTS tokens (
+	hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL);
+`
+
+// Registry is the device registry. It is safe for concurrent use.
+type Registry struct {
+	db *sql.DB
+
+	mu       sync.RWMutex
+	products map[string]*Model
+	devices  map[deviceID]*api.Device
+	assets   map[string]api.Asset
+	tokens   map[string]bool
+}
+
+type deviceID struct{ pk, dk string }
+
+// Open opens (creating if needed) the registry database at path.
+func Open(path string) (*Registry, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create registry dir: %w", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(ON)")
+	if err != nil {
+		return nil, fmt.Errorf("open registry %q: %w", path, err)
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create registry schema in %q: %w", path, err)
+	}
+	r := &Registry{db: db}
+	if err := r.load(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close closes the database.
+func (r *Registry) Close() error { return r.db.Close() }
+
+func (r *Registry) load() error {
+	r.products = map[string]*Model{}
+	r.devices = map[deviceID]*api.Device{}
+	r.assets = map[string]api.Asset{}
+	r.tokens = map[string]bool{}
+
+	rows, err := r.db.Query(`SELECT key, name, description, model FROM products`)
+	if err != nil {
+		return fmt.Errorf("load products: %w", err)
+	}
+	for rows.Next() {
+		var p api.Product
+		var model string
+		if err := rows.Scan(&p.Key, &p.Name, &p.Description, &model); err != nil {
+			rows.Close()
+			return fmt.Errorf("load products: %w", err)
+		}
+		if err := json.Unmarshal([]byte(model), &p.Model); err != nil {
+			rows.Close()
+			return fmt.Errorf("load product %q model: %w", p.Key, err)
+		}
+		r.products[p.Key] = compile(p)
+	}
+	rows.Close()
+
+	rows, err = r.db.Query(`SELECT product_key, device_key, name, secret, enabled, org, site, gateway_pk, gateway_dk, attributes, created_at FROM devices`)
+	if err != nil {
+		return fmt.Errorf("load devices: %w", err)
+	}
+	for rows.Next() {
+		d := &api.Device{}
+		var attrs string
+		if err := rows.Scan(&d.ProductKey, &d.DeviceKey, &d.Name, &d.Secret, &d.Enabled, &d.Org, &d.Site,
+			&d.GatewayProductKey, &d.GatewayDeviceKey, &attrs, &d.CreatedAt); err != nil {
+			rows.Close()
+			return fmt.Errorf("load devices: %w", err)
+		}
+		if err := json.Unmarshal([]byte(attrs), &d.Attributes); err != nil {
+			rows.Close()
+			return fmt.Errorf("load device %s/%s attributes: %w", d.ProductKey, d.DeviceKey, err)
+		}
+		r.devices[deviceID{d.ProductKey, d.DeviceKey}] = d
+	}
+	rows.Close()
+
+	rows, err = r.db.Query(`SELECT id, kind, name, parent, org FROM assets`)
+	if err != nil {
+		return fmt.Errorf("load assets: %w", err)
+	}
+	for rows.Next() {
+		var a api.Asset
+		if err := rows.Scan(&a.ID, &a.Kind, &a.Name, &a.Parent, &a.Org); err != nil {
+			rows.Close()
+			return fmt.Errorf("load assets: %w", err)
+		}
+		r.assets[a.ID] = a
+	}
+	rows.Close()
+
+	rows, err = r.db.Query(`SELECT hash FROM tokens`)
+	if err != nil {
+		return fmt.Errorf("load tokens: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return fmt.Errorf("load tokens: %w", err)
+		}
+		r.tokens[h] = true
+	}
+	return rows.Err()
+}
+
+// randomHex returns n random bytes hex-encoded.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
+
+func hashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// CreateToken makes a new API token named name and returns it; only its hash is stored.
+func (r *Registry) CreateToken(ctx context.Context, name string) (string, error) {
+	token := randomHex(24)
+	h := hashToken(token)
+	if _, err := r.db.ExecContext(ctx, `INSERT INTO tokens(hash, name, created_at) VALUES (?, ?, ?)`, h, name, time.Now().UnixMilli()); err != nil {
+		return "", fmt.Errorf("store token: %w", err)
+	}
+	r.mu.Lock()
+	r.tokens[h] = true
+	r.mu.Unlock()
+	return token, nil
+}
+
+// ValidToken reports whether token is a known API token.
+func (r *Registry) ValidToken(token string) bool {
+	if token == "" {
+		return false
+	}
+	h := hashToken(token)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.tokens[h]
+}
+
+// HasTokens reports whether any API token exists.
+func (r *Registry) HasTokens() bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.tokens) > 0
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
