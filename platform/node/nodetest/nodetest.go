@@ -1,0 +1,163 @@
+// Package nodetest starts in-process Gale nodes for tests and offers the
+// HTTP calls tests make against them.
+package nodetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/node"
+)
+
+// Harness is a running node and a client for its API.
+type Harness struct {
+	Node    *node.Node
+	Config  node.Config
+	Token   string
+	BaseURL string
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// Config returns a node config on free loopback ports in a fresh temp dir.
+func Config(t testing.TB) node.Config {
+	cfg := node.DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.MQTT.Addr = "127.0.0.1:0"
+	cfg.Kafka.EmbeddedAddr = "127.0.0.1:0"
+	return cfg
+}
+
+// Start runs a node with cfg (see Config) and stops it at cleanup.
+func Start(t testing.TB, cfg node.Config) *Harness {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("GALE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n, err := node.New(ctx, cfg, log, nil)
+	if err != nil {
+		cancel()
+		require.NoError(t, err)
+	}
+	tok, err := os.ReadFile(n.TokenFile)
+	require.NoError(t, err)
+	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: "http://" + n.HTTPAddr(), cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- n.Run(ctx) }()
+	t.Cleanup(h.Stop)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(h.BaseURL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, "node did not become ready")
+	return h
+}
+
+// Stop stops the node and waits for it; safe to call twice.
+func (h *Harness) Stop() {
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	<-h.done
+}
+
+// MQTTAddr is the broker address.
+func (h *Harness) MQTTAddr() string { return h.Node.MQTTAddr() }
+
+// Do calls the API with the admin token and decodes a JSON answer into out (when non-nil); it returns the status.
+func (h *Harness) Do(t testing.TB, method, path string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, h.BaseURL+path, rd)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+h.Token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	if out != nil && len(b) > 0 {
+		require.NoError(t, json.Unmarshal(b, out), "body: %s", b)
+	}
+	return resp.StatusCode
+}
+
+// Sample is one element of an instant-query vector.
+type Sample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+// Float returns the sample's value.
+func (s Sample) Float() float64 {
+	var f float64
+	fmt.Sscan(s.Value[1].(string), &f)
+	return f
+}
+
+// Query runs an instant PromQL query through /prometheus/api/v1/query at time at (zero: now).
+func (h *Harness) Query(t testing.TB, expr string, at time.Time) []Sample {
+	t.Helper()
+	q := url.Values{"query": {expr}}
+	if !at.IsZero() {
+		q.Set("time", fmt.Sprintf("%.3f", float64(at.UnixMilli())/1000))
+	}
+	var resp struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []Sample `json:"result"`
+		} `json:"data"`
+	}
+	status := h.Do(t, http.MethodGet, "/prometheus/api/v1/query?"+q.Encode(), nil, &resp)
+	require.Equal(t, http.StatusOK, status, "query %q: %s", expr, resp.Error)
+	return resp.Data.Result
+}
+
+// CreateDevice registers an enabled device through the API and returns it with its secret.
+func (h *Harness) CreateDevice(t testing.TB, d api.Device) api.Device {
+	t.Helper()
+	d.Enabled = true
+	var out api.Device
+	status := h.Do(t, http.MethodPost, "/api/v1/devices", d, &out)
+	require.Equal(t, http.StatusCreated, status, "create device %+v", d)
+	return out
+}
+
+// SetupProduct creates org "test", site "test-site" and product pk whose measurepoints are float points named points.
+func (h *Harness) SetupProduct(t testing.TB, pk string, points ...string) {
+	t.Helper()
+	for _, a := range []api.Asset{{ID: "test", Kind: api.AssetOrg}, {ID: "test-site", Kind: api.AssetSite, Parent: "test"}} {
+		st := h.Do(t, http.MethodPost, "/api/v1/assets", a, nil)
+		require.Contains(t, []int{http.StatusCreated, http.StatusConflict}, st)
+	}
+	p := api.Product{Key: pk}
+	for _, id := range points {
+		p.Model.Measurepoints = append(p.Model.Measurepoints, api.Measurepoint{ID: id, Type: api.TypeFloat, Quality: true})
+	}
+	require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/products", p, nil))
+}

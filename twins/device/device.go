@@ -1,0 +1,214 @@
+// Package device is a small SDK for devices that speak Gale's EnOS-compatible
+// MQTT protocol: signed login, measurepoint post and resume, event post,
+// request/reply matching and service handlers. The twin fleet, the load
+// generator and tests use it; real device code can too.
+package device
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+// Config describes one device connection.
+type Config struct {
+	// Broker is the MQTT address, host:port.
+	Broker     string
+	ProductKey string
+	DeviceKey  string
+	Secret     string
+	// ClientID is the id part of the signed client id; default the device key.
+	ClientID string
+	// KeepAlive is the MQTT keep-alive; default 30s.
+	KeepAlive time.Duration
+	// Now is the clock used to sign the login; default time.Now.
+	Now func() time.Time
+	// OnService answers service invocations (thing/service/{id}); nil answers 501.
+	OnService ServiceHandler
+	// OnConnectionLost is called when the connection drops.
+	OnConnectionLost func(error)
+}
+
+// ServiceHandler runs service id with params and returns its reply code, message and output.
+type ServiceHandler func(id string, params json.RawMessage) (code int, message string, output any)
+
+// Device is a connected device. It is safe for concurrent use.
+type Device struct {
+	cfg    Config
+	client paho.Client
+	nextID atomic.Uint64
+
+	mu      sync.Mutex
+	pending map[string]chan api.Reply // reply topic + "\x00" + id
+}
+
+// ErrRefused is returned when the broker refuses the login.
+var ErrRefused = errors.New("login refused")
+
+// Connect logs the device in and subscribes to its replies and service calls.
+func Connect(ctx context.Context, cfg Config) (*Device, error) {
+	if cfg.ClientID == "" {
+		cfg.ClientID = cfg.DeviceKey
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	d := &Device{cfg: cfg, pending: map[string]chan api.Reply{}}
+	cred := api.Sign(cfg.ClientID, cfg.ProductKey, cfg.DeviceKey, cfg.Secret, cfg.Now().UnixMilli())
+	opts := paho.NewClientOptions().
+		AddBroker("tcp://"+cfg.Broker).
+		SetClientID(cred.ClientID).SetUsername(cred.Username).SetPassword(cred.Password).
+		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetKeepAlive(cfg.KeepAlive).
+		SetConnectTimeout(10*time.Second).SetOrderMatters(false).
+		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			if cfg.OnConnectionLost != nil {
+				cfg.OnConnectionLost(err)
+			}
+		})
+	d.client = paho.NewClient(opts)
+	if err := wait(ctx, d.client.Connect()); err != nil {
+		if strings.Contains(err.Error(), "not Authorized") || strings.Contains(err.Error(), "bad user name or password") {
+			return nil, fmt.Errorf("%w: %s/%s: %v", ErrRefused, cfg.ProductKey, cfg.DeviceKey, err)
+		}
+		return nil, fmt.Errorf("connect %s/%s to %s: %w", cfg.ProductKey, cfg.DeviceKey, cfg.Broker, err)
+	}
+	if err := wait(ctx, d.client.Subscribe(api.DevicePrefix(cfg.ProductKey, cfg.DeviceKey)+"#", 1, d.onMessage)); err != nil {
+		d.client.Disconnect(0)
+		return nil, fmt.Errorf("subscribe %s/%s: %w", cfg.ProductKey, cfg.DeviceKey, err)
+	}
+	return d, nil
+}
+
+func wait(ctx context.Context, tok paho.Token) error {
+	select {
+	case <-tok.Done():
+		return tok.Error()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close disconnects.
+func (d *Device) Close() { d.client.Disconnect(250) }
+
+// Connected reports whether the connection is up.
+func (d *Device) Connected() bool { return d.client.IsConnectionOpen() }
+
+func (d *Device) onMessage(_ paho.Client, m paho.Message) {
+	topic := m.Topic()
+	if strings.HasSuffix(topic, "_reply") {
+		var r api.Reply
+		if json.Unmarshal(m.Payload(), &r) != nil {
+			return
+		}
+		d.mu.Lock()
+		ch := d.pending[topic+"\x00"+r.ID]
+		delete(d.pending, topic+"\x00"+r.ID)
+		d.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		}
+		return
+	}
+	t, err := api.ParseTopic(topic)
+	if err != nil || t.Kind != api.KindServiceCall {
+		return
+	}
+	var req api.Request
+	code, msg, out := api.CodeBadRequest, "malformed request", any(nil)
+	if json.Unmarshal(m.Payload(), &req) == nil {
+		if d.cfg.OnService == nil {
+			code, msg = api.CodeNotImplemented, "device has no service handler"
+		} else {
+			code, msg, out = d.cfg.OnService(t.Name, req.Params)
+		}
+	}
+	b, _ := json.Marshal(api.Reply{ID: req.ID, Code: code, Message: msg, Data: out})
+	d.client.Publish(api.ReplyTopic(topic), 1, false, b)
+}
+
+// NewID returns the next request id.
+func (d *Device) NewID() string { return strconv.FormatUint(d.nextID.Add(1), 10) }
+
+// Publish sends a request on topic at QoS qos and returns once the broker acknowledged it (QoS 1).
+func (d *Device) Publish(ctx context.Context, topic string, qos byte, req api.Request) error {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode request: %w", err)
+	}
+	return d.PublishRaw(ctx, topic, qos, b)
+}
+
+// PublishRaw sends payload as is (tests use it for malformed input).
+func (d *Device) PublishRaw(ctx context.Context, topic string, qos byte, payload []byte) error {
+	if err := wait(ctx, d.client.Publish(topic, qos, false, payload)); err != nil {
+		return fmt.Errorf("publish %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Request publishes req on topic at QoS 1 and waits for its reply.
+func (d *Device) Request(ctx context.Context, topic string, req api.Request) (api.Reply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return api.Reply{}, fmt.Errorf("encode request: %w", err)
+	}
+	return d.RequestRaw(ctx, topic, req.ID, b)
+}
+
+// RequestRaw publishes payload on topic at QoS 1 and waits for the reply carrying id
+// (the empty id for payloads the broker cannot parse).
+func (d *Device) RequestRaw(ctx context.Context, topic, id string, payload []byte) (api.Reply, error) {
+	key := api.ReplyTopic(topic) + "\x00" + id
+	ch := make(chan api.Reply, 1)
+	d.mu.Lock()
+	d.pending[key] = ch
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		delete(d.pending, key)
+		d.mu.Unlock()
+	}()
+	if err := d.PublishRaw(ctx, topic, 1, payload); err != nil {
+		return api.Reply{}, err
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return api.Reply{}, fmt.Errorf("waiting for reply on %s: %w", api.ReplyTopic(topic), ctx.Err())
+	}
+}
+
+// MeasurepointRequest builds a thing.measurepoint.post (or resume) request.
+func (d *Device) MeasurepointRequest(method string, t time.Time, points map[string]any) api.Request {
+	params, _ := json.Marshal(map[string]any{"measurepoints": points, "time": t.UnixMilli()})
+	return api.Request{ID: d.NewID(), Version: "1.0", Method: method, Params: params}
+}
+
+// Post sends points measured at t and returns once acknowledged (QoS 1).
+func (d *Device) Post(ctx context.Context, t time.Time, points map[string]any) error {
+	return d.Publish(ctx, api.MeasurepointPostTopic(d.cfg.ProductKey, d.cfg.DeviceKey), 1,
+		d.MeasurepointRequest("thing.measurepoint.post", t, points))
+}
+
+// PostTopic returns this device's measurepoint post topic.
+func (d *Device) PostTopic() string { return api.MeasurepointPostTopic(d.cfg.ProductKey, d.cfg.DeviceKey) }
+
+// ResumeTopic returns this device's backfill topic.
+func (d *Device) ResumeTopic() string {
+	return api.MeasurepointResumeTopic(d.cfg.ProductKey, d.cfg.DeviceKey)
+}
