@@ -69,10 +69,10 @@ func Connect(ctx context.Context, cfg Config) (*Device, error) {
 	d := &Device{cfg: cfg, pending: map[string]chan api.Reply{}}
 	cred := api.Sign(cfg.ClientID, cfg.ProductKey, cfg.DeviceKey, cfg.Secret, cfg.Now().UnixMilli())
 	opts := paho.NewClientOptions().
-		AddBroker("tcp://"+cfg.Broker).
+		AddBroker("tcp://" + cfg.Broker).
 		SetClientID(cred.ClientID).SetUsername(cred.Username).SetPassword(cred.Password).
 		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetKeepAlive(cfg.KeepAlive).
-		SetConnectTimeout(10*time.Second).SetOrderMatters(false).
+		SetConnectTimeout(10 * time.Second).SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			if cfg.OnConnectionLost != nil {
 				cfg.OnConnectionLost(err)
@@ -206,7 +206,9 @@ func (d *Device) Post(ctx context.Context, t time.Time, points map[string]any) e
 }
 
 // PostTopic returns this device's measurepoint post topic.
-func (d *Device) PostTopic() string { return api.MeasurepointPostTopic(d.cfg.ProductKey, d.cfg.DeviceKey) }
+func (d *Device) PostTopic() string {
+	return api.MeasurepointPostTopic(d.cfg.ProductKey, d.cfg.DeviceKey)
+}
 
 // ResumeTopic returns this device's backfill topic.
 func (d *Device) ResumeTopic() string {
