@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -34,7 +35,14 @@ var commands = []command{
 // errUsage marks errors already explained by a usage message.
 var errUsage = errors.New("usage")
 
+// gcPercent is Gale's default GOGC: the hot path allocates per message, and
+// a higher GC target trades memory for throughput (measured in docs/benchmarks.md).
+const gcPercent = 400
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {

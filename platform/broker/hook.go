@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -42,6 +43,9 @@ type session struct {
 	client  *mqtt.Client
 	pk, dk  string
 	limiter *rate.Limiter
+	// subscribed is set once the device subscribed to anything: a device
+	// that never subscribed cannot receive replies, so none are published.
+	subscribed atomic.Bool
 }
 
 func newHook(cfg Config, server *mqtt.Server, devices Devices, producer Producer, log *slog.Logger, m *metrics) *hook {
@@ -59,7 +63,7 @@ func (h *hook) ID() string { return "gale" }
 // Provides lists the hook points used.
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished, mqtt.OnDisconnect,
+		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed,
 	}, []byte{b})
 }
 
@@ -137,6 +141,13 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 	}
 }
 
+// OnSubscribed notes that the device can now receive replies.
+func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
+	if s := h.session(cl); s != nil {
+		s.subscribed.Store(true)
+	}
+}
+
 func (h *hook) session(cl *mqtt.Client) *session {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -174,7 +185,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	topic, err := api.ParseTopic(pk.TopicName)
 	if err != nil {
-		h.reject(pk.TopicName, "", api.CodeBadRequest, "bad_topic", err.Error())
+		h.reject(s, pk.TopicName, "", api.CodeBadRequest, "bad_topic", err.Error())
 		return pk, packets.CodeSuccessIgnore
 	}
 	if topic.Reply {
@@ -182,28 +193,28 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.CodeSuccessIgnore
 	}
 	if len(pk.Payload) > h.cfg.MaxPayload {
-		h.reject(pk.TopicName, "", api.CodeTooLarge, "too_large",
+		h.reject(s, pk.TopicName, "", api.CodeTooLarge, "too_large",
 			fmt.Sprintf("payload of %d bytes is above the limit of %d", len(pk.Payload), h.cfg.MaxPayload))
 		return pk, packets.CodeSuccessIgnore
 	}
 	if !h.admit(s) {
-		h.reject(pk.TopicName, "", api.CodeRateLimited, "rate_limited",
+		h.reject(s, pk.TopicName, "", api.CodeRateLimited, "rate_limited",
 			fmt.Sprintf("device is above its rate limit of %g messages/s", h.cfg.RateLimit))
 		return pk, packets.CodeSuccessIgnore
 	}
 	var req api.Request
 	if err := json.Unmarshal(pk.Payload, &req); err != nil {
-		h.reject(pk.TopicName, "", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
+		h.reject(s, pk.TopicName, "", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
 		return pk, packets.CodeSuccessIgnore
 	}
 	dev, ok := h.devices.Device(topic.ProductKey, topic.DeviceKey)
 	if !ok || !dev.Enabled {
-		h.reject(pk.TopicName, req.ID, api.CodeUnauthorized, "unknown_device", "device is not registered or is disabled")
+		h.reject(s, pk.TopicName, req.ID, api.CodeUnauthorized, "unknown_device", "device is not registered or is disabled")
 		return pk, packets.CodeSuccessIgnore
 	}
 	model, ok := h.devices.Model(dev.ProductKey)
 	if !ok {
-		h.reject(pk.TopicName, req.ID, api.CodeInternal, "no_model", "product has no thing model")
+		h.reject(s, pk.TopicName, req.ID, api.CodeInternal, "no_model", "product has no thing model")
 		return pk, packets.CodeSuccessIgnore
 	}
 
@@ -221,7 +232,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			rec.Kind, kind = api.RecordResume, "resume"
 		}
 		if code, reason, err := h.samples(&rec, req.Params, model); err != nil {
-			h.reject(pk.TopicName, req.ID, code, reason, err.Error())
+			h.reject(s, pk.TopicName, req.ID, code, reason, err.Error())
 			return pk, packets.CodeSuccessIgnore
 		}
 		bp := h.bufs.Get().(*[]byte)
@@ -232,13 +243,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	case api.KindEventPost:
 		ev, err := h.event(dev, topic.Name, req, model)
 		if err != nil {
-			h.reject(pk.TopicName, req.ID, api.CodeInvalidValue, "bad_event", err.Error())
+			h.reject(s, pk.TopicName, req.ID, api.CodeInvalidValue, "bad_event", err.Error())
 			return pk, packets.CodeSuccessIgnore
 		}
 		msg = kafka.Message{Topic: api.TopicEvents, Key: []byte(dev.ProductKey + "/" + dev.DeviceKey), Value: ev}
 		kind = "event"
 	default:
-		h.reject(pk.TopicName, req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
+		h.reject(s, pk.TopicName, req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
 		return pk, packets.CodeSuccessIgnore
 	}
 
@@ -247,7 +258,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if err := h.producer.Produce(ctx, msg); err != nil {
 		h.m.rejects.WithLabelValues("bus_unavailable").Inc()
 		h.log.Warn("kafka did not take a device message; withholding its PUBACK", "topic", pk.TopicName, "err", err)
-		h.reply(pk.TopicName, req.ID, api.CodeUnavailable, "the bus is unavailable; retry")
+		h.reply(s, pk.TopicName, req.ID, api.CodeUnavailable, "the bus is unavailable; retry")
 		if cl.Properties.ProtocolVersion == 5 {
 			return pk, packets.ErrImplementationSpecificError
 		}
@@ -259,7 +270,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if pk.FixedHeader.Qos > 0 {
 		h.m.puback.Observe(time.Since(start).Seconds())
 	}
-	h.reply(pk.TopicName, req.ID, api.CodeOK, "")
+	h.reply(s, pk.TopicName, req.ID, api.CodeOK, "")
 	return pk, packets.CodeSuccessIgnore
 }
 
@@ -367,12 +378,16 @@ func (h *hook) event(dev api.Device, id string, req api.Request, model *registry
 }
 
 // reject counts a refused request and answers it on the reply topic.
-func (h *hook) reject(topic, id string, code int, reason, message string) {
+func (h *hook) reject(s *session, topic, id string, code int, reason, message string) {
 	h.m.rejects.WithLabelValues(reason).Inc()
-	h.reply(topic, id, code, message)
+	h.reply(s, topic, id, code, message)
 }
 
-func (h *hook) reply(topic, id string, code int, message string) {
+// reply answers a request on its _reply topic, if the device listens.
+func (h *hook) reply(s *session, topic, id string, code int, message string) {
+	if !s.subscribed.Load() {
+		return
+	}
 	b, err := json.Marshal(api.Reply{ID: id, Code: code, Message: message})
 	if err == nil {
 		err = h.server.Publish(api.ReplyTopic(topic), b, false, 1)

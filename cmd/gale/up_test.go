@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/twins/device"
+)
+
+// TestMain lets the test binary act as the gale command, so tests can run
+// and kill -9 a real `gale up` process without building another binary.
+func TestMain(m *testing.M) {
+	if os.Getenv("GALE_TEST_MAIN") == "1" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// galeProc is a `gale up` child process.
+type galeProc struct {
+	cmd                 *exec.Cmd
+	dataDir, http, mqtt string
+	kafka               string
+	token               string
+	stderr              *bytes.Buffer
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startGale(t *testing.T, p *galeProc) {
+	t.Helper()
+	p.stderr = new(bytes.Buffer)
+	p.cmd = exec.Command(os.Args[0], "up", "--data-dir", p.dataDir, "--http-addr", p.http, "--mqtt-addr", p.mqtt,
+		"--kafka-addr", p.kafka, "--turbines", "2", "--log-level", "warn")
+	p.cmd.Env = append(os.Environ(), "GALE_TEST_MAIN=1")
+	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
+	require.NoError(t, p.cmd.Start())
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + p.http + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 30*time.Second, 50*time.Millisecond, "gale up did not become ready: %s", p.stderr)
+	tok, err := os.ReadFile(filepath.Join(p.dataDir, "admin.token"))
+	require.NoError(t, err)
+	p.token = string(bytes.TrimSpace(tok))
+}
+
+func (p *galeProc) api(t *testing.T, method, path string, body, out any) int {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequest(method, "http://"+p.http+path, bytes.NewReader(b))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	if out != nil {
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(out))
+	}
+	return resp.StatusCode
+}
+
+// TestKill9KeepsEveryAcknowledgedSample streams QoS 1 samples into a real
+// `gale up` process, kills it with SIGKILL mid-stream, restarts it, and
+// checks that every sample that got a PUBACK is stored with its own value.
+func TestKill9KeepsEveryAcknowledgedSample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills gale processes")
+	}
+	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
+	startGale(t, p)
+	require.Equal(t, http.StatusCreated, p.api(t, "POST", "/api/v1/products",
+		api.Product{Key: "seq", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "Seq", Type: api.TypeFloat}}}}, nil))
+
+	const devices = 4
+	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	acked := make([][]int, devices)
+	var wg sync.WaitGroup
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for i := range devices {
+		var d api.Device
+		require.Equal(t, http.StatusCreated, p.api(t, "POST", "/api/v1/devices",
+			map[string]any{"productKey": "seq", "deviceKey": fmt.Sprintf("s%d", i), "site": "demo-farm"}, &d))
+		dev, err := device.Connect(ctx, device.Config{Broker: p.mqtt, ProductKey: "seq", DeviceKey: d.DeviceKey, Secret: d.Secret})
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer dev.Close()
+			for n := 1; ctx.Err() == nil; n++ {
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err := dev.Post(pctx, base.Add(time.Duration(n)*time.Millisecond), map[string]any{"Seq": n})
+				cancel()
+				if err != nil {
+					return // the connection died with the process: unacknowledged from here on
+				}
+				acked[i] = append(acked[i], n)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGKILL))
+	_ = p.cmd.Wait()
+	stop()
+	wg.Wait()
+
+	total := 0
+	for i := range acked {
+		total += len(acked[i])
+		require.NotEmpty(t, acked[i], "device %d got no PUBACK before the kill", i)
+	}
+	t.Logf("%d samples acknowledged before kill -9", total)
+
+	startGale(t, p)
+	for i := range devices {
+		expr := fmt.Sprintf(`Seq{device="s%d"}[10m]`, i)
+		var stored map[int64]float64
+		require.Eventually(t, func() bool {
+			stored = p.rangeSamples(t, expr)
+			return len(stored) >= len(acked[i])
+		}, 60*time.Second, 200*time.Millisecond, "device s%d: %d of %d acknowledged samples stored", i, len(stored), len(acked[i]))
+		for _, n := range acked[i] {
+			ts := base.Add(time.Duration(n) * time.Millisecond).UnixMilli()
+			v, ok := stored[ts]
+			require.True(t, ok, "device s%d: acknowledged sample %d lost", i, n)
+			require.Equal(t, float64(n), v, "device s%d: sample %d stored with another value", i, n)
+		}
+	}
+}
+
+// rangeSamples runs a range-vector instant query and returns timestamp → value of its one series.
+func (p *galeProc) rangeSamples(t *testing.T, expr string) map[int64]float64 {
+	var resp struct {
+		Data struct {
+			Result []struct {
+				Values [][2]any `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	require.Equal(t, http.StatusOK, p.api(t, "GET", "/prometheus/api/v1/query?query="+url.QueryEscape(expr), nil, &resp))
+	out := map[int64]float64{}
+	for _, r := range resp.Data.Result {
+		for _, v := range r.Values {
+			var f float64
+			fmt.Sscan(v[1].(string), &f)
+			out[int64(v[0].(float64)*1000+0.5)] = f
+		}
+	}
+	return out
+}
