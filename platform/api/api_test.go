@@ -1,0 +1,105 @@
+package api
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseTopic(t *testing.T) {
+	cases := []struct {
+		topic string
+		want  Topic
+		bad   bool
+	}{
+		{topic: "/sys/pk/dk/thing/measurepoint/post", want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk"}},
+		{topic: "/sys/pk/dk/thing/measurepoint/post_reply", want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
+		{topic: "/sys/pk/dk/thing/measurepoint/resume", want: Topic{Kind: KindMeasurepointResume, ProductKey: "pk", DeviceKey: "dk"}},
+		{topic: "/sys/pk/dk/thing/measurepoint/resume/batch", want: Topic{Kind: KindMeasurepointResumeBatch, ProductKey: "pk", DeviceKey: "dk"}},
+		{topic: "/sys/pk/dk/thing/event/fault/post", want: Topic{Kind: KindEventPost, ProductKey: "pk", DeviceKey: "dk", Name: "fault"}},
+		{topic: "/sys/pk/dk/thing/service/setPowerLimit", want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit"}},
+		{topic: "/sys/pk/dk/thing/service/setPowerLimit_reply", want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit", Reply: true}},
+		{topic: "/sys/gw/g1/thing/topo/add", want: Topic{Kind: KindTopoAdd, ProductKey: "gw", DeviceKey: "g1"}},
+		{topic: "/ext/session/gw/g1/combine/login", want: Topic{Kind: KindSubLogin, ProductKey: "gw", DeviceKey: "g1"}},
+		{topic: "/ext/session/gw/g1/combine/login/batch", want: Topic{Kind: KindSubLoginBatch, ProductKey: "gw", DeviceKey: "g1"}},
+		{topic: "/sys/pk/dk/thing/event//post", bad: true},
+		{topic: "/sys/pk/dk/thing/event/a/b/post", bad: true},
+		{topic: "/sys/pk//thing/measurepoint/post", bad: true},
+		{topic: "sys/pk/dk/thing/measurepoint/post", bad: true},
+		{topic: "/sys/pk/dk/thing/other", bad: true},
+		{topic: "/ext/session/gw/g1/combine/logout", bad: true},
+		{topic: "", bad: true},
+	}
+	for _, c := range cases {
+		t.Run(c.topic, func(t *testing.T) {
+			got, err := ParseTopic(c.topic)
+			if c.bad {
+				require.ErrorIs(t, err, ErrBadTopic)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, c.want, got)
+		})
+	}
+}
+
+func TestSignAndVerify(t *testing.T) {
+	cred := Sign("WT01", "wind-turbine", "WT01", "s3cret", 1732550400000)
+	require.Equal(t, "WT01|securemode=2,signmethod=sha256,timestamp=1732550400000|", cred.ClientID)
+	require.Equal(t, "WT01&wind-turbine", cred.Username)
+	// UPPER(hex(sha256("clientIdWT01deviceKeyWT01productKeywind-turbinetimestamp1732550400000s3cret")))
+	require.Equal(t, "014E8391894D82CFFBFD0C84158ACD585BAB1A11D5BBF4EFD089BF6A1FEA54C2", cred.Password)
+
+	login, err := ParseLogin(cred.ClientID, cred.Username)
+	require.NoError(t, err)
+	require.Equal(t, Login{ID: "WT01", ProductKey: "wind-turbine", DeviceKey: "WT01", Timestamp: 1732550400000}, login)
+	require.True(t, login.Verify(cred.Password, "s3cret"))
+	require.False(t, login.Verify(cred.Password, "other"))
+	require.False(t, login.Verify("", "s3cret"))
+	other := login
+	other.Timestamp++
+	require.False(t, other.Verify(cred.Password, "s3cret"), "the timestamp is signed")
+}
+
+func TestParseLoginErrors(t *testing.T) {
+	for _, c := range []struct{ clientID, username string }{
+		{"WT01", "WT01&pk"},
+		{"WT01|securemode=2,signmethod=sha256,timestamp=1|", "WT01"},
+		{"WT01|securemode=2,signmethod=md5,timestamp=1|", "WT01&pk"},
+		{"WT01|securemode=2,signmethod=sha256|", "WT01&pk"},
+		{"WT01|securemode=2,signmethod=sha256,timestamp=x|", "WT01&pk"},
+		{"|securemode=2,signmethod=sha256,timestamp=1|", "WT01&pk"},
+		{"WT01|securemode=2,signmethod=sha256,timestamp=1|", "&pk"},
+	} {
+		_, err := ParseLogin(c.clientID, c.username)
+		require.ErrorIs(t, err, ErrBadLogin, "%q %q", c.clientID, c.username)
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	in := Record{Kind: RecordResume, Org: "o", Product: "p", Device: "d", Site: "s", MessageID: "42", Received: 1_700_000_000_000,
+		Samples: []Sample{
+			{Point: "WTUR.W", Time: 1_700_000_000_000, Value: 1834.2},
+			{Point: "WNAC.WdSpd", Time: 1_699_999_000_000, Value: -8.1, Quality: 3, HasQuality: true},
+			{Point: "X", Time: 1_700_000_500_000, Value: 0, HasQuality: true},
+		}}
+	b := AppendRecord(nil, &in)
+	var out Record
+	require.NoError(t, DecodeRecord(b, &out))
+	require.Equal(t, in, out)
+
+	for i := range b {
+		require.Error(t, DecodeRecord(b[:i], &out), "truncated at %d", i)
+	}
+	bad := append([]byte{}, b...)
+	bad[0] = 9
+	require.ErrorIs(t, DecodeRecord(bad, &out), ErrBadRecord)
+	bad[0], bad[1] = RecordVersion, 7
+	require.ErrorIs(t, DecodeRecord(bad, &out), ErrBadRecord)
+}
+
+func TestMetricName(t *testing.T) {
+	require.Equal(t, "WTUR_W", MetricName("WTUR.W"))
+	require.Equal(t, "WROT_PtAngValBl1", MetricName("WROT.PtAngValBl1"))
+	require.Equal(t, "a_b_c", MetricName("a-b c"))
+}

@@ -1,0 +1,161 @@
+package registry
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+func open(t *testing.T, path string) *Registry {
+	t.Helper()
+	r, err := Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func TestProductFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			_, err = ParseProduct(b)
+			if strings.HasSuffix(f, ".bad.yaml") {
+				require.ErrorIs(t, err, ErrInvalid)
+			} else {
+				require.NoError(t, err)
+			}
+		})
+	}
+	shipped, err := ShippedProducts()
+	require.NoError(t, err)
+	keys := []string{}
+	for _, p := range shipped {
+		keys = append(keys, p.Key)
+	}
+	require.ElementsMatch(t, []string{"wind-turbine", "modbus-gateway", "met-mast"}, keys)
+}
+
+func TestModelValue(t *testing.T) {
+	b, err := os.ReadFile("testdata/sensor.good.yaml")
+	require.NoError(t, err)
+	p, err := ParseProduct(b)
+	require.NoError(t, err)
+	m := compile(p)
+	cases := []struct {
+		point, raw string
+		want       float64
+		err        error
+	}{
+		{"T", "21.5", 21.5, nil},
+		{"T", "-40", -40, nil},
+		{"T", "85.0001", 0, ErrBadValue},
+		{"T", `"21"`, 0, ErrBadValue},
+		{"T", "true", 0, ErrBadValue},
+		{"T", "null", 0, ErrBadValue},
+		{"On", "true", 1, nil},
+		{"On", "0", 0, nil},
+		{"On", "2", 0, ErrBadValue},
+		{"Mode", "3", 3, nil},
+		{"Count", "3.5", 0, ErrBadValue},
+		{"Nope", "1", 0, ErrUnknownPoint},
+	}
+	for _, c := range cases {
+		t.Run(c.point+"="+c.raw, func(t *testing.T) {
+			v, err := m.Value(c.point, []byte(c.raw))
+			if c.err != nil {
+				require.ErrorIs(t, err, c.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, c.want, v)
+		})
+	}
+}
+
+func TestRegistryCRUDPersists(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "reg.db")
+	r := open(t, path)
+
+	_, err := r.PutAsset(ctx, api.Asset{ID: "acme", Kind: api.AssetOrg})
+	require.NoError(t, err)
+	_, err = r.PutAsset(ctx, api.Asset{ID: "north", Kind: api.AssetSite, Parent: "acme"})
+	require.NoError(t, err)
+	_, err = r.PutAsset(ctx, api.Asset{ID: "north-a", Kind: api.AssetSite, Parent: "north"})
+	require.NoError(t, err)
+	_, err = r.PutAsset(ctx, api.Asset{ID: "x", Kind: api.AssetSite, Parent: "nowhere"})
+	require.ErrorIs(t, err, ErrInvalid)
+	_, err = r.PutAsset(ctx, api.Asset{ID: "acme", Kind: api.AssetOrg})
+	require.ErrorIs(t, err, ErrExists)
+
+	p := api.Product{Key: "sensor", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "T", Type: api.TypeFloat}}}}
+	require.NoError(t, r.PutProduct(ctx, p, false))
+	require.ErrorIs(t, r.PutProduct(ctx, p, false), ErrExists)
+	require.ErrorIs(t, r.PutProduct(ctx, api.Product{Key: "ghost"}, true), ErrNotFound)
+
+	gw, err := r.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "gw", Site: "north", Enabled: true})
+	require.NoError(t, err)
+	require.Equal(t, "acme", gw.Org, "org comes from the site")
+	require.Len(t, gw.Secret, 32)
+	d, err := r.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north-a", GatewayProductKey: "sensor", GatewayDeviceKey: "gw"})
+	require.NoError(t, err)
+	_, err = r.CreateDevice(ctx, d)
+	require.ErrorIs(t, err, ErrExists)
+	for _, bad := range []api.Device{
+		{ProductKey: "nope", DeviceKey: "x", Site: "north"},
+		{ProductKey: "sensor", DeviceKey: "x"},
+		{ProductKey: "sensor", DeviceKey: "x", Site: "acme"},
+		{ProductKey: "sensor", DeviceKey: "bad key", Site: "north"},
+		{ProductKey: "sensor", DeviceKey: "x", Site: "north", GatewayProductKey: "sensor", GatewayDeviceKey: "ghost"},
+	} {
+		_, err := r.CreateDevice(ctx, bad)
+		require.ErrorIs(t, err, ErrInvalid, "%+v", bad)
+	}
+	enabled := true
+	name := "Device one"
+	d, err = r.PatchDevice(ctx, "sensor", "d1", DevicePatch{Enabled: &enabled, Name: &name})
+	require.NoError(t, err)
+	require.True(t, d.Enabled)
+	require.ErrorIs(t, r.DeleteProduct(ctx, "sensor"), ErrInUse)
+
+	tree := r.AssetTree()
+	require.Len(t, tree, 1)
+	require.Equal(t, "acme", tree[0].ID)
+	require.Equal(t, "north", tree[0].Children[0].ID)
+	require.Equal(t, []string{"sensor/gw"}, tree[0].Children[0].Devices)
+	require.Equal(t, []string{"sensor/d1"}, tree[0].Children[0].Children[0].Devices)
+	require.Equal(t, map[string]bool{"north": true, "north-a": true}, r.Subtree("north"))
+	require.Len(t, r.Devices(DeviceFilter{Gateway: "sensor/gw"}), 1)
+	require.Len(t, r.Devices(DeviceFilter{Site: "north"}), 1)
+
+	token, err := r.CreateToken(ctx, "admin")
+	require.NoError(t, err)
+	require.True(t, r.ValidToken(token))
+	require.False(t, r.ValidToken(token+"x"))
+	require.False(t, r.ValidToken(""))
+	require.NoError(t, r.Close())
+
+	r2 := open(t, path)
+	got, ok := r2.Device("sensor", "d1")
+	require.True(t, ok)
+	require.Equal(t, d, got)
+	require.True(t, r2.ValidToken(token))
+	_, ok = r2.Model("sensor")
+	require.True(t, ok)
+	require.Len(t, r2.AssetTree()[0].Children, 1)
+
+	require.NoError(t, r2.DeleteDevice(ctx, "sensor", "d1"))
+	require.NoError(t, r2.DeleteDevice(ctx, "sensor", "gw"))
+	require.ErrorIs(t, r2.DeleteDevice(ctx, "sensor", "gw"), ErrNotFound)
+	require.NoError(t, r2.DeleteProduct(ctx, "sensor"))
+}
