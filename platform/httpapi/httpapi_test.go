@@ -86,13 +86,13 @@ func TestRegistryAPIErrors(t *testing.T) {
 func TestPrometheusAPIErrorsAndMetadata(t *testing.T) {
 	h := nodetest.Start(t, nodetest.Config(t))
 	for path, want := range map[string]int{
-		"/prometheus/api/v1/query?query=sum(":                           400,
+		"/prometheus/api/v1/query?query=sum(":                          400,
 		"/prometheus/api/v1/query_range?query=up&start=2&end=1&step=1": 400,
-		"/prometheus/api/v1/labels":                                     200,
-		"/prometheus/api/v1/label/__name__/values":                      200,
-		"/prometheus/api/v1/series?match[]=up":                          200,
-		"/prometheus/api/v1/status/buildinfo":                           200,
-		"/prometheus/api/v1/query?query=1%2B1":                          200,
+		"/prometheus/api/v1/labels":                                    200,
+		"/prometheus/api/v1/label/__name__/values":                     200,
+		"/prometheus/api/v1/series?match[]=up":                         200,
+		"/prometheus/api/v1/status/buildinfo":                          200,
+		"/prometheus/api/v1/query?query=1%2B1":                         200,
 	} {
 		req, _ := http.NewRequest(http.MethodGet, h.BaseURL+path, nil)
 		req.Header.Set("Authorization", "Bearer "+h.Token)
