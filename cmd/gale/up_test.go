@@ -174,3 +174,48 @@ func (p *galeProc) rangeSamples(t *testing.T, expr string) map[int64]float64 {
 	}
 	return out
 }
+
+// TestInterruptStopsCleanly sends Ctrl-C (SIGINT) to `gale up` and expects
+// a clean exit, then a restart on the same data dir.
+func TestInterruptStopsCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gale processes")
+	}
+	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
+	startGale(t, p)
+	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.NoError(t, err, "gale up did not exit cleanly: %s", p.stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gale up still running 20s after SIGINT: %s", p.stderr)
+	}
+	token := p.token
+	startGale(t, p)
+	require.Equal(t, token, p.token)
+	var devices []api.Device
+	require.Equal(t, http.StatusOK, p.api(t, "GET", "/api/v1/devices?site=demo-farm", nil, &devices))
+	require.Len(t, devices, 5, "2 turbines, 2 gateways and a met mast, seeded once")
+}
+
+func TestCommandLineErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{},
+		{"nope"},
+		{"up", "--turbines", "0"},
+		{"up", "--speed", "20000"},
+		{"up", "--no-such-flag"},
+		{"up", "extra"},
+		{"up", "--log-level", "loud"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), args, &out, &errb)
+		require.Error(t, err, "%v", args)
+		require.NotEqual(t, 0, exitCode(err))
+	}
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"version"}, &out, &out))
+	require.Contains(t, out.String(), "gale ")
+}
