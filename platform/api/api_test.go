@@ -27,7 +27,8 @@ func TestParseTopic(t *testing.T) {
 		{topic: "/sys/pk//thing/measurepoint/post", bad: true},
 		{topic: "sys/pk/dk/thing/measurepoint/post", bad: true},
 		{topic: "/sys/pk/dk/thing/other", bad: true},
-		{topic: "/ext/session/gw/g1/combine/logout", bad: true},
+		{topic: "/ext/session/gw/g1/combine/logout", want: Topic{Kind: KindSubLogout, ProductKey: "gw", DeviceKey: "g1"}},
+		{topic: "/ext/session/gw/g1/combine/other", bad: true},
 		{topic: "", bad: true},
 	}
 	for _, c := range cases {

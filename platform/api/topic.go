@@ -29,6 +29,7 @@ const (
 	KindTopoAdd
 	KindSubLogin
 	KindSubLoginBatch
+	KindSubLogout
 )
 
 var kindSuffix = map[string]Kind{
@@ -95,6 +96,9 @@ func ParseTopic(topic string) (Topic, error) {
 					return t, nil
 				case "combine/login/batch":
 					t.Kind = KindSubLoginBatch
+					return t, nil
+				case "combine/logout":
+					t.Kind = KindSubLogout
 					return t, nil
 				}
 			}

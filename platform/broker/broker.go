@@ -19,6 +19,7 @@ import (
 type Devices interface {
 	Device(pk, dk string) (api.Device, bool)
 	Model(pk string) (*registry.Model, bool)
+	Topology
 }
 
 // Producer puts messages on Kafka and returns once they are acknowledged.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +42,8 @@ type session struct {
 	client  *mqtt.Client
 	pk, dk  string
 	limiter *rate.Limiter
+	// subs are the sub-devices logged in through this gateway session ("pk/dk"), guarded by hook.mu.
+	subs map[string]bool
 	// subscribed is set once the device subscribed to anything: a device
 	// that never subscribed cannot receive replies, so none are published.
 	subscribed atomic.Bool
@@ -99,7 +100,7 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (string, error) 
 	}
 	h.mu.Lock()
 	h.sessions[cl] = &session{
-		client: cl, pk: login.ProductKey, dk: login.DeviceKey,
+		client: cl, pk: login.ProductKey, dk: login.DeviceKey, subs: map[string]bool{},
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.Burst),
 	}
 	h.mu.Unlock()
@@ -154,13 +155,14 @@ func (h *hook) session(cl *mqtt.Client) *session {
 	return h.sessions[cl]
 }
 
-// OnACLCheck lets a device publish and subscribe only under its own /sys/{pk}/{dk}/.
+// OnACLCheck lets a device publish and subscribe only under its own
+// /sys/{pk}/{dk}/ (and, for a gateway, its session and its logged-in sub-devices).
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	s := h.session(cl)
 	if s == nil {
 		return false
 	}
-	if strings.HasPrefix(topic, api.DevicePrefix(s.pk, s.dk)) {
+	if h.allowed(s, topic) {
 		return true
 	}
 	reason := "acl_subscribe"
@@ -240,6 +242,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		*bp = api.AppendRecord((*bp)[:0], &rec)
 		msg = kafka.Message{Topic: api.TopicTelemetry, Key: []byte(dev.ProductKey + "/" + dev.DeviceKey), Value: *bp}
 		defer h.m.samples.Add(float64(len(rec.Samples)))
+	case api.KindTopoAdd, api.KindSubLogin, api.KindSubLoginBatch, api.KindSubLogout:
+		h.subDevices(s, topic, pk.TopicName, req)
+		return pk, packets.CodeSuccessIgnore
 	case api.KindEventPost:
 		ev, err := h.event(dev, topic.Name, req, model)
 		if err != nil {
@@ -385,10 +390,15 @@ func (h *hook) reject(s *session, topic, id string, code int, reason, message st
 
 // reply answers a request on its _reply topic, if the device listens.
 func (h *hook) reply(s *session, topic, id string, code int, message string) {
+	h.replyData(s, topic, id, code, message, nil)
+}
+
+// replyData answers with data.
+func (h *hook) replyData(s *session, topic, id string, code int, message string, data any) {
 	if !s.subscribed.Load() {
 		return
 	}
-	b, err := json.Marshal(api.Reply{ID: id, Code: code, Message: message})
+	b, err := json.Marshal(api.Reply{ID: id, Code: code, Message: message, Data: data})
 	if err == nil {
 		err = h.server.Publish(api.ReplyTopic(topic), b, false, 1)
 	}

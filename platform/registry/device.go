@@ -185,3 +185,9 @@ func (r *Registry) storeDevice(ctx context.Context, d *api.Device) error {
 	}
 	return nil
 }
+
+// SetGateway places device (pk, dk) behind gateway (gwPK, gwDK).
+func (r *Registry) SetGateway(ctx context.Context, pk, dk, gwPK, gwDK string) error {
+	_, err := r.PatchDevice(ctx, pk, dk, DevicePatch{GatewayProductKey: &gwPK, GatewayDeviceKey: &gwDK})
+	return err
+}

@@ -39,8 +39,15 @@ type Config struct {
 	OnConnectionLost func(error)
 }
 
-// ServiceHandler runs service id with params and returns its reply code, message and output.
-type ServiceHandler func(id string, params json.RawMessage) (code int, message string, output any)
+// ServiceCall is a service invocation received by a device or, through a gateway, by one of its sub-devices.
+type ServiceCall struct {
+	ProductKey, DeviceKey string
+	Service               string
+	Params                json.RawMessage
+}
+
+// ServiceHandler runs a service call and returns its reply code, message and output.
+type ServiceHandler func(call ServiceCall) (code int, message string, output any)
 
 // Device is a connected device. It is safe for concurrent use.
 type Device struct {
@@ -85,7 +92,11 @@ func Connect(ctx context.Context, cfg Config) (*Device, error) {
 		}
 		return nil, fmt.Errorf("connect %s/%s to %s: %w", cfg.ProductKey, cfg.DeviceKey, cfg.Broker, err)
 	}
-	if err := wait(ctx, d.client.Subscribe(api.DevicePrefix(cfg.ProductKey, cfg.DeviceKey)+"#", 1, d.onMessage)); err != nil {
+	filters := map[string]byte{
+		api.DevicePrefix(cfg.ProductKey, cfg.DeviceKey) + "#":  1,
+		api.SessionPrefix(cfg.ProductKey, cfg.DeviceKey) + "#": 1,
+	}
+	if err := wait(ctx, d.client.SubscribeMultiple(filters, d.onMessage)); err != nil {
 		d.client.Disconnect(0)
 		return nil, fmt.Errorf("subscribe %s/%s: %w", cfg.ProductKey, cfg.DeviceKey, err)
 	}
@@ -133,7 +144,7 @@ func (d *Device) onMessage(_ paho.Client, m paho.Message) {
 		if d.cfg.OnService == nil {
 			code, msg = api.CodeNotImplemented, "device has no service handler"
 		} else {
-			code, msg, out = d.cfg.OnService(t.Name, req.Params)
+			code, msg, out = d.cfg.OnService(ServiceCall{ProductKey: t.ProductKey, DeviceKey: t.DeviceKey, Service: t.Name, Params: req.Params})
 		}
 	}
 	b, _ := json.Marshal(api.Reply{ID: req.ID, Code: code, Message: msg, Data: out})
@@ -201,8 +212,50 @@ func (d *Device) MeasurepointRequest(method string, t time.Time, points map[stri
 
 // Post sends points measured at t and returns once acknowledged (QoS 1).
 func (d *Device) Post(ctx context.Context, t time.Time, points map[string]any) error {
-	return d.Publish(ctx, api.MeasurepointPostTopic(d.cfg.ProductKey, d.cfg.DeviceKey), 1,
-		d.MeasurepointRequest("thing.measurepoint.post", t, points))
+	return d.PostFor(ctx, d.cfg.ProductKey, d.cfg.DeviceKey, t, points)
+}
+
+// PostFor sends points of device (pk, dk): this device, or a sub-device logged in through it.
+func (d *Device) PostFor(ctx context.Context, pk, dk string, t time.Time, points map[string]any) error {
+	return d.Publish(ctx, api.MeasurepointPostTopic(pk, dk), 1, d.MeasurepointRequest("thing.measurepoint.post", t, points))
+}
+
+// AddTopo adds sub-devices (signed with their secrets) to this gateway's topology.
+func (d *Device) AddTopo(ctx context.Context, subs []api.SubDeviceAuth) error {
+	params, _ := json.Marshal(subs)
+	r, err := d.Request(ctx, api.TopoAddTopic(d.cfg.ProductKey, d.cfg.DeviceKey), api.Request{ID: d.NewID(), Version: "1.0", Method: "thing.topo.add", Params: params})
+	if err == nil && r.Code != api.CodeOK {
+		err = fmt.Errorf("topo add: code %d: %s", r.Code, r.Message)
+	}
+	return err
+}
+
+// LoginSubDevices logs sub-devices in through this gateway and subscribes to
+// their topics, so their service calls reach OnService. It returns those that failed.
+func (d *Device) LoginSubDevices(ctx context.Context, subs []api.SubDeviceAuth) ([]api.SubDeviceRef, error) {
+	params, _ := json.Marshal(api.SubDeviceLoginBatch{SubDevices: subs})
+	r, err := d.Request(ctx, api.SubLoginBatchTopic(d.cfg.ProductKey, d.cfg.DeviceKey), api.Request{ID: d.NewID(), Version: "1.0", Method: "combine.login.batch", Params: params})
+	if err != nil {
+		return nil, err
+	}
+	if r.Code != api.CodeOK {
+		return nil, fmt.Errorf("sub-device login: code %d: %s", r.Code, r.Message)
+	}
+	var res api.SubDeviceLoginResult
+	b, _ := json.Marshal(r.Data)
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("sub-device login reply: %w", err)
+	}
+	if len(res.Logged) > 0 {
+		filters := map[string]byte{}
+		for _, s := range res.Logged {
+			filters[api.DevicePrefix(s.ProductKey, s.DeviceKey)+"#"] = 1
+		}
+		if err := wait(ctx, d.client.SubscribeMultiple(filters, d.onMessage)); err != nil {
+			return res.Failed, fmt.Errorf("subscribe sub-device topics: %w", err)
+		}
+	}
+	return res.Failed, nil
 }
 
 // PostTopic returns this device's measurepoint post topic.
