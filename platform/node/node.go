@@ -120,7 +120,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 }
 
 // Publish sends a downlink message to the devices connected to this node's broker.
-func (n *Node) Publish(topic string, payload []byte) error { return n.broker.Publish(topic, payload, 1) }
+func (n *Node) Publish(topic string, payload []byte) error {
+	return n.broker.Publish(topic, payload, 1)
+}
 
 // Registerer is the node's metrics registry, for components composed with it.
 func (n *Node) Registerer() prometheus.Registerer { return n.reg }
