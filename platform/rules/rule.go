@@ -1,0 +1,296 @@
+// Package rules is Gale's event engine: streaming rules evaluated on every
+// live sample in event time (threshold, rate of change, for-durations, no
+// data, combinations across points and devices, device events), the alert
+// lifecycle they drive, and the `gale rules test` runner.
+package rules
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/template"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Rule types.
+const (
+	TypeThreshold = "threshold"
+	TypeRate      = "rate"
+	TypeNoData    = "nodata"
+	TypeAll       = "all"
+	TypeAny       = "any"
+	TypeCount     = "count"
+	TypeEvent     = "event"
+)
+
+// Rule is one streaming rule.
+type Rule struct {
+	Name string `yaml:"name"`
+	Type string `yaml:"type"`
+	// Scope selects the devices the rule watches.
+	Scope Scope `yaml:"scope"`
+	// Point and Condition are used by threshold and rate rules.
+	Point     string    `yaml:"point"`
+	Condition Condition `yaml:",inline"`
+	// Conditions are combined by all / any rules (per device) and count rules (one, per device).
+	Conditions []PointCondition `yaml:"conditions"`
+	// AtLeast is how many devices of a group must meet the condition (count rules).
+	AtLeast int `yaml:"atLeast"`
+	// GroupBy is the label devices are grouped by for count rules: site (default) or org.
+	GroupBy string `yaml:"groupBy"`
+	// After is how long without a sample makes a nodata rule fire.
+	After Duration `yaml:"after"`
+	// Event is the device event that fires an event rule; ResolveAfter resolves it when no new event came for that long.
+	Event        string   `yaml:"event"`
+	ResolveAfter Duration `yaml:"resolveAfter"`
+	// For is how long (event time) the condition must hold before the alert fires.
+	For      Duration `yaml:"for"`
+	Severity string   `yaml:"severity"`
+	// Message is a text/template with .Rule .Device .Site .Point .Value .Threshold.
+	Message string `yaml:"message"`
+
+	file string
+	line int
+	tmpl *template.Template
+}
+
+// Scope selects devices by product, device keys ("pk/dk") or asset (a site or org and everything below it).
+type Scope struct {
+	Product string   `yaml:"product"`
+	Devices []string `yaml:"devices"`
+	Asset   string   `yaml:"asset"`
+}
+
+// Condition is a test on one value: above and below are strict; both set
+// means outside [below, above] is a breach when Outside is true.
+type Condition struct {
+	Above  *float64 `yaml:"above"`
+	Below  *float64 `yaml:"below"`
+	Equals *float64 `yaml:"equals"`
+	// Outside [Min, Max]: the value is below Min or above Max.
+	Outside *[2]float64 `yaml:"outside"`
+	// Not negates the test.
+	Not bool `yaml:"not"`
+}
+
+// PointCondition is a condition on one point of a device.
+type PointCondition struct {
+	Point     string `yaml:"point"`
+	Condition `yaml:",inline"`
+}
+
+// File is a rule file.
+type File struct {
+	Rules []*Rule `yaml:"rules"`
+}
+
+// Duration is a time.Duration read from YAML as "90s", "5m".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: duration %q: %w", n.Line, n.Value, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Millis returns the duration in milliseconds.
+func (d Duration) Millis() int64 { return time.Duration(d).Milliseconds() }
+
+// ErrInvalid is wrapped by every rule file error.
+var ErrInvalid = errors.New("invalid rule")
+
+// Test reports whether v meets the condition.
+func (c Condition) Test(v float64) bool {
+	ok := true
+	if c.Above != nil {
+		ok = ok && v > *c.Above
+	}
+	if c.Below != nil {
+		ok = ok && v < *c.Below
+	}
+	if c.Equals != nil {
+		ok = ok && v == *c.Equals
+	}
+	if c.Outside != nil {
+		ok = ok && (v < c.Outside[0] || v > c.Outside[1])
+	}
+	return ok != c.Not
+}
+
+func (c Condition) empty() bool {
+	return c.Above == nil && c.Below == nil && c.Equals == nil && c.Outside == nil
+}
+
+// threshold returns the value the message calls the threshold.
+func (c Condition) threshold() float64 {
+	switch {
+	case c.Above != nil:
+		return *c.Above
+	case c.Below != nil:
+		return *c.Below
+	case c.Equals != nil:
+		return *c.Equals
+	case c.Outside != nil:
+		return c.Outside[1]
+	}
+	return 0
+}
+
+// LoadFiles reads and validates rule files; errors name the file and line.
+func LoadFiles(paths ...string) ([]*Rule, error) {
+	var all []*Rule
+	names := map[string]string{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read rule file: %w", err)
+		}
+		rs, err := Parse(filepath.Base(p), b)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if prev, ok := names[r.Name]; ok {
+				return nil, fmt.Errorf("%w: %s:%d: rule %q already defined in %s", ErrInvalid, r.file, r.line, r.Name, prev)
+			}
+			names[r.Name] = fmt.Sprintf("%s:%d", r.file, r.line)
+		}
+		all = append(all, rs...)
+	}
+	return all, nil
+}
+
+// Parse decodes and validates one rule file's content.
+func Parse(name string, b []byte) ([]*Rule, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(b, &root); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	lines := ruleLines(&root)
+	for i, r := range f.Rules {
+		r.file = name
+		if i < len(lines) {
+			r.line = lines[i]
+		}
+		if err := r.validate(); err != nil {
+			return nil, fmt.Errorf("%w: %s:%d: rule %q: %v", ErrInvalid, name, r.line, r.Name, err)
+		}
+	}
+	return f.Rules, nil
+}
+
+// ruleLines returns the line of each element of the top-level rules list.
+func ruleLines(root *yaml.Node) []int {
+	if len(root.Content) == 0 {
+		return nil
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == "rules" {
+			var out []int
+			for _, n := range m.Content[i+1].Content {
+				out = append(out, n.Line)
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+func (r *Rule) validate() error {
+	if r.Name == "" {
+		return errors.New("name is empty")
+	}
+	if r.Severity == "" {
+		r.Severity = "warning"
+	}
+	if r.For < 0 {
+		return errors.New("for is negative")
+	}
+	switch r.Type {
+	case TypeThreshold, TypeRate:
+		if r.Point == "" {
+			return errors.New("point is empty")
+		}
+		if r.Condition.empty() {
+			return errors.New("needs above, below, equals or outside")
+		}
+	case TypeNoData:
+		if r.Point == "" {
+			return errors.New("point is empty")
+		}
+		if r.After <= 0 {
+			return errors.New("after must be a positive duration")
+		}
+	case TypeAll, TypeAny:
+		if len(r.Conditions) < 1 {
+			return errors.New("conditions are empty")
+		}
+	case TypeCount:
+		if len(r.Conditions) != 1 {
+			return errors.New("a count rule has exactly one condition")
+		}
+		if r.AtLeast < 1 {
+			return errors.New("atLeast must be at least 1")
+		}
+		switch r.GroupBy {
+		case "":
+			r.GroupBy = "site"
+		case "site", "org":
+		default:
+			return fmt.Errorf("groupBy %q: want site or org", r.GroupBy)
+		}
+	case TypeEvent:
+		if r.Event == "" {
+			return errors.New("event is empty")
+		}
+		if r.ResolveAfter == 0 {
+			r.ResolveAfter = Duration(10 * time.Minute)
+		}
+	default:
+		return fmt.Errorf("type %q: want threshold, rate, nodata, all, any, count or event", r.Type)
+	}
+	for _, c := range r.Conditions {
+		if c.Point == "" || c.Condition.empty() {
+			return errors.New("each condition needs a point and above, below, equals or outside")
+		}
+	}
+	if r.Message == "" {
+		r.Message = "{{.Rule}} on {{.Device}}"
+	}
+	t, err := template.New(r.Name).Option("missingkey=error").Parse(r.Message)
+	if err != nil {
+		return fmt.Errorf("message template: %w", err)
+	}
+	r.tmpl = t
+	return nil
+}
+
+// Location is the rule's file and line.
+func (r *Rule) Location() string { return fmt.Sprintf("%s:%d", r.file, r.line) }
+
+// points returns the points the rule reads.
+func (r *Rule) points() []string {
+	if r.Point != "" {
+		return []string{r.Point}
+	}
+	out := make([]string, 0, len(r.Conditions))
+	for _, c := range r.Conditions {
+		out = append(out, c.Point)
+	}
+	return out
+}
