@@ -26,6 +26,7 @@ type command struct {
 
 var commands = []command{
 	{"up", "run the whole platform on one machine with embedded engines and the demo fleet", runUp},
+	{"rules", "rules test FILE...: run rule unit tests", runRules},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err
@@ -46,7 +47,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, errUsage) {
+		if err != errUsage { // a bare errUsage follows a usage message already printed
 			fmt.Fprintln(os.Stderr, "gale:", err)
 		}
 		os.Exit(exitCode(err))

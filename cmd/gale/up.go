@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/gale-iot/gale/platform/node"
 )
@@ -43,6 +46,18 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := node.SeedDemo(ctx, n.Registry, *turbines); err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			if err := n.ReloadRules(); err != nil {
+				log.Error("rules not reloaded; the previous rules stay", "err", err)
+			} else {
+				log.Info("rules reloaded")
+			}
+		}
+	}()
 	fmt.Fprintf(stdout, "Gale is up.\n  HTTP API:    http://%s  (Prometheus API: http://%s/prometheus)\n  MQTT:        %s\n  Kafka:       %v\n  Admin token: %s\n",
 		n.HTTPAddr(), n.HTTPAddr(), n.MQTTAddr(), n.KafkaAddrs(), n.TokenFile)
 	return n.Run(ctx)

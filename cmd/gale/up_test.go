@@ -219,3 +219,29 @@ func TestCommandLineErrors(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"version"}, &out, &out))
 	require.Contains(t, out.String(), "gale ")
 }
+
+func TestRulesTestCommand(t *testing.T) {
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"rules", "test", "../../platform/rules/shipped/wind-farm_test.yaml"}, &out, &out))
+	require.Contains(t, out.String(), "2 passed, 0 failed")
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "r.yaml"), []byte("rules:\n  - {name: hot, type: threshold, point: T, above: 80, for: 20s}\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "r_test.yaml"), []byte(`ruleFiles: [r.yaml]
+tests:
+  - name: wrong expectation
+    devices: {d: {product: p, site: s}}
+    series: [{device: d, point: T, interval: 10s, values: "90 90 90 90"}]
+    expect: [{rule: hot, key: p/d, fired: 10s}]
+`), 0o644))
+	out.Reset()
+	err := run(context.Background(), []string{"rules", "test", filepath.Join(dir, "r_test.yaml")}, &out, &out)
+	require.Error(t, err)
+	require.Contains(t, out.String(), "missing: hot p/d fired at 10s, still firing")
+	require.Contains(t, out.String(), "unexpected: hot p/d fired at 20s, still firing")
+	require.Contains(t, out.String(), "0 passed, 1 failed")
+
+	require.Error(t, run(context.Background(), []string{"rules", "test"}, &out, &out))
+	require.Error(t, run(context.Background(), []string{"rules", "nope"}, &out, &out))
+	require.Error(t, run(context.Background(), []string{"rules", "test", filepath.Join(dir, "missing.yaml")}, &out, &out))
+}

@@ -115,3 +115,45 @@ func MetricName(point string) string {
 		return '_'
 	}, point)
 }
+
+// Alert is one alert episode: a rule's condition holding for one device (or group).
+type Alert struct {
+	ID       int64  `json:"id"`
+	Rule     string `json:"rule"`
+	Severity string `json:"severity"`
+	// Source is "stream" (event engine) or "promql" (PromQL alerting rule).
+	Source string `json:"source"`
+	// Key identifies what the alert is about: "pk/dk", a group such as "site=north", or PromQL labels.
+	Key    string `json:"key"`
+	Device string `json:"device,omitempty"`
+	Site   string `json:"site,omitempty"`
+	Org    string `json:"org,omitempty"`
+	// State is pending, firing or resolved.
+	State   string  `json:"state"`
+	Value   float64 `json:"value"`
+	Message string  `json:"message,omitempty"`
+	// Times are Unix ms in event time: when the condition began, when the alert fired and resolved.
+	StartedAt  int64 `json:"startedAt"`
+	FiredAt    int64 `json:"firedAt,omitempty"`
+	ResolvedAt int64 `json:"resolvedAt,omitempty"`
+	// Acknowledgement.
+	AckedBy    string `json:"ackedBy,omitempty"`
+	AckComment string `json:"ackComment,omitempty"`
+	AckedAt    int64  `json:"ackedAt,omitempty"`
+}
+
+// Alert states.
+const (
+	AlertPending  = "pending"
+	AlertFiring   = "firing"
+	AlertResolved = "resolved"
+)
+
+// AlertEvent is an alert change as carried on gale.events (JSON).
+type AlertEvent struct {
+	Type  string `json:"type"` // EventTypeAlert
+	Alert Alert  `json:"alert"`
+}
+
+// EventTypeAlert marks an AlertEvent on gale.events.
+const EventTypeAlert = "alert"

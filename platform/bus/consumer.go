@@ -21,6 +21,18 @@ type Consumer struct {
 	cfg     Config
 	handler Handler
 	log     *slog.Logger
+
+	// With a checkpoint, offsets are committed every checkpointEvery, right after checkpoint saved the handler's state.
+	checkpoint      func(ctx context.Context) error
+	checkpointEvery time.Duration
+}
+
+// WithCheckpoint makes the consumer commit offsets only every interval,
+// each time right after save has persisted the state the handled messages
+// built. A crash then replays from the last checkpoint into the state saved with it.
+func (c *Consumer) WithCheckpoint(every time.Duration, save func(ctx context.Context) error) *Consumer {
+	c.checkpoint, c.checkpointEvery = save, every
+	return c
 }
 
 // NewConsumer returns a consumer of topics in group, handing batches to h.
@@ -59,6 +71,38 @@ func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.r.Close()
 	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
+	uncommitted := map[topicPartition]kafka.Message{}
+	lastCheckpoint := time.Now()
+	commit := func(ctx context.Context) error {
+		if len(uncommitted) == 0 {
+			return nil
+		}
+		if c.checkpoint != nil {
+			if err := c.checkpoint(ctx); err != nil {
+				return fmt.Errorf("checkpoint: %w", err)
+			}
+		}
+		msgs := make([]kafka.Message, 0, len(uncommitted))
+		for _, m := range uncommitted {
+			msgs = append(msgs, m)
+		}
+		if err := c.r.CommitMessages(ctx, msgs...); err != nil {
+			return fmt.Errorf("commit offsets: %w", err)
+		}
+		clear(uncommitted)
+		lastCheckpoint = time.Now()
+		return nil
+	}
+	defer func() {
+		// A clean stop saves the state and commits what was handled.
+		if c.checkpoint != nil {
+			stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := commit(stop); err != nil {
+				c.log.Warn("final checkpoint failed; the last messages will be replayed", "err", err)
+			}
+		}
+	}()
 	for {
 		batch = batch[:0]
 		m, err := c.r.FetchMessage(ctx)
@@ -84,11 +128,22 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("handle batch: %w", err)
 		}
-		if err := c.r.CommitMessages(ctx, batch...); err != nil {
+		for _, m := range batch {
+			uncommitted[topicPartition{m.Topic, m.Partition}] = m
+		}
+		if c.checkpoint != nil && time.Since(lastCheckpoint) < c.checkpointEvery {
+			continue
+		}
+		if err := commit(ctx); err != nil {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
-			return fmt.Errorf("commit offsets: %w", err)
+			return err
 		}
 	}
+}
+
+type topicPartition struct {
+	topic     string
+	partition int
 }

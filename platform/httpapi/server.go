@@ -18,8 +18,10 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/rules"
 )
 
 // Config configures the HTTP server.
@@ -33,11 +35,19 @@ type Deps struct {
 	Latest   *ingest.Latest
 	Storage  Storage
 	Engine   *promql.Engine
+	Rules    Rules
 	Gatherer prometheus.Gatherer
 	// Ready reports whether the node is ready to serve (nil: always).
 	Ready func() error
 	// Extra mounts more handlers by pattern (e.g. the twin control API).
 	Extra map[string]http.Handler
+}
+
+// Rules is the event engine as the API needs it.
+type Rules interface {
+	Rules() []rules.RuleInfo
+	Reload() error
+	Pending() []api.Alert
 }
 
 // Storage is the TSDB as the query API needs it.
@@ -59,18 +69,19 @@ type Server struct {
 func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	s := &Server{cfg: cfg, deps: deps, log: log}
 	mux := http.NewServeMux()
-	api := http.NewServeMux()
-	s.routeRegistry(api)
-	s.routeData(api)
+	authed := http.NewServeMux()
+	s.routeRegistry(authed)
+	s.routeData(authed)
+	s.routeAlerts(authed)
 	prom, err := newPromAPI(deps, log, reg)
 	if err != nil {
 		return nil, err
 	}
-	api.Handle("/prometheus/", prom)
+	authed.Handle("/prometheus/", prom)
 	for pattern, h := range deps.Extra {
-		api.Handle(pattern, h)
+		authed.Handle(pattern, h)
 	}
-	mux.Handle("/", s.authenticate(api))
+	mux.Handle("/", s.authenticate(authed))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
@@ -21,6 +22,17 @@ type Config struct {
 	MQTT    broker.Config  `yaml:"mqtt"`
 	Kafka   bus.Config     `yaml:"kafka"`
 	TSDB    tsdb.Config    `yaml:"tsdb"`
+	Rules   RulesConfig    `yaml:"rules"`
+}
+
+// RulesConfig configures the event engine.
+type RulesConfig struct {
+	// Dir holds the streaming rule files (*.yaml); the shipped rules are installed there when it has none.
+	Dir string `yaml:"dir"`
+	// CheckpointEvery is how often the engine's state is saved and its offsets committed.
+	CheckpointEvery time.Duration `yaml:"checkpointEvery"`
+	// NoDataGrace is how far behind the wall clock event time may lag before silent points count as no data.
+	NoDataGrace time.Duration `yaml:"noDataGrace"`
 }
 
 // DefaultConfig returns the single-machine defaults.
@@ -31,6 +43,7 @@ func DefaultConfig() Config {
 		MQTT:    broker.DefaultConfig(),
 		Kafka:   bus.DefaultConfig(),
 		TSDB:    tsdb.DefaultConfig(),
+		Rules:   RulesConfig{CheckpointEvery: 5 * time.Second, NoDataGrace: 30 * time.Second},
 	}
 }
 
@@ -44,6 +57,12 @@ func (c *Config) Complete() error {
 	}
 	if c.HTTP.Addr == "" {
 		return fmt.Errorf("%w: http.addr is empty", ErrConfig)
+	}
+	if c.Rules.Dir == "" {
+		c.Rules.Dir = filepath.Join(c.DataDir, "rules")
+	}
+	if c.Rules.CheckpointEvery <= 0 || c.Rules.NoDataGrace <= 0 {
+		return fmt.Errorf("%w: rules.checkpointEvery and rules.noDataGrace must be positive", ErrConfig)
 	}
 	if c.TSDB.Dir == "" {
 		c.TSDB.Dir = filepath.Join(c.DataDir, "tsdb")

@@ -22,11 +22,15 @@ import (
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
 
-// TSDBConsumerGroup is the Kafka consumer group of the TSDB writer.
-const TSDBConsumerGroup = "gale-tsdb"
+// Consumer groups of the node's Kafka readers.
+const (
+	TSDBConsumerGroup  = "gale-tsdb"
+	RulesConsumerGroup = "gale-rules"
+)
 
 // Node is a running cloud node. Build it with New, start it with Run.
 type Node struct {
@@ -43,6 +47,8 @@ type Node struct {
 	producer *bus.Producer
 	broker   *broker.Broker
 	consumer *bus.Consumer
+	rules    *rules.Service
+	rulesIn  *bus.Consumer
 	http     *httpapi.Server
 	ready    atomic.Bool
 }
@@ -98,13 +104,25 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 	writer := ingest.NewWriter(db, latest, log.With("component", "ingest"), n.reg)
 	n.consumer = bus.NewConsumer(n.brokers, TSDBConsumerGroup, []string{api.TopicTelemetry}, cfg.Kafka, writer.Handle, log.With("component", "ingest"))
-	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
-		ConstLabels: prometheus.Labels{"group": TSDBConsumerGroup},
-	}, func() float64 { return float64(n.consumer.Lag()) }))
+
+	if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
+		return nil, err
+	}
+	n.rules, err = rules.NewService(ctx, cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, log.With("component", "rules"), n.reg)
+	if err != nil {
+		return nil, err
+	}
+	n.rulesIn = bus.NewConsumer(n.brokers, RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, cfg.Kafka, n.rules.Handle, log.With("component", "rules")).
+		WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Checkpoint)
+	for group, c := range map[string]*bus.Consumer{TSDBConsumerGroup: n.consumer, RulesConsumerGroup: n.rulesIn} {
+		n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
+			ConstLabels: prometheus.Labels{"group": group},
+		}, func() float64 { return float64(c.Lag()) }))
+	}
 
 	n.http, err = httpapi.New(cfg.HTTP, httpapi.Deps{
-		Registry: n.Registry, Latest: latest, Storage: db, Engine: tsdb.NewEngine(log, n.reg), Gatherer: n.reg,
+		Registry: n.Registry, Latest: latest, Storage: db, Rules: n.rules, Engine: tsdb.NewEngine(log, n.reg), Gatherer: n.reg,
 		Ready: n.readiness, Extra: extra,
 	}, log.With("component", "http"), n.reg)
 	if err != nil {
@@ -150,10 +168,32 @@ func (n *Node) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return n.broker.Run(gctx) })
 	g.Go(func() error { return n.consumer.Run(gctx) })
+	g.Go(func() error { return n.rulesIn.Run(gctx) })
+	g.Go(func() error { return n.advanceRules(gctx) })
 	g.Go(func() error { return n.http.Run(gctx) })
 	n.ready.Store(true)
 	return g.Wait()
 }
+
+// advanceRules moves the event engine's clock with the wall clock, so
+// no-data rules fire even when every device fell silent.
+func (n *Node) advanceRules(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			if err := n.rules.AdvanceTo(ctx, now.Add(-n.cfg.Rules.NoDataGrace)); err != nil && ctx.Err() == nil {
+				n.log.Warn("advance rules", "err", err)
+			}
+		}
+	}
+}
+
+// ReloadRules reads the rule files again (SIGHUP, POST /api/v1/rules/reload).
+func (n *Node) ReloadRules() error { return n.rules.Reload() }
 
 func (n *Node) close() {
 	if n.producer != nil {

@@ -60,9 +60,9 @@ type Rule struct {
 
 // Scope selects devices by product, device keys ("pk/dk") or asset (a site or org and everything below it).
 type Scope struct {
-	Product string   `yaml:"product"`
-	Devices []string `yaml:"devices"`
-	Asset   string   `yaml:"asset"`
+	Product string   `yaml:"product" json:"product,omitempty"`
+	Devices []string `yaml:"devices" json:"devices,omitempty"`
+	Asset   string   `yaml:"asset" json:"asset,omitempty"`
 }
 
 // Condition is a test on one value: above and below are strict; both set

@@ -48,6 +48,7 @@ func Start(t testing.TB, cfg node.Config) *Harness {
 	if os.Getenv("GALE_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	require.NoError(t, cfg.Complete())
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := node.New(ctx, cfg, log, nil)
 	if err != nil {

@@ -1,0 +1,93 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+func (s *Server) routeAlerts(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/alerts", s.listAlerts)
+	mux.HandleFunc("POST /api/v1/alerts/{id}/ack", func(w http.ResponseWriter, r *http.Request) {
+		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "alert id must be a number")
+			return
+		}
+		var body struct {
+			Comment string `json:"comment"`
+			User    string `json:"user"`
+		}
+		if !decodeJSON(w, r, &body) {
+			return
+		}
+		if body.User == "" {
+			body.User = "admin"
+		}
+		a, err := s.deps.Registry.AckAlert(r.Context(), id, body.User, body.Comment)
+		if err != nil {
+			writeRegistryError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, a)
+	})
+	mux.HandleFunc("GET /api/v1/rules", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, s.deps.Rules.Rules())
+	})
+	mux.HandleFunc("POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
+		if err := s.deps.Rules.Reload(); err != nil {
+			writeError(w, http.StatusBadRequest, "rules not reloaded, the previous rules stay: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, s.deps.Rules.Rules())
+	})
+}
+
+// listAlerts answers /api/v1/alerts?state=&severity=&site=&rule=&source=&since=&until=&limit=.
+func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := registry.AlertFilter{State: q.Get("state"), Severity: q.Get("severity"), Site: q.Get("site"), Rule: q.Get("rule"), Source: q.Get("source")}
+	switch f.State {
+	case "", api.AlertFiring, api.AlertResolved, api.AlertPending:
+	default:
+		writeError(w, http.StatusBadRequest, "state must be pending, firing or resolved")
+		return
+	}
+	for name, dst := range map[string]*int64{"since": &f.Since, "until": &f.Until} {
+		if v := q.Get(name); v != "" {
+			t, err := parseTime(v, time.Time{})
+			if err != nil {
+				writeError(w, http.StatusBadRequest, name+": "+err.Error())
+				return
+			}
+			*dst = t.UnixMilli()
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			writeError(w, http.StatusBadRequest, "limit must be a positive number")
+			return
+		}
+		f.Limit = n
+	}
+	if f.State == api.AlertPending {
+		out := []api.Alert{}
+		for _, a := range s.deps.Rules.Pending() {
+			if (f.Severity == "" || a.Severity == f.Severity) && (f.Site == "" || a.Site == f.Site) && (f.Rule == "" || a.Rule == f.Rule) {
+				out = append(out, a)
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
+	alerts, err := s.deps.Registry.Alerts(r.Context(), f)
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, alerts)
+}
