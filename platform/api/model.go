@@ -1,6 +1,9 @@
 package api
 
-import "strings"
+import (
+	"encoding/json"
+	"strings"
+)
 
 // Product is a device type with its thing model.
 type Product struct {
@@ -157,3 +160,31 @@ type AlertEvent struct {
 
 // EventTypeAlert marks an AlertEvent on gale.events.
 const EventTypeAlert = "alert"
+
+// Command is a service invocation on a device, as stored and as carried on gale.commands.
+type Command struct {
+	ID         string          `json:"id"`
+	ProductKey string          `json:"productKey"`
+	DeviceKey  string          `json:"deviceKey"`
+	Service    string          `json:"service"`
+	Params     json.RawMessage `json:"params,omitempty"`
+	// Status is queued, sent, succeeded, failed or expired.
+	Status string `json:"status"`
+	// Code, Message and Output are the device's reply.
+	Code      int             `json:"code,omitempty"`
+	Message   string          `json:"message,omitempty"`
+	Output    json.RawMessage `json:"output,omitempty"`
+	CreatedAt int64           `json:"createdAt"`
+	ExpiresAt int64           `json:"expiresAt"`
+	SentAt    int64           `json:"sentAt,omitempty"`
+	RepliedAt int64           `json:"repliedAt,omitempty"`
+}
+
+// Command statuses.
+const (
+	CommandQueued    = "queued"
+	CommandSent      = "sent"
+	CommandSucceeded = "succeeded"
+	CommandFailed    = "failed"
+	CommandExpired   = "expired"
+)

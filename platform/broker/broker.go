@@ -27,6 +27,20 @@ type Producer interface {
 	Produce(ctx context.Context, msgs ...kafka.Message) error
 }
 
+// Listener hears about device sessions and service replies (the command dispatcher).
+type Listener interface {
+	// DeviceOnline is called when a device (or the gateway of a logged-in
+	// sub-device) subscribes to the device's service calls.
+	DeviceOnline(pk, dk string)
+	// ServiceReply is called with the payload a device sent on thing/service/{service}_reply.
+	ServiceReply(pk, dk, service string, payload []byte)
+}
+
+type nopListener struct{}
+
+func (nopListener) DeviceOnline(string, string)                 {}
+func (nopListener) ServiceReply(string, string, string, []byte) {}
+
 // Broker is the MQTT broker with Gale's hooks.
 type Broker struct {
 	cfg    Config
@@ -87,6 +101,12 @@ func (b *Broker) Run(ctx context.Context) error {
 	<-ctx.Done()
 	return b.server.Close()
 }
+
+// SetListener installs the listener; call before Run.
+func (b *Broker) SetListener(l Listener) { b.hook.listener = l }
+
+// Online reports whether device (pk, dk) has a session on this broker, directly or through its gateway.
+func (b *Broker) Online(pk, dk string) bool { return b.hook.online(pk + "/" + dk) }
 
 // Publish sends a message from the platform to subscribers (e.g. a downlink command).
 func (b *Broker) Publish(topic string, payload []byte, qos byte) error {

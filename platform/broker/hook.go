@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,9 +32,12 @@ type hook struct {
 	m        *metrics
 	now      func() time.Time
 
+	listener Listener
+
 	mu       sync.Mutex
 	sessions map[*mqtt.Client]*session
 	byDevice map[string]*session // "pk/dk" → the device's current session
+	subOwner map[string]*session // "pk/dk" of a logged-in sub-device → its gateway's session
 	bufs     sync.Pool
 }
 
@@ -54,6 +58,8 @@ func newHook(cfg Config, server *mqtt.Server, devices Devices, producer Producer
 		cfg: cfg, server: server, devices: devices, producer: producer, log: log, m: m, now: time.Now,
 		sessions: map[*mqtt.Client]*session{},
 		byDevice: map[string]*session{},
+		subOwner: map[string]*session{},
+		listener: nopListener{},
 		bufs:     sync.Pool{New: func() any { return new([]byte) }},
 	}
 }
@@ -140,13 +146,58 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
 		delete(h.byDevice, key)
 		h.m.sessions.Dec()
 	}
+	for sub := range s.subs {
+		if h.subOwner[sub] == s {
+			delete(h.subOwner, sub)
+		}
+	}
 }
 
-// OnSubscribed notes that the device can now receive replies.
-func (h *hook) OnSubscribed(cl *mqtt.Client, _ packets.Packet, _ []byte) {
-	if s := h.session(cl); s != nil {
-		s.subscribed.Store(true)
+// online reports whether device "pk/dk" has a session here, directly or through its gateway.
+func (h *hook) online(key string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byDevice[key] != nil || h.subOwner[key] != nil
+}
+
+// OnSubscribed notes that the device can now receive replies, and tells the
+// listener which devices now receive their service calls (so queued commands
+// are sent only once someone listens).
+func (h *hook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, _ []byte) {
+	s := h.session(cl)
+	if s == nil {
+		return
 	}
+	s.subscribed.Store(true)
+	devices := [][2]string{{s.pk, s.dk}}
+	h.mu.Lock()
+	for sub := range s.subs {
+		pk, dk, _ := strings.Cut(sub, "/")
+		devices = append(devices, [2]string{pk, dk})
+	}
+	h.mu.Unlock()
+	for _, d := range devices {
+		for _, f := range pk.Filters {
+			if topicMatch(f.Filter, api.ServiceTopic(d[0], d[1], "x")) {
+				h.listener.DeviceOnline(d[0], d[1])
+				break
+			}
+		}
+	}
+}
+
+// topicMatch reports whether MQTT filter (with + and #) matches topic.
+func topicMatch(filter, topic string) bool {
+	fs, ts := strings.Split(filter, "/"), strings.Split(topic, "/")
+	for i, f := range fs {
+		if f == "#" {
+			return true
+		}
+		if i >= len(ts) || f != "+" && f != ts[i] {
+			return false
+		}
+	}
+	return len(fs) == len(ts)
 }
 
 func (h *hook) session(cl *mqtt.Client) *session {
@@ -191,7 +242,9 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.CodeSuccessIgnore
 	}
 	if topic.Reply {
-		// Service replies are consumed by the command dispatcher; nothing to ingest.
+		if topic.Kind == api.KindServiceCall {
+			h.listener.ServiceReply(topic.ProductKey, topic.DeviceKey, topic.Name, pk.Payload)
+		}
 		return pk, packets.CodeSuccessIgnore
 	}
 	if len(pk.Payload) > h.cfg.MaxPayload {

@@ -74,8 +74,12 @@ func (h *hook) subDevices(s *session, topic api.Topic, name string, req api.Requ
 			h.reject(s, name, req.ID, api.CodeBadRequest, "bad_json", "params: "+err.Error())
 			return
 		}
+		key := ref.ProductKey + "/" + ref.DeviceKey
 		h.mu.Lock()
-		delete(s.subs, ref.ProductKey+"/"+ref.DeviceKey)
+		delete(s.subs, key)
+		if h.subOwner[key] == s {
+			delete(h.subOwner, key)
+		}
 		h.mu.Unlock()
 		h.replyData(s, name, req.ID, api.CodeOK, "", ref)
 	}
@@ -104,8 +108,10 @@ func (h *hook) login(s *session, sub api.SubDeviceAuth) error {
 	if d.GatewayProductKey != s.pk || d.GatewayDeviceKey != s.dk {
 		return errors.New("sub-device " + sub.ProductKey + "/" + sub.DeviceKey + " is not in this gateway's topology (thing.topo.add it first)")
 	}
+	key := sub.ProductKey + "/" + sub.DeviceKey
 	h.mu.Lock()
-	s.subs[sub.ProductKey+"/"+sub.DeviceKey] = true
+	s.subs[key] = true
+	h.subOwner[key] = s
 	h.mu.Unlock()
 	h.m.messages.WithLabelValues("sub_login").Inc()
 	return nil

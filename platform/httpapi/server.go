@@ -36,6 +36,7 @@ type Deps struct {
 	Storage  Storage
 	Engine   *promql.Engine
 	Rules    Rules
+	Commands Commands
 	Gatherer prometheus.Gatherer
 	// Ready reports whether the node is ready to serve (nil: always).
 	Ready func() error
@@ -73,6 +74,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	s.routeRegistry(authed)
 	s.routeData(authed)
 	s.routeAlerts(authed)
+	s.routeCommands(authed)
 	prom, err := newPromAPI(deps, log, reg)
 	if err != nil {
 		return nil, err

@@ -17,12 +17,14 @@ import (
 // Config configures a node.
 type Config struct {
 	// DataDir holds the registry, the TSDB, the embedded Kafka log and admin.token.
-	DataDir string         `yaml:"dataDir"`
-	HTTP    httpapi.Config `yaml:"http"`
-	MQTT    broker.Config  `yaml:"mqtt"`
-	Kafka   bus.Config     `yaml:"kafka"`
-	TSDB    tsdb.Config    `yaml:"tsdb"`
-	Rules   RulesConfig    `yaml:"rules"`
+	DataDir string `yaml:"dataDir"`
+	// NodeID names the node in a cluster; each node reads every command with a consumer group of its own.
+	NodeID string         `yaml:"nodeID"`
+	HTTP   httpapi.Config `yaml:"http"`
+	MQTT   broker.Config  `yaml:"mqtt"`
+	Kafka  bus.Config     `yaml:"kafka"`
+	TSDB   tsdb.Config    `yaml:"tsdb"`
+	Rules  RulesConfig    `yaml:"rules"`
 }
 
 // RulesConfig configures the event engine.
@@ -39,6 +41,7 @@ type RulesConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		DataDir: "data",
+		NodeID:  "local",
 		HTTP:    httpapi.Config{Addr: "127.0.0.1:8080"},
 		MQTT:    broker.DefaultConfig(),
 		Kafka:   bus.DefaultConfig(),
@@ -54,6 +57,9 @@ var ErrConfig = errors.New("invalid node config")
 func (c *Config) Complete() error {
 	if c.DataDir == "" {
 		return fmt.Errorf("%w: dataDir is empty", ErrConfig)
+	}
+	if c.NodeID == "" {
+		return fmt.Errorf("%w: nodeID is empty", ErrConfig)
 	}
 	if c.HTTP.Addr == "" {
 		return fmt.Errorf("%w: http.addr is empty", ErrConfig)

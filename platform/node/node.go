@@ -19,6 +19,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
+	"github.com/gale-iot/gale/platform/command"
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
@@ -30,6 +31,8 @@ import (
 const (
 	TSDBConsumerGroup  = "gale-tsdb"
 	RulesConsumerGroup = "gale-rules"
+	// CommandsConsumerGroup is suffixed with the node id: every node sees every command.
+	CommandsConsumerGroup = "gale-commands"
 )
 
 // Node is a running cloud node. Build it with New, start it with Run.
@@ -49,6 +52,8 @@ type Node struct {
 	consumer *bus.Consumer
 	rules    *rules.Service
 	rulesIn  *bus.Consumer
+	commands *command.Dispatcher
+	cmdIn    *bus.Consumer
 	http     *httpapi.Server
 	ready    atomic.Bool
 }
@@ -114,7 +119,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 	n.rulesIn = bus.NewConsumer(n.brokers, RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, cfg.Kafka, n.rules.Handle, log.With("component", "rules")).
 		WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Checkpoint)
-	for group, c := range map[string]*bus.Consumer{TSDBConsumerGroup: n.consumer, RulesConsumerGroup: n.rulesIn} {
+	n.commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
+	n.broker.SetListener(n.commands)
+	cmdGroup := CommandsConsumerGroup + "-" + cfg.NodeID
+	n.cmdIn = bus.NewConsumer(n.brokers, cmdGroup, []string{api.TopicCommands}, cfg.Kafka, n.commands.Handle, log.With("component", "command"))
+	for group, c := range map[string]*bus.Consumer{TSDBConsumerGroup: n.consumer, RulesConsumerGroup: n.rulesIn, cmdGroup: n.cmdIn} {
 		n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
 			ConstLabels: prometheus.Labels{"group": group},
@@ -122,7 +131,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 
 	n.http, err = httpapi.New(cfg.HTTP, httpapi.Deps{
-		Registry: n.Registry, Latest: latest, Storage: db, Rules: n.rules, Engine: tsdb.NewEngine(log, n.reg), Gatherer: n.reg,
+		Registry: n.Registry, Latest: latest, Storage: db, Rules: n.rules, Commands: n.commands, Engine: tsdb.NewEngine(log, n.reg), Gatherer: n.reg,
 		Ready: n.readiness, Extra: extra,
 	}, log.With("component", "http"), n.reg)
 	if err != nil {
@@ -170,6 +179,8 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.consumer.Run(gctx) })
 	g.Go(func() error { return n.rulesIn.Run(gctx) })
 	g.Go(func() error { return n.advanceRules(gctx) })
+	g.Go(func() error { return n.cmdIn.Run(gctx) })
+	g.Go(func() error { return n.commands.Run(gctx) })
 	g.Go(func() error { return n.http.Run(gctx) })
 	n.ready.Store(true)
 	return g.Wait()

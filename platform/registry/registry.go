@@ -67,7 +67,7 @@ func Open(path string) (*Registry, error) {
 		return nil, fmt.Errorf("open registry %q: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + alertSchema); err != nil {
+	if _, err := db.Exec(schema + alertSchema + commandSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create registry schema in %q: %w", path, err)
 	}
