@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
@@ -43,7 +42,7 @@ func newPromAPI(deps Deps, log *slog.Logger, reg prometheus.Registerer) (http.Ha
 		"",
 		false, false, 0,
 		log.With("component", "promapi"),
-		func(context.Context) v1.RulesRetriever { return noRules{} },
+		func(context.Context) v1.RulesRetriever { return deps.PromRules },
 		0, 0, 0,
 		false,
 		nil,
@@ -89,8 +88,3 @@ func (noTargets) ScrapePoolConfig(string) (*config.ScrapeConfig, error) {
 }
 func (noTargets) Alertmanagers() []*url.URL        { return nil }
 func (noTargets) DroppedAlertmanagers() []*url.URL { return nil }
-
-type noRules struct{}
-
-func (noRules) RuleGroups() []*rules.Group           { return nil }
-func (noRules) AlertingRules() []*rules.AlertingRule { return nil }

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/storage"
+	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/ingest"
@@ -36,8 +37,10 @@ type Deps struct {
 	Storage  Storage
 	Engine   *promql.Engine
 	Rules    Rules
-	Commands Commands
-	Gatherer prometheus.Gatherer
+	// PromRules serves Prometheus's /api/v1/rules and /api/v1/alerts.
+	PromRules v1.RulesRetriever
+	Commands  Commands
+	Gatherer  prometheus.Gatherer
 	// Ready reports whether the node is ready to serve (nil: always).
 	Ready func() error
 	// Extra mounts more handlers by pattern (e.g. the twin control API).

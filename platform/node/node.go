@@ -50,7 +50,7 @@ type Node struct {
 	producer *bus.Producer
 	broker   *broker.Broker
 	consumer *bus.Consumer
-	rules    *rules.Service
+	rules    rules.Set
 	rulesIn  *bus.Consumer
 	commands *command.Dispatcher
 	cmdIn    *bus.Consumer
@@ -113,12 +113,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
 		return nil, err
 	}
-	n.rules, err = rules.NewService(ctx, cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, log.With("component", "rules"), n.reg)
+	n.rules.Stream, err = rules.NewService(ctx, cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, log.With("component", "rules"), n.reg)
 	if err != nil {
 		return nil, err
 	}
-	n.rulesIn = bus.NewConsumer(n.brokers, RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, cfg.Kafka, n.rules.Handle, log.With("component", "rules")).
-		WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Checkpoint)
+	engine := tsdb.NewEngine(log, n.reg)
+	n.rules.PromQL, err = rules.NewPromQLRules(ctx, cfg.Rules.Dir, db, engine, n.Registry, log.With("component", "promql-rules"), n.reg)
+	if err != nil {
+		return nil, err
+	}
+	n.rulesIn = bus.NewConsumer(n.brokers, RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, cfg.Kafka, n.rules.Stream.Handle, log.With("component", "rules")).
+		WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Stream.Checkpoint)
 	n.commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
 	n.broker.SetListener(n.commands)
 	cmdGroup := CommandsConsumerGroup + "-" + cfg.NodeID
@@ -131,7 +136,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 
 	n.http, err = httpapi.New(cfg.HTTP, httpapi.Deps{
-		Registry: n.Registry, Latest: latest, Storage: db, Rules: n.rules, Commands: n.commands, Engine: tsdb.NewEngine(log, n.reg), Gatherer: n.reg,
+		Registry: n.Registry, Latest: latest, Storage: db, Rules: n.rules, Commands: n.commands, Engine: engine, PromRules: n.rules.PromQL, Gatherer: n.reg,
 		Ready: n.readiness, Extra: extra,
 	}, log.With("component", "http"), n.reg)
 	if err != nil {
@@ -179,6 +184,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.consumer.Run(gctx) })
 	g.Go(func() error { return n.rulesIn.Run(gctx) })
 	g.Go(func() error { return n.advanceRules(gctx) })
+	g.Go(func() error { return n.rules.PromQL.Run(gctx) })
 	g.Go(func() error { return n.cmdIn.Run(gctx) })
 	g.Go(func() error { return n.commands.Run(gctx) })
 	g.Go(func() error { return n.http.Run(gctx) })
@@ -196,7 +202,7 @@ func (n *Node) advanceRules(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			if err := n.rules.AdvanceTo(ctx, now.Add(-n.cfg.Rules.NoDataGrace)); err != nil && ctx.Err() == nil {
+			if err := n.rules.Stream.AdvanceTo(ctx, now.Add(-n.cfg.Rules.NoDataGrace)); err != nil && ctx.Err() == nil {
 				n.log.Warn("advance rules", "err", err)
 			}
 		}

@@ -122,3 +122,53 @@ func TestRulesReloadRejectsInvalidFilesWithLine(t *testing.T) {
 	require.Equal(t, http.StatusOK, h.Do(t, http.MethodPost, "/api/v1/rules/reload", nil, &rules))
 	require.Len(t, rules, n+1)
 }
+
+func TestPromQLRulesRecordAndAlert(t *testing.T) {
+	h, d := setup(t)
+	dir := filepath.Join(h.Config.Rules.Dir, "promql")
+	require.FileExists(t, filepath.Join(dir, "wind-farm.rules.yml"), "shipped PromQL rules are installed")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "test.yml"), []byte(`groups:
+  - name: test
+    interval: 200ms
+    rules:
+      - record: site:Temp:max
+        expr: max by (site) (Temp)
+      - alert: TempHigh
+        expr: Temp > 50
+        labels: {severity: critical}
+        annotations: {summary: "Temp {{ $value }} on {{ $labels.device }}"}
+`), 0o644))
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodPost, "/api/v1/rules/reload", nil, nil))
+	dev := connect(t, h, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, dev.Post(ctx, time.Now(), map[string]any{"Temp": 61.0}))
+
+	require.Eventually(t, func() bool {
+		s := h.Query(t, `site:Temp:max{site="test-site"}`, time.Time{})
+		return len(s) == 1 && s[0].Float() == 61
+	}, 15*time.Second, 50*time.Millisecond, "the recording rule writes back into the TSDB")
+	var firing []api.Alert
+	require.Eventually(t, func() bool {
+		firing = alerts(t, h, "source=promql&state=firing")
+		return len(firing) == 1
+	}, 15*time.Second, 50*time.Millisecond)
+	require.Equal(t, "TempHigh", firing[0].Rule)
+	require.Equal(t, "critical", firing[0].Severity)
+	require.Equal(t, "sensor/d1", firing[0].Device)
+	require.Equal(t, "Temp 61 on d1", firing[0].Message)
+
+	var promAlerts struct {
+		Data struct {
+			Alerts []map[string]any `json:"alerts"`
+		} `json:"data"`
+	}
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/prometheus/api/v1/alerts", nil, &promAlerts))
+	require.Len(t, promAlerts.Data.Alerts, 1, "Prometheus's own alerts endpoint sees it too")
+
+	require.NoError(t, dev.Post(ctx, time.Now(), map[string]any{"Temp": 20.0}))
+	require.Eventually(t, func() bool {
+		all := alerts(t, h, "source=promql")
+		return len(all) == 1 && all[0].State == api.AlertResolved
+	}, 15*time.Second, 50*time.Millisecond, "resolves once, as the same episode")
+}

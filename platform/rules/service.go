@@ -201,6 +201,7 @@ type RuleInfo struct {
 	Severity string `json:"severity"`
 	Location string `json:"location"`
 	Point    string `json:"point,omitempty"`
+	Expr     string `json:"expr,omitempty"`
 	For      string `json:"for,omitempty"`
 	Scope    Scope  `json:"scope"`
 }

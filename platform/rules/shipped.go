@@ -3,37 +3,50 @@ package rules
 import (
 	"embed"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 )
 
-//go:embed shipped/*.yaml
+//go:embed shipped
 var shipped embed.FS
 
 // InstallShipped writes Gale's shipped rule files (and their tests) into dir
-// when dir has no rule files yet, so users can edit and reload them.
+// when dir has no streaming rule files yet, and the PromQL rules into
+// dir/promql when that does not exist, so users can edit and reload them.
 func InstallShipped(dir string) error {
-	if files, err := Files(dir); err != nil || len(files) > 0 {
-		return err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create rules dir: %w", err)
-	}
-	entries, err := shipped.ReadDir("shipped")
+	files, err := Files(dir)
 	if err != nil {
 		return err
 	}
-	for _, e := range entries {
-		b, err := shipped.ReadFile("shipped/" + e.Name())
+	_, statErr := os.Stat(filepath.Join(dir, PromQLDir))
+	streaming, promql := len(files) == 0, os.IsNotExist(statErr)
+	return fs.WalkDir(shipped, "shipped", func(path string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+		rel, _ := filepath.Rel("shipped", path)
+		target := filepath.Join(dir, rel)
+		isProm := strings.HasPrefix(rel, PromQLDir)
+		if e.IsDir() {
+			if rel == "." || isProm && promql {
+				return os.MkdirAll(target, 0o755)
+			}
+			return nil
+		}
+		if isProm && !promql || !isProm && !streaming {
+			return nil
+		}
+		b, err := shipped.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(target, b, 0o644); err != nil {
 			return fmt.Errorf("install shipped rules: %w", err)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // Files lists the rule files of dir: *.yaml except rule tests (*_test.yaml).

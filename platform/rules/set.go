@@ -1,0 +1,53 @@
+package rules
+
+import (
+	"errors"
+
+	promrules "github.com/prometheus/prometheus/rules"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+// Set is the node's streaming and PromQL rules seen as one, for the API and reloads.
+type Set struct {
+	Stream *Service
+	PromQL *PromQLRules
+}
+
+// Rules lists every loaded rule.
+func (s Set) Rules() []RuleInfo {
+	out := s.Stream.Rules()
+	for _, g := range s.PromQL.RuleGroups() {
+		for _, r := range g.Rules() {
+			info := RuleInfo{Name: r.Name(), Type: "promql-recording", Location: g.File(), Expr: r.Query().String()}
+			if a, ok := r.(*promrules.AlertingRule); ok {
+				info.Type, info.Severity = "promql-alerting", a.Labels().Get("severity")
+				if d := a.HoldDuration(); d > 0 {
+					info.For = d.String()
+				}
+			}
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// Reload reloads both kinds; an invalid file leaves that kind's rules as they were.
+func (s Set) Reload() error {
+	return errors.Join(s.Stream.Reload(), s.PromQL.Reload())
+}
+
+// Pending lists alerts of both kinds whose for-duration is running.
+func (s Set) Pending() []api.Alert {
+	out := s.Stream.Pending()
+	for _, r := range s.PromQL.AlertingRules() {
+		for _, a := range r.ActiveAlerts() {
+			if a.State == promrules.StatePending {
+				out = append(out, api.Alert{Rule: r.Name(), Severity: a.Labels.Get("severity"), Source: "promql",
+					Key: a.Labels.DropMetricName().String(), Device: deviceOf(a.Labels), Site: a.Labels.Get("site"),
+					Org: a.Labels.Get("org"), State: api.AlertPending, Value: a.Value, StartedAt: a.ActiveAt.UnixMilli()})
+			}
+		}
+	}
+	return out
+}
