@@ -11,6 +11,8 @@ const (
 	TopicTelemetry = "gale.telemetry"
 	TopicEvents    = "gale.events"
 	TopicCommands  = "gale.commands"
+	// TopicDeadLetter receives route deliveries that failed past their retry budget.
+	TopicDeadLetter = "gale.deadletter"
 )
 
 // Kind is what a device topic is for.

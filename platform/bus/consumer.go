@@ -37,31 +37,27 @@ func (c *Consumer) WithCheckpoint(every time.Duration, save func(ctx context.Con
 
 // NewConsumer returns a consumer of topics in group, handing batches to h.
 func NewConsumer(brokers []string, group string, topics []string, cfg Config, h Handler, log *slog.Logger) *Consumer {
-	return &Consumer{
-		r: kafka.NewReader(kafka.ReaderConfig{
-			Brokers:           brokers,
-			GroupID:           group,
-			GroupTopics:       topics,
-			MinBytes:          1,
-			MaxBytes:          16 << 20,
-			MaxWait:           cfg.FetchWait,
-			QueueCapacity:     cfg.MaxBatch,
-			CommitInterval:    0, // commit synchronously, only after the handler succeeded
-			SessionTimeout:    cfg.SessionTimeout,
-			HeartbeatInterval: cfg.SessionTimeout / 5,
-			RebalanceTimeout:  cfg.SessionTimeout,
-			JoinGroupBackoff:  time.Second,
-			StartOffset:       kafka.FirstOffset,
-			ReadBackoffMin:    10 * time.Millisecond,
-			ReadBackoffMax:    200 * time.Millisecond,
-			ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
-				log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
-			}),
+	rc := kafka.ReaderConfig{
+		Brokers:           brokers,
+		GroupID:           group,
+		GroupTopics:       topics,
+		MinBytes:          1,
+		MaxBytes:          16 << 20,
+		MaxWait:           cfg.FetchWait,
+		QueueCapacity:     cfg.MaxBatch,
+		CommitInterval:    0, // commit synchronously, only after the handler succeeded
+		SessionTimeout:    cfg.SessionTimeout,
+		HeartbeatInterval: cfg.SessionTimeout / 5,
+		RebalanceTimeout:  cfg.SessionTimeout,
+		JoinGroupBackoff:  time.Second,
+		StartOffset:       kafka.FirstOffset,
+		ReadBackoffMin:    10 * time.Millisecond,
+		ReadBackoffMax:    200 * time.Millisecond,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
 		}),
-		cfg:     cfg,
-		handler: h,
-		log:     log,
 	}
+	return &Consumer{r: kafka.NewReader(rc), cfg: cfg, handler: h, log: log}
 }
 
 // Lag returns the consumer's last known lag in messages.

@@ -23,8 +23,10 @@ func NewProducer(brokers []string, cfg Config) *Producer {
 		BatchSize:    cfg.BatchSize,
 		BatchBytes:   16 << 20,
 		MaxAttempts:  3,
-		WriteTimeout: 10 * time.Second,
-		ReadTimeout:  10 * time.Second,
+		// Route actions may name topics of their own; brokers decide whether auto-creation is allowed.
+		AllowAutoTopicCreation: true,
+		WriteTimeout:           10 * time.Second,
+		ReadTimeout:            10 * time.Second,
 	}}
 }
 

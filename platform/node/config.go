@@ -31,6 +31,8 @@ type Config struct {
 type RulesConfig struct {
 	// Dir holds the streaming rule files (*.yaml); the shipped rules are installed there when it has none.
 	Dir string `yaml:"dir"`
+	// RoutesDir holds the rule engine's route files (*.yaml).
+	RoutesDir string `yaml:"routesDir"`
 	// CheckpointEvery is how often the engine's state is saved and its offsets committed.
 	CheckpointEvery time.Duration `yaml:"checkpointEvery"`
 	// NoDataGrace is how far behind the wall clock event time may lag before silent points count as no data.
@@ -66,6 +68,9 @@ func (c *Config) Complete() error {
 	}
 	if c.Rules.Dir == "" {
 		c.Rules.Dir = filepath.Join(c.DataDir, "rules")
+	}
+	if c.Rules.RoutesDir == "" {
+		c.Rules.RoutesDir = filepath.Join(c.DataDir, "routes")
 	}
 	if c.Rules.CheckpointEvery <= 0 || c.Rules.NoDataGrace <= 0 {
 		return fmt.Errorf("%w: rules.checkpointEvery and rules.noDataGrace must be positive", ErrConfig)

@@ -86,7 +86,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	n.brokers = cfg.Kafka.Brokers
 	if len(n.brokers) == 0 {
 		n.kafka, err = bus.StartEmbedded(cfg.Kafka.EmbeddedAddr, cfg.Kafka.DataDir, cfg.Kafka.SyncWrites, cfg.Kafka.Partitions,
-			api.TopicTelemetry, api.TopicEvents, api.TopicCommands)
+			api.TopicTelemetry, api.TopicEvents, api.TopicCommands, api.TopicDeadLetter)
 		if err != nil {
 			return nil, err
 		}
@@ -128,6 +128,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	n.broker.SetListener(n.commands)
 	cmdGroup := CommandsConsumerGroup + "-" + cfg.NodeID
 	n.cmdIn = bus.NewConsumer(n.brokers, cmdGroup, []string{api.TopicCommands}, cfg.Kafka, n.commands.Handle, log.With("component", "command"))
+	n.rules.Routes, err = rules.NewRouter(cfg.Rules.RoutesDir, n.brokers, cfg.Kafka, n.producer, n.broker, n.commands, log.With("component", "routes"), n.reg)
+	if err != nil {
+		return nil, err
+	}
 	for group, c := range map[string]*bus.Consumer{TSDBConsumerGroup: n.consumer, RulesConsumerGroup: n.rulesIn, cmdGroup: n.cmdIn} {
 		n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
@@ -185,6 +189,7 @@ func (n *Node) Run(ctx context.Context) error {
 	g.Go(func() error { return n.rulesIn.Run(gctx) })
 	g.Go(func() error { return n.advanceRules(gctx) })
 	g.Go(func() error { return n.rules.PromQL.Run(gctx) })
+	g.Go(func() error { return n.rules.Routes.Run(gctx) })
 	g.Go(func() error { return n.cmdIn.Run(gctx) })
 	g.Go(func() error { return n.commands.Run(gctx) })
 	g.Go(func() error { return n.http.Run(gctx) })

@@ -180,7 +180,7 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
-	lines := ruleLines(&root)
+	lines := listLines(&root, "rules")
 	for i, r := range f.Rules {
 		r.file = name
 		if i < len(lines) {
@@ -193,14 +193,14 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 	return f.Rules, nil
 }
 
-// ruleLines returns the line of each element of the top-level rules list.
-func ruleLines(root *yaml.Node) []int {
+// listLines returns the line of each element of the top-level list key.
+func listLines(root *yaml.Node, key string) []int {
 	if len(root.Content) == 0 {
 		return nil
 	}
 	m := root.Content[0]
 	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == "rules" {
+		if m.Content[i].Value == key {
 			var out []int
 			for _, n := range m.Content[i+1].Content {
 				out = append(out, n.Line)

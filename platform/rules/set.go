@@ -12,6 +12,7 @@ import (
 type Set struct {
 	Stream *Service
 	PromQL *PromQLRules
+	Routes *Router
 }
 
 // Rules lists every loaded rule.
@@ -32,9 +33,9 @@ func (s Set) Rules() []RuleInfo {
 	return out
 }
 
-// Reload reloads both kinds; an invalid file leaves that kind's rules as they were.
+// Reload reloads streaming rules, PromQL rules and routes; an invalid file leaves that kind as it was.
 func (s Set) Reload() error {
-	return errors.Join(s.Stream.Reload(), s.PromQL.Reload())
+	return errors.Join(s.Stream.Reload(), s.PromQL.Reload(), s.Routes.Reload())
 }
 
 // Pending lists alerts of both kinds whose for-duration is running.

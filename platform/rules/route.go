@@ -1,0 +1,222 @@
+package rules
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"text/template"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Route sources.
+const (
+	FromTelemetry = "telemetry"
+	FromEvents    = "events"
+	FromAlerts    = "alerts"
+)
+
+// Route sends matching telemetry, device events or alerts to actions.
+type Route struct {
+	Name string   `yaml:"name"`
+	From []string `yaml:"from"`
+	// IncludeBackfill also routes resumed (backfilled) telemetry.
+	IncludeBackfill bool       `yaml:"includeBackfill"`
+	Match           RouteMatch `yaml:"match"`
+	Actions         []Action   `yaml:"actions"`
+	line            int
+}
+
+// RouteMatch selects messages; empty fields match everything.
+type RouteMatch struct {
+	Product string   `yaml:"product"`
+	Devices []string `yaml:"devices"`
+	Site    string   `yaml:"site"`
+	// Point keeps telemetry carrying this point; Condition, if set, tests its value.
+	Point     string     `yaml:"point"`
+	Condition *Condition `yaml:"condition"`
+	Event     string     `yaml:"event"`
+	Rule      string     `yaml:"rule"`
+	Severity  string     `yaml:"severity"`
+	State     string     `yaml:"state"`
+}
+
+// Action is one of: webhook, kafka, republish, command.
+type Action struct {
+	Webhook   *WebhookAction   `yaml:"webhook"`
+	Kafka     *KafkaAction     `yaml:"kafka"`
+	Republish *RepublishAction `yaml:"republish"`
+	Command   *CommandAction   `yaml:"command"`
+}
+
+// WebhookAction POSTs the message as JSON; failures are retried with
+// exponential backoff for RetryFor, then dead-lettered.
+type WebhookAction struct {
+	URL      string            `yaml:"url"`
+	Headers  map[string]string `yaml:"headers"`
+	Timeout  Duration          `yaml:"timeout"`
+	RetryFor Duration          `yaml:"retryFor"`
+}
+
+// KafkaAction produces the message to a topic.
+type KafkaAction struct {
+	Topic string `yaml:"topic"`
+}
+
+// RepublishAction publishes the message on an MQTT topic (a template of .Device, .Product, .Site, .Kind).
+type RepublishAction struct {
+	Topic string `yaml:"topic"`
+	tmpl  *template.Template
+}
+
+// CommandAction invokes a service on the matched device.
+type CommandAction struct {
+	Service string         `yaml:"service"`
+	Params  map[string]any `yaml:"params"`
+	TTL     Duration       `yaml:"ttl"`
+}
+
+// kind names an action for metrics.
+func (a Action) kind() string {
+	switch {
+	case a.Webhook != nil:
+		return "webhook"
+	case a.Kafka != nil:
+		return "kafka"
+	case a.Republish != nil:
+		return "republish"
+	default:
+		return "command"
+	}
+}
+
+// LoadRoutes reads every *.yaml file of dir as a route file; a missing dir has no routes.
+func LoadRoutes(dir string) ([]*Route, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	var all []*Route
+	names := map[string]bool{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read route file: %w", err)
+		}
+		rs, err := ParseRoutes(filepath.Base(f), b)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if names[r.Name] {
+				return nil, fmt.Errorf("%w: %s:%d: route %q defined twice", ErrInvalid, filepath.Base(f), r.line, r.Name)
+			}
+			names[r.Name] = true
+		}
+		all = append(all, rs...)
+	}
+	return all, nil
+}
+
+// ParseRoutes decodes and validates one route file.
+func ParseRoutes(name string, b []byte) ([]*Route, error) {
+	var f struct {
+		Routes []*Route `yaml:"routes"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(b, &root)
+	lines := listLines(&root, "routes")
+	for i, r := range f.Routes {
+		if i < len(lines) {
+			r.line = lines[i]
+		}
+		if err := r.validate(); err != nil {
+			return nil, fmt.Errorf("%w: %s:%d: route %q: %v", ErrInvalid, name, r.line, r.Name, err)
+		}
+	}
+	return f.Routes, nil
+}
+
+func (r *Route) validate() error {
+	if !routeNameRE(r.Name) {
+		return errors.New("name must be 1-64 letters, digits, '-' or '_'")
+	}
+	if len(r.From) == 0 {
+		r.From = []string{FromTelemetry}
+	}
+	for _, f := range r.From {
+		if f != FromTelemetry && f != FromEvents && f != FromAlerts {
+			return fmt.Errorf("from %q: want telemetry, events or alerts", f)
+		}
+	}
+	if r.Match.Condition != nil && r.Match.Point == "" {
+		return errors.New("a condition needs a point")
+	}
+	if len(r.Actions) == 0 {
+		return errors.New("no actions")
+	}
+	for i := range r.Actions {
+		a := &r.Actions[i]
+		n := 0
+		for _, set := range []bool{a.Webhook != nil, a.Kafka != nil, a.Republish != nil, a.Command != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("action %d must be exactly one of webhook, kafka, republish, command", i+1)
+		}
+		switch {
+		case a.Webhook != nil:
+			u, err := url.Parse(a.Webhook.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("action %d: webhook url %q must be http(s)://host/...", i+1, a.Webhook.URL)
+			}
+			if a.Webhook.Timeout <= 0 {
+				a.Webhook.Timeout = Duration(5 * time.Second)
+			}
+			if a.Webhook.RetryFor <= 0 {
+				a.Webhook.RetryFor = Duration(10 * time.Minute)
+			}
+		case a.Kafka != nil:
+			if a.Kafka.Topic == "" {
+				return fmt.Errorf("action %d: kafka topic is empty", i+1)
+			}
+		case a.Republish != nil:
+			t, err := template.New("topic").Option("missingkey=error").Parse(a.Republish.Topic)
+			if err != nil || a.Republish.Topic == "" {
+				return fmt.Errorf("action %d: republish topic: %v", i+1, err)
+			}
+			a.Republish.tmpl = t
+		case a.Command != nil:
+			if a.Command.Service == "" {
+				return fmt.Errorf("action %d: command service is empty", i+1)
+			}
+			if a.Command.TTL <= 0 {
+				a.Command.TTL = Duration(10 * time.Minute)
+			}
+		}
+	}
+	return nil
+}
+
+func routeNameRE(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
