@@ -4,24 +4,29 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/twins"
 )
 
 func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg := node.DefaultConfig()
 	fs := newFlagSet("up")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (registry, TSDB, Kafka log, admin token)")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (registry, TSDB, Kafka log, rules, admin token)")
 	fs.StringVar(&cfg.HTTP.Addr, "http-addr", cfg.HTTP.Addr, "HTTP API listen address")
 	fs.StringVar(&cfg.MQTT.Addr, "mqtt-addr", cfg.MQTT.Addr, "MQTT listen address")
 	fs.StringVar(&cfg.Kafka.EmbeddedAddr, "kafka-addr", cfg.Kafka.EmbeddedAddr, "embedded Kafka listen address")
-	modbusAddr := fs.String("modbus-addr", "127.0.0.1:5020", "first listen address of the twin Modbus gateways")
+	modbusAddr := fs.String("modbus-addr", "127.0.0.1:5020", "first listen address of the twin Modbus gateways (one per ten turbines, on consecutive ports)")
 	turbines := fs.Int("turbines", 20, "turbines in the demo farm")
 	speed := fs.Float64("speed", 1, "twin clock speed (1 = real time, up to 10000)")
-	seed := fs.Int64("seed", 1, "random seed of the twin fleet")
+	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
@@ -33,13 +38,25 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if *speed < 1 || *speed > 10000 {
 		return fmt.Errorf("--speed %g: want 1 to 10000", *speed)
 	}
-	_, _ = modbusAddr, seed
 	cfg.Kafka.SyncWrites = *syncWrites
+	if *speed > 1 {
+		// An accelerated fleet's sim time runs ahead of the wall clock.
+		cfg.MQTT.MaxSampleFuture = 10 * 365 * 24 * time.Hour
+	}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
 	}
-	n, err := node.New(ctx, cfg, log, nil)
+	fleetCfg, err := twins.DemoConfig(*turbines, *modbusAddr)
+	if err != nil {
+		return err
+	}
+	fleetCfg.Seed, fleetCfg.Speed = *seed, *speed
+	fleet, err := twins.New(fleetCfg, log.With("component", "twins"))
+	if err != nil {
+		return err
+	}
+	n, err := node.New(ctx, cfg, log, map[string]http.Handler{"/twins/": fleet.Handler()})
 	if err != nil {
 		return err
 	}
@@ -58,7 +75,10 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}
 	}()
-	fmt.Fprintf(stdout, "Gale is up.\n  HTTP API:    http://%s  (Prometheus API: http://%s/prometheus)\n  MQTT:        %s\n  Kafka:       %v\n  Admin token: %s\n",
+	fmt.Fprintf(stdout, "Gale is up.\n  HTTP API:    http://%s  (Prometheus API: http://%s/prometheus, twin control: /twins/v1)\n  MQTT:        %s\n  Kafka:       %v\n  Admin token: %s\n",
 		n.HTTPAddr(), n.HTTPAddr(), n.MQTTAddr(), n.KafkaAddrs(), n.TokenFile)
-	return n.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return n.Run(gctx) })
+	g.Go(func() error { return fleet.Run(gctx) })
+	return g.Wait()
 }

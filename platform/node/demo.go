@@ -18,16 +18,12 @@ const (
 // DemoTurbineKey is the device key of demo turbine i (1-based): WT01, WT02, …
 func DemoTurbineKey(i int) string { return fmt.Sprintf("WT%02d", i) }
 
-// DemoGatewayKey is the gateway turbine i sits behind: the first half behind GW01, the rest behind GW02.
-func DemoGatewayKey(i, turbines int) string {
-	if i <= (turbines+1)/2 {
-		return "GW01"
-	}
-	return "GW02"
-}
+// DemoGatewayKey is the gateway turbine i (1-based) sits behind: ten turbines to a gateway, GW01, GW02, …,
+// as the twin fleet's demo config places them.
+func DemoGatewayKey(i int) string { return fmt.Sprintf("GW%02d", (i-1)/10+1) }
 
 // SeedDemo creates, if missing, the demo org and site, the shipped products,
-// gateways GW01 and GW02, turbines WT01…WTnn behind them and met mast MM01.
+// gateways GW01… (one per ten turbines), turbines WT01…WTnn behind them and met mast MM01.
 func SeedDemo(ctx context.Context, reg *registry.Registry, turbines int) error {
 	for _, a := range []api.Asset{{ID: DemoOrg, Kind: api.AssetOrg, Name: "Demo"}, {ID: DemoSite, Kind: api.AssetSite, Name: "Demo wind farm", Parent: DemoOrg}} {
 		if _, err := reg.PutAsset(ctx, a); err != nil && !errors.Is(err, registry.ErrExists) {
@@ -43,15 +39,14 @@ func SeedDemo(ctx context.Context, reg *registry.Registry, turbines int) error {
 			return fmt.Errorf("seed demo: %w", err)
 		}
 	}
-	devices := []api.Device{
-		{ProductKey: "modbus-gateway", DeviceKey: "GW01", Name: "Gateway 1"},
-		{ProductKey: "modbus-gateway", DeviceKey: "GW02", Name: "Gateway 2"},
-		{ProductKey: "met-mast", DeviceKey: "MM01", Name: "Met mast 1"},
+	devices := []api.Device{{ProductKey: "met-mast", DeviceKey: "MM01", Name: "Met mast 1"}}
+	for g := 1; g <= (turbines+9)/10; g++ {
+		devices = append(devices, api.Device{ProductKey: "modbus-gateway", DeviceKey: DemoGatewayKey(g*10), Name: fmt.Sprintf("Gateway %d", g)})
 	}
 	for i := 1; i <= turbines; i++ {
 		devices = append(devices, api.Device{
 			ProductKey: "wind-turbine", DeviceKey: DemoTurbineKey(i), Name: fmt.Sprintf("Turbine %d", i),
-			GatewayProductKey: "modbus-gateway", GatewayDeviceKey: DemoGatewayKey(i, turbines),
+			GatewayProductKey: "modbus-gateway", GatewayDeviceKey: DemoGatewayKey(i),
 		})
 	}
 	for _, d := range devices {
