@@ -27,6 +27,8 @@ type command struct {
 var commands = []command{
 	{"up", "run the whole platform on one machine with embedded engines and the demo fleet", runUp},
 	{"rules", "rules test FILE...: run rule unit tests", runRules},
+	{"cloud", "run one cloud node from a config file", runCloud},
+	{"kafka", "run the embedded Kafka broker alone", runKafka},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err

@@ -15,6 +15,11 @@ const (
 	TopicDeadLetter = "gale.deadletter"
 )
 
+// Topics lists the Kafka topics Gale creates.
+func Topics() []string {
+	return []string{TopicTelemetry, TopicEvents, TopicCommands, TopicDeadLetter}
+}
+
 // Kind is what a device topic is for.
 type Kind int
 

@@ -3,10 +3,15 @@
 package node
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
@@ -90,4 +95,27 @@ func (c *Config) Complete() error {
 		}
 	}
 	return nil
+}
+
+// LoadConfig reads a node config file strictly over the defaults and completes it.
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read node config: %w", err)
+	}
+	return ParseConfig(b)
+}
+
+// ParseConfig decodes a node config strictly (unknown fields are errors) over the defaults and completes it.
+func ParseConfig(b []byte) (Config, error) {
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if err := cfg.Complete(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
 }

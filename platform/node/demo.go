@@ -41,7 +41,7 @@ func SeedDemo(ctx context.Context, reg *registry.Registry, turbines int) error {
 	}
 	devices := []api.Device{{ProductKey: "met-mast", DeviceKey: "MM01", Name: "Met mast 1"}}
 	for g := 1; g <= (turbines+9)/10; g++ {
-		devices = append(devices, api.Device{ProductKey: "modbus-gateway", DeviceKey: DemoGatewayKey(g*10), Name: fmt.Sprintf("Gateway %d", g)})
+		devices = append(devices, api.Device{ProductKey: "modbus-gateway", DeviceKey: DemoGatewayKey(g * 10), Name: fmt.Sprintf("Gateway %d", g)})
 	}
 	for i := 1; i <= turbines; i++ {
 		devices = append(devices, api.Device{

@@ -85,8 +85,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 
 	n.brokers = cfg.Kafka.Brokers
 	if len(n.brokers) == 0 {
-		n.kafka, err = bus.StartEmbedded(cfg.Kafka.EmbeddedAddr, cfg.Kafka.DataDir, cfg.Kafka.SyncWrites, cfg.Kafka.Partitions,
-			api.TopicTelemetry, api.TopicEvents, api.TopicCommands, api.TopicDeadLetter)
+		n.kafka, err = bus.StartEmbedded(cfg.Kafka.EmbeddedAddr, cfg.Kafka.DataDir, cfg.Kafka.SyncWrites, cfg.Kafka.Partitions, api.Topics()...)
 		if err != nil {
 			return nil, err
 		}

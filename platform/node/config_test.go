@@ -1,0 +1,38 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestConfigFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			_, err = ParseConfig(b)
+			if strings.HasSuffix(f, ".bad.yaml") {
+				require.Error(t, err)
+			} else {
+				require.NoError(t, err)
+			}
+		})
+	}
+	cfg, err := LoadConfig("testdata/all-in-one.good.yaml")
+	require.NoError(t, err)
+	require.Equal(t, []string{"kafka:9092"}, cfg.Kafka.Brokers)
+	require.Equal(t, 72*time.Hour, cfg.TSDB.OutOfOrderWindow)
+	require.Equal(t, cfg.TSDB.OutOfOrderWindow, cfg.MQTT.MaxSampleAge, "the broker refuses what the TSDB would")
+	require.Equal(t, "/var/lib/gale/rules", cfg.Rules.Dir)
+	require.Empty(t, cfg.Kafka.DataDir, "no embedded Kafka with external brokers")
+	_, err = LoadConfig("testdata/missing.yaml")
+	require.Error(t, err)
+}
