@@ -188,3 +188,25 @@ const (
 	CommandFailed    = "failed"
 	CommandExpired   = "expired"
 )
+
+// RegistryChange is one registry mutation as carried on the compacted gale.registry
+// topic: every node applies every change to its local registry.
+type RegistryChange struct {
+	// Kind is product, device, asset or token; Key is the entity's key within its kind.
+	Kind    string   `json:"kind"`
+	Key     string   `json:"key"`
+	Deleted bool     `json:"deleted,omitempty"`
+	Product *Product `json:"product,omitempty"`
+	Device  *Device  `json:"device,omitempty"`
+	Asset   *Asset   `json:"asset,omitempty"`
+	// TokenName is the name of a token whose hash is Key.
+	TokenName string `json:"tokenName,omitempty"`
+}
+
+// Kinds of registry changes.
+const (
+	ChangeProduct = "product"
+	ChangeDevice  = "device"
+	ChangeAsset   = "asset"
+	ChangeToken   = "token"
+)

@@ -13,11 +13,13 @@ const (
 	TopicCommands  = "gale.commands"
 	// TopicDeadLetter receives route deliveries that failed past their retry budget.
 	TopicDeadLetter = "gale.deadletter"
+	// TopicRegistry is the compacted change log of the registry, applied by every node.
+	TopicRegistry = "gale.registry"
 )
 
 // Topics lists the Kafka topics Gale creates.
 func Topics() []string {
-	return []string{TopicTelemetry, TopicEvents, TopicCommands, TopicDeadLetter}
+	return []string{TopicTelemetry, TopicEvents, TopicCommands, TopicDeadLetter, TopicRegistry}
 }
 
 // Kind is what a device topic is for.

@@ -110,11 +110,7 @@ func (d *Dispatcher) Invoke(ctx context.Context, pk, dk, service string, params 
 	if err := d.store.CreateCommand(ctx, c); err != nil {
 		return c, err
 	}
-	b, _ := json.Marshal(c)
-	if err := d.producer.Produce(ctx, kafka.Message{Topic: api.TopicCommands, Key: []byte(pk + "/" + dk), Value: b}); err != nil {
-		return c, err
-	}
-	return c, nil
+	return c, d.announce(ctx, c)
 }
 
 // checkParams checks params against the service's inputs: an object whose
@@ -197,7 +193,10 @@ func (d *Dispatcher) notify(c api.Command) {
 	}
 }
 
-// Handle consumes gale.commands: a command whose device listens on this node is sent now; others wait for DeviceOnline.
+// Handle consumes gale.commands, which every node reads: a new command is
+// stored (a node may not have created it) and sent if its device listens
+// here; "sent" and answered commands update the local copy, so every node
+// knows the outcome and a caller waiting on another node hears of it.
 func (d *Dispatcher) Handle(ctx context.Context, batch []kafka.Message) error {
 	for _, m := range batch {
 		var c api.Command
@@ -205,13 +204,39 @@ func (d *Dispatcher) Handle(ctx context.Context, batch []kafka.Message) error {
 			d.log.Warn("skipping undecodable command", "offset", m.Offset, "err", err)
 			continue
 		}
-		if d.downlink.Online(c.ProductKey, c.DeviceKey) {
-			if err := d.send(ctx, c); err != nil {
+		switch c.Status {
+		case api.CommandQueued:
+			if _, err := d.store.Command(ctx, c.ID); errors.Is(err, registry.ErrNotFound) {
+				if err := d.store.CreateCommand(ctx, c); err != nil {
+					return err
+				}
+			}
+			if d.downlink.Online(c.ProductKey, c.DeviceKey) {
+				if err := d.send(ctx, c); err != nil {
+					return err
+				}
+			}
+		case api.CommandSent:
+			if _, err := d.store.MarkCommandSent(ctx, c.ID, c.SentAt); err != nil {
 				return err
+			}
+		case api.CommandSucceeded, api.CommandFailed:
+			done, ok, err := d.store.CompleteCommand(ctx, c.ID, c.Code, c.Message, c.Output, c.RepliedAt)
+			if err != nil {
+				return err
+			}
+			if ok {
+				d.notify(done)
 			}
 		}
 	}
 	return nil
+}
+
+// announce tells every node a command's new status.
+func (d *Dispatcher) announce(ctx context.Context, c api.Command) error {
+	b, _ := json.Marshal(c)
+	return d.producer.Produce(ctx, kafka.Message{Topic: api.TopicCommands, Key: []byte(c.ProductKey + "/" + c.DeviceKey), Value: b})
 }
 
 // send publishes a queued command to its device, once.
@@ -233,7 +258,8 @@ func (d *Dispatcher) send(ctx context.Context, c api.Command) error {
 		return fmt.Errorf("publish command %s: %w", c.ID, err)
 	}
 	d.sent.Inc()
-	return nil
+	c.Status, c.SentAt = api.CommandSent, now
+	return d.announce(ctx, c)
 }
 
 // DeviceOnline notes that a device listens for service calls; its queued commands are sent by Run.
@@ -271,6 +297,9 @@ func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
 		d.rtt.Observe(float64(c.RepliedAt-c.SentAt) / 1000)
 	}
 	d.notify(c)
+	if err := d.announce(context.Background(), c); err != nil {
+		d.log.Warn("announce command result", "command", c.ID, "err", err)
+	}
 }
 
 // Run sends the queued commands of devices that came online and expires old ones, until ctx ends.

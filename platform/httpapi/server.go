@@ -75,17 +75,27 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	mux := http.NewServeMux()
 	authed := http.NewServeMux()
 	s.routeRegistry(authed)
-	s.routeData(authed)
-	s.routeAlerts(authed)
-	s.routeCommands(authed)
-	prom, err := newPromAPI(deps, log, reg)
-	if err != nil {
-		return nil, err
+	// A cluster node serves the parts of the API its role has.
+	if deps.Storage != nil {
+		s.routeData(authed)
+		prom, err := newPromAPI(deps, log, reg)
+		if err != nil {
+			return nil, err
+		}
+		authed.Handle("/prometheus/", prom)
 	}
-	authed.Handle("/prometheus/", prom)
+	if deps.Rules != nil {
+		s.routeAlerts(authed)
+	}
+	if deps.Commands != nil {
+		s.routeCommands(authed)
+	}
 	for pattern, h := range deps.Extra {
 		authed.Handle(pattern, h)
 	}
+	authed.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint on this node: "+r.Method+" "+r.URL.Path)
+	})
 	mux.Handle("/", s.authenticate(authed))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

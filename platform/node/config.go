@@ -23,13 +23,15 @@ import (
 type Config struct {
 	// DataDir holds the registry, the TSDB, the embedded Kafka log and admin.token.
 	DataDir string `yaml:"dataDir"`
-	// NodeID names the node in a cluster; each node reads every command with a consumer group of its own.
-	NodeID string         `yaml:"nodeID"`
-	HTTP   httpapi.Config `yaml:"http"`
-	MQTT   broker.Config  `yaml:"mqtt"`
-	Kafka  bus.Config     `yaml:"kafka"`
-	TSDB   tsdb.Config    `yaml:"tsdb"`
-	Rules  RulesConfig    `yaml:"rules"`
+	// NodeID names the node in a cluster; groups read in full by every node are suffixed with it.
+	NodeID string `yaml:"nodeID"`
+	// Role is what the node does: ingest, process, store or all.
+	Role  string         `yaml:"role"`
+	HTTP  httpapi.Config `yaml:"http"`
+	MQTT  broker.Config  `yaml:"mqtt"`
+	Kafka bus.Config     `yaml:"kafka"`
+	TSDB  tsdb.Config    `yaml:"tsdb"`
+	Rules RulesConfig    `yaml:"rules"`
 }
 
 // RulesConfig configures the event engine.
@@ -49,6 +51,7 @@ func DefaultConfig() Config {
 	return Config{
 		DataDir: "data",
 		NodeID:  "local",
+		Role:    RoleAll,
 		HTTP:    httpapi.Config{Addr: "127.0.0.1:8080"},
 		MQTT:    broker.DefaultConfig(),
 		Kafka:   bus.DefaultConfig(),
@@ -56,6 +59,17 @@ func DefaultConfig() Config {
 		Rules:   RulesConfig{CheckpointEvery: 5 * time.Second, NoDataGrace: 30 * time.Second},
 	}
 }
+
+// Roles of a node (the design's Cluster section).
+const (
+	RoleAll     = "all"     // everything: one machine
+	RoleIngest  = "ingest"  // MQTT broker, produce to Kafka, command delivery
+	RoleProcess = "process" // event engine, routes
+	RoleStore   = "store"   // TSDB writer, query API, PromQL rules
+)
+
+// has reports whether the node plays role.
+func (c Config) has(role string) bool { return c.Role == RoleAll || c.Role == role }
 
 // ErrConfig is wrapped by node-level configuration errors.
 var ErrConfig = errors.New("invalid node config")
@@ -67,6 +81,11 @@ func (c *Config) Complete() error {
 	}
 	if c.NodeID == "" {
 		return fmt.Errorf("%w: nodeID is empty", ErrConfig)
+	}
+	switch c.Role {
+	case RoleAll, RoleIngest, RoleProcess, RoleStore:
+	default:
+		return fmt.Errorf("%w: role %q: want ingest, process, store or all", ErrConfig, c.Role)
 	}
 	if c.HTTP.Addr == "" {
 		return fmt.Errorf("%w: http.addr is empty", ErrConfig)

@@ -12,8 +12,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"encoding/json"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -27,12 +30,14 @@ import (
 	"github.com/gale-iot/gale/platform/tsdb"
 )
 
-// Consumer groups of the node's Kafka readers.
+// Consumer groups of the node's Kafka readers. Groups suffixed with the node
+// id are read by every node in full (store replicas, command delivery, the
+// registry change log); the rules group is shared by the process nodes.
 const (
-	TSDBConsumerGroup  = "gale-tsdb"
-	RulesConsumerGroup = "gale-rules"
-	// CommandsConsumerGroup is suffixed with the node id: every node sees every command.
+	TSDBConsumerGroup     = "gale-tsdb"
+	RulesConsumerGroup    = "gale-rules"
 	CommandsConsumerGroup = "gale-commands"
+	RegistryConsumerGroup = "gale-registry"
 )
 
 // Node is a running cloud node. Build it with New, start it with Run.
@@ -49,24 +54,23 @@ type Node struct {
 	db       tsdbCloser
 	producer *bus.Producer
 	broker   *broker.Broker
-	consumer *bus.Consumer
 	rules    rules.Set
-	rulesIn  *bus.Consumer
-	commands *command.Dispatcher
-	cmdIn    *bus.Consumer
 	http     *httpapi.Server
+	runners  []func(context.Context) error
 	ready    atomic.Bool
 }
 
 type tsdbCloser interface{ Close() error }
 
-// New opens the node's stores, binds its listeners and prepares every component.
-// extra mounts more HTTP handlers (e.g. the twin control API) behind authentication.
+// New opens the node's stores, binds its listeners and prepares the
+// components of its role. extra mounts more HTTP handlers (e.g. the twin
+// control API) behind authentication.
 func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]http.Handler) (n *Node, err error) {
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
+	log = n.log
 	defer func() {
 		if err != nil {
 			n.close()
@@ -79,10 +83,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	if n.Registry, err = registry.Open(filepath.Join(cfg.DataDir, "registry.db")); err != nil {
 		return nil, err
 	}
-	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, cfg.DataDir); err != nil {
-		return nil, err
-	}
-
 	n.brokers = cfg.Kafka.Brokers
 	if len(n.brokers) == 0 {
 		n.kafka, err = bus.StartEmbedded(cfg.Kafka.EmbeddedAddr, cfg.Kafka.DataDir, cfg.Kafka.SyncWrites, cfg.Kafka.Partitions, api.Topics()...)
@@ -91,62 +91,87 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		}
 		n.brokers = n.kafka.Addrs()
 	}
-
-	db, err := tsdb.Open(cfg.TSDB, log, n.reg)
-	if err != nil {
-		return nil, err
-	}
-	n.db = db
-	latest := ingest.NewLatest()
-	if err := latest.Restore(ctx, db, time.Now().Add(-cfg.TSDB.OutOfOrderWindow)); err != nil {
-		return nil, err
-	}
-
 	n.producer = bus.NewProducer(n.brokers, cfg.Kafka)
-	if n.broker, err = broker.New(cfg.MQTT, n.Registry, n.producer, log.With("component", "broker"), n.reg); err != nil {
-		return nil, err
-	}
-	writer := ingest.NewWriter(db, latest, log.With("component", "ingest"), n.reg)
-	n.consumer = bus.NewConsumer(n.brokers, TSDBConsumerGroup, []string{api.TopicTelemetry}, cfg.Kafka, writer.Handle, log.With("component", "ingest"))
 
-	if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
+	// The registry is shared through its change log: every local change is
+	// announced on gale.registry, and every node applies every change.
+	n.Registry.SetPublisher(func(ctx context.Context, c api.RegistryChange) error {
+		b, _ := json.Marshal(c)
+		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: []byte(c.Kind + "/" + c.Key), Value: b})
+	})
+	n.consume(RegistryConsumerGroup+"-"+cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry)
+	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, cfg.DataDir); err != nil {
 		return nil, err
-	}
-	n.rules.Stream, err = rules.NewService(ctx, cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, log.With("component", "rules"), n.reg)
-	if err != nil {
-		return nil, err
-	}
-	engine := tsdb.NewEngine(log, n.reg)
-	n.rules.PromQL, err = rules.NewPromQLRules(ctx, cfg.Rules.Dir, db, engine, n.Registry, log.With("component", "promql-rules"), n.reg)
-	if err != nil {
-		return nil, err
-	}
-	n.rulesIn = bus.NewConsumer(n.brokers, RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, cfg.Kafka, n.rules.Stream.Handle, log.With("component", "rules")).
-		WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Stream.Checkpoint)
-	n.commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
-	n.broker.SetListener(n.commands)
-	cmdGroup := CommandsConsumerGroup + "-" + cfg.NodeID
-	n.cmdIn = bus.NewConsumer(n.brokers, cmdGroup, []string{api.TopicCommands}, cfg.Kafka, n.commands.Handle, log.With("component", "command"))
-	n.rules.Routes, err = rules.NewRouter(cfg.Rules.RoutesDir, n.brokers, cfg.Kafka, n.producer, n.broker, n.commands, log.With("component", "routes"), n.reg)
-	if err != nil {
-		return nil, err
-	}
-	for group, c := range map[string]*bus.Consumer{TSDBConsumerGroup: n.consumer, RulesConsumerGroup: n.rulesIn, cmdGroup: n.cmdIn} {
-		n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
-			ConstLabels: prometheus.Labels{"group": group},
-		}, func() float64 { return float64(c.Lag()) }))
 	}
 
-	n.http, err = httpapi.New(cfg.HTTP, httpapi.Deps{
-		Registry: n.Registry, Latest: latest, Storage: db, Rules: n.rules, Commands: n.commands, Engine: engine, PromRules: n.rules.PromQL, Gatherer: n.reg,
-		Ready: n.readiness, Extra: extra,
-	}, log.With("component", "http"), n.reg)
-	if err != nil {
+	deps := httpapi.Deps{Registry: n.Registry, Gatherer: n.reg, Ready: n.readiness, Extra: extra}
+	var commands *command.Dispatcher
+	if cfg.has(RoleIngest) {
+		if n.broker, err = broker.New(cfg.MQTT, n.Registry, n.producer, log.With("component", "broker"), n.reg); err != nil {
+			return nil, err
+		}
+		commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
+		n.broker.SetListener(commands)
+		n.consume(CommandsConsumerGroup+"-"+cfg.NodeID, []string{api.TopicCommands}, commands.Handle)
+		n.runners = append(n.runners, n.broker.Run, commands.Run)
+		deps.Commands = commands
+	}
+	if cfg.has(RoleStore) {
+		db, err := tsdb.Open(cfg.TSDB, log, n.reg)
+		if err != nil {
+			return nil, err
+		}
+		n.db = db
+		latest := ingest.NewLatest()
+		if err := latest.Restore(ctx, db, time.Now().Add(-cfg.TSDB.OutOfOrderWindow)); err != nil {
+			return nil, err
+		}
+		writer := ingest.NewWriter(db, latest, log.With("component", "ingest"), n.reg)
+		n.consume(TSDBConsumerGroup+"-"+cfg.NodeID, []string{api.TopicTelemetry}, writer.Handle)
+		if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
+			return nil, err
+		}
+		deps.Engine = tsdb.NewEngine(log, n.reg)
+		n.rules.PromQL, err = rules.NewPromQLRules(ctx, cfg.Rules.Dir, db, deps.Engine, n.Registry, log.With("component", "promql-rules"), n.reg)
+		if err != nil {
+			return nil, err
+		}
+		n.runners = append(n.runners, n.rules.PromQL.Run)
+		deps.Latest, deps.Storage, deps.PromRules = latest, db, n.rules.PromQL
+	}
+	if cfg.has(RoleProcess) {
+		if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
+			return nil, err
+		}
+		n.rules.Stream, err = rules.NewService(ctx, cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, log.With("component", "rules"), n.reg)
+		if err != nil {
+			return nil, err
+		}
+		n.consume(RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, n.rules.Stream.Handle).
+			WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Stream.Checkpoint)
+		var republish rules.Republisher = noRepublish{}
+		var invoker rules.Invoker = noInvoke{}
+		if n.broker != nil {
+			republish, invoker = n.broker, commands
+		}
+		n.rules.Routes, err = rules.NewRouter(cfg.Rules.RoutesDir, n.brokers, cfg.Kafka, n.producer, republish, invoker, log.With("component", "routes"), n.reg)
+		if err != nil {
+			return nil, err
+		}
+		n.runners = append(n.runners, n.advanceRules, n.rules.Routes.Run)
+	}
+	if n.rules.Stream != nil || n.rules.PromQL != nil {
+		deps.Rules = n.rules
+	}
+
+	if n.http, err = httpapi.New(cfg.HTTP, deps, log.With("component", "http"), n.reg); err != nil {
 		return nil, err
 	}
-	if err := n.broker.Listen(); err != nil {
-		return nil, err
+	n.runners = append(n.runners, n.http.Run)
+	if n.broker != nil {
+		if err := n.broker.Listen(); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.http.Listen(); err != nil {
 		return nil, err
@@ -154,16 +179,64 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	return n, nil
 }
 
-// Publish sends a downlink message to the devices connected to this node's broker.
+// consume adds a consumer of topics in group, with a lag gauge, to the node's runners.
+func (n *Node) consume(group string, topics []string, h bus.Handler) *bus.Consumer {
+	c := bus.NewConsumer(n.brokers, group, topics, n.cfg.Kafka, h, n.log.With("group", group))
+	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
+		ConstLabels: prometheus.Labels{"group": group},
+	}, func() float64 { return float64(c.Lag()) }))
+	n.runners = append(n.runners, c.Run)
+	return c
+}
+
+// applyRegistry applies registry changes from gale.registry.
+func (n *Node) applyRegistry(ctx context.Context, batch []kafka.Message) error {
+	for _, m := range batch {
+		var c api.RegistryChange
+		if err := json.Unmarshal(m.Value, &c); err != nil {
+			n.log.Warn("skipping undecodable registry change", "offset", m.Offset, "err", err)
+			continue
+		}
+		if err := n.Registry.Apply(ctx, c); err != nil {
+			n.log.Warn("registry change not applied", "kind", c.Kind, "key", c.Key, "err", err)
+		}
+	}
+	return nil
+}
+
+// noRepublish and noInvoke stand in on process nodes without a broker: route
+// actions that need one fail and are dead-lettered, with the reason.
+type noRepublish struct{}
+
+func (noRepublish) Publish(string, []byte, byte) error {
+	return errors.New("republish needs a node with the ingest role")
+}
+
+type noInvoke struct{}
+
+func (noInvoke) Invoke(context.Context, string, string, string, json.RawMessage, time.Duration) (api.Command, error) {
+	return api.Command{}, errors.New("commands need a node with the ingest role")
+}
+
+// Publish sends a downlink message to the devices connected to this node's broker (ingest role).
 func (n *Node) Publish(topic string, payload []byte) error {
+	if n.broker == nil {
+		return errors.New("this node has no MQTT broker (ingest role)")
+	}
 	return n.broker.Publish(topic, payload, 1)
 }
 
 // Registerer is the node's metrics registry, for components composed with it.
 func (n *Node) Registerer() prometheus.Registerer { return n.reg }
 
-// MQTTAddr, HTTPAddr and KafkaAddrs return the bound addresses.
-func (n *Node) MQTTAddr() string { return n.broker.Addr() }
+// MQTTAddr returns the broker's bound address, or "" without the ingest role.
+func (n *Node) MQTTAddr() string {
+	if n.broker == nil {
+		return ""
+	}
+	return n.broker.Addr()
+}
 
 // HTTPAddr returns the HTTP API's bound address.
 func (n *Node) HTTPAddr() string { return n.http.Addr() }
@@ -178,20 +251,13 @@ func (n *Node) readiness() error {
 	return nil
 }
 
-// Run serves until ctx is cancelled, then shuts down in order: MQTT first
-// (no new messages), then the consumer, then the stores.
+// Run serves until ctx is cancelled, then closes the stores once every component stopped.
 func (n *Node) Run(ctx context.Context) error {
 	defer n.close()
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return n.broker.Run(gctx) })
-	g.Go(func() error { return n.consumer.Run(gctx) })
-	g.Go(func() error { return n.rulesIn.Run(gctx) })
-	g.Go(func() error { return n.advanceRules(gctx) })
-	g.Go(func() error { return n.rules.PromQL.Run(gctx) })
-	g.Go(func() error { return n.rules.Routes.Run(gctx) })
-	g.Go(func() error { return n.cmdIn.Run(gctx) })
-	g.Go(func() error { return n.commands.Run(gctx) })
-	g.Go(func() error { return n.http.Run(gctx) })
+	for _, run := range n.runners {
+		g.Go(func() error { return run(gctx) })
+	}
 	n.ready.Store(true)
 	return g.Wait()
 }

@@ -10,6 +10,14 @@ import (
 
 // PutAsset creates an org (no parent) or a site (parent is an org or a site).
 func (r *Registry) PutAsset(ctx context.Context, a api.Asset) (api.Asset, error) {
+	a, err := r.putAsset(ctx, a)
+	if err != nil {
+		return a, err
+	}
+	return a, r.announce(ctx, api.RegistryChange{Kind: api.ChangeAsset, Key: a.ID, Asset: &a})
+}
+
+func (r *Registry) putAsset(ctx context.Context, a api.Asset) (api.Asset, error) {
 	if !identRE.MatchString(a.ID) {
 		return a, fmt.Errorf("%w: asset id %q", ErrInvalid, a.ID)
 	}

@@ -58,6 +58,18 @@ func (r *Registry) Device(pk, dk string) (api.Device, bool) {
 
 // CreateDevice registers d and returns it with its secret (generated when empty).
 func (r *Registry) CreateDevice(ctx context.Context, d api.Device) (api.Device, error) {
+	d, err := r.createDevice(ctx, d)
+	if err != nil {
+		return d, err
+	}
+	return d, r.announceDevice(ctx, d)
+}
+
+func (r *Registry) announceDevice(ctx context.Context, d api.Device) error {
+	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: d.ProductKey + "/" + d.DeviceKey, Device: &d})
+}
+
+func (r *Registry) createDevice(ctx context.Context, d api.Device) (api.Device, error) {
 	if !identRE.MatchString(d.DeviceKey) {
 		return d, fmt.Errorf("%w: deviceKey %q must be 1-128 letters, digits, '_', '.', '-'", ErrInvalid, d.DeviceKey)
 	}
@@ -98,6 +110,14 @@ type DevicePatch struct {
 
 // PatchDevice applies p to device (pk, dk) and returns the result.
 func (r *Registry) PatchDevice(ctx context.Context, pk, dk string, p DevicePatch) (api.Device, error) {
+	d, err := r.patchDevice(ctx, pk, dk, p)
+	if err != nil {
+		return d, err
+	}
+	return d, r.announceDevice(ctx, d)
+}
+
+func (r *Registry) patchDevice(ctx context.Context, pk, dk string, p DevicePatch) (api.Device, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur, ok := r.devices[deviceID{pk, dk}]
@@ -129,6 +149,13 @@ func set[T any](dst *T, v *T) {
 
 // DeleteDevice removes device (pk, dk).
 func (r *Registry) DeleteDevice(ctx context.Context, pk, dk string) error {
+	if err := r.deleteDevice(ctx, pk, dk); err != nil {
+		return err
+	}
+	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: pk + "/" + dk, Deleted: true})
+}
+
+func (r *Registry) deleteDevice(ctx context.Context, pk, dk string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.devices[deviceID{pk, dk}]; !ok {

@@ -37,25 +37,35 @@ func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) 
 		return fmt.Errorf("encode model: %w", err)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	_, exists := r.products[p.Key]
 	switch {
 	case exists && !replace:
+		r.mu.Unlock()
 		return fmt.Errorf("product %q %w", p.Key, ErrExists)
 	case !exists && replace:
+		r.mu.Unlock()
 		return fmt.Errorf("product %q %w", p.Key, ErrNotFound)
 	}
 	if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model) VALUES (?, ?, ?, ?)
 		ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model`,
 		p.Key, p.Name, p.Description, string(model)); err != nil {
+		r.mu.Unlock()
 		return fmt.Errorf("store product %q: %w", p.Key, err)
 	}
 	r.products[p.Key] = compile(p)
-	return nil
+	r.mu.Unlock()
+	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: p.Key, Product: &p})
 }
 
 // DeleteProduct deletes product pk; it must have no devices.
 func (r *Registry) DeleteProduct(ctx context.Context, pk string) error {
+	if err := r.deleteProduct(ctx, pk); err != nil {
+		return err
+	}
+	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: pk, Deleted: true})
+}
+
+func (r *Registry) deleteProduct(ctx context.Context, pk string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, ok := r.products[pk]; !ok {

@@ -53,6 +53,7 @@ type Registry struct {
 	devices  map[deviceID]*api.Device
 	assets   map[string]api.Asset
 	tokens   map[string]bool
+	publish  Publisher
 }
 
 type deviceID struct{ pk, dk string }
@@ -178,7 +179,7 @@ func (r *Registry) CreateToken(ctx context.Context, name string) (string, error)
 	r.mu.Lock()
 	r.tokens[h] = true
 	r.mu.Unlock()
-	return token, nil
+	return token, r.announce(ctx, api.RegistryChange{Kind: api.ChangeToken, Key: h, TokenName: name})
 }
 
 // ValidToken reports whether token is a known API token.

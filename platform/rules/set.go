@@ -15,9 +15,15 @@ type Set struct {
 	Routes *Router
 }
 
-// Rules lists every loaded rule.
+// Rules lists every loaded rule. A cluster node has the kinds of its role: any member may be nil.
 func (s Set) Rules() []RuleInfo {
-	out := s.Stream.Rules()
+	out := []RuleInfo{}
+	if s.Stream != nil {
+		out = s.Stream.Rules()
+	}
+	if s.PromQL == nil {
+		return out
+	}
 	for _, g := range s.PromQL.RuleGroups() {
 		for _, r := range g.Rules() {
 			info := RuleInfo{Name: r.Name(), Type: "promql-recording", Location: g.File(), Expr: r.Query().String()}
@@ -35,12 +41,25 @@ func (s Set) Rules() []RuleInfo {
 
 // Reload reloads streaming rules, PromQL rules and routes; an invalid file leaves that kind as it was.
 func (s Set) Reload() error {
-	return errors.Join(s.Stream.Reload(), s.PromQL.Reload(), s.Routes.Reload())
+	var errs []error
+	if s.Stream != nil {
+		errs = append(errs, s.Stream.Reload(), s.Routes.Reload())
+	}
+	if s.PromQL != nil {
+		errs = append(errs, s.PromQL.Reload())
+	}
+	return errors.Join(errs...)
 }
 
 // Pending lists alerts of both kinds whose for-duration is running.
 func (s Set) Pending() []api.Alert {
-	out := s.Stream.Pending()
+	out := []api.Alert{}
+	if s.Stream != nil {
+		out = s.Stream.Pending()
+	}
+	if s.PromQL == nil {
+		return out
+	}
 	for _, r := range s.PromQL.AlertingRules() {
 		for _, a := range r.ActiveAlerts() {
 			if a.State == promrules.StatePending {

@@ -1,0 +1,61 @@
+package node_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/node/nodetest"
+	"github.com/gale-iot/gale/twins/device"
+)
+
+// TestClusterSharesRegistryAndRoutesCommands runs two nodes on one Kafka: A
+// (all roles, with the embedded Kafka) and B (ingest only). A device created
+// through A logs in at B; its telemetry lands in A's TSDB; a command called on
+// A's API is delivered by B, which holds the session, and its reply answers A.
+func TestClusterSharesRegistryAndRoutesCommands(t *testing.T) {
+	a := nodetest.Start(t, nodetest.Config(t))
+	cfgB := nodetest.Config(t)
+	cfgB.NodeID, cfgB.Role = "b", node.RoleIngest
+	cfgB.Kafka.Brokers = a.Node.KafkaAddrs()
+	b := nodetest.Start(t, cfgB)
+
+	a.SetupProduct(t, "sensor", "Temp")
+	require.Equal(t, http.StatusOK, a.Do(t, "PUT", "/api/v1/products/sensor", api.Product{Key: "sensor", Model: api.ThingModel{
+		Measurepoints: []api.Measurepoint{{ID: "Temp", Type: api.TypeFloat}},
+		Services:      []api.Service{{ID: "ping"}},
+	}}, nil))
+	d := a.CreateDevice(t, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "test-site"})
+	require.Eventually(t, func() bool { _, ok := b.Node.Registry.Device("sensor", "d1"); return ok }, 10*time.Second, 20*time.Millisecond,
+		"the device reaches B through the registry change log")
+	require.Eventually(t, func() bool { m, ok := b.Node.Registry.Model("sensor"); _, svc := m.Service("ping"); return ok && svc },
+		10*time.Second, 20*time.Millisecond, "and so does the product's latest model")
+	var products []api.Product
+	b.Token = a.Token
+	require.Equal(t, http.StatusOK, b.Do(t, "GET", "/api/v1/products", nil, &products), "A's admin token works on B")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	dev, err := device.Connect(ctx, device.Config{Broker: b.MQTTAddr(), ProductKey: "sensor", DeviceKey: "d1", Secret: d.Secret,
+		OnService: func(c device.ServiceCall) (int, string, any) { return api.CodeOK, "", map[string]string{"pong": c.DeviceKey} }})
+	require.NoError(t, err)
+	defer dev.Close()
+	require.NoError(t, dev.Post(ctx, time.Now(), map[string]any{"Temp": 33.0}))
+	require.Eventually(t, func() bool {
+		s := a.Query(t, `Temp{device="d1"}`, time.Time{})
+		return len(s) == 1 && s[0].Float() == 33
+	}, 15*time.Second, 20*time.Millisecond, "posted at B, stored by A")
+
+	var c api.Command
+	require.Equal(t, http.StatusOK, a.Do(t, "POST", "/api/v1/devices/sensor/d1/services/ping?timeout=15s", nil, &c), "%+v", c)
+	require.Equal(t, api.CommandSucceeded, c.Status)
+	require.JSONEq(t, `{"pong":"d1"}`, string(c.Output))
+
+	var e map[string]string
+	require.Equal(t, http.StatusNotFound, b.Do(t, "GET", "/prometheus/api/v1/query?query=up", nil, &e), "an ingest node has no query API")
+}

@@ -1,0 +1,100 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+// Publisher announces a local registry change to the other nodes.
+type Publisher func(ctx context.Context, c api.RegistryChange) error
+
+// SetPublisher makes every local mutation announce itself (after it is stored).
+func (r *Registry) SetPublisher(p Publisher) {
+	r.mu.Lock()
+	r.publish = p
+	r.mu.Unlock()
+}
+
+// announce publishes c if a publisher is set. Callers must not hold r.mu.
+func (r *Registry) announce(ctx context.Context, c api.RegistryChange) error {
+	r.mu.RLock()
+	p := r.publish
+	r.mu.RUnlock()
+	if p == nil {
+		return nil
+	}
+	if err := p(ctx, c); err != nil {
+		return fmt.Errorf("announce registry change %s %s: %w", c.Kind, c.Key, err)
+	}
+	return nil
+}
+
+// Apply stores a change announced by a node (this one included): an upsert
+// or delete that is not announced again. Applying a change twice is harmless.
+func (r *Registry) Apply(ctx context.Context, c api.RegistryChange) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch c.Kind {
+	case api.ChangeProduct:
+		if c.Deleted {
+			if _, err := r.db.ExecContext(ctx, `DELETE FROM products WHERE key = ?`, c.Key); err != nil {
+				return fmt.Errorf("apply product delete: %w", err)
+			}
+			delete(r.products, c.Key)
+			return nil
+		}
+		if c.Product == nil {
+			return fmt.Errorf("%w: product change without product", ErrInvalid)
+		}
+		model, _ := json.Marshal(c.Product.Model)
+		if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model) VALUES (?, ?, ?, ?)
+			ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model`,
+			c.Product.Key, c.Product.Name, c.Product.Description, string(model)); err != nil {
+			return fmt.Errorf("apply product: %w", err)
+		}
+		r.products[c.Product.Key] = compile(*c.Product)
+	case api.ChangeDevice:
+		if c.Deleted {
+			pk, dk, _ := strings.Cut(c.Key, "/")
+			if _, err := r.db.ExecContext(ctx, `DELETE FROM devices WHERE product_key = ? AND device_key = ?`, pk, dk); err != nil {
+				return fmt.Errorf("apply device delete: %w", err)
+			}
+			delete(r.devices, deviceID{pk, dk})
+			return nil
+		}
+		if c.Device == nil {
+			return fmt.Errorf("%w: device change without device", ErrInvalid)
+		}
+		d := *c.Device
+		if err := r.storeDevice(ctx, &d); err != nil {
+			return err
+		}
+		r.devices[deviceID{d.ProductKey, d.DeviceKey}] = &d
+	case api.ChangeAsset:
+		if c.Asset == nil {
+			return fmt.Errorf("%w: asset change without asset", ErrInvalid)
+		}
+		a := *c.Asset
+		a.Children, a.Devices = nil, nil
+		if _, err := r.db.ExecContext(ctx, `INSERT INTO assets(id, kind, name, parent, org) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT(id) DO UPDATE SET kind=excluded.kind, name=excluded.name, parent=excluded.parent, org=excluded.org`,
+			a.ID, a.Kind, a.Name, a.Parent, a.Org); err != nil {
+			return fmt.Errorf("apply asset: %w", err)
+		}
+		r.assets[a.ID] = a
+	case api.ChangeToken:
+		if _, err := r.db.ExecContext(ctx, `INSERT INTO tokens(hash, name, created_at) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING`,
+			c.Key, c.TokenName, time.Now().UnixMilli()); err != nil {
+			return fmt.Errorf("apply token: %w", err)
+		}
+		r.tokens[c.Key] = true
+	default:
+		return fmt.Errorf("%w: registry change kind %q", ErrInvalid, c.Kind)
+	}
+	return nil
+}
