@@ -42,7 +42,9 @@ func TestClusterSharesRegistryAndRoutesCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	dev, err := device.Connect(ctx, device.Config{Broker: b.MQTTAddr(), ProductKey: "sensor", DeviceKey: "d1", Secret: d.Secret,
-		OnService: func(c device.ServiceCall) (int, string, any) { return api.CodeOK, "", map[string]string{"pong": c.DeviceKey} }})
+		OnService: func(c device.ServiceCall) (int, string, any) {
+			return api.CodeOK, "", map[string]string{"pong": c.DeviceKey}
+		}})
 	require.NoError(t, err)
 	defer dev.Close()
 	require.NoError(t, dev.Post(ctx, time.Now(), map[string]any{"Temp": 33.0}))
