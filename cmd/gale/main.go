@@ -29,6 +29,7 @@ var commands = []command{
 	{"rules", "rules test FILE...: run rule unit tests", runRules},
 	{"cloud", "run one cloud node from a config file", runCloud},
 	{"kafka", "run the embedded Kafka broker alone", runKafka},
+	{"edge", "run an edge gateway: poll Modbus devices, publish them as sub-devices, buffer outages", runEdge},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err

@@ -1,0 +1,492 @@
+package edge_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/api/regmap"
+	"github.com/gale-iot/gale/platform/edge"
+	"github.com/gale-iot/gale/platform/node/nodetest"
+	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/twins"
+	"github.com/gale-iot/gale/twins/clock"
+	"github.com/gale-iot/gale/twins/farm"
+	"github.com/gale-iot/gale/twins/modbus"
+)
+
+// childEnv names the config file of an edge the test binary runs as a
+// child process (see TestMain), so tests can kill -9 a real edge.
+const childEnv = "GALE_EDGE_CHILD_CONFIG"
+
+func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		os.Exit(runChild(path))
+	}
+	os.Exit(m.Run())
+}
+
+func runChild(path string) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg, err := edge.Load(path)
+	if err == nil {
+		var e *edge.Edge
+		if e, err = edge.New(cfg, log); err == nil {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+			defer stop()
+			err = e.Run(ctx)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		return 1
+	}
+	return 0
+}
+
+func quiet() *slog.Logger {
+	if os.Getenv("GALE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// simClock runs the edge on the twins' simulated clock.
+type simClock struct{ *clock.Clock }
+
+func (c simClock) Tick(d time.Duration) (<-chan time.Time, func()) {
+	t, err := c.NewTicker(d)
+	if err != nil {
+		panic(err)
+	}
+	return t.C, t.Stop
+}
+
+// cloud is a Gale node with the shipped products, gateway GW01 and its
+// sub-devices WT01, WT02 and MM01, behind a proxy that can cut the edge off.
+type cloud struct {
+	h       *nodetest.Harness
+	proxy   *proxy
+	secrets map[string]string // device key → secret
+}
+
+func startCloud(t *testing.T) *cloud {
+	t.Helper()
+	h := nodetest.Start(t, nodetest.Config(t))
+	for _, a := range []api.Asset{{ID: "test", Kind: api.AssetOrg}, {ID: "test-site", Kind: api.AssetSite, Parent: "test"}} {
+		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/assets", a, nil))
+	}
+	products, err := registry.ShippedProducts()
+	require.NoError(t, err)
+	for _, p := range products {
+		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/products", p, nil))
+	}
+	c := &cloud{h: h, proxy: newProxy(t, h.MQTTAddr()), secrets: map[string]string{}}
+	for _, d := range []api.Device{
+		{ProductKey: "modbus-gateway", DeviceKey: "GW01"},
+		{ProductKey: "wind-turbine", DeviceKey: "WT01"},
+		{ProductKey: "wind-turbine", DeviceKey: "WT02"},
+		{ProductKey: "met-mast", DeviceKey: "MM01"},
+	} {
+		d.Site = "test-site"
+		c.secrets[d.DeviceKey] = h.CreateDevice(t, d).Secret
+	}
+	return c
+}
+
+// startFleet runs two turbines and met mast MM01 behind twin gateway GW01
+// (units 1, 2, 3) on clk, or in real time when clk is nil.
+func startFleet(t *testing.T, clk *clock.Clock) *twins.Fleet {
+	t.Helper()
+	fc := farm.DefaultConfig()
+	fc.Count, fc.Rows = 2, 1
+	fc.Wind.MeanSpeed, fc.Wind.Iref, fc.Wind.GustsPerDay = 14, 0.05, 0
+	cfg := twins.Config{Seed: 1, Farms: []farm.Config{fc}, Gateways: []modbus.Config{{
+		ID: "GW01", Addr: "127.0.0.1:0", TimeoutHold: time.Second,
+		Units: []regmap.Unit{{Device: "WT01", ID: 1}, {Device: "WT02", ID: 2}, {Device: "MM01", ID: 3}},
+	}}}
+	var opts []twins.Option
+	if clk != nil {
+		opts = append(opts, twins.WithClock(clk))
+	}
+	f, err := twins.New(cfg, quiet(), opts...)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	select {
+	case <-f.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("twin fleet not ready")
+	}
+	return f
+}
+
+// edgeConfig is the config of an edge for GW01 of f, talking to c through its proxy.
+func edgeConfig(t *testing.T, c *cloud, f *twins.Fleet, dataDir string) edge.Config {
+	t.Helper()
+	gw, ok := f.Gateway("GW01")
+	require.True(t, ok)
+	unit := func(dk string, id uint8, m string) edge.Unit {
+		return edge.Unit{Unit: regmap.Unit{Device: dk, ID: id, Map: m}, Secret: c.secrets[dk]}
+	}
+	return edge.Config{
+		DataDir: dataDir,
+		Gateway: edge.Identity{ProductKey: "modbus-gateway", DeviceKey: "GW01", Secret: c.secrets["GW01"]},
+		Cloud: edge.CloudConfig{MQTTAddr: c.proxy.Addr(), APIURL: c.h.BaseURL, Token: c.h.Token,
+			PublishTimeout: 10 * time.Second, ReconnectMax: 500 * time.Millisecond},
+		Targets: []edge.Target{{Name: "GW01", Addr: gw.Addr(), Timeout: 300 * time.Millisecond, Units: []edge.Unit{
+			unit("WT01", 1, "wind-turbine"), unit("WT02", 2, "wind-turbine"), unit("MM01", 3, "met-mast"),
+		}}},
+	}
+}
+
+// runEdge runs an edge until the returned stop is called or the test ends.
+func runEdge(t *testing.T, cfg edge.Config, opts ...edge.Option) (*edge.Edge, func()) {
+	t.Helper()
+	e, err := edge.New(cfg, quiet(), opts...)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			require.NoError(t, <-done)
+		})
+	}
+	t.Cleanup(stop)
+	return e, stop
+}
+
+// metric sums the edge's series of a metric whose labels include match.
+func metric(t *testing.T, e *edge.Edge, name string, match map[string]string) float64 {
+	t.Helper()
+	mfs, err := e.Gatherer().Gather()
+	require.NoError(t, err)
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for k, v := range match {
+				if labels[k] != v {
+					continue series
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return sum
+}
+
+func waitMetric(t *testing.T, e *edge.Edge, name string, match map[string]string, ok func(float64) bool, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return ok(metric(t, e, name, match)) }, 20*time.Second, 5*time.Millisecond, msg)
+}
+
+func atLeast(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
+func equal(n float64) func(float64) bool   { return func(v float64) bool { return v == n } }
+
+// stepper steps a manual clock one second at a time and waits until the
+// edge has polled every unit's groups that fall due, after it polled every
+// group once at start.
+type stepper struct {
+	t   *testing.T
+	clk *clock.Clock
+	e   *edge.Edge
+	// groups polled every second and every 10 s
+	fast, slow int
+	ticks      int
+}
+
+// newStepper steps the rig's edge: the fast groups of WT01 and WT02 and
+// MM01's default group every second, the turbines' slow groups every 10 s.
+func newStepper(t *testing.T, clk *clock.Clock, e *edge.Edge) *stepper {
+	return &stepper{t: t, clk: clk, e: e, fast: 3, slow: 2}
+}
+
+func (s *stepper) step(n int) {
+	s.t.Helper()
+	for range n {
+		s.clk.Step(time.Second)
+		s.ticks++
+		want := float64(s.fast + s.slow + s.fast*s.ticks + s.slow*(s.ticks/10))
+		require.Eventually(s.t, func() bool { return metric(s.t, s.e, "gale_edge_polls_total", nil) >= want },
+			10*time.Second, time.Millisecond, "edge did not poll tick %d", s.ticks)
+	}
+}
+
+// point is a TSDB sample.
+type point struct {
+	T int64 // Unix ms
+	V float64
+}
+
+// series runs a range-vector query at time at and returns each series'
+// samples by its "point" label, or by metric name for quality series.
+func series(t *testing.T, h *nodetest.Harness, expr string, at time.Time) map[string][]point {
+	t.Helper()
+	q := url.Values{"query": {expr}, "time": {fmt.Sprintf("%.3f", float64(at.UnixMilli())/1000)}}
+	var resp struct {
+		Data struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Values [][2]any          `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/prometheus/api/v1/query?"+q.Encode(), nil, &resp))
+	out := map[string][]point{}
+	for _, r := range resp.Data.Result {
+		key := r.Metric["point"]
+		if strings.HasSuffix(r.Metric["__name__"], "_quality") {
+			key = r.Metric["__name__"]
+		}
+		for _, v := range r.Values {
+			f, _ := strconv.ParseFloat(v[1].(string), 64)
+			out[key] = append(out[key], point{T: int64(v[0].(float64)*1000 + 0.5), V: f})
+		}
+	}
+	return out
+}
+
+// brokerMetric reads a counter of the cloud node's /metrics.
+func brokerMetric(t *testing.T, h *nodetest.Harness, series string) float64 {
+	t.Helper()
+	resp, err := http.Get(h.BaseURL + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	return scrape(t, resp.Body, series)
+}
+
+// scrape sums the values of the lines of a Prometheus text exposition
+// that start with series (a name, or a name and labels).
+func scrape(t *testing.T, r io.Reader, series string) float64 {
+	t.Helper()
+	sum := 0.0
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, series); ok && (rest[0] == ' ' || rest[0] == '{' && !strings.Contains(series, "{")) {
+			f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			require.NoError(t, err, line)
+			sum += f
+		}
+	}
+	require.NoError(t, sc.Err())
+	return sum
+}
+
+// proxy forwards MQTT connections to the broker. Cut drops them and
+// refuses new ones until Restore; it records what clients publish.
+type proxy struct {
+	l        net.Listener
+	upstream string
+
+	mu        sync.Mutex
+	cut       bool
+	conns     map[net.Conn]bool
+	published []published
+}
+
+type published struct {
+	Topic   string
+	Payload []byte
+}
+
+func newProxy(t *testing.T, upstream string) *proxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &proxy{l: l, upstream: upstream, conns: map[net.Conn]bool{}}
+	go p.accept()
+	t.Cleanup(func() {
+		l.Close()
+		p.Cut()
+	})
+	return p
+}
+
+func (p *proxy) Addr() string { return p.l.Addr().String() }
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		cut := p.cut
+		p.mu.Unlock()
+		if cut {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.upstream)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		go func() {
+			_, _ = io.Copy(c, up)
+			c.Close()
+		}()
+		go p.forward(c, up)
+	}
+}
+
+// forward copies MQTT packets from client to broker, recording PUBLISHes.
+func (p *proxy) forward(c, up net.Conn) {
+	defer up.Close()
+	r := bufio.NewReader(c)
+	for {
+		h, err := r.ReadByte()
+		if err != nil {
+			return
+		}
+		frame := []byte{h}
+		n, mult := 0, 1
+		for range 4 {
+			b, err := r.ReadByte()
+			if err != nil {
+				return
+			}
+			frame = append(frame, b)
+			n += int(b&127) * mult
+			mult *= 128
+			if b&128 == 0 {
+				break
+			}
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r, body); err != nil {
+			return
+		}
+		if h>>4 == 3 && len(body) >= 2 { // PUBLISH
+			tl := int(binary.BigEndian.Uint16(body))
+			rest := body[2+tl:]
+			if (h>>1)&3 > 0 {
+				rest = rest[2:] // packet id
+			}
+			p.mu.Lock()
+			p.published = append(p.published, published{Topic: string(body[2 : 2+tl]), Payload: rest})
+			p.mu.Unlock()
+		}
+		if _, err := up.Write(append(frame, body...)); err != nil {
+			return
+		}
+	}
+}
+
+// Cut drops every connection and refuses new ones.
+func (p *proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+// Restore accepts connections again.
+func (p *proxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
+// Published returns what clients published on topic.
+func (p *proxy) Published(topic string) []published {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []published
+	for _, m := range p.published {
+		if m.Topic == topic {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// latest returns the newest sample of device (pk, dk) carrying point that
+// the proxy saw, posted or resumed.
+func (p *proxy) latest(t *testing.T, pk, dk, point string) api.MeasurepointParams {
+	t.Helper()
+	var newest api.MeasurepointParams
+	for _, topic := range []string{api.MeasurepointPostTopic(pk, dk), api.MeasurepointResumeBatchTopic(pk, dk)} {
+		for _, m := range p.Published(topic) {
+			var req struct {
+				Params json.RawMessage `json:"params"`
+			}
+			require.NoError(t, json.Unmarshal(m.Payload, &req))
+			batch := []api.MeasurepointParams{{}}
+			if req.Params[0] == '[' {
+				require.NoError(t, json.Unmarshal(req.Params, &batch))
+			} else {
+				require.NoError(t, json.Unmarshal(req.Params, &batch[0]))
+			}
+			for _, s := range batch {
+				if _, ok := s.Measurepoints[point]; ok && s.Time > newest.Time {
+					newest = s
+				}
+			}
+		}
+	}
+	require.NotZero(t, newest.Time, "no sample of %s with %s", dk, point)
+	return newest
+}
+
+func freeAddr(t *testing.T, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
