@@ -32,7 +32,7 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 	clk := clock.NewManual(time.Now().Truncate(time.Second))
 	c := startCloud(t)
 	f := startFleet(t, clk)
-	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(simClock{clk}))
+	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
 	s := newStepper(t, clk, e)
 
@@ -244,7 +244,7 @@ func TestServiceCallCurtailsTurbine(t *testing.T) {
 	clk := clock.NewManual(time.Now().Truncate(time.Second))
 	c := startCloud(t)
 	f := startFleet(t, clk)
-	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(simClock{clk}))
+	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
 	s := newStepper(t, clk, e)
 	s.step(60)
@@ -317,7 +317,7 @@ func TestModbusFaultIsIsolated(t *testing.T) {
 			// Each case has its own stretch of the past, so their samples do not collide in the TSDB.
 			clk := clock.NewManual(time.Now().Truncate(time.Second).Add(-time.Duration(30-10*i) * time.Minute))
 			f := startFleet(t, clk)
-			e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(simClock{clk}))
+			e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
 			waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
 			s := newStepper(t, clk, e)
 			s.step(10)
@@ -362,7 +362,7 @@ func TestBadTargetAndSubDeviceAreIsolated(t *testing.T) {
 	cfg := edgeConfig(t, c, f, t.TempDir())
 	cfg.Targets = append(cfg.Targets, edge.Target{Name: "dead", Addr: freeAddr(t, "tcp"), Units: []edge.Unit{
 		{Unit: regmap.Unit{Device: "WT09", ID: 1, Map: "wind-turbine"}, Secret: "unknown"}}})
-	e, _ := runEdge(t, cfg, edge.WithClock(simClock{clk}))
+	e, _ := runEdge(t, cfg, edge.WithClock(clk))
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
 	require.Equal(t, 1.0, metric(t, e, "gale_edge_subdevice_login_failures_total", nil))
 	s := newStepper(t, clk, e)

@@ -69,17 +69,6 @@ func quiet() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// simClock runs the edge on the twins' simulated clock.
-type simClock struct{ *clock.Clock }
-
-func (c simClock) Tick(d time.Duration) (<-chan time.Time, func()) {
-	t, err := c.NewTicker(d)
-	if err != nil {
-		panic(err)
-	}
-	return t.C, t.Stop
-}
-
 // cloud is a Gale node with the shipped products, gateway GW01 and its
 // sub-devices WT01, WT02 and MM01, behind a proxy that can cut the edge off.
 type cloud struct {

@@ -234,6 +234,13 @@ func (c *Clock) NewTicker(period time.Duration) (*Ticker, error) {
 // Stop turns the ticker off.
 func (t *Ticker) Stop() { t.c.remove(t.w) }
 
+// Tick delivers tick times every d of sim time until stop is called; it lets
+// components that take a clock (the edge gateway) run on sim time. d must be positive.
+func (c *Clock) Tick(d time.Duration) (<-chan time.Time, func()) {
+	w := c.add(d, d)
+	return w.c, func() { c.remove(w) }
+}
+
 type waiter struct {
 	at     time.Time
 	period time.Duration

@@ -2,6 +2,10 @@
 // MQTT protocol: signed login, measurepoint post and resume, event post,
 // request/reply matching and service handlers. The twin fleet, the load
 // generator and tests use it; real device code can too.
+//
+// Connect returns a plain connection that lives until it drops. Client is the
+// managed device: it reconnects with backoff, logs its sub-devices in again,
+// and queues what it could not deliver for replay through resume/batch.
 package device
 
 import (
@@ -37,6 +41,59 @@ type Config struct {
 	OnService ServiceHandler
 	// OnConnectionLost is called when the connection drops.
 	OnConnectionLost func(error)
+
+	// The fields below configure a managed Client; Connect ignores them.
+
+	// SubDevices are added to this gateway's topology and logged in, signed
+	// afresh, every time the Client connects.
+	SubDevices []SubDevice
+	// QueueSize bounds the Client's queue of undelivered samples and events
+	// (default 1000); when it is full the oldest entry is dropped and counted.
+	QueueSize int
+	// BatchSize is the most samples the Client replays in one resume/batch
+	// message (default 100).
+	BatchSize int
+	// AckTimeout is how long the Client waits for a PUBACK (or a login step)
+	// before it queues the message for replay (default 10s). It is also the
+	// connection's write timeout.
+	AckTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the Client's reconnect delay (defaults
+	// 500ms and 30s); the delay doubles after every failed attempt and every
+	// connection that held less than MaxBackoff, with jitter.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// SubDevice is a sub-device a gateway Client logs in.
+type SubDevice struct {
+	ProductKey, DeviceKey, Secret string
+}
+
+// defaults fills unset fields.
+func (c *Config) defaults() {
+	if c.ClientID == "" {
+		c.ClientID = c.DeviceKey
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 30 * time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.QueueSize <= 0 {
+		c.QueueSize = 1000
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 100
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 10 * time.Second
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 500 * time.Millisecond
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(30*time.Second, c.MinBackoff)
+	}
 }
 
 // ServiceCall is a service invocation received by a device or, through a gateway, by one of its sub-devices.
@@ -57,6 +114,8 @@ type Device struct {
 
 	mu      sync.Mutex
 	pending map[string]chan api.Reply // reply topic + "\x00" + id
+	// onReply receives replies nobody waits for (those to asynchronous publishes); may be nil.
+	onReply func(topic string, r api.Reply)
 }
 
 // ErrRefused is returned when the broker refuses the login.
@@ -64,22 +123,19 @@ var ErrRefused = errors.New("login refused")
 
 // Connect logs the device in and subscribes to its replies and service calls.
 func Connect(ctx context.Context, cfg Config) (*Device, error) {
-	if cfg.ClientID == "" {
-		cfg.ClientID = cfg.DeviceKey
-	}
-	if cfg.KeepAlive == 0 {
-		cfg.KeepAlive = 30 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	d := &Device{cfg: cfg, pending: map[string]chan api.Reply{}}
+	cfg.defaults()
+	return connect(ctx, cfg, nil)
+}
+
+// connect logs in with a login signed now; onReply (may be nil) receives unmatched replies.
+func connect(ctx context.Context, cfg Config, onReply func(string, api.Reply)) (*Device, error) {
+	d := &Device{cfg: cfg, pending: map[string]chan api.Reply{}, onReply: onReply}
 	cred := api.Sign(cfg.ClientID, cfg.ProductKey, cfg.DeviceKey, cfg.Secret, cfg.Now().UnixMilli())
 	opts := paho.NewClientOptions().
 		AddBroker("tcp://" + cfg.Broker).
 		SetClientID(cred.ClientID).SetUsername(cred.Username).SetPassword(cred.Password).
 		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetKeepAlive(cfg.KeepAlive).
-		SetConnectTimeout(10 * time.Second).SetOrderMatters(false).
+		SetConnectTimeout(10 * time.Second).SetWriteTimeout(cfg.AckTimeout).SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			if cfg.OnConnectionLost != nil {
 				cfg.OnConnectionLost(err)
@@ -129,8 +185,11 @@ func (d *Device) onMessage(_ paho.Client, m paho.Message) {
 		ch := d.pending[topic+"\x00"+r.ID]
 		delete(d.pending, topic+"\x00"+r.ID)
 		d.mu.Unlock()
-		if ch != nil {
+		switch {
+		case ch != nil:
 			ch <- r
+		case d.onReply != nil:
+			d.onReply(topic, r)
 		}
 		return
 	}

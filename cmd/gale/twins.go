@@ -1,0 +1,155 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/twins"
+	"github.com/gale-iot/gale/twins/direct"
+)
+
+func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlagSet("twins")
+	configFile := fs.String("config", "", "fleet config file (YAML; see twins/testdata/demo.good.yaml)")
+	mqttAddr := fs.String("mqtt-addr", "127.0.0.1:1883", "the cloud's MQTT address, for the directly connected devices")
+	apiURL := fs.String("api-url", "http://127.0.0.1:8080", "the cloud's HTTP API, to look the devices' secrets up")
+	tokenFile := fs.String("token-file", "", "file holding an admin API token (the cloud's DATA/admin.token)")
+	secretsFile := fs.String("secrets", "", `YAML file of device secrets, "productKey/deviceKey: secret", tried before the API`)
+	httpAddr := fs.String("http-addr", "127.0.0.1:8090", "listen address of the twin control API (/twins/v1/), /metrics and /healthz")
+	interval := fs.Duration("interval", 10*time.Second, "sim time between two posts of a directly connected device")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *configFile == "" {
+		fmt.Fprintln(fs.Output(), "gale twins: --config FILE is required")
+		return errUsage
+	}
+	cfg, err := twins.Load(*configFile)
+	if err != nil {
+		return err
+	}
+	secret, err := secretLookup(*secretsFile, *apiURL, *tokenFile)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(*logLevel)
+	if err != nil {
+		return err
+	}
+	fleet, err := twins.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	devices, err := direct.New(fleet, direct.Config{Broker: *mqttAddr, Secret: secret, Interval: *interval}, log, reg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", *httpAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/twins/v1/", fleet.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	fmt.Fprintf(stdout, "Gale twins are running.\n  Control API: http://%s/twins/v1/turbines\n  Cloud:       MQTT %s\n", ln.Addr(), *mqttAddr)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return fleet.Run(gctx) })
+	g.Go(func() error { return devices.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("control API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	return g.Wait()
+}
+
+// secretLookup finds device secrets in the secrets file, if given, and then
+// through the cloud API, if a token file is given.
+func secretLookup(secretsFile, apiURL, tokenFile string) (direct.SecretFunc, error) {
+	secrets := map[string]string{}
+	if secretsFile != "" {
+		b, err := os.ReadFile(secretsFile)
+		if err != nil {
+			return nil, fmt.Errorf("read secrets: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &secrets); err != nil {
+			return nil, fmt.Errorf("secrets file %s: want \"productKey/deviceKey: secret\" lines: %w", secretsFile, err)
+		}
+	}
+	var token string
+	if tokenFile != "" {
+		b, err := os.ReadFile(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("read token: %w", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	return func(pk, dk string) (string, error) {
+		if s, ok := secrets[pk+"/"+dk]; ok {
+			return s, nil
+		}
+		if token == "" {
+			return "", errors.New("not in the secrets file, and no --token-file to ask the cloud API")
+		}
+		return apiSecret(client, apiURL, token, pk, dk)
+	}, nil
+}
+
+// apiSecret reads a device's secret from GET /api/v1/devices/{pk}/{dk}.
+func apiSecret(client *http.Client, apiURL, token, pk, dk string) (string, error) {
+	u := strings.TrimSuffix(apiURL, "/") + "/api/v1/devices/" + url.PathEscape(pk) + "/" + url.PathEscape(dk)
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		return "", fmt.Errorf("api url: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("cloud API: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		api.Device
+		Error string `json:"error"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
+		return "", fmt.Errorf("cloud API: %s: %w", resp.Status, err)
+	}
+	switch {
+	case resp.StatusCode != http.StatusOK:
+		return "", fmt.Errorf("cloud API: %s: %s", resp.Status, out.Error)
+	case out.Secret == "":
+		return "", errors.New("cloud API shows no secret (is the token an admin's?)")
+	}
+	return out.Secret, nil
+}
