@@ -40,13 +40,22 @@ var commands = []command{
 // errUsage marks errors already explained by a usage message.
 var errUsage = errors.New("usage")
 
-// gcPercent is Gale's default GOGC: the hot path allocates per message, and
-// a higher GC target trades memory for throughput (measured in docs/benchmarks.md).
-const gcPercent = 400
+// Gale's default GOGC and soft memory limit: the hot path allocates per
+// message, and a higher GC target trades memory for throughput (measured in
+// docs/benchmarks.md); the limit makes the GC work harder before a large live
+// heap (many sessions) times GOGC outgrows the machine. GOGC and GOMEMLIMIT
+// in the environment win.
+const (
+	gcPercent   = 400
+	memoryLimit = 4 << 30
+)
 
 func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(gcPercent)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

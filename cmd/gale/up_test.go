@@ -48,11 +48,12 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startGale(t *testing.T, p *galeProc) {
+func startGale(t *testing.T, p *galeProc, extra ...string) {
 	t.Helper()
 	p.stderr = new(bytes.Buffer)
-	p.cmd = exec.Command(os.Args[0], "up", "--data-dir", p.dataDir, "--http-addr", p.http, "--mqtt-addr", p.mqtt,
-		"--kafka-addr", p.kafka, "--modbus-addr", "127.0.0.1:0", "--turbines", "2", "--log-level", "warn")
+	args := append([]string{"up", "--data-dir", p.dataDir, "--http-addr", p.http, "--mqtt-addr", p.mqtt,
+		"--kafka-addr", p.kafka, "--modbus-addr", "127.0.0.1:0", "--turbines", "2", "--log-level", "warn"}, extra...)
+	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), "GALE_TEST_MAIN=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
 	require.NoError(t, p.cmd.Start())
@@ -244,4 +245,43 @@ tests:
 	require.Error(t, run(context.Background(), []string{"rules", "test"}, &out, &out))
 	require.Error(t, run(context.Background(), []string{"rules", "nope"}, &out, &out))
 	require.Error(t, run(context.Background(), []string{"rules", "test", filepath.Join(dir, "missing.yaml")}, &out, &out))
+}
+
+// TestGearboxFaultAlertsOnceThroughTheFleet runs `gale up` with its twin
+// farm (turbines behind Modbus gateway twins, polled by edge gateways, on an
+// accelerated clock), injects a gearbox fault in WT02 through the twin control
+// API, and expects exactly one gearbox alert for WT02, fired 60 s of sim time
+// after the oil passed 75 °C (give or take one 1 s sample), then one resolution
+// once the fault is cleared and the oil cools.
+func TestGearboxFaultAlertsOnceThroughTheFleet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole platform")
+	}
+	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
+	startGale(t, p, "--speed", "40")
+	require.Equal(t, http.StatusOK, p.api(t, "POST", "/twins/v1/turbines/WT02/faults", map[string]string{"fault": "gearbox_overheat"}, nil))
+
+	var got []api.Alert
+	require.Eventually(t, func() bool {
+		got = nil
+		p.api(t, "GET", "/api/v1/alerts?rule=gearbox-overheat", nil, &got)
+		return len(got) > 0
+	}, 90*time.Second, 200*time.Millisecond, "no gearbox alert: %s", p.stderr)
+	require.Len(t, got, 1)
+	a := got[0]
+	require.Equal(t, "wind-turbine/WT02", a.Key)
+	require.Equal(t, api.AlertFiring, a.State)
+	held := time.Duration(a.FiredAt-a.StartedAt) * time.Millisecond
+	require.GreaterOrEqual(t, held, 60*time.Second)
+	require.LessOrEqual(t, held, 62*time.Second, "fires within for + 2 s of sim time")
+
+	require.Equal(t, http.StatusOK, p.api(t, "DELETE", "/twins/v1/turbines/WT02/faults", nil, nil))
+	require.Eventually(t, func() bool {
+		got = nil
+		p.api(t, "GET", "/api/v1/alerts?rule=gearbox-overheat", nil, &got)
+		return len(got) == 1 && got[0].State == api.AlertResolved
+	}, 90*time.Second, 200*time.Millisecond, "not resolved: %+v", got)
+	var others []api.Alert
+	p.api(t, "GET", "/api/v1/alerts?rule=gearbox-overheat", nil, &others)
+	require.Len(t, others, 1, "one episode: fired once, resolved once")
 }

@@ -59,6 +59,10 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	// Packets far above the payload limit are dropped by mochi; those just
 	// above it still reach the hook, which answers them with code 413.
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload * 4)
+	// Devices receive replies and service calls, not floods: a small
+	// outbound queue keeps an idle session's memory low (mochi's default of
+	// 8,192 pending writes costs 64 KiB per session).
+	caps.MaximumClientWritesPending = 256
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true,
