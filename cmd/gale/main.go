@@ -31,6 +31,7 @@ var commands = []command{
 	{"kafka", "run the embedded Kafka broker alone", runKafka},
 	{"edge", "run an edge gateway: poll Modbus devices, publish them as sub-devices, buffer outages", runEdge},
 	{"twins", "run a twin fleet (Modbus gateways, direct MQTT devices, control API) against a cloud", runTwins},
+	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", runDashboards},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/httpapi"
+	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
 
@@ -32,6 +33,8 @@ type Config struct {
 	Kafka bus.Config     `yaml:"kafka"`
 	TSDB  tsdb.Config    `yaml:"tsdb"`
 	Rules RulesConfig    `yaml:"rules"`
+	// SelfMonitoring stores the node\'s own metrics in its TSDB (store role), job "gale".
+	SelfMonitoring selfmon.Config `yaml:"selfMonitoring"`
 }
 
 // RulesConfig configures the event engine.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/rules"
+	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
 
@@ -106,6 +108,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 
 	deps := httpapi.Deps{Registry: n.Registry, Gatherer: n.reg, Ready: n.readiness, Extra: extra}
 	var commands *command.Dispatcher
+	var selfStore storage.Appendable // the TSDB self-monitoring writes to (store role)
 	if cfg.has(RoleIngest) {
 		if n.broker, err = broker.New(cfg.MQTT, n.Registry, n.producer, log.With("component", "broker"), n.reg); err != nil {
 			return nil, err
@@ -121,7 +124,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		if err != nil {
 			return nil, err
 		}
-		n.db = db
+		n.db, selfStore = db, db
 		latest := ingest.NewLatest()
 		if err := latest.Restore(ctx, db, time.Now().Add(-cfg.TSDB.OutOfOrderWindow)); err != nil {
 			return nil, err
@@ -175,6 +178,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 	if err := n.http.Listen(); err != nil {
 		return nil, err
+	}
+	if selfStore != nil {
+		sm := cfg.SelfMonitoring
+		if sm.Instance == "" {
+			sm.Instance = n.http.Addr() // what a Prometheus scraping /metrics would call it
+		}
+		scraper, err := selfmon.New(sm, n.reg, selfStore, log.With("component", "selfmon"))
+		if err != nil {
+			return nil, err
+		}
+		n.runners = append(n.runners, scraper.Run)
 	}
 	return n, nil
 }
