@@ -128,6 +128,9 @@ func (e *Edge) Run(ctx context.Context) error {
 	}
 	plans, err := e.plans(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while fetching the models
+		}
 		return err
 	}
 	q, err := OpenQueue(filepath.Join(e.cfg.DataDir, "queue.db"), e.cfg.Queue.MaxBytes, e.cfg.Queue.Fsync)
