@@ -213,6 +213,9 @@ func (n *Node) applyRegistry(ctx context.Context, batch []kafka.Message) error {
 			continue
 		}
 		if err := n.Registry.Apply(ctx, c); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // not applied: not committed, read again next time
+			}
 			n.log.Warn("registry change not applied", "kind", c.Kind, "key", c.Key, "err", err)
 		}
 	}
