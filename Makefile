@@ -31,3 +31,17 @@ fmt:
 
 clean:
 	rm -rf bin data
+
+# Container suite (ci/suite, build tag `containers`): Gale's own image, built
+# FROM scratch by `images`, as a Kafka node and two cloud nodes on a Docker
+# network, with faults injected under load. Needs a Docker engine; pulls no
+# image. JUnit report and figures land in ci/reports/, logs of failed tests'
+# containers in ci/logs/.
+GOTESTSUM ?= $(GO) run gotest.tools/gotestsum@v1.13.0
+
+.PHONY: test-containers
+test-containers: images
+	mkdir -p ci/reports
+	$(GOTESTSUM) --format testname --junitfile ci/reports/containers.xml -- \
+		-tags containers -count=1 -timeout 15m ./ci/... ; \
+		status=$$?; cat ci/reports/summary.txt 2>/dev/null; exit $$status

@@ -106,7 +106,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("fetch from kafka: %w", err)
+			// Kafka away (restarting, partitioned): the reader reconnects underneath.
+			c.log.Warn("fetch from kafka failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		batch = append(batch, m)
 		fill, cancel := context.WithTimeout(ctx, c.cfg.FetchWait)
@@ -134,7 +141,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
-			return err
+			// The offsets stay uncommitted and go with the next batch's commit;
+			// a crash before then replays them (at-least-once).
+			c.log.Warn("commit failed; retrying with the next batch", "err", err)
 		}
 	}
 }
