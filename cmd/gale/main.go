@@ -32,6 +32,7 @@ var commands = []command{
 	{"edge", "run an edge gateway: poll Modbus devices, publish them as sub-devices, buffer outages", runEdge},
 	{"twins", "run a twin fleet (Modbus gateways, direct MQTT devices, control API) against a cloud", runTwins},
 	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", runDashboards},
+	{"loadgen", "load-test Gale (or any MQTT broker) and check that no acknowledged sample is lost", runLoadgen},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err

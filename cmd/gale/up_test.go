@@ -249,7 +249,7 @@ tests:
 
 // TestGearboxFaultAlertsOnceThroughTheFleet runs `gale up` with its twin
 // farm (turbines behind Modbus gateway twins, polled by edge gateways, on an
-// accelerated clock), injects a gearbox fault in WT02 through the twin control
+// accelerated clock), curtails WT01 with a command through the API, injects a gearbox fault in WT02 through the twin control
 // API, and expects exactly one gearbox alert for WT02, fired 60 s of sim time
 // after the oil passed 75 °C (give or take one 1 s sample), then one resolution
 // once the fault is cleared and the oil cools.
@@ -259,6 +259,19 @@ func TestGearboxFaultAlertsOnceThroughTheFleet(t *testing.T) {
 	}
 	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
 	startGale(t, p, "--speed", "40")
+
+	// A command through the edge becomes a Modbus write, and its reply comes back through the API.
+	var c api.Command
+	require.Equal(t, http.StatusOK, p.api(t, "POST", "/api/v1/devices/wind-turbine/WT01/services/setPowerLimit?timeout=30s", map[string]any{"limit": 1500}, &c), "%+v", c)
+	require.JSONEq(t, `{"limit":1500}`, string(c.Output))
+	var wt01 struct {
+		Points map[string]float64 `json:"points"`
+	}
+	require.Eventually(t, func() bool {
+		p.api(t, "GET", "/twins/v1/turbines/WT01", nil, &wt01)
+		return wt01.Points["WTUR.DmdW"] == 1500
+	}, 10*time.Second, 100*time.Millisecond, "the twin got the setpoint over Modbus")
+
 	require.Equal(t, http.StatusOK, p.api(t, "POST", "/twins/v1/turbines/WT02/faults", map[string]string{"fault": "gearbox_overheat"}, nil))
 
 	var got []api.Alert
