@@ -141,7 +141,9 @@ func (s *Server) Run(ctx context.Context) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shut down http: %w", err)
+		// Requests still running after the grace period are cut off; stopping is not a failure.
+		s.log.Warn("http requests still running at shutdown; closing them", "err", err)
+		return srv.Close()
 	}
 	return nil
 }
