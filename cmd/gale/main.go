@@ -26,13 +26,14 @@ type command struct {
 
 var commands = []command{
 	{"up", "run the whole platform on one machine with embedded engines and the demo fleet", runUp},
-	{"rules", "rules test FILE...: run rule unit tests", runRules},
-	{"cloud", "run one cloud node from a config file", runCloud},
-	{"kafka", "run the embedded Kafka broker alone", runKafka},
 	{"edge", "run an edge gateway: poll Modbus devices, publish them as sub-devices, buffer outages", runEdge},
 	{"twins", "run a twin fleet (Modbus gateways, direct MQTT devices, control API) against a cloud", runTwins},
-	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", runDashboards},
 	{"loadgen", "load-test Gale (or any MQTT broker) and check that no acknowledged sample is lost", runLoadgen},
+	{"rules", "rules test FILE...: run rule unit tests", runRules},
+	{"scenario", "scenario run [--junit FILE] FILE...: run scenarios on an in-process stack", runScenario},
+	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", runDashboards},
+	{"cloud", "run one cloud node from a config file", runCloud},
+	{"kafka", "run the embedded Kafka broker alone", runKafka},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/gale-iot/gale/scenarios"
+)
+
+// runScenario runs `gale scenario run [--junit FILE] FILE...`: each scenario
+// on a fresh in-process stack, a text summary per scenario on stdout, one
+// line per failed assertion on stderr, exit 1 on any failure.
+func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "run" {
+		fmt.Fprintln(os.Stderr, "usage: gale scenario run [--junit FILE] [--log-level LEVEL] FILE...")
+		return errUsage
+	}
+	fs := newFlagSet("scenario run")
+	junit := fs.String("junit", "", "write a JUnit XML report (one test case per assertion) to `FILE`")
+	level := fs.String("log-level", "error", "log level of the stack: debug, info, warn or error")
+	if err := fs.Parse(args[1:]); err != nil {
+		return errUsage
+	}
+	files := fs.Args()
+	if len(files) == 0 {
+		return fmt.Errorf("%w: gale scenario run: give at least one scenario file", errUsage)
+	}
+	log, err := newLogger(*level)
+	if err != nil {
+		return err
+	}
+	var runs []scenarios.RunOutcome
+	failed := 0
+	for _, f := range files {
+		res, err := scenarios.Run(ctx, f, scenarios.WithLogger(log))
+		run := scenarios.RunOutcome{Result: res, Err: err}
+		runs = append(runs, run)
+		if werr := run.WriteSummary(stdout); werr != nil {
+			return werr
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "%s: %s\n", f, firstLine(err.Error()))
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		for _, a := range res.Failed() {
+			failed++
+			fmt.Fprintf(os.Stderr, "%s:%d: %s: expected %s, got %s\n", f, a.Line, a.Name, a.Expected, a.Actual)
+		}
+	}
+	if *junit != "" {
+		if err := writeJUnit(*junit, runs); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d scenario failure(s)", failed)
+	}
+	return nil
+}
+
+func writeJUnit(path string, runs []scenarios.RunOutcome) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("junit report: %w", err)
+	}
+	if err := scenarios.WriteJUnit(f, runs); err != nil {
+		f.Close()
+		return fmt.Errorf("junit report: %w", err)
+	}
+	return f.Close()
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

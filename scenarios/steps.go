@@ -1,0 +1,264 @@
+package scenarios
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gale-iot/gale/loadgen"
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/twins/device"
+)
+
+// loadRun is a load step's outcome.
+type loadRun struct {
+	rep *loadgen.Report
+	err error
+}
+
+// startLoad runs the load generator in the background against the node.
+func (r *runner) startLoad(ctx context.Context, l LoadStep) {
+	cfg := loadgen.DefaultConfig()
+	cfg.MQTTAddr, cfg.APIURL, cfg.Token = r.st.Node.MQTTAddr(), r.api.base, r.api.token
+	cfg.Devices, cfg.Rate, cfg.Duration, cfg.Points, cfg.Profile = l.Devices, l.Rate, l.Duration, l.Points, l.Profile
+	cfg.DevicePrefix, cfg.Product, cfg.Org, cfg.Site = l.Name+"-", "scn", "scn", "scn-site"
+	cfg.ProbeDevices = min(4, l.Devices)
+	cfg.Replies = true
+	run := &loadRun{}
+	r.mu.Lock()
+	r.loads[l.Name] = run
+	r.mu.Unlock()
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		g, err := loadgen.New(cfg, r.log.With("component", "loadgen", "load", l.Name), nil)
+		if err == nil {
+			run.rep, err = g.Run(ctx)
+		}
+		run.err = err
+	}()
+}
+
+// commandResult is one service call's answer.
+type commandResult struct {
+	Code int    // the device's reply code
+	Err  string // the API error, if the call failed
+}
+
+// command calls a service Count times, Concurrency at a time.
+func (r *runner) command(ctx context.Context, c CommandStep) error {
+	pk, dk, _ := strings.Cut(c.Device, "/")
+	path := "/api/v1/devices/" + url.PathEscape(pk) + "/" + url.PathEscape(dk) + "/services/" + url.PathEscape(c.Service)
+	params := c.Params
+	if params == nil {
+		params = map[string]any{}
+	}
+	results := make([]commandResult, c.Count)
+	sem := make(chan struct{}, c.Concurrency)
+	var wg sync.WaitGroup
+	for i := range results {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			var cmd api.Command
+			if err := r.api.do(ctx, http.MethodPost, path, params, &cmd); err != nil {
+				results[i].Err = err.Error()
+				return
+			}
+			results[i].Code = cmd.Code
+		}()
+	}
+	wg.Wait()
+	r.mu.Lock()
+	r.commands[c.Name] = results
+	r.mu.Unlock()
+	return ctx.Err()
+}
+
+// register creates a device of an existing product on demo-farm and returns its secret.
+func (r *runner) register(ctx context.Context, pk, dk string) (string, error) {
+	var d api.Device
+	err := r.api.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"productKey": pk, "deviceKey": dk, "site": "demo-farm"}, &d)
+	return d.Secret, err
+}
+
+// connect registers a device and logs it in.
+func (r *runner) connect(ctx context.Context, pk, dk string) (*device.Device, error) {
+	secret, err := r.register(ctx, pk, dk)
+	if err != nil {
+		return nil, err
+	}
+	return device.Connect(ctx, device.Config{Broker: r.st.Node.MQTTAddr(), ProductKey: pk, DeviceKey: dk, Secret: secret, Now: r.st.Fleet.Now})
+}
+
+// backfill sends a constant value over the last Span of sim time through
+// resume/batch, a hundred samples a message.
+func (r *runner) backfill(ctx context.Context, b BackfillStep) error {
+	pk, dk := "wind-turbine", b.Device
+	if p, d, ok := strings.Cut(b.Device, "/"); ok {
+		pk, dk = p, d
+	}
+	dev, err := r.connect(ctx, pk, dk)
+	if err != nil {
+		return fmt.Errorf("backfill device: %w", err)
+	}
+	defer dev.Close()
+	end := r.st.Fleet.Now()
+	var batch []api.MeasurepointParams
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		params, _ := json.Marshal(batch) // plain values: cannot fail
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		topic := api.MeasurepointResumeBatchTopic(pk, dk)
+		rep, err := dev.Request(rctx, topic, api.Request{ID: dev.NewID(), Version: "1.0", Method: "thing.measurepoint.resume.batch", Params: params})
+		if err != nil {
+			return err
+		}
+		if rep.Code != api.CodeOK {
+			return fmt.Errorf("resume/batch answered %d: %s", rep.Code, rep.Message)
+		}
+		batch = batch[:0]
+		return nil
+	}
+	v, _ := json.Marshal(b.Value)
+	for t := end.Add(-b.Span); !t.After(end); t = t.Add(b.Interval) {
+		batch = append(batch, api.MeasurepointParams{Time: t.UnixMilli(), Measurepoints: map[string]json.RawMessage{b.Point: v}})
+		if len(batch) == 100 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// Kinds of bad input a storm sends, in turn.
+var stormKinds = []string{"malformed", "oversize", "wrong_type", "unknown_point", "bad_login", "acl"}
+
+// stormRun counts a storm's bad messages by kind.
+type stormRun struct {
+	mu       sync.Mutex
+	sent     map[string]int
+	accepted map[string]int // bad input the platform took: each one is a failure
+	notes    []string
+}
+
+func (s *stormRun) count(kind string, accepted bool, note string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent[kind]++
+	if accepted {
+		s.accepted[kind]++
+		if len(s.notes) < 5 {
+			s.notes = append(s.notes, kind+": "+note)
+		}
+	}
+}
+
+// startStorm registers product scn-storm (point V) with a sender and a
+// victim device and sends bad input in the background.
+func (r *runner) startStorm(ctx context.Context, s StormStep) error {
+	err := r.api.do(ctx, http.MethodPost, "/api/v1/products", api.Product{Key: "scn-storm",
+		Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "V", Type: api.TypeFloat}}}}, nil)
+	var se *statusError
+	if err != nil && !(errors.As(err, &se) && se.Status == http.StatusConflict) {
+		return err
+	}
+	sender, victim := s.Name+"-sender", s.Name+"-victim"
+	secret, err := r.register(ctx, "scn-storm", sender)
+	if err != nil {
+		return err
+	}
+	if _, err := r.register(ctx, "scn-storm", victim); err != nil {
+		return err
+	}
+	run := &stormRun{sent: map[string]int{}, accepted: map[string]int{}}
+	r.mu.Lock()
+	r.storms[s.Name] = run
+	r.mu.Unlock()
+	cfg := device.Config{Broker: r.st.Node.MQTTAddr(), ProductKey: "scn-storm", DeviceKey: sender, Secret: secret, Now: r.st.Fleet.Now}
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		r.storm(ctx, s, cfg, victim, run)
+	}()
+	return nil
+}
+
+// storm sends the bad messages; a connection the broker closes (oversize,
+// ACL) is opened again.
+func (r *runner) storm(ctx context.Context, s StormStep, cfg device.Config, victim string, run *stormRun) {
+	var dev *device.Device
+	defer func() {
+		if dev != nil {
+			dev.Close()
+		}
+	}()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / s.Rate))
+	defer tick.Stop()
+	post := api.MeasurepointPostTopic(cfg.ProductKey, cfg.DeviceKey)
+	end := time.Now().Add(s.Duration)
+	for i := 0; time.Now().Before(end); i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		kind := stormKinds[i%len(stormKinds)]
+		if dev == nil || !dev.Connected() {
+			if dev != nil {
+				dev.Close()
+			}
+			var err error
+			if dev, err = device.Connect(ctx, cfg); err != nil {
+				r.log.Warn("storm: the good login failed", "err", err)
+				dev = nil
+				continue
+			}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		reply := func(id string, payload []byte) {
+			rep, err := dev.RequestRaw(rctx, post, id, payload)
+			// No reply (the broker closed the connection) or an error code: rejected.
+			run.count(kind, err == nil && rep.Code == api.CodeOK, fmt.Sprintf("answered %d", rep.Code))
+		}
+		t := r.st.Fleet.Now().UnixMilli()
+		switch kind {
+		case "malformed":
+			reply("", []byte(`{"id":"1","params":{"measurepoints":{"V":`))
+		case "oversize":
+			reply("2", fmt.Appendf(nil, `{"id":"2","method":"thing.measurepoint.post","params":{"measurepoints":{"V":1},"pad":"%s","time":%d}}`, strings.Repeat("x", 300<<10), t))
+		case "wrong_type":
+			reply("3", fmt.Appendf(nil, `{"id":"3","method":"thing.measurepoint.post","params":{"measurepoints":{"V":"hot"},"time":%d}}`, t))
+		case "unknown_point":
+			reply("4", fmt.Appendf(nil, `{"id":"4","method":"thing.measurepoint.post","params":{"measurepoints":{"Nope":1},"time":%d}}`, t))
+		case "bad_login":
+			bad := cfg
+			bad.Secret = "wrong"
+			d, err := device.Connect(rctx, bad)
+			if err == nil {
+				d.Close()
+			}
+			run.count(kind, err == nil, "login with a wrong secret accepted")
+		case "acl":
+			topic := api.MeasurepointPostTopic(cfg.ProductKey, victim)
+			// The broker closes the connection (MQTT 3.1.1) and stores nothing:
+			// the rejected assertion checks that the victim has no sample.
+			_ = dev.PublishRaw(rctx, topic, 1, fmt.Appendf(nil, `{"id":"5","method":"thing.measurepoint.post","params":{"measurepoints":{"V":1},"time":%d}}`, t))
+			run.count(kind, false, "")
+			dev.Close()
+			dev = nil
+		}
+		cancel()
+	}
+}
