@@ -201,6 +201,8 @@ type RegistryChange struct {
 	Asset   *Asset   `json:"asset,omitempty"`
 	// TokenName is the name of a token whose hash is Key.
 	TokenName string `json:"tokenName,omitempty"`
+	// Origin is the node that made the change; it applied it already and skips it.
+	Origin string `json:"origin"`
 }
 
 // Kinds of registry changes.

@@ -24,7 +24,8 @@ import (
 type Config struct {
 	// DataDir holds the registry, the TSDB, the embedded Kafka log and admin.token.
 	DataDir string `yaml:"dataDir"`
-	// NodeID names the node in a cluster; groups read in full by every node are suffixed with it.
+	// NodeID names the node in a cluster and must be unique there: groups read in full by
+	// every node are suffixed with it, and a node skips the registry changes it made itself.
 	NodeID string `yaml:"nodeID"`
 	// Role is what the node does: ingest, process, store or all.
 	Role  string         `yaml:"role"`

@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 
 	// The registry is shared through its change log: every local change is
 	// announced on gale.registry, and every node applies every change.
-	n.Registry.SetPublisher(func(ctx context.Context, c api.RegistryChange) error {
+	n.Registry.SetPublisher(cfg.NodeID, func(ctx context.Context, c api.RegistryChange) error {
 		b, _ := json.Marshal(c)
 		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: []byte(c.Kind + "/" + c.Key), Value: b})
 	})

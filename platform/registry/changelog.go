@@ -13,10 +13,11 @@ import (
 // Publisher announces a local registry change to the other nodes.
 type Publisher func(ctx context.Context, c api.RegistryChange) error
 
-// SetPublisher makes every local mutation announce itself (after it is stored).
-func (r *Registry) SetPublisher(p Publisher) {
+// SetPublisher makes every local mutation announce itself (after it is
+// stored), as made by node origin.
+func (r *Registry) SetPublisher(origin string, p Publisher) {
 	r.mu.Lock()
-	r.publish = p
+	r.origin, r.publish = origin, p
 	r.mu.Unlock()
 }
 
@@ -24,6 +25,7 @@ func (r *Registry) SetPublisher(p Publisher) {
 func (r *Registry) announce(ctx context.Context, c api.RegistryChange) error {
 	r.mu.RLock()
 	p := r.publish
+	c.Origin = r.origin
 	r.mu.RUnlock()
 	if p == nil {
 		return nil
@@ -34,11 +36,16 @@ func (r *Registry) announce(ctx context.Context, c api.RegistryChange) error {
 	return nil
 }
 
-// Apply stores a change announced by a node (this one included): an upsert
-// or delete that is not announced again. Applying a change twice is harmless.
+// Apply stores a change announced by another node: an upsert or delete that
+// is not announced again. Applying a change twice is harmless. The node's own
+// changes are skipped: they are stored already, and replaying an older one
+// would briefly undo a newer local change.
 func (r *Registry) Apply(ctx context.Context, c api.RegistryChange) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if c.Origin != "" && c.Origin == r.origin {
+		return nil
+	}
 	switch c.Kind {
 	case api.ChangeProduct:
 		if c.Deleted {

@@ -54,6 +54,7 @@ type Registry struct {
 	assets   map[string]api.Asset
 	tokens   map[string]bool
 	publish  Publisher
+	origin   string
 }
 
 type deviceID struct{ pk, dk string }
