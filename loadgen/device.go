@@ -23,7 +23,7 @@ import (
 // goroutines; the broker acknowledges one connection's messages in order,
 // so collecting them in order loses no precision.
 //
-// It drives paho directly rather than through twins/device, whose Post
+// It drives paho directly rather than through platform/device, whose Post
 // waits for each acknowledgement and always subscribes to replies: a load
 // generator needs async tokens, optional replies, TLS and anonymous logins.
 type device struct {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/gale-iot/gale/loadgen"
 	"github.com/gale-iot/gale/platform/api"
-	"github.com/gale-iot/gale/twins/device"
+	"github.com/gale-iot/gale/platform/device"
 )
 
 // loadRun is a load step's outcome.

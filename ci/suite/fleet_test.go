@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/gale-iot/gale/platform/api"
-	"github.com/gale-iot/gale/twins/device"
+	"github.com/gale-iot/gale/platform/device"
 )
 
 // seqPoint carries each message's per-device sequence number.

@@ -30,7 +30,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
-	"github.com/gale-iot/gale/twins/device"
+	"github.com/gale-iot/gale/platform/device"
 )
 
 // Clock is the time source of poll ticks and sample times: the wall clock

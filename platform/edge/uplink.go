@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gale-iot/gale/platform/api"
-	"github.com/gale-iot/gale/twins/device"
+	"github.com/gale-iot/gale/platform/device"
 )
 
 // Back-off of the connection loop.

@@ -9,9 +9,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
-	"github.com/gale-iot/gale/twins/device"
 )
 
 // TestClusterSharesRegistryAndRoutesCommands runs two nodes on one Kafka: A

@@ -10,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
-	"github.com/gale-iot/gale/twins/device"
 )
 
 // turbineHandler answers like a turbine: setPowerLimit echoes the limit, stop refuses.

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node/nodetest"
-	"github.com/gale-iot/gale/twins/device"
 )
 
 func connect(t *testing.T, h *nodetest.Harness, d api.Device) *device.Device {

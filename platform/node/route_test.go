@@ -19,8 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node/nodetest"
-	"github.com/gale-iot/gale/twins/device"
 )
 
 // metric returns the value of one exposition line of /metrics, or 0.

@@ -22,9 +22,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/twins"
 	"github.com/gale-iot/gale/twins/clock"
-	"github.com/gale-iot/gale/twins/device"
 	"github.com/gale-iot/gale/twins/turbine"
 )
 

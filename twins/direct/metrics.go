@@ -3,7 +3,7 @@ package direct
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gale-iot/gale/twins/device"
+	"github.com/gale-iot/gale/platform/device"
 )
 
 // collector exposes the sum of the devices' client counters, read once per scrape.

@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/twins"
 	"github.com/gale-iot/gale/twins/clock"
-	"github.com/gale-iot/gale/twins/device"
 	"github.com/gale-iot/gale/twins/turbine"
 )
 

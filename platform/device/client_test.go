@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node/nodetest"
-	"github.com/gale-iot/gale/twins/device"
 )
 
 // freeAddr returns a loopback address no one listens on (yet).
