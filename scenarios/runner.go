@@ -163,6 +163,12 @@ func (r *runner) build(ctx context.Context, dir string) error {
 		return err
 	}
 	fleet.Seed, fleet.Speed = top.Seed, top.Speed
+	if top.Speed > 1 {
+		// The wind has a daily cycle: an accelerated scenario starts at 10:00 UTC
+		// tomorrow, so its plant behaves the same whenever it runs (and its sim
+		// time stays ahead of the wall clock, which no-data rules also follow).
+		fleet.Start = time.Now().UTC().Truncate(24 * time.Hour).Add(34 * time.Hour)
+	}
 	r.st, err = stack.New(ctx, stack.Config{Node: cfg, Fleet: fleet, Turbines: top.Turbines, NoEdges: true}, r.log)
 	if err != nil {
 		return fmt.Errorf("start stack: %w", err)
