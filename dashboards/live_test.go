@@ -343,6 +343,11 @@ func feed(t *testing.T, h *nodetest.Harness) {
 	require.NoError(t, err)
 	require.Equal(t, api.CodeUnknownPoint, r.Code, "an unknown point is refused")
 	last := start.Add(time.Duration(steps) * simStep)
+	// The conflicting duplicate must come after the original is committed, not in its batch.
+	require.Eventually(t, func() bool {
+		s := h.Query(t, `timestamp(WTUR_VAr{device="WT01"})`, last)
+		return len(s) == 1 && int64(s[0].Float()*1000) == last.UnixMilli()
+	}, 30*time.Second, 50*time.Millisecond, "the last VAr sample of WT01 is stored")
 	r, err = wt01.Request(ctx, wt01.PostTopic(), wt01.MeasurepointRequest("thing.measurepoint.post", last, map[string]any{turbine.PointVAr: 123.456}))
 	require.NoError(t, err)
 	require.Equal(t, api.CodeOK, r.Code, "a conflicting duplicate: the broker takes it, the TSDB refuses it")
