@@ -6,7 +6,6 @@
 package scenarios
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/platform/api"
 )
 
 // Sentinel errors of Scenario.Validate.
@@ -228,9 +229,7 @@ func Load(path string) (*Scenario, error) {
 // of the step or assertion at fault.
 func Parse(data []byte) (*Scenario, error) {
 	var s Scenario
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&s); err != nil {
+	if err := api.DecodeYAML(data, &s); err != nil {
 		return nil, fmt.Errorf("decode scenario: %w", err)
 	}
 	var root yaml.Node

@@ -1,7 +1,6 @@
 package twins
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -9,8 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/twins/clock"
 	"github.com/gale-iot/gale/twins/farm"
@@ -132,9 +130,7 @@ func Load(path string) (Config, error) {
 // Parse decodes a fleet config strictly, fills defaults and validates it.
 func Parse(data []byte) (Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := api.DecodeYAML(data, &c); err != nil {
 		return Config{}, fmt.Errorf("decode fleet config: %w", err)
 	}
 	c.Default()

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -10,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 )
 
@@ -165,9 +163,7 @@ func Load(path string) (Config, error) {
 // Parse decodes a config strictly, fills defaults and validates it.
 func Parse(data []byte) (Config, error) {
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
+	if err := api.DecodeYAML(data, &c); err != nil {
 		return Config{}, fmt.Errorf("decode edge config: %w", err)
 	}
 	c.Default()

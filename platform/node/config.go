@@ -3,7 +3,6 @@
 package node
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -11,8 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/httpapi"
@@ -132,9 +130,7 @@ func LoadConfig(path string) (Config, error) {
 // ParseConfig decodes a node config strictly (unknown fields are errors) over the defaults and completes it.
 func ParseConfig(b []byte) (Config, error) {
 	cfg := DefaultConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := api.DecodeYAML(b, &cfg); err != nil && !errors.Is(err, io.EOF) {
 		return cfg, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	if err := cfg.Complete(); err != nil {

@@ -1,15 +1,12 @@
 package registry
 
 import (
-	"bytes"
 	"embed"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"path"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/gale-iot/gale/platform/api"
 )
@@ -50,9 +47,7 @@ func LoadProducts(fsys fs.FS) ([]api.Product, error) {
 // ParseProduct decodes and validates one product YAML document.
 func ParseProduct(b []byte) (api.Product, error) {
 	var p api.Product
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&p); err != nil && !errors.Is(err, io.EOF) {
+	if err := api.DecodeYAML(b, &p); err != nil && !errors.Is(err, io.EOF) {
 		return p, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if err := ValidateProduct(&p); err != nil {

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/url"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/platform/api"
 )
 
 // Route sources.
@@ -127,9 +128,7 @@ func ParseRoutes(name string, b []byte) ([]*Route, error) {
 	var f struct {
 		Routes []*Route `yaml:"routes"`
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	if err := api.DecodeYAML(b, &f); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	var root yaml.Node

@@ -5,7 +5,6 @@
 package rules
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/platform/api"
 )
 
 // Rule types.
@@ -175,9 +176,7 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	var f File
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	if err := api.DecodeYAML(b, &f); err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	lines := listLines(&root, "rules")

@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/gale-iot/gale/platform/api"
 )
 
 // TestFile is a rule unit-test file, in the spirit of `promtool test rules`.
@@ -96,9 +95,7 @@ func RunTestFile(path string) ([]TestResult, error) {
 		return nil, fmt.Errorf("read rule test file: %w", err)
 	}
 	var tf TestFile
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&tf); err != nil {
+	if err := api.DecodeYAML(b, &tf); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	var files []string

@@ -7,14 +7,13 @@
 package regmap
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/gale-iot/gale/platform/api"
 )
 
 // Sentinel errors returned (wrapped) by Validate, Parse and the codecs.
@@ -73,9 +72,7 @@ type Map struct {
 // fills defaults and validates it.
 func Parse(data []byte) (*Map, error) {
 	var m Map
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&m); err != nil {
+	if err := api.DecodeYAML(data, &m); err != nil {
 		return nil, fmt.Errorf("decode register map: %w", err)
 	}
 	m.Default()
