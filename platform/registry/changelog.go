@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -58,13 +57,9 @@ func (r *Registry) Apply(ctx context.Context, c api.RegistryChange) error {
 		if c.Product == nil {
 			return fmt.Errorf("%w: product change without product", ErrInvalid)
 		}
-		model, _ := json.Marshal(c.Product.Model)
-		if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model) VALUES (?, ?, ?, ?)
-			ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model`,
-			c.Product.Key, c.Product.Name, c.Product.Description, string(model)); err != nil {
+		if err := r.storeProduct(ctx, *c.Product); err != nil {
 			return fmt.Errorf("apply product: %w", err)
 		}
-		r.products[c.Product.Key] = compile(*c.Product)
 	case api.ChangeDevice:
 		if c.Deleted {
 			pk, dk, _ := strings.Cut(c.Key, "/")

@@ -32,10 +32,6 @@ func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) 
 	if err := ValidateProduct(&p); err != nil {
 		return err
 	}
-	model, err := json.Marshal(p.Model)
-	if err != nil {
-		return fmt.Errorf("encode model: %w", err)
-	}
 	r.mu.Lock()
 	_, exists := r.products[p.Key]
 	switch {
@@ -46,15 +42,27 @@ func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) 
 		r.mu.Unlock()
 		return fmt.Errorf("product %q %w", p.Key, ErrNotFound)
 	}
+	if err := r.storeProduct(ctx, p); err != nil {
+		r.mu.Unlock()
+		return err
+	}
+	r.mu.Unlock()
+	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: p.Key, Product: &p})
+}
+
+// storeProduct upserts p and its compiled model. Callers hold r.mu.
+func (r *Registry) storeProduct(ctx context.Context, p api.Product) error {
+	model, err := json.Marshal(p.Model)
+	if err != nil {
+		return fmt.Errorf("encode model: %w", err)
+	}
 	if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model) VALUES (?, ?, ?, ?)
 		ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model`,
 		p.Key, p.Name, p.Description, string(model)); err != nil {
-		r.mu.Unlock()
 		return fmt.Errorf("store product %q: %w", p.Key, err)
 	}
 	r.products[p.Key] = compile(p)
-	r.mu.Unlock()
-	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: p.Key, Product: &p})
+	return nil
 }
 
 // DeleteProduct deletes product pk; it must have no devices.
