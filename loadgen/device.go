@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,6 +39,9 @@ type device struct {
 	lastDial time.Time
 	seq      int64 // last sequence number sent
 	lastTS   int64 // last timestamp sent, Unix ms
+	// lostAt is when the connection was lost or given up on (Unix ns, 0
+	// while connected): the start of an outage that reconnect measures.
+	lostAt atomic.Int64
 
 	window  chan struct{} // one token per message in flight
 	pending chan inflight
@@ -76,6 +80,7 @@ func (d *device) connect(ctx context.Context) error {
 		SetKeepAlive(60 * time.Second).SetConnectTimeout(cfg.ConnectTimeout).SetWriteTimeout(cfg.PublishTimeout).
 		SetOrderMatters(false).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
+			d.lostAt.CompareAndSwap(0, time.Now().UnixNano())
 			d.g.rec.fail("connection_lost", time.Now(), false)
 			d.g.log.Debug("connection lost", "device", d.id.Name(), "err", err)
 		})
@@ -97,6 +102,9 @@ func (d *device) connect(ctx context.Context) error {
 		return fmt.Errorf("connect %s: %w", d.id.Name(), err)
 	}
 	d.g.rec.connect(time.Since(start))
+	if lost := d.lostAt.Swap(0); lost != 0 {
+		d.g.rec.observe(latReconnect, time.Since(time.Unix(0, lost)))
+	}
 	if cfg.Replies {
 		tok := c.Subscribe(api.ReplyTopic(d.topic), 0, d.onReply)
 		if err := waitToken(ctx, tok, time.Now().Add(cfg.ConnectTimeout)); err != nil {
@@ -161,10 +169,16 @@ func (d *device) onReply(_ paho.Client, m paho.Message) {
 }
 
 // connection returns the open client, redialling at most once a second
-// when the connection dropped (or never came up); nil when down.
+// when the connection dropped, never came up, or was given up on after a
+// PUBACK timeout (as device SDKs do: a broker that stopped answering may
+// still hold the TCP connection open); nil when down.
 func (d *device) connection(ctx context.Context) paho.Client {
-	if d.client != nil && d.client.IsConnectionOpen() {
+	if d.client != nil && d.client.IsConnectionOpen() && d.lostAt.Load() == 0 {
 		return d.client
+	}
+	if d.client != nil {
+		d.client.Disconnect(0)
+		d.client = nil
 	}
 	if time.Since(d.lastDial) < time.Second {
 		return nil
@@ -241,12 +255,14 @@ func (d *device) failed(recs []*recorder, kind string, ts int64) {
 func (d *device) collect() {
 	defer close(d.done)
 	qos1 := d.g.cfg.QoS == 1
+	var lastAck time.Time
 	for m := range d.pending {
 		err := waitToken(context.Background(), m.tok, m.sent.Add(d.g.cfg.PublishTimeout))
 		now := time.Now()
 		d.release()
 		switch {
 		case errors.Is(err, errTimeout):
+			d.lostAt.CompareAndSwap(0, now.UnixNano()) // the sender redials
 			d.failed(m.recs, "publish_timeout", m.ts)
 		case err != nil:
 			kind := "publish_error"
@@ -258,6 +274,10 @@ func (d *device) collect() {
 			for _, r := range m.recs {
 				r.ack(m.due, now, qos1)
 			}
+			if !lastAck.IsZero() {
+				d.g.rec.observe(latAckGap, now.Sub(lastAck))
+			}
+			lastAck = now
 			if d.g.ledger != nil {
 				d.g.ledger.mark(d.idx, m.seq, flagAcked)
 			}

@@ -22,7 +22,7 @@ type Generator struct {
 	cfg       Config
 	log       *slog.Logger
 	progressW io.Writer
-	ids       []Identity // from the devices file, read by New
+	ids       []Identity // from the devices file (read by New), or those Run provisioned
 	brokerURL string
 	tls       *tls.Config
 	platform  *Platform // nil in plain mode
@@ -120,6 +120,7 @@ func (g *Generator) run(ctx context.Context) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	g.ids = ids
 	if !cfg.Plain {
 		g.ledger = newLedger(len(ids), started)
 		if n := min(cfg.ProbeDevices, len(ids)); n > 0 {
@@ -206,6 +207,16 @@ func (g *Generator) run(ctx context.Context) (*Report, error) {
 	rep.CPU.Cores = (rep.CPU.UserS + rep.CPU.SystemS) / wall
 	g.fill(rep, connected)
 	return rep, nil
+}
+
+// CheckLedger checks the run's loss ledger again, through the query API at
+// apiURL (with the run's token): a cluster's other store nodes each keep a
+// full copy, and each must hold every acknowledged sample. Call it after Run.
+func (g *Generator) CheckLedger(ctx context.Context, apiURL string) LedgerReport {
+	if g.ledger == nil {
+		return LedgerReport{Error: "no ledger: the run did not take place, or ran in plain mode"}
+	}
+	return g.ledger.check(ctx, NewPlatform(apiURL, g.cfg.Token, g.log), g.ids, g.cfg.SettleTimeout, g.log)
 }
 
 // fill copies the recorder's figures and the profile into rep.

@@ -323,6 +323,47 @@ func TestTimetableHoldsAgainstSlowBroker(t *testing.T) {
 	require.Greater(t, last, 3*first)
 }
 
+// stallHook holds the tenth publish of every client ID for stall: the
+// broker stops answering on that connection, as a frozen node would.
+type stallHook struct {
+	mqtt.HookBase
+	stall time.Duration
+	mu    sync.Mutex
+	seen  map[string]int
+}
+
+func (h *stallHook) ID() string           { return "stall" }
+func (h *stallHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *stallHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	h.mu.Lock()
+	h.seen[cl.ID]++
+	tenth := h.seen[cl.ID] == 10
+	h.mu.Unlock()
+	if tenth {
+		time.Sleep(h.stall)
+	}
+	return pk, nil
+}
+
+// TestDeviceRedialsAfterPubackTimeout runs devices against a broker that
+// stops answering each one's first connection after nine messages: each device gives up on it
+// after the publish timeout, redials, and publishes again; the outage shows
+// in the reconnect and ack_gap latencies.
+func TestDeviceRedialsAfterPubackTimeout(t *testing.T) {
+	cfg := DefaultConfig()
+	hook := &stallHook{stall: 3 * time.Second, seen: map[string]int{}}
+	cfg.Plain, cfg.MQTTAddr = true, startMochi(t, nil, new(auth.AllowHook), hook)
+	cfg.Devices, cfg.Rate, cfg.Duration, cfg.PublishTimeout = 2, 40, 4*time.Second, 500*time.Millisecond
+	rep := run(t, cfg)
+
+	require.GreaterOrEqual(t, rep.Errors["publish_timeout"], int64(2), "a message of each device timed out")
+	reconnect, gap := rep.Latency["reconnect"], rep.Latency["ack_gap"]
+	require.EqualValues(t, 2, reconnect.Count, "each device redialled once")
+	require.Less(t, reconnect.Max, 2000.0, "redialled within the once-a-second gate and a connect")
+	require.Greater(t, gap.Max, 500.0, "a device went at least the publish timeout without an acknowledgement")
+	require.Greater(t, rep.Messages.Acknowledged, rep.Messages.Offered/2, "and published again after the redial")
+}
+
 // TestPlainBrokersAndTLS runs the plain mode over TLS against mochi, then
 // through Main against mochi with a comparison against mosquitto (a second
 // mochi when mosquitto is not installed), writing the reports and failing an SLO.

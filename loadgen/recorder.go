@@ -11,15 +11,17 @@ import (
 
 // Latency kinds the recorder keeps histograms of.
 const (
-	latConnect = iota // connect call to CONNACK
-	latPuback         // scheduled time to PUBACK (QoS 1)
-	latE2E            // scheduled time to queryable in the TSDB (probes)
-	latSendLag        // scheduled time to handed to the MQTT client
+	latConnect   = iota // connect call to CONNACK
+	latPuback           // scheduled time to PUBACK (QoS 1)
+	latE2E              // scheduled time to queryable in the TSDB (probes)
+	latSendLag          // scheduled time to handed to the MQTT client
+	latReconnect        // connection lost (or given up on) to connected again
+	latAckGap           // between two consecutive acknowledgements of one device
 	numLat
 )
 
 // latNames are the report's names of the latency kinds.
-var latNames = [numLat]string{"connect", "puback", "e2e", "send_lag"}
+var latNames = [numLat]string{"connect", "puback", "e2e", "send_lag", "reconnect", "ack_gap"}
 
 // Histogram bounds: microseconds from 1 µs to 10 minutes.
 const (
@@ -142,6 +144,13 @@ func (r *recorder) fail(kind string, at time.Time, message bool) {
 func (r *recorder) connect(d time.Duration) {
 	r.mu.Lock()
 	_ = r.hist[latConnect].RecordValue(micros(d))
+	r.mu.Unlock()
+}
+
+// observe records d in the histogram of kind (reconnect, ack_gap).
+func (r *recorder) observe(kind int, d time.Duration) {
+	r.mu.Lock()
+	_ = r.hist[kind].RecordValue(micros(d))
 	r.mu.Unlock()
 }
 

@@ -13,7 +13,7 @@ import (
 
 // Report is the outcome of a run; it is written as JSON (--report-json),
 // HTML (--report-html) and a text summary. Latency is keyed by kind
-// (connect, puback, e2e, send_lag), so kinds measured later (such as
+// (connect, puback, e2e, send_lag, reconnect, ack_gap), so kinds measured later (such as
 // publish-to-alert once rules exist) add keys without changing the shape.
 type Report struct {
 	// Target is "gale" (signed logins, registry, ledger) or "plain" (a plain MQTT broker).
@@ -180,7 +180,7 @@ func (r *Report) text(b *strings.Builder, indent string) {
 		p("rate       offered %.1f/s, achieved %.1f/s (%.1f%%), %.0f datapoints/s, over %.1fs of steady load",
 			r.Rate.Offered, r.Rate.Achieved, 100*r.Rate.Ratio, r.Rate.Datapoints, r.Rate.WindowS)
 	}
-	p("latency    %8s %9s %9s %9s %9s %9s  (ms, from each message's scheduled time)", "count", "p50", "p90", "p99", "p99.9", "max")
+	p("latency    %8s %9s %9s %9s %9s %9s  (ms, from each message's scheduled time; reconnect: outage to connected; ack_gap: between a device's acknowledgements)", "count", "p50", "p90", "p99", "p99.9", "max")
 	for _, k := range latNames {
 		if l, ok := r.Latency[k]; ok {
 			p("  %-8s %8d %9.2f %9.2f %9.2f %9.2f %9.2f", k, l.Count, l.P50, l.P90, l.P99, l.P999, l.Max)

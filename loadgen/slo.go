@@ -11,8 +11,8 @@ import (
 // SLO is a list of clauses a run must meet, parsed from an expression like
 // "p99_e2e<250ms,loss=0,rate>=9500,errors=0".
 //
-// Metrics: p50, p90, p99, p999 and max of puback, connect, e2e and
-// send_lag (written p99_puback, max_connect, ...; values are durations
+// Metrics: p50, p90, p99, p999 and max of puback, connect, e2e, send_lag,
+// reconnect and ack_gap (written p99_puback, max_connect, ...; values are durations
 // such as 250ms or 1.5s, or bare numbers in milliseconds); loss
 // (acknowledged samples not stored with their value); duplicates; errors
 // (all kinds); rate (achieved messages per second; in a step search, the
@@ -81,7 +81,7 @@ func ParseSLO(expr string) (SLO, error) {
 			case "loss", "duplicates", "errors", "rate":
 				c.Value, err = strconv.ParseFloat(rest, 64)
 			default:
-				return nil, fmt.Errorf("%w: clause %q: unknown metric %q (want p50|p90|p99|p999|max _ puback|connect|e2e|send_lag, loss, duplicates, errors or rate)", ErrSLO, text, c.Metric)
+				return nil, fmt.Errorf("%w: clause %q: unknown metric %q (want p50|p90|p99|p999|max _ puback|connect|e2e|send_lag|reconnect|ack_gap, loss, duplicates, errors or rate)", ErrSLO, text, c.Metric)
 			}
 		}
 		if err != nil || rest == "" {

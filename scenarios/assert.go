@@ -28,6 +28,9 @@ type AssertionResult struct {
 	Took time.Duration
 }
 
+// latencyKinds are the load generator's latency kinds a latency assertion may name.
+var latencyKinds = []string{"connect", "puback", "e2e", "send_lag", "reconnect", "ack_gap"}
+
 var percentiles = map[string]func(loadgen.Latency) float64{
 	"p50": func(l loadgen.Latency) float64 { return l.P50 }, "p90": func(l loadgen.Latency) float64 { return l.P90 },
 	"p99": func(l loadgen.Latency) float64 { return l.P99 }, "p999": func(l loadgen.Latency) float64 { return l.P999 },
@@ -121,14 +124,26 @@ func (r *runner) eval(ctx context.Context, a Assertion) (pass bool, expected, ac
 	rep := run.rep
 	switch {
 	case a.Loss != nil:
-		l := rep.Ledger
-		if !l.Checked {
-			return false, "the loss ledger checked", "not checked: " + l.Error, false
+		pass, parts := true, []string{}
+		for _, nl := range r.nodeLedgers(ctx, run) {
+			l := nl.rep
+			if !l.Checked {
+				pass = false
+				parts = append(parts, nl.node+": not checked: "+l.Error)
+				continue
+			}
+			pass = pass && l.Lost() == 0
+			parts = append(parts, fmt.Sprintf("%s: %d of %d acknowledged lost (%d missing, %d wrong value)%s",
+				nl.node, l.Lost(), l.Acknowledged, l.Missing, l.WrongValue, lossDetail(l)))
 		}
-		return l.Lost() == 0, "0 acknowledged samples lost",
-			fmt.Sprintf("%d of %d acknowledged lost (%d missing, %d wrong value)%s", l.Lost(), l.Acknowledged, l.Missing, l.WrongValue, lossDetail(l)), false
+		return pass, "0 acknowledged samples lost on every running node", strings.Join(parts, "; "), false
 	case a.Duplicates != nil:
-		return rep.Ledger.Checked && rep.Ledger.Duplicates == 0, "0 duplicates", fmt.Sprintf("%d duplicates (checked %t)", rep.Ledger.Duplicates, rep.Ledger.Checked), false
+		pass, parts := true, []string{}
+		for _, nl := range r.nodeLedgers(ctx, run) {
+			pass = pass && nl.rep.Checked && nl.rep.Duplicates == 0
+			parts = append(parts, fmt.Sprintf("%s: %d duplicates (checked %t)", nl.node, nl.rep.Duplicates, nl.rep.Checked))
+		}
+		return pass, "0 duplicates on every running node", strings.Join(parts, "; "), false
 	case a.Rate != nil:
 		return rep.Rate.Ratio >= a.Rate.MinRatio, fmt.Sprintf("achieved/offered ≥ %g", a.Rate.MinRatio),
 			fmt.Sprintf("%.1f of %.1f msg/s (%.3f)", rep.Rate.Achieved, rep.Rate.Offered, rep.Rate.Ratio), false
@@ -152,7 +167,7 @@ func lossDetail(l loadgen.LedgerReport) string {
 }
 
 func (r *runner) evalPromQL(ctx context.Context, p PromQLAssert) (bool, string, string, bool) {
-	at := r.st.Fleet.Now()
+	at := r.fleet.Now()
 	if p.At != nil {
 		at = r.t0.Add(*p.At)
 	}
@@ -275,7 +290,7 @@ func (r *runner) evalCommands(c CommandsAssert) (bool, string, string, bool) {
 
 func (r *runner) evalStorm(ctx context.Context, name string) (bool, string, string, bool) {
 	s := r.storms[name]
-	got, err := r.api.query(ctx, fmt.Sprintf(`count_over_time(V{product="scn-storm",device=%q}[30d])`, name+"-victim"), r.st.Fleet.Now())
+	got, err := r.api.query(ctx, fmt.Sprintf(`count_over_time(V{product="scn-storm",device=%q}[30d])`, name+"-victim"), r.fleet.Now())
 	if err != nil {
 		return false, "no bad message accepted", err.Error(), true
 	}

@@ -11,6 +11,8 @@ import (
 // Result is the outcome of a scenario run.
 type Result struct {
 	Name, File string
+	// Cloud is the cloud it ran on (inprocess, containers).
+	Cloud string
 	// Wall is how long the run took; Sim how much sim time the timeline spanned.
 	Wall, Sim  time.Duration
 	Timeline   []Event
@@ -54,7 +56,19 @@ func (r *runner) figures(res Result) Result {
 				line += fmt.Sprintf("; %s p50 %.1f ms p99 %.1f ms", kind, l.P50, l.P99)
 			}
 		}
+		if l, ok := rep.Latency["reconnect"]; ok && l.Count > 0 {
+			line += fmt.Sprintf("; %d reconnects, back after p50 %.0f ms max %.0f ms", l.Count, l.P50, l.Max)
+		}
+		if errs := rep.Errors; len(errs) > 0 {
+			line += fmt.Sprintf("; errors %v", errs)
+		}
 		res.Figures = append(res.Figures, line)
+		if len(r.nodes) > 1 {
+			for _, nl := range run.ledgers {
+				res.Figures = append(res.Figures, fmt.Sprintf("  ledger of %s on %s: %d acknowledged, %d stored, %d lost, %d duplicates",
+					name, nl.node, nl.rep.Acknowledged, nl.rep.Stored, nl.rep.Lost(), nl.rep.Duplicates))
+			}
+		}
 	}
 	for _, name := range sortedKeys(r.commands) {
 		codes := map[int]int{}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,8 @@ import (
 	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/stack"
 	"github.com/gale-iot/gale/twins"
+	"github.com/gale-iot/gale/twins/direct"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Option tunes Run.
@@ -29,24 +32,39 @@ type Option func(*runner)
 // WithLogger sends the stack's logs to log (default: discarded).
 func WithLogger(log *slog.Logger) Option { return func(r *runner) { r.log = log } }
 
+// WithCloud runs the scenario on the cloud that newCloud returns (called
+// once per run) instead of the in-process one.
+func WithCloud(newCloud func(log *slog.Logger) Cloud) Option {
+	return func(r *runner) { r.newCloud = newCloud }
+}
+
 // runner is one scenario run.
 type runner struct {
-	sc  *Scenario
-	log *slog.Logger
+	sc       *Scenario
+	log      *slog.Logger
+	newCloud func(log *slog.Logger) Cloud
 
-	st      *stack.Stack
-	api     *client
-	t0      time.Time // sim time at the start of the timeline
-	wall0   time.Time
-	proxies map[string]*proxy // by gateway
-	edges   map[string]*edgeProc
+	cloud Cloud
+	nodes []string
+	fleet *twins.Fleet
+	plant *stack.Plant
+	api   *client // the cloud's API, through the API balancer
+	twins *client // the twin control API the runner serves
+	// mqtt and http balance the devices' and the runner's connections over the nodes.
+	mqtt, http *balancer
+	links      map[string]*balancer // each gateway's edges' link to the cloud, by gateway
+	edges      map[string]*edgeProc
+	tokenFile  string
+	t0         time.Time // sim time at the start of the timeline
+	wall0      time.Time
 
-	mu       sync.Mutex
-	bg       sync.WaitGroup
-	loads    map[string]*loadRun
-	storms   map[string]*stormRun
-	commands map[string][]commandResult
-	timeline []Event
+	mu          sync.Mutex
+	bg          sync.WaitGroup
+	partitioned map[string]string // node → what it is cut off from
+	loads       map[string]*loadRun
+	storms      map[string]*stormRun
+	commands    map[string][]commandResult
+	timeline    []Event
 }
 
 // Event is one timeline step as it ran.
@@ -57,12 +75,17 @@ type Event struct {
 	What string
 	// Sim and Wall are when it started, since the start of the timeline.
 	Sim, Wall time.Duration
+	// Took is how long the step's action took (wall).
+	Took time.Duration
 	// Err is why it failed.
 	Err string
 }
 
 func (e Event) String() string {
 	s := fmt.Sprintf("sim %-8s wall %-7s line %-3d %s", e.Sim.Round(time.Second), e.Wall.Round(100*time.Millisecond), e.Line, e.What)
+	if e.Took >= 100*time.Millisecond {
+		s += fmt.Sprintf(" (took %s)", e.Took.Round(100*time.Millisecond))
+	}
 	if e.Err != "" {
 		s += ": " + e.Err
 	}
@@ -76,56 +99,79 @@ type edgeProc struct {
 	done   chan error
 }
 
-// Run runs the scenario in file on a fresh in-process stack (temporary data
-// dir, loopback ports) and returns its result. The error is for runs that
-// could not take place or whose timeline failed; failed assertions are in
-// the result (Result.Failed).
+// Run runs the scenario in file on a fresh cloud (in-process unless
+// WithCloud says otherwise), with the twin plant and edges in this process,
+// and returns its result. The error is for runs that could not take place
+// or whose timeline failed; failed assertions are in the result
+// (Result.Failed).
 func Run(ctx context.Context, file string, opts ...Option) (Result, error) {
 	sc, err := Load(file)
 	if err != nil {
 		return Result{File: file}, err
 	}
-	r := &runner{sc: sc, log: slog.New(slog.NewTextHandler(io.Discard, nil)), proxies: map[string]*proxy{},
-		edges: map[string]*edgeProc{}, loads: map[string]*loadRun{}, storms: map[string]*stormRun{},
-		commands: map[string][]commandResult{}}
+	r := &runner{sc: sc, log: slog.New(slog.NewTextHandler(io.Discard, nil)), newCloud: InProcess,
+		links: map[string]*balancer{}, edges: map[string]*edgeProc{}, partitioned: map[string]string{},
+		loads: map[string]*loadRun{}, storms: map[string]*stormRun{}, commands: map[string][]commandResult{}}
 	for _, o := range opts {
 		o(r)
 	}
+	r.cloud = r.newCloud(r.log)
 	started := time.Now()
 	res, err := r.run(ctx)
-	res.Name, res.File, res.Wall = sc.Name, file, time.Since(started)
+	res.Name, res.File, res.Cloud, res.Wall = sc.Name, file, r.cloud.Name(), time.Since(started)
 	return res, err
 }
 
-func (r *runner) run(ctx context.Context) (Result, error) {
+func (r *runner) run(ctx context.Context) (res Result, err error) {
+	if !slices.Contains(r.sc.Topology.RunOn, r.cloud.Name()) {
+		return Result{}, fmt.Errorf("the scenario runs on %s, not on the %s cloud (topology.runOn)",
+			strings.Join(r.sc.Topology.RunOn, ", "), r.cloud.Name())
+	}
 	dir, err := os.MkdirTemp("", "gale-scenario-")
 	if err != nil {
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
-	if err := r.build(ctx, dir); err != nil {
-		return Result{}, err
-	}
 	runCtx, stop := context.WithCancel(ctx)
-	stackDone := make(chan error, 1)
-	go func() { stackDone <- r.st.Run(runCtx) }()
+	defer stop()
 	defer func() {
-		r.stopEdges()
-		for _, p := range r.proxies {
-			p.Close()
-		}
-		stop()
-		if err := <-stackDone; err != nil {
-			r.log.Warn("stack stopped with an error", "err", err)
+		failed := err != nil || len(res.Failed()) > 0
+		if cerr := r.cloud.Stop(failed); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("cloud: %w", cerr))
 		}
 	}()
-	if err := r.waitReady(runCtx); err != nil {
+	if err := r.startCloud(runCtx, dir); err != nil {
 		return Result{}, err
 	}
-	r.t0, r.wall0 = r.st.Fleet.Now(), time.Now()
+	defer r.http.Close()
+	defer r.mqtt.Close()
+
+	plantDone := make(chan error, 1)
+	if err := r.startPlant(runCtx, dir, plantDone); err != nil {
+		return Result{}, err
+	}
+	defer func() {
+		r.stopEdges()
+		for _, l := range r.links {
+			l.Close()
+		}
+		stop()
+		if err := <-plantDone; err != nil {
+			r.log.Warn("plant stopped with an error", "err", err)
+		}
+	}()
+	select {
+	case <-r.fleet.Ready():
+	case <-runCtx.Done():
+		return Result{}, runCtx.Err()
+	}
+	if err := r.startEdges(runCtx); err != nil {
+		return Result{}, err
+	}
+	r.t0, r.wall0 = r.fleet.Now(), time.Now()
 	runErr := r.runTimeline(runCtx)
 	r.bg.Wait()
-	res := Result{Timeline: r.timeline, Sim: r.st.Fleet.Now().Sub(r.t0)}
+	res = Result{Timeline: r.timeline, Sim: r.fleet.Now().Sub(r.t0)}
 	if runErr != nil {
 		return r.figures(res), runErr
 	}
@@ -133,17 +179,12 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	return r.figures(res), ctx.Err()
 }
 
-// build prepares the rules, the node, the fleet and the stack in dir.
-func (r *runner) build(ctx context.Context, dir string) error {
+// startCloud prepares the rules, starts the cloud and the balancers in
+// front of its nodes, and waits until every node knows the demo fleet.
+func (r *runner) startCloud(ctx context.Context, dir string) error {
 	top := r.sc.Topology
-	cfg := node.DefaultConfig()
-	cfg.DataDir = dir
-	cfg.HTTP.Addr, cfg.MQTT.Addr, cfg.Kafka.EmbeddedAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Rules.Dir = filepath.Join(dir, "rules")
-	if err := cfg.Complete(); err != nil {
-		return err
-	}
-	if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
+	rulesDir := filepath.Join(dir, "rules")
+	if err := rules.InstallShipped(rulesDir); err != nil {
 		return fmt.Errorf("install rules: %w", err)
 	}
 	for _, f := range top.Rules {
@@ -154,79 +195,139 @@ func (r *runner) build(ctx context.Context, dir string) error {
 		if err != nil {
 			return fmt.Errorf("rule file: %w", err)
 		}
-		if err := os.WriteFile(filepath.Join(cfg.Rules.Dir, "scenario-"+filepath.Base(f)), b, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(rulesDir, "scenario-"+filepath.Base(f)), b, 0o644); err != nil {
 			return fmt.Errorf("install rule file: %w", err)
 		}
 	}
-	fleet, err := twins.DemoConfig(top.Turbines, "127.0.0.1:0")
+	spec := CloudSpec{Nodes: top.Nodes, RulesDir: rulesDir, SeedDemo: top.Turbines, DataDir: filepath.Join(dir, "cloud"),
+		MaxSampleFuture: node.DefaultConfig().MQTT.MaxSampleFuture}
+	if top.Speed > 1 {
+		// The accelerated sim clock runs ahead of the wall clock.
+		spec.MaxSampleFuture = 10 * 365 * 24 * time.Hour
+	}
+	if err := r.cloud.Start(ctx, spec); err != nil {
+		return fmt.Errorf("start the %s cloud: %w", r.cloud.Name(), err)
+	}
+	for i := range top.Nodes {
+		r.nodes = append(r.nodes, NodeName(i))
+	}
+	health := func(ctx context.Context, name string) bool {
+		apiURL, _ := r.cloud.Endpoints(name)
+		return apiURL != "" && ready(ctx, apiURL)
+	}
+	var err error
+	if r.mqtt, err = newBalancer(r.upstreams(func(_, mqtt string) string { return mqtt }), health, false); err != nil {
+		return err
+	}
+	if r.http, err = newBalancer(r.upstreams(func(api, _ string) string { return strings.TrimPrefix(api, "http://") }), health, true); err != nil {
+		return err
+	}
+	r.api = &client{base: "http://" + r.http.Addr(), token: r.cloud.Token(), http: &http.Client{Timeout: 30 * time.Second}}
+	last := "/api/v1/devices/wind-turbine/" + node.DemoTurbineKey(top.Turbines)
+	return r.onEveryNode(ctx, "know the demo fleet and the admin token", last)
+}
+
+// upstreams lists the nodes' addresses that pick chooses among their endpoints.
+func (r *runner) upstreams(pick func(apiURL, mqttAddr string) string) func() []upstream {
+	return func() []upstream {
+		out := make([]upstream, len(r.nodes))
+		for i, n := range r.nodes {
+			out[i] = upstream{Name: n, Addr: pick(r.cloud.Endpoints(n))}
+		}
+		return out
+	}
+}
+
+// onEveryNode waits until GET path answers 200 on every running node (the
+// registry change log reached it), for at most 60 s.
+func (r *runner) onEveryNode(ctx context.Context, what, path string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for _, n := range r.nodes {
+		apiURL, _ := r.cloud.Endpoints(n)
+		if apiURL == "" {
+			continue
+		}
+		c := &client{base: apiURL, token: r.api.token, http: r.api.http}
+		for {
+			err := c.do(ctx, http.MethodGet, path, nil, nil)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("%s does not %s: %w", n, what, err)
+			}
+			if err := sleep(ctx, 50*time.Millisecond); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// startPlant starts the twin fleet (with its control API on a loopback port
+// of the runner) and its directly connected devices against the cloud.
+func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) error {
+	top := r.sc.Topology
+	fleetCfg, err := twins.DemoConfig(top.Turbines, "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	fleet.Seed, fleet.Speed = top.Seed, top.Speed
+	fleetCfg.Seed, fleetCfg.Speed = top.Seed, top.Speed
 	if top.Speed > 1 {
 		// The wind has a daily cycle: an accelerated scenario starts at 10:00 UTC
 		// tomorrow, so its plant behaves the same whenever it runs (and its sim
 		// time stays ahead of the wall clock, which no-data rules also follow).
-		fleet.Start = time.Now().UTC().Truncate(24 * time.Hour).Add(34 * time.Hour)
+		fleetCfg.Start = time.Now().UTC().Truncate(24 * time.Hour).Add(34 * time.Hour)
 	}
-	r.st, err = stack.New(ctx, stack.Config{Node: cfg, Fleet: fleet, Turbines: top.Turbines, NoEdges: true}, r.log)
+	if r.fleet, err = twins.New(fleetCfg, r.log.With("component", "twins")); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("start stack: %w", err)
+		return err
 	}
-	tok, err := os.ReadFile(r.st.Node.TokenFile)
+	srv := &http.Server{Handler: r.fleet.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	r.twins = &client{base: "http://" + ln.Addr().String(), http: r.api.http}
+
+	r.tokenFile = filepath.Join(dir, "admin.token")
+	if err := os.WriteFile(r.tokenFile, []byte(r.api.token+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write admin token: %w", err)
+	}
+	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.base, TokenFile: r.tokenFile, ReconnectMax: time.Second}
+	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token),
+		DataDir: dir, NoEdges: true}, r.log, prometheus.NewRegistry())
 	if err != nil {
-		return fmt.Errorf("read admin token: %w", err)
+		return err
 	}
-	r.api = &client{base: "http://" + r.st.Node.HTTPAddr(), token: string(bytes.TrimSpace(tok)), http: &http.Client{Timeout: 30 * time.Second}}
+	go func() { done <- r.plant.Run(ctx) }()
 	return nil
 }
 
-// waitReady waits for the node and the fleet, then starts the edges.
-func (r *runner) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(r.api.base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			return errors.New("node not ready after 30s")
-		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
-			return err
-		}
-	}
-	select {
-	case <-r.st.Fleet.Ready():
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return r.startEdges(ctx)
-}
-
-// startEdges starts the topology's edges, each gateway's behind a proxy the
-// timeline can cut.
+// startEdges starts the topology's edges, each gateway's behind a link to
+// the MQTT balancer that the timeline can cut.
 func (r *runner) startEdges(ctx context.Context) error {
 	names := sortedKeys(r.sc.edgeNames())
 	udp := map[string]string{}
 	for _, name := range names {
 		gw := r.sc.edgeNames()[name]
-		cfg, err := r.st.EdgeConfig(gw)
+		cfg, err := r.plant.EdgeConfig(gw)
 		if err != nil {
 			return err
 		}
-		p, ok := r.proxies[gw]
+		link, ok := r.links[gw]
 		if !ok {
-			if p, err = newProxy(r.st.Node.MQTTAddr()); err != nil {
+			mqtt := r.mqtt.Addr()
+			if link, err = newBalancer(func() []upstream { return []upstream{{Name: "cloud", Addr: mqtt}} }, nil, false); err != nil {
 				return err
 			}
-			r.proxies[gw] = p
+			r.links[gw] = link
 		}
-		cfg.Cloud.MQTTAddr = p.Addr()
-		cfg.Cloud.ReconnectMax = time.Second
+		cfg.Cloud.MQTTAddr = link.Addr()
 		if r.sc.Topology.Edges == EdgesHA {
 			for _, n := range []string{gw + "/a", gw + "/b"} {
 				if udp[n] == "" {
@@ -255,7 +356,7 @@ func (r *runner) startEdge(ctx context.Context, name string) error {
 	if e.cancel != nil {
 		return fmt.Errorf("edge %s is running", name)
 	}
-	ed, err := edge.New(e.cfg, r.log.With("component", "edge", "edge", name), edge.WithClock(r.st.Fleet.Clock()))
+	ed, err := edge.New(e.cfg, r.log.With("component", "edge", "edge", name), edge.WithClock(r.fleet.Clock()))
 	if err != nil {
 		return fmt.Errorf("edge %s: %w", name, err)
 	}
@@ -295,8 +396,9 @@ func (r *runner) runTimeline(ctx context.Context) error {
 		if err := r.waitFor(ctx, st); err != nil {
 			return err
 		}
-		ev := Event{Step: i, Line: r.sc.StepLine(i), What: st.String(), Sim: r.st.Fleet.Now().Sub(r.t0), Wall: time.Since(r.wall0)}
+		ev := Event{Step: i, Line: r.sc.StepLine(i), What: st.String(), Sim: r.fleet.Now().Sub(r.t0), Wall: time.Since(r.wall0)}
 		err := r.do(ctx, st)
+		ev.Took = time.Since(r.wall0) - ev.Wall
 		if err != nil {
 			ev.Err = err.Error()
 		}
@@ -324,7 +426,7 @@ func (r *runner) tail(n int) string {
 	for _, ev := range evs {
 		fmt.Fprintf(&b, "    %s\n", ev)
 	}
-	fmt.Fprintf(&b, "    now: sim %s, wall %s", r.st.Fleet.Now().Sub(r.t0).Round(time.Second), time.Since(r.wall0).Round(100*time.Millisecond))
+	fmt.Fprintf(&b, "    now: sim %s, wall %s", r.fleet.Now().Sub(r.t0).Round(time.Second), time.Since(r.wall0).Round(100*time.Millisecond))
 	return b.String()
 }
 
@@ -333,7 +435,7 @@ func (r *runner) waitFor(ctx context.Context, st Step) error {
 	for {
 		var left time.Duration
 		if st.At != nil {
-			left = time.Duration(float64(*st.At-r.st.Fleet.Now().Sub(r.t0)) / r.st.Fleet.Clock().Speed())
+			left = time.Duration(float64(*st.At-r.fleet.Now().Sub(r.t0)) / r.fleet.Clock().Speed())
 		} else {
 			left = *st.Wall - time.Since(r.wall0)
 		}
@@ -356,13 +458,27 @@ func (r *runner) do(ctx context.Context, st Step) error {
 	case st.Clear != nil:
 		return r.fault(ctx, http.MethodDelete, *st.Clear)
 	case st.Cut != "":
-		r.proxies[st.Cut].Cut()
+		r.links[st.Cut].Cut()
 	case st.Restore != "":
-		r.proxies[st.Restore].Restore()
+		r.links[st.Restore].Restore()
 	case st.Kill != "":
-		return r.killEdge(st.Kill)
+		if _, ok := r.edges[st.Kill]; ok {
+			return r.killEdge(st.Kill)
+		}
+		return r.cloud.Kill(ctx, st.Kill)
 	case st.Start != "":
-		return r.startEdge(ctx, st.Start)
+		if _, ok := r.edges[st.Start]; ok {
+			return r.startEdge(ctx, st.Start)
+		}
+		return r.cloud.Revive(ctx, st.Start)
+	case st.Pause != "":
+		return r.cloud.Pause(ctx, st.Pause)
+	case st.Resume != "":
+		return r.cloud.Resume(ctx, st.Resume)
+	case st.Partition != nil:
+		return r.partition(ctx, *st.Partition)
+	case st.Heal != "":
+		return r.heal(ctx, st.Heal)
 	case st.Command != nil:
 		return r.command(ctx, *st.Command)
 	case st.Backfill != nil:
@@ -387,9 +503,17 @@ func (st Step) String() string {
 	case st.Restore != "":
 		return "restore the link of " + st.Restore
 	case st.Kill != "":
-		return "kill edge " + st.Kill
+		return "kill " + st.Kill
 	case st.Start != "":
-		return "start edge " + st.Start
+		return "start " + st.Start
+	case st.Pause != "":
+		return "pause " + st.Pause
+	case st.Resume != "":
+		return "resume " + st.Resume
+	case st.Partition != nil:
+		return fmt.Sprintf("partition %s from %s", st.Partition.Node, st.Partition.From)
+	case st.Heal != "":
+		return "heal " + st.Heal
 	case st.Command != nil:
 		return fmt.Sprintf("command %s: %s %s ×%d", st.Command.Name, st.Command.Device, st.Command.Service, st.Command.Count)
 	case st.Backfill != nil:
@@ -419,6 +543,39 @@ func (f FaultStep) String() string {
 	return s
 }
 
+// partition cuts a node off devices (the MQTT balancer drops its
+// connections and sends it no new ones) or off Kafka (the cloud isolates it).
+func (r *runner) partition(ctx context.Context, p PartitionStep) error {
+	r.mu.Lock()
+	if from, ok := r.partitioned[p.Node]; ok {
+		r.mu.Unlock()
+		return fmt.Errorf("%s is already cut off %s", p.Node, from)
+	}
+	r.partitioned[p.Node] = p.From
+	r.mu.Unlock()
+	if p.From == FromDevices {
+		r.mqtt.Down(p.Node)
+		return nil
+	}
+	return r.cloud.Isolate(ctx, p.Node)
+}
+
+// heal undoes a node's partition.
+func (r *runner) heal(ctx context.Context, n string) error {
+	r.mu.Lock()
+	from, ok := r.partitioned[n]
+	delete(r.partitioned, n)
+	r.mu.Unlock()
+	switch {
+	case !ok:
+		return fmt.Errorf("%s is not partitioned", n)
+	case from == FromDevices:
+		r.mqtt.Up(n)
+		return nil
+	}
+	return r.cloud.Rejoin(ctx, n)
+}
+
 // fault injects (POST) or clears (DELETE) a fault through the twin control API.
 func (r *runner) fault(ctx context.Context, method string, f FaultStep) error {
 	if f.Turbine != "" {
@@ -426,7 +583,7 @@ func (r *runner) fault(ctx context.Context, method string, f FaultStep) error {
 		if method == http.MethodPost {
 			body = map[string]string{"fault": f.Fault}
 		}
-		return r.api.do(ctx, method, "/twins/v1/turbines/"+f.Turbine+"/faults", body, nil)
+		return r.twins.do(ctx, method, "/twins/v1/turbines/"+f.Turbine+"/faults", body, nil)
 	}
 	body := map[string]any{"fault": f.Fault}
 	if f.Unit != 0 {
@@ -438,7 +595,7 @@ func (r *runner) fault(ctx context.Context, method string, f FaultStep) error {
 	if method == http.MethodDelete && f.Fault == "" {
 		body = nil
 	}
-	return r.api.do(ctx, method, "/twins/v1/gateways/"+f.Gateway+"/faults", body, nil)
+	return r.twins.do(ctx, method, "/twins/v1/gateways/"+f.Gateway+"/faults", body, nil)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -450,6 +607,22 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// ready reports whether the node at apiURL answers /readyz with 200 within a second.
+func ready(ctx context.Context, apiURL string) bool {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/readyz", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 func freeUDP() (string, error) {

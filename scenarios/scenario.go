@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,13 @@ type Scenario struct {
 
 // Topology is the stack a scenario runs on.
 type Topology struct {
+	// RunOn lists the clouds the scenario runs on: inprocess (the default)
+	// and containers (the container suite, ci/).
+	RunOn []string `yaml:"runOn"`
+	// Nodes is how many cloud nodes (node-a, node-b, …, role all) share the
+	// Kafka node; devices and the API reach them through load balancers.
+	// Default 1.
+	Nodes int `yaml:"nodes"`
 	// Turbines is the demo farm's size (ten per Modbus gateway), default 2.
 	Turbines int `yaml:"turbines"`
 	// Speed is the sim clock's speed factor (default 1).
@@ -71,20 +79,39 @@ type Topology struct {
 // time since the start) says when it starts; a step with no action only
 // waits. Load and Storm run in the background; the other actions finish
 // before the next step.
+//
+// Kill and Start name an edge (GW01, GW01/a), a cloud node (node-a) or
+// kafka; Pause and Resume a node or kafka (containers only).
 type Step struct {
 	At   *time.Duration `yaml:"at"`
 	Wall *time.Duration `yaml:"wall"`
 
-	Load     *LoadStep     `yaml:"load"`
-	Inject   *FaultStep    `yaml:"inject"`
-	Clear    *FaultStep    `yaml:"clear"`
-	Cut      string        `yaml:"cut"`
-	Restore  string        `yaml:"restore"`
-	Kill     string        `yaml:"kill"`
-	Start    string        `yaml:"start"`
-	Command  *CommandStep  `yaml:"command"`
-	Backfill *BackfillStep `yaml:"backfill"`
-	Storm    *StormStep    `yaml:"storm"`
+	Load      *LoadStep      `yaml:"load"`
+	Inject    *FaultStep     `yaml:"inject"`
+	Clear     *FaultStep     `yaml:"clear"`
+	Cut       string         `yaml:"cut"`
+	Restore   string         `yaml:"restore"`
+	Kill      string         `yaml:"kill"`
+	Start     string         `yaml:"start"`
+	Pause     string         `yaml:"pause"`
+	Resume    string         `yaml:"resume"`
+	Partition *PartitionStep `yaml:"partition"`
+	Heal      string         `yaml:"heal"`
+	Command   *CommandStep   `yaml:"command"`
+	Backfill  *BackfillStep  `yaml:"backfill"`
+	Storm     *StormStep     `yaml:"storm"`
+}
+
+// Partition sides.
+const (
+	FromDevices = "devices" // the load balancer drops the node's MQTT connections and sends it none
+	FromKafka   = "kafka"   // the node loses Kafka and the other nodes (containers only)
+)
+
+// PartitionStep cuts Node off devices or off Kafka until a heal step names it.
+type PartitionStep struct {
+	Node string `yaml:"node"`
+	From string `yaml:"from"`
 }
 
 // LoadStep runs the load generator: Devices devices of product scn publish
@@ -99,6 +126,9 @@ type LoadStep struct {
 	Points int `yaml:"points"`
 	// Profile is synthetic (default) or turbine.
 	Profile string `yaml:"profile"`
+	// PublishTimeout is how long a message waits for its PUBACK before the
+	// device gives up on the connection and redials (default 5s).
+	PublishTimeout time.Duration `yaml:"publishTimeout"`
 }
 
 // FaultStep injects or clears a turbine fault (Turbine with Fault) or a
@@ -193,7 +223,10 @@ type RateAssert struct {
 }
 
 // LatencyAssert expects a load's latency percentile (p50, p90, p99, p999 or
-// max) of Kind (puback, e2e, connect) below Below.
+// max) of Kind below Below: puback, e2e (publish to queryable), connect,
+// send_lag, reconnect (how long a device was without a connection after
+// losing it or giving up on a PUBACK) or ack_gap (between two
+// acknowledgements of one device; max: the longest any device could not publish).
 type LatencyAssert struct {
 	Load       string        `yaml:"load"`
 	Kind       string        `yaml:"kind"`
@@ -278,6 +311,12 @@ func (s *Scenario) AssertLine(i int) int { return lineAt(s.lines.asserts, i) }
 // Default fills defaults.
 func (s *Scenario) Default() {
 	t := &s.Topology
+	if t.RunOn == nil {
+		t.RunOn = []string{CloudInProcess}
+	}
+	if t.Nodes == 0 {
+		t.Nodes = 1
+	}
 	if t.Turbines == 0 {
 		t.Turbines = 2
 	}
@@ -302,6 +341,9 @@ func (s *Scenario) Default() {
 			if l.Profile == "" {
 				l.Profile = "synthetic"
 			}
+			if l.PublishTimeout == 0 {
+				l.PublishTimeout = 5 * time.Second
+			}
 		}
 		if c := st.Command; c != nil {
 			c.Count = max(c.Count, 1)
@@ -325,7 +367,14 @@ func (s *Scenario) Validate() error {
 		return ErrName
 	}
 	t := s.Topology
+	for _, c := range t.RunOn {
+		if c != CloudInProcess && c != CloudContainers {
+			return fmt.Errorf("%w: runOn %q: want inprocess or containers", ErrTopology, c)
+		}
+	}
 	switch {
+	case t.Nodes < 1 || t.Nodes > 6:
+		return fmt.Errorf("%w: nodes must be between 1 and 6", ErrTopology)
 	case t.Turbines < 1 || t.Turbines > 100:
 		return fmt.Errorf("%w: turbines must be between 1 and 100", ErrTopology)
 	case t.Speed < 1 || t.Speed > 10000:
@@ -335,10 +384,13 @@ func (s *Scenario) Validate() error {
 	case t.Settle < 0:
 		return fmt.Errorf("%w: settle must be positive", ErrTopology)
 	}
-	edges := s.edgeNames()
+	targets := targets{edges: s.edgeNames(), nodes: map[string]bool{}, inProcess: slices.Contains(t.RunOn, CloudInProcess)}
+	for i := range t.Nodes {
+		targets.nodes[NodeName(i)] = true
+	}
 	named := map[string]string{} // step name → kind
 	for i, st := range s.Timeline {
-		if err := st.validate(edges, named); err != nil {
+		if err := st.validate(targets, named); err != nil {
 			return fmt.Errorf("line %d: timeline[%d]: %w", s.StepLine(i), i, err)
 		}
 	}
@@ -365,7 +417,27 @@ func (s *Scenario) edgeNames() map[string]string {
 	return out
 }
 
-func (st Step) validate(edges, named map[string]string) error {
+// targets are what steps may act on.
+type targets struct {
+	edges     map[string]string // edge → the gateway it polls
+	nodes     map[string]bool
+	inProcess bool // the scenario runs on the in-process cloud
+}
+
+// names lists the edges, nodes and kafka.
+func (t targets) names() string {
+	return strings.Join(append(append(sortedKeys(t.edges), sortedKeys(t.nodes)...), KafkaName), ", ")
+}
+
+// inProcessOnly refuses action on the in-process cloud, with the reason.
+func (t targets) inProcessOnly(action string) error {
+	if t.inProcess {
+		return fmt.Errorf("%w: %s runs on containers only (runOn: [containers]): %s", ErrStep, action, inProcessUnsupported[action])
+	}
+	return nil
+}
+
+func (st Step) validate(tg targets, named map[string]string) error {
 	if st.At != nil && st.Wall != nil {
 		return fmt.Errorf("%w: at and wall are exclusive", ErrStep)
 	}
@@ -374,7 +446,8 @@ func (st Step) validate(edges, named map[string]string) error {
 	}
 	actions := 0
 	for _, set := range []bool{st.Load != nil, st.Inject != nil, st.Clear != nil, st.Cut != "", st.Restore != "",
-		st.Kill != "", st.Start != "", st.Command != nil, st.Backfill != nil, st.Storm != nil} {
+		st.Kill != "", st.Start != "", st.Pause != "", st.Resume != "", st.Partition != nil, st.Heal != "",
+		st.Command != nil, st.Backfill != nil, st.Storm != nil} {
 		if set {
 			actions++
 		}
@@ -395,7 +468,7 @@ func (st Step) validate(edges, named map[string]string) error {
 	switch {
 	case st.Load != nil:
 		l := st.Load
-		if l.Devices < 1 || l.Rate <= 0 || l.Duration <= 0 {
+		if l.Devices < 1 || l.Rate <= 0 || l.Duration <= 0 || l.PublishTimeout < 0 {
 			return fmt.Errorf("%w: load needs devices, rate and duration", ErrStep)
 		}
 		if l.Profile != "synthetic" && l.Profile != "turbine" {
@@ -412,13 +485,38 @@ func (st Step) validate(edges, named map[string]string) error {
 		}
 	case st.Cut != "" || st.Restore != "":
 		gw := st.Cut + st.Restore
-		if !containsValue(edges, gw) {
+		if !containsValue(tg.edges, gw) {
 			return fmt.Errorf("%w: no edge polls gateway %q", ErrStep, gw)
 		}
 	case st.Kill != "" || st.Start != "":
 		e := st.Kill + st.Start
-		if _, ok := edges[e]; !ok {
-			return fmt.Errorf("%w: no edge %q (edges: %s)", ErrStep, e, strings.Join(sortedKeys(edges), ", "))
+		if _, edge := tg.edges[e]; !edge && !tg.nodes[e] && e != KafkaName {
+			return fmt.Errorf("%w: no edge, node or kafka named %q (there are %s)", ErrStep, e, tg.names())
+		}
+	case st.Pause != "" || st.Resume != "":
+		e := st.Pause + st.Resume
+		if !tg.nodes[e] && e != KafkaName {
+			return fmt.Errorf("%w: pause and resume take a node or kafka, not %q (nodes: %s)", ErrStep, e, strings.Join(sortedKeys(tg.nodes), ", "))
+		}
+		if st.Pause != "" {
+			return tg.inProcessOnly("pause")
+		}
+		return tg.inProcessOnly("resume")
+	case st.Partition != nil:
+		p := st.Partition
+		if !tg.nodes[p.Node] {
+			return fmt.Errorf("%w: partition needs a node (nodes: %s)", ErrStep, strings.Join(sortedKeys(tg.nodes), ", "))
+		}
+		switch p.From {
+		case FromDevices:
+		case FromKafka:
+			return tg.inProcessOnly("isolate")
+		default:
+			return fmt.Errorf("%w: partition from %q: want devices or kafka", ErrStep, p.From)
+		}
+	case st.Heal != "":
+		if !tg.nodes[st.Heal] {
+			return fmt.Errorf("%w: heal needs a node (nodes: %s)", ErrStep, strings.Join(sortedKeys(tg.nodes), ", "))
 		}
 	case st.Command != nil:
 		c := st.Command
@@ -491,8 +589,9 @@ func (a Assertion) validate(named map[string]string) error {
 		return ref(a.Rate.Load, "load")
 	case a.Latency != nil:
 		l := a.Latency
-		if _, ok := percentiles[l.Percentile]; !ok || l.Kind == "" || l.Below <= 0 {
-			return fmt.Errorf("%w: latency needs kind, percentile (p50, p90, p99, p999, max) and below", ErrAssertion)
+		if _, ok := percentiles[l.Percentile]; !ok || !slices.Contains(latencyKinds, l.Kind) || l.Below <= 0 {
+			return fmt.Errorf("%w: latency needs kind (%s), percentile (p50, p90, p99, p999, max) and below",
+				ErrAssertion, strings.Join(latencyKinds, ", "))
 		}
 		return ref(l.Load, "load")
 	case a.Commands != nil:

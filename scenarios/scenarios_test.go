@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,11 @@ func TestShippedScenarios(t *testing.T) {
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
 	for _, f := range files {
+		sc, err := Load(f)
+		require.NoError(t, err)
+		if !slices.Contains(sc.Topology.RunOn, CloudInProcess) {
+			continue // the container suite (ci/) runs it
+		}
 		t.Run(strings.TrimSuffix(f, ".yaml"), func(t *testing.T) {
 			res, err := Run(context.Background(), f)
 			var sum bytes.Buffer
@@ -68,13 +74,19 @@ func TestParse(t *testing.T) {
 		{"bad edges", "name: x\ntopology: {edges: triple}\n", `edges "triple"`},
 		{"no time", "name: x\ntimeline:\n  - cut: GW01\n", "line 3: timeline[0]: invalid step: needs at"},
 		{"two actions", "name: x\ntimeline:\n  - at: 1s\n    cut: GW01\n    kill: GW01\n", "one action per step"},
-		{"unknown edge", "name: x\ntopology: {edges: ha}\ntimeline:\n  - at: 1s\n    kill: GW01\n", `no edge "GW01" (edges: GW01/a, GW01/b)`},
+		{"unknown edge", "name: x\ntopology: {edges: ha}\ntimeline:\n  - at: 1s\n    kill: GW01\n", `no edge, node or kafka named "GW01" (there are GW01/a, GW01/b, node-a, kafka)`},
 		{"cut without edge", "name: x\ntopology: {edges: none}\ntimeline:\n  - at: 1s\n    cut: GW01\n", `no edge polls gateway "GW01"`},
 		{"unknown load", "name: x\nassert:\n  - noLoss: {load: nope}\n", `line 3: assert[0]: invalid assertion: no load step named "nope"`},
 		{"two checks", "name: x\nassert:\n  - noLoss: {load: a}\n    promql: {query: up, min: 1}\n", "exactly one of"},
 		{"bad window", "name: x\nassert:\n  - alert: {rule: r, fired: [2m, 1m]}\n", "fired must be [from, to]"},
 		{"duplicate name", "name: x\ntimeline:\n  - at: 0s\n    load: {name: a, devices: 1, rate: 1, duration: 1s}\n  - at: 0s\n    storm: {name: a, rate: 1, duration: 1s}\n", `line 5: timeline[1]: invalid step: name "a" used twice`},
 		{"bad percentile", "name: x\ntimeline:\n  - at: 0s\n    load: {name: a, devices: 1, rate: 1, duration: 1s}\nassert:\n  - latency: {load: a, kind: puback, percentile: p42, below: 1s}\n", "percentile"},
+		{"pause in-process", "name: x\ntimeline:\n  - at: 1s\n    pause: node-a\n", "pause runs on containers only (runOn: [containers])"},
+		{"partition from kafka in-process", "name: x\ntopology: {nodes: 2}\ntimeline:\n  - at: 1s\n    partition: {node: node-b, from: kafka}\n", "runs on containers only"},
+		{"partition from nowhere", "name: x\ntopology: {nodes: 2}\ntimeline:\n  - at: 1s\n    partition: {node: node-b, from: space}\n", `partition from "space": want devices or kafka`},
+		{"unknown node", "name: x\ntopology: {nodes: 2, runOn: [containers]}\ntimeline:\n  - at: 1s\n    pause: node-c\n", "pause and resume take a node or kafka"},
+		{"bad cloud", "name: x\ntopology: {runOn: [cloud9]}\n", `runOn "cloud9": want inprocess or containers`},
+		{"bad latency kind", "name: x\ntimeline:\n  - at: 0s\n    load: {name: a, devices: 1, rate: 1, duration: 1s}\nassert:\n  - latency: {load: a, kind: warp, percentile: p99, below: 1s}\n", "latency needs kind (connect, puback, e2e, send_lag, reconnect, ack_gap)"},
 		{"good", "name: x\ntimeline:\n  - at: 0s\n    load: {name: a, devices: 1, rate: 1, duration: 1s}\n  - wall: 2s\nassert:\n  - noLoss: {load: a}\n  - alert: {rule: r}\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,15 +18,28 @@ import (
 
 // loadRun is a load step's outcome.
 type loadRun struct {
+	gen *loadgen.Generator
 	rep *loadgen.Report
 	err error
+
+	once    sync.Once
+	ledgers []nodeLedger // by node, checked once for the assertions
 }
 
-// startLoad runs the load generator in the background against the node.
+// nodeLedger is a load's loss ledger checked against one node.
+type nodeLedger struct {
+	node string
+	rep  loadgen.LedgerReport
+}
+
+// startLoad runs the load generator in the background through the MQTT
+// balancer. Its devices are provisioned first and, in a cluster, waited
+// for on every node, so a device never logs in to a node that does not know it yet.
 func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	cfg := loadgen.DefaultConfig()
-	cfg.MQTTAddr, cfg.APIURL, cfg.Token = r.st.Node.MQTTAddr(), r.api.base, r.api.token
+	cfg.MQTTAddr, cfg.APIURL, cfg.Token = r.mqtt.Addr(), r.api.base, r.api.token
 	cfg.Devices, cfg.Rate, cfg.Duration, cfg.Points, cfg.Profile = l.Devices, l.Rate, l.Duration, l.Points, l.Profile
+	cfg.PublishTimeout = l.PublishTimeout
 	cfg.DevicePrefix, cfg.Product, cfg.Org, cfg.Site = l.Name+"-", "scn", "scn", "scn-site"
 	cfg.ProbeDevices = min(4, l.Devices)
 	cfg.Replies = true
@@ -37,12 +50,37 @@ func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
-		g, err := loadgen.New(cfg, r.log.With("component", "loadgen", "load", l.Name), nil)
+		log := r.log.With("component", "loadgen", "load", l.Name)
+		ids, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, log).Provision(ctx, cfg)
 		if err == nil {
-			run.rep, err = g.Run(ctx)
+			last := ids[len(ids)-1]
+			err = r.onEveryNode(ctx, "know the load's devices", "/api/v1/devices/"+last.ProductKey+"/"+last.DeviceKey)
+		}
+		if err == nil {
+			run.gen, err = loadgen.New(cfg, log, nil)
+		}
+		if err == nil {
+			run.rep, err = run.gen.Run(ctx)
 		}
 		run.err = err
 	}()
+}
+
+// nodeLedgers checks the load's ledger against every running node (each
+// keeps a full copy of the telemetry), once; a single node's is the run's own.
+func (r *runner) nodeLedgers(ctx context.Context, run *loadRun) []nodeLedger {
+	run.once.Do(func() {
+		if len(r.nodes) == 1 {
+			run.ledgers = []nodeLedger{{node: r.nodes[0], rep: run.rep.Ledger}}
+			return
+		}
+		for _, n := range r.nodes {
+			if apiURL, _ := r.cloud.Endpoints(n); apiURL != "" {
+				run.ledgers = append(run.ledgers, nodeLedger{node: n, rep: run.gen.CheckLedger(ctx, apiURL)})
+			}
+		}
+	})
+	return run.ledgers
 }
 
 // commandResult is one service call's answer.
@@ -95,7 +133,7 @@ func (r *runner) connect(ctx context.Context, pk, dk string) (*device.Device, er
 	if err != nil {
 		return nil, err
 	}
-	return device.Connect(ctx, device.Config{Broker: r.st.Node.MQTTAddr(), ProductKey: pk, DeviceKey: dk, Secret: secret, Now: r.st.Fleet.Now})
+	return device.Connect(ctx, device.Config{Broker: r.mqtt.Addr(), ProductKey: pk, DeviceKey: dk, Secret: secret, Now: r.fleet.Now})
 }
 
 // backfill sends a constant value over the last Span of sim time through
@@ -110,7 +148,7 @@ func (r *runner) backfill(ctx context.Context, b BackfillStep) error {
 		return fmt.Errorf("backfill device: %w", err)
 	}
 	defer dev.Close()
-	end := r.st.Fleet.Now()
+	end := r.fleet.Now()
 	var batch []api.MeasurepointParams
 	flush := func() error {
 		if len(batch) == 0 {
@@ -186,7 +224,7 @@ func (r *runner) startStorm(ctx context.Context, s StormStep) error {
 	r.mu.Lock()
 	r.storms[s.Name] = run
 	r.mu.Unlock()
-	cfg := device.Config{Broker: r.st.Node.MQTTAddr(), ProductKey: "scn-storm", DeviceKey: sender, Secret: secret, Now: r.st.Fleet.Now}
+	cfg := device.Config{Broker: r.mqtt.Addr(), ProductKey: "scn-storm", DeviceKey: sender, Secret: secret, Now: r.fleet.Now}
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
@@ -232,7 +270,7 @@ func (r *runner) storm(ctx context.Context, s StormStep, cfg device.Config, vict
 			// No reply (the broker closed the connection) or an error code: rejected.
 			run.count(kind, err == nil && rep.Code == api.CodeOK, fmt.Sprintf("answered %d", rep.Code))
 		}
-		t := r.st.Fleet.Now().UnixMilli()
+		t := r.fleet.Now().UnixMilli()
 		switch kind {
 		case "malformed":
 			reply("", []byte(`{"id":"1","params":{"measurepoints":{"V":`))

@@ -258,6 +258,9 @@ func (f *Fleet) applyScheduled(sf ScheduledFault) error {
 	return g.Inject(sf.Fault)
 }
 
+// Config returns the fleet's config, with its defaults filled.
+func (f *Fleet) Config() Config { return f.cfg }
+
 // Now returns the sim time the physics have reached.
 func (f *Fleet) Now() time.Time {
 	f.mu.Lock()

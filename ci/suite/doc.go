@@ -1,18 +1,20 @@
-// Package suite is Gale's container suite: it starts Gale's own image
-// (ci/Dockerfile, FROM scratch, no image is pulled) as a `gale kafka` node and
-// two `gale cloud` nodes on a Docker network of their own with
-// testcontainers-go, drives QoS 1 devices against both nodes from the test
-// host, injects faults (a cloud node killed, the Kafka node restarted, a
-// cloud node cut off the network) and checks that every acknowledged sample
-// is stored.
+// Package suite is Gale's container suite: it runs every shipped scenario
+// whose topology says `runOn: [..., containers]` (scenarios/*.yaml) on a
+// cloud of containers of Gale's own image (ci/cluster: FROM scratch,
+// nothing is pulled) — a `gale kafka` node and `gale cloud` nodes on Docker
+// networks of their own — with the twin plant, edges and load generator on
+// this host. Node kills are SIGKILLs, pauses freeze containers and
+// partitions disconnect networks.
 //
 // The tests carry the build tag `containers`, so `go test ./...` skips them.
 // Run them with `make test-containers`, which builds the image first
 // (`make images`), or by hand:
 //
-//	make images && go test -tags containers -count=1 -v ./ci/...
+//	make images && go test -tags containers -count=1 -v ./ci/suite/
 //
-// GALE_IMAGE names another image than gale:latest. Each test appends its
-// figures to ci/reports/summary.txt; the logs of every container of a failed
-// test are kept under ci/logs/.
+// GALE_IMAGE names another image than gale:latest; GALE_SCENARIOS (a
+// comma-separated list of file names, e.g. cloud-node-kill.yaml) runs only
+// those. Each scenario's summary goes to ci/reports/summary.txt and its
+// assertions to ci/reports/scenarios.xml (JUnit); the logs of every
+// container of a failed scenario are kept under ci/logs/SCENARIO/.
 package suite

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -19,7 +17,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
-	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/twins"
 	"github.com/gale-iot/gale/twins/direct"
 )
@@ -113,7 +110,7 @@ func secretLookup(secretsFile, apiURL, tokenFile string) (direct.SecretFunc, err
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
+	fromAPI := direct.APISecrets(apiURL, token)
 	return func(pk, dk string) (string, error) {
 		if s, ok := secrets[pk+"/"+dk]; ok {
 			return s, nil
@@ -121,35 +118,6 @@ func secretLookup(secretsFile, apiURL, tokenFile string) (direct.SecretFunc, err
 		if token == "" {
 			return "", errors.New("not in the secrets file, and no --token-file to ask the cloud API")
 		}
-		return apiSecret(client, apiURL, token, pk, dk)
+		return fromAPI(pk, dk)
 	}, nil
-}
-
-// apiSecret reads a device's secret from GET /api/v1/devices/{pk}/{dk}.
-func apiSecret(client *http.Client, apiURL, token, pk, dk string) (string, error) {
-	u := strings.TrimSuffix(apiURL, "/") + "/api/v1/devices/" + url.PathEscape(pk) + "/" + url.PathEscape(dk)
-	req, err := http.NewRequest(http.MethodGet, u, nil)
-	if err != nil {
-		return "", fmt.Errorf("api url: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("cloud API: %w", err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		api.Device
-		Error string `json:"error"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out); err != nil {
-		return "", fmt.Errorf("cloud API: %s: %w", resp.Status, err)
-	}
-	switch {
-	case resp.StatusCode != http.StatusOK:
-		return "", fmt.Errorf("cloud API: %s: %s", resp.Status, out.Error)
-	case out.Secret == "":
-		return "", errors.New("cloud API shows no secret (is the token an admin's?)")
-	}
-	return out.Secret, nil
 }

@@ -35,7 +35,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if *speed < 1 || *speed > 10000 {
 		return fmt.Errorf("--speed %g: want 1 to 10000", *speed)
 	}
-	cfg.Kafka.SyncWrites = *syncWrites
+	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, *turbines
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
@@ -45,7 +45,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fleetCfg.Seed, fleetCfg.Speed = *seed, *speed
-	st, err := stack.New(ctx, stack.Config{Node: cfg, Fleet: fleetCfg, Turbines: *turbines}, log)
+	st, err := stack.New(ctx, stack.Config{Node: cfg, Fleet: fleetCfg}, log)
 	if err != nil {
 		return err
 	}

@@ -2,13 +2,16 @@ package node_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
@@ -60,4 +63,40 @@ func TestClusterSharesRegistryAndRoutesCommands(t *testing.T) {
 
 	var e map[string]string
 	require.Equal(t, http.StatusNotFound, b.Do(t, "GET", "/prometheus/api/v1/query?query=up", nil, &e), "an ingest node has no query API")
+}
+
+// TestNotReadyWithoutKafka stops the Kafka a node uses: the node answers
+// /readyz 503 naming Kafka within a few checks (so a load balancer sends its
+// devices elsewhere), and 200 again once Kafka is back on the same address.
+func TestNotReadyWithoutKafka(t *testing.T) {
+	kafkaDir := t.TempDir()
+	k, err := bus.StartEmbedded("127.0.0.1:0", kafkaDir, false, 2, api.Topics()...)
+	require.NoError(t, err)
+	addr := k.Addrs()[0]
+	cfg := nodetest.Config(t)
+	cfg.Kafka.Brokers = []string{addr}
+	h := nodetest.Start(t, cfg)
+	readyz := func() (int, string) {
+		resp, err := http.Get(h.BaseURL + "/readyz")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, _ := readyz()
+	require.Equal(t, http.StatusOK, code)
+
+	k.Close()
+	require.Eventually(t, func() bool {
+		code, body := readyz()
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "kafka unreachable")
+	}, 10*time.Second, 100*time.Millisecond, "not ready without Kafka")
+
+	k, err = bus.StartEmbedded(addr, kafkaDir, false, 2, api.Topics()...)
+	require.NoError(t, err)
+	t.Cleanup(k.Close)
+	require.Eventually(t, func() bool { code, _ := readyz(); return code == http.StatusOK }, 10*time.Second, 100*time.Millisecond,
+		"ready again with Kafka back")
 }

@@ -60,6 +60,8 @@ type Node struct {
 	http     *httpapi.Server
 	runners  []func(context.Context) error
 	ready    atomic.Bool
+	// kafkaDown is why Kafka was unreachable at the last two checks (nil: reachable).
+	kafkaDown atomic.Pointer[error]
 }
 
 type tsdbCloser interface{ Close() error }
@@ -93,7 +95,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		}
 		n.brokers = n.kafka.Addrs()
 	}
-	n.producer = bus.NewProducer(n.brokers, cfg.Kafka)
+	// The registry change log is ordered: a device's change must not overtake its product's.
+	n.producer = bus.NewProducer(n.brokers, cfg.Kafka, api.TopicRegistry)
+	n.runners = append(n.runners, n.watchKafka)
 
 	// The registry is shared through its change log: every local change is
 	// announced on gale.registry, and every node applies every change.
@@ -104,6 +108,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	n.consume(RegistryConsumerGroup+"-"+cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry)
 	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, cfg.DataDir); err != nil {
 		return nil, err
+	}
+	if cfg.SeedDemo > 0 {
+		if err := SeedDemo(ctx, n.Registry, cfg.SeedDemo); err != nil {
+			return nil, err
+		}
 	}
 
 	deps := httpapi.Deps{Registry: n.Registry, Gatherer: n.reg, Ready: n.readiness, Extra: extra}
@@ -261,11 +270,49 @@ func (n *Node) HTTPAddr() string { return n.http.Addr() }
 // KafkaAddrs returns the Kafka brokers the node uses.
 func (n *Node) KafkaAddrs() []string { return n.brokers }
 
+// readiness fails while the node starts and while it cannot reach Kafka, so
+// that load balancers send devices and requests to nodes that can serve them.
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return errors.New("starting")
 	}
+	if err := n.kafkaDown.Load(); err != nil {
+		return *err
+	}
 	return nil
+}
+
+// kafkaCheckEvery is how often a node checks that it reaches Kafka.
+const kafkaCheckEvery = time.Second
+
+// watchKafka checks every second that Kafka answers; two failed checks in a
+// row make the node unready until one succeeds.
+func (n *Node) watchKafka(ctx context.Context) error {
+	t := time.NewTicker(kafkaCheckEvery)
+	defer t.Stop()
+	failed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		err := bus.Reachable(ctx, n.brokers, kafkaCheckEvery)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			if n.kafkaDown.Swap(nil) != nil {
+				n.log.Info("kafka reachable again: ready")
+			}
+			failed = 0
+		default:
+			if failed++; failed == 2 {
+				n.log.Warn("kafka unreachable: not ready", "err", err)
+				n.kafkaDown.Store(&err)
+			}
+		}
+	}
 }
 
 // Run serves until ctx is cancelled, then closes the stores once every component stopped.
