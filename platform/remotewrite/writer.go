@@ -39,8 +39,9 @@ import (
 // maxErrMsgLen bounds how much of a refusal's body is logged, as Prometheus does.
 const maxErrMsgLen = 1024
 
-// Writer is a bus.Handler that sends batches of telemetry records to one
-// endpoint. Build it with New; hand Handle to a consumer of gale.telemetry.
+// Writer sends batches of telemetry records to one endpoint. Build it with
+// New and hand Handle, a bus.Handler, to a consumer of gale.telemetry: like
+// the TSDB writer it has no Run of its own, the consumer is what runs.
 //
 // The HTTP side is a plain POST rather than storage/remote's Client.Store:
 // Store reports the status code only inside an error string, which the
@@ -195,13 +196,16 @@ func (w *Writer) send(ctx context.Context, n int) error {
 	}
 	w.body = snappy.Encode(w.body[:cap(w.body)], w.pb)
 	backoff := w.cfg.MinBackoff
-	for {
+	for attempt := 1; ; attempt++ {
 		code, msg, err := w.post(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err == nil && code/100 == 2:
 			w.sent.Add(float64(n))
+			if attempt > 1 {
+				w.log.Info("remote write recovered", "attempts", attempt)
+			}
 			return nil
 		case err == nil && code/100 == 4 && code != http.StatusTooManyRequests:
 			w.rejected.Add(float64(n))
@@ -211,7 +215,13 @@ func (w *Writer) send(ctx context.Context, n int) error {
 			err = fmt.Errorf("HTTP status %d: %s", code, msg)
 		}
 		w.retries.Inc()
-		w.log.Warn("remote write failed; retrying", "samples", n, "backoff", backoff, "err", err)
+		// One warning per outage, not one per retry: the retries counter and
+		// the group's lag show how long it lasts.
+		level := slog.LevelDebug
+		if attempt == 1 {
+			level = slog.LevelWarn
+		}
+		w.log.Log(ctx, level, "remote write failed; retrying until it succeeds", "samples", n, "attempt", attempt, "backoff", backoff, "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
