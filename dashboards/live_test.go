@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -29,6 +30,7 @@ import (
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
+	"github.com/gale-iot/gale/platform/remotewrite"
 	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
@@ -65,6 +67,10 @@ func TestLiveNode(t *testing.T) {
 		t.Skip("starts a node and feeds it minutes of data")
 	}
 	cfg := nodetest.Config(t)
+	// A remote-write endpoint, so the node exports the remote-write metrics too.
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	t.Cleanup(receiver.Close)
+	cfg.RemoteWrite = []remotewrite.Config{{Name: "test", URL: receiver.URL + "/api/v1/write"}}
 	require.NoError(t, cfg.Complete())
 	require.NoError(t, rules.InstallShipped(cfg.Rules.Dir))
 	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.Dir, rules.PromQLDir, "dashboards-test.rules.yml"), []byte(testAlertRule), 0o644))

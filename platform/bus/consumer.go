@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -14,6 +15,9 @@ import (
 // nothing new. A fetch returns as soon as data arrives, so this costs no
 // latency; it spares the idle partitions of every group a poll every few ms.
 const idleFetchWait = 250 * time.Millisecond
+
+// lagEvery is how often a consumer measures its group's lag.
+const lagEvery = 5 * time.Second
 
 // Handler processes a batch of messages. When it returns nil the batch's
 // offsets are committed; an error stops the consumer without committing, so
@@ -26,6 +30,12 @@ type Consumer struct {
 	cfg     Config
 	handler Handler
 	log     *slog.Logger
+
+	lagClient *kafka.Client
+	group     string
+	topics    []string
+	lag       atomic.Int64
+	lagEvery  time.Duration
 
 	// With a checkpoint, offsets are committed every checkpointEvery, right after checkpoint saved the handler's state.
 	checkpoint      func(ctx context.Context) error
@@ -62,15 +72,111 @@ func NewConsumer(brokers []string, group string, topics []string, cfg Config, h 
 			log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
 		}),
 	}
-	return &Consumer{r: kafka.NewReader(rc), cfg: cfg, handler: h, log: log}
+	return &Consumer{
+		r: kafka.NewReader(rc), cfg: cfg, handler: h, log: log,
+		lagClient: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: lagEvery},
+		group:     group, topics: topics, lagEvery: lagEvery,
+	}
 }
 
-// Lag returns the consumer's last known lag in messages.
-func (c *Consumer) Lag() int64 { return c.r.Stats().Lag }
+// Lag returns how many messages of the group's topics lie past its committed
+// offsets (not handled yet, or handled but not yet checkpointed), as measured
+// at most a few seconds ago. It grows while the handler is held back, which
+// the reader's own statistics do not show: its fetch lag stops once its
+// queue is full.
+func (c *Consumer) Lag() int64 { return c.lag.Load() }
+
+// measureLag sets the lag every c.lagEvery until ctx is cancelled.
+func (c *Consumer) measureLag(ctx context.Context) {
+	t := time.NewTicker(c.lagEvery)
+	defer t.Stop()
+	for {
+		if lag, err := c.groupLag(ctx); err == nil {
+			c.lag.Store(lag)
+		} else if ctx.Err() == nil {
+			c.log.Debug("measure consumer lag", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// groupLag asks the brokers for the end offsets of the group's partitions
+// and its committed offsets (the oldest kept ones where it committed none).
+func (c *Consumer) groupLag(ctx context.Context) (int64, error) {
+	md, err := c.lagClient.Metadata(ctx, &kafka.MetadataRequest{Topics: c.topics})
+	if err != nil {
+		return 0, fmt.Errorf("metadata: %w", err)
+	}
+	partitions := map[string][]int{}
+	firsts, lasts := map[string][]kafka.OffsetRequest{}, map[string][]kafka.OffsetRequest{}
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return 0, fmt.Errorf("metadata of %s: %w", t.Name, t.Error)
+		}
+		for _, p := range t.Partitions {
+			partitions[t.Name] = append(partitions[t.Name], p.ID)
+			firsts[t.Name] = append(firsts[t.Name], kafka.FirstOffsetOf(p.ID))
+			lasts[t.Name] = append(lasts[t.Name], kafka.LastOffsetOf(p.ID))
+		}
+	}
+	committed, err := c.lagClient.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: c.group, Topics: partitions})
+	if err == nil {
+		err = committed.Error
+	}
+	if err != nil {
+		return 0, fmt.Errorf("committed offsets: %w", err)
+	}
+	// Two requests: a partition may appear only once in a ListOffsets request.
+	starts, err := c.lagClient.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: firsts})
+	if err != nil {
+		return 0, fmt.Errorf("first offsets: %w", err)
+	}
+	ends, err := c.lagClient.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: lasts})
+	if err != nil {
+		return 0, fmt.Errorf("last offsets: %w", err)
+	}
+	from := map[topicPartition]int64{}
+	for topic, ps := range starts.Topics {
+		for _, p := range ps {
+			from[topicPartition{topic, p.Partition}] = p.FirstOffset
+		}
+	}
+	for topic, ps := range committed.Topics {
+		for _, p := range ps {
+			if p.CommittedOffset >= 0 {
+				from[topicPartition{topic, p.Partition}] = p.CommittedOffset
+			}
+		}
+	}
+	var lag int64
+	for topic, ps := range ends.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				return 0, fmt.Errorf("last offset of %s/%d: %w", topic, p.Partition, p.Error)
+			}
+			lag += max(0, p.LastOffset-from[topicPartition{topic, p.Partition}])
+		}
+	}
+	return lag, nil
+}
 
 // Run consumes until ctx is cancelled (returning nil) or the handler fails.
 func (c *Consumer) Run(ctx context.Context) error {
 	defer c.r.Close()
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		c.measureLag(lagCtx)
+	}()
+	defer func() {
+		stopLag()
+		<-lagDone
+	}()
 	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
 	uncommitted := map[topicPartition]kafka.Message{}
 	lastCheckpoint := time.Now()

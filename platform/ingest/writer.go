@@ -18,25 +18,13 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 )
 
-// Label names of telemetry series.
-const (
-	LabelPoint   = "point"
-	LabelOrg     = "org"
-	LabelProduct = "product"
-	LabelDevice  = "device"
-	LabelSite    = "site"
-)
-
-// QualitySuffix names the series that stores a point's quality flags: WTUR_W_quality.
-const QualitySuffix = "_quality"
-
 // Writer appends telemetry batches to the TSDB; the consumer commits the
 // batch's offsets only after Handle returned, so a crash replays it.
 type Writer struct {
 	db     storage.Appendable
 	latest *Latest
 	log    *slog.Logger
-	series map[seriesKey]*seriesRef
+	series map[SeriesKey]*seriesRef
 	rec    api.Record
 
 	samples  prometheus.Counter
@@ -44,11 +32,6 @@ type Writer struct {
 	records  prometheus.Counter
 	commit   prometheus.Histogram
 	e2e      prometheus.Histogram
-}
-
-type seriesKey struct {
-	org, site, product, device, point string
-	quality                           bool
 }
 
 type seriesRef struct {
@@ -59,7 +42,7 @@ type seriesRef struct {
 // NewWriter returns a writer into db that updates latest.
 func NewWriter(db storage.Appendable, latest *Latest, log *slog.Logger, reg prometheus.Registerer) *Writer {
 	w := &Writer{
-		db: db, latest: latest, log: log, series: map[seriesKey]*seriesRef{},
+		db: db, latest: latest, log: log, series: map[SeriesKey]*seriesRef{},
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gale_ingest_samples_total", Help: "Samples appended to the TSDB.",
 		}),
@@ -129,21 +112,10 @@ func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
 
 // append adds one sample, reusing the cached series reference; it reports whether the sample was stored.
 func (w *Writer) append(app storage.Appender, r *api.Record, s api.Sample, quality bool, v float64) bool {
-	key := seriesKey{r.Org, r.Site, r.Product, r.Device, s.Point, quality}
+	key := KeyOf(r, s.Point, quality)
 	sr := w.series[key]
 	if sr == nil {
-		name := api.MetricName(s.Point)
-		if quality {
-			name += QualitySuffix
-		}
-		sr = &seriesRef{labels: labels.New(
-			labels.Label{Name: labels.MetricName, Value: name},
-			labels.Label{Name: LabelPoint, Value: s.Point},
-			labels.Label{Name: LabelOrg, Value: r.Org},
-			labels.Label{Name: LabelProduct, Value: r.Product},
-			labels.Label{Name: LabelDevice, Value: r.Device},
-			labels.Label{Name: LabelSite, Value: r.Site},
-		)}
+		sr = &seriesRef{labels: key.Labels()}
 		w.series[key] = sr
 	}
 	ref, err := app.Append(sr.ref, sr.labels, s.Time, v)

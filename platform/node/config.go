@@ -14,6 +14,7 @@ import (
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/httpapi"
+	"github.com/gale-iot/gale/platform/remotewrite"
 	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
@@ -38,6 +39,8 @@ type Config struct {
 	SeedDemo int `yaml:"seedDemo"`
 	// SelfMonitoring stores the node's own metrics in its TSDB (store role), job "gale".
 	SelfMonitoring selfmon.Config `yaml:"selfMonitoring"`
+	// RemoteWrite lists Prometheus-compatible endpoints a store node ships its telemetry to.
+	RemoteWrite []remotewrite.Config `yaml:"remoteWrite"`
 }
 
 // RulesConfig configures the event engine.
@@ -121,6 +124,25 @@ func (c *Config) Complete() error {
 		if err != nil {
 			return err
 		}
+	}
+	return c.validateRemoteWrite()
+}
+
+// validateRemoteWrite checks the endpoints, whose names must be unique as
+// they name consumer groups and label metrics, and that the node stores.
+func (c Config) validateRemoteWrite() error {
+	if len(c.RemoteWrite) > 0 && !c.has(RoleStore) {
+		return fmt.Errorf("%w: remoteWrite needs role store or all, not %s", ErrConfig, c.Role)
+	}
+	names := map[string]bool{}
+	for _, rw := range c.RemoteWrite {
+		if err := rw.Validate(); err != nil {
+			return fmt.Errorf("remoteWrite: %w", err)
+		}
+		if names[rw.Name] {
+			return fmt.Errorf("%w: remoteWrite: name %q is used twice", ErrConfig, rw.Name)
+		}
+		names[rw.Name] = true
 	}
 	return nil
 }

@@ -33,6 +33,11 @@ func TestConfigFiles(t *testing.T) {
 	require.Equal(t, cfg.TSDB.OutOfOrderWindow, cfg.MQTT.MaxSampleAge, "the broker refuses what the TSDB would")
 	require.Equal(t, "/var/lib/gale/rules", cfg.Rules.Dir)
 	require.Empty(t, cfg.Kafka.DataDir, "no embedded Kafka with external brokers")
+	require.Len(t, cfg.RemoteWrite, 2)
+	require.Equal(t, "mimir", cfg.RemoteWrite[0].Name)
+	require.Equal(t, map[string]string{"X-Scope-OrgID": "wind-eu"}, cfg.RemoteWrite[0].Headers)
+	require.Equal(t, 30*time.Second, cfg.RemoteWrite[0].MaxBackoff)
+	require.Zero(t, cfg.RemoteWrite[1].Timeout, "left to the default")
 	_, err = LoadConfig("testdata/missing.yaml")
 	require.Error(t, err)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/remotewrite"
 	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
@@ -40,6 +41,8 @@ const (
 	RulesConsumerGroup    = "gale-rules"
 	CommandsConsumerGroup = "gale-commands"
 	RegistryConsumerGroup = "gale-registry"
+	// RemoteWriteConsumerGroup is suffixed with the node id and the endpoint's name.
+	RemoteWriteConsumerGroup = "gale-remotewrite"
 )
 
 // Node is a running cloud node. Build it with New, start it with Run.
@@ -140,6 +143,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		}
 		writer := ingest.NewWriter(db, latest, log.With("component", "ingest"), n.reg)
 		n.consume(TSDBConsumerGroup+"-"+cfg.NodeID, []string{api.TopicTelemetry}, writer.Handle)
+		// Each endpoint reads gale.telemetry in a group of its own, so a slow or
+		// dead endpoint holds back only itself, never the local TSDB.
+		for _, rc := range cfg.RemoteWrite {
+			rw, err := remotewrite.New(rc, log.With("component", "remotewrite", "endpoint", rc.Name), n.reg)
+			if err != nil {
+				return nil, err
+			}
+			n.consume(RemoteWriteConsumerGroup+"-"+cfg.NodeID+"-"+rc.Name, []string{api.TopicTelemetry}, rw.Handle)
+		}
 		if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
 			return nil, err
 		}
@@ -206,7 +218,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 func (n *Node) consume(group string, topics []string, h bus.Handler) *bus.Consumer {
 	c := bus.NewConsumer(n.brokers, group, topics, n.cfg.Kafka, h, n.log.With("group", group))
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gale_kafka_consumer_lag", Help: "Messages the consumer group has yet to read.",
+		Name: "gale_kafka_consumer_lag", Help: "Messages of the group's topics past its committed offsets, measured every 5 s.",
 		ConstLabels: prometheus.Labels{"group": group},
 	}, func() float64 { return float64(c.Lag()) }))
 	n.runners = append(n.runners, c.Run)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -60,15 +61,21 @@ func Start(t testing.TB, cfg node.Config) *Harness {
 	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: "http://" + n.HTTPAddr(), cancel: cancel, done: make(chan error, 1)}
 	go func() { h.done <- n.Run(ctx) }()
 	t.Cleanup(h.Stop)
+	WaitOK(t, h.BaseURL+"/readyz", 20*time.Second)
+	return h
+}
+
+// WaitOK waits up to timeout for a GET of url to answer 200, e.g. a readiness endpoint.
+func WaitOK(t testing.TB, url string, timeout time.Duration) {
+	t.Helper()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(h.BaseURL + "/readyz")
+		resp, err := http.Get(url)
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 20*time.Millisecond, "node did not become ready")
-	return h
+	}, timeout, 20*time.Millisecond, "%s did not answer 200", url)
 }
 
 // Stop stops the node and waits for it; safe to call twice.
@@ -123,20 +130,64 @@ func (s Sample) Float() float64 {
 // Query runs an instant PromQL query through /prometheus/api/v1/query at time at (zero: now).
 func (h *Harness) Query(t testing.TB, expr string, at time.Time) []Sample {
 	t.Helper()
+	var out []Sample
+	query(t, h.BaseURL+"/prometheus", h.Token, expr, at, &out)
+	return out
+}
+
+// query runs an instant query at at (zero: now) against the Prometheus HTTP
+// API at base, with token when not empty, and decodes its result into result.
+func query(t testing.TB, base, token, expr string, at time.Time, result any) {
+	t.Helper()
 	q := url.Values{"query": {expr}}
 	if !at.IsZero() {
 		q.Set("time", fmt.Sprintf("%.3f", float64(at.UnixMilli())/1000))
 	}
-	var resp struct {
+	req, err := http.NewRequest(http.MethodGet, base+"/api/v1/query?"+q.Encode(), nil)
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`
 		Data   struct {
-			Result []Sample `json:"result"`
+			Result json.RawMessage `json:"result"`
 		} `json:"data"`
 	}
-	status := h.Do(t, http.MethodGet, "/prometheus/api/v1/query?"+q.Encode(), nil, &resp)
-	require.Equal(t, http.StatusOK, status, "query %q: %s", expr, resp.Error)
-	return resp.Data.Result
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body), "query %q", expr)
+	require.Equal(t, "success", body.Status, "query %q: %s", expr, body.Error)
+	require.NoError(t, json.Unmarshal(body.Data.Result, result), "query %q", expr)
+}
+
+// Series is one series of a range-vector result.
+type Series struct {
+	Metric map[string]string `json:"metric"`
+	Values [][2]any          `json:"values"` // [seconds, "value"]
+}
+
+// Samples returns the series' values by time in Unix milliseconds.
+func (s Series) Samples() map[int64]float64 {
+	out := make(map[int64]float64, len(s.Values))
+	for _, v := range s.Values {
+		var f float64
+		fmt.Sscan(v[1].(string), &f)
+		out[int64(math.Round(v[0].(float64)*1000))] = f
+	}
+	return out
+}
+
+// QuerySeries runs expr, a range vector, as an instant query at at against the
+// Prometheus HTTP API at base: Gale's (BaseURL+"/prometheus", with its token)
+// or a Prometheus server's (no token).
+func QuerySeries(t testing.TB, base, token, expr string, at time.Time) []Series {
+	t.Helper()
+	var out []Series
+	query(t, base, token, expr, at, &out)
+	return out
 }
 
 // CreateDevice registers an enabled device through the API and returns it with its secret.
