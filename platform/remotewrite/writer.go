@@ -86,7 +86,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Writer, erro
 	endpoint := prometheus.Labels{"endpoint": cfg.Name}
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gale_remote_write_samples_total", ConstLabels: endpoint,
-		Help: "Samples the endpoint accepted (sent) or refused with a 4xx other than 429 (rejected).",
+		Help: "Samples the endpoint accepted (sent) or refused with a 4xx that retrying cannot cure, such as 400 (rejected).",
 	}, []string{"outcome"})
 	w := &Writer{
 		cfg: cfg, log: log, client: &http.Client{}, series: map[ingest.SeriesKey]*series{},
@@ -97,7 +97,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Writer, erro
 		}, []string{"code"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gale_remote_write_retries_total", ConstLabels: endpoint,
-			Help: "Requests sent again after a 5xx, a 429 or a network error.",
+			Help: "Requests sent again after a 5xx, a 401, 403, 404, 408 or 429, or a network error.",
 		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "gale_remote_write_send_duration_seconds", ConstLabels: endpoint,
@@ -185,9 +185,12 @@ func inOrder(s []prompb.Sample) []prompb.Sample {
 }
 
 // send delivers w.req, holding n samples, until the endpoint accepts it
-// (2xx) or refuses it (4xx but 429: retrying cannot help, e.g. samples
-// out of order or outside its window); it retries anything else with
-// capped exponential backoff until ctx is cancelled.
+// (2xx) or refuses the samples themselves (a 4xx such as 400: retrying
+// cannot help, e.g. samples out of order or outside its window); it retries
+// anything else with capped exponential backoff until ctx is cancelled:
+// 5xx, 429, no answer, and the 401, 403 and 404 of an endpoint that is
+// misconfigured rather than the data wrong (fixing the URL or the
+// credentials then ships what waited in Kafka, instead of losing it).
 func (w *Writer) send(ctx context.Context, n int) error {
 	size := w.req.Size()
 	w.pb = slices.Grow(w.pb[:0], size)[:size]
@@ -207,7 +210,7 @@ func (w *Writer) send(ctx context.Context, n int) error {
 				w.log.Info("remote write recovered", "attempts", attempt)
 			}
 			return nil
-		case err == nil && code/100 == 4 && code != http.StatusTooManyRequests:
+		case err == nil && code/100 == 4 && !retryable(code):
 			w.rejected.Add(float64(n))
 			w.log.Warn("endpoint refused samples; skipping them", "status", code, "samples", n, "message", msg)
 			return nil
@@ -229,6 +232,15 @@ func (w *Writer) send(ctx context.Context, n int) error {
 		}
 		backoff = min(2*backoff, w.cfg.MaxBackoff)
 	}
+}
+
+// retryable reports whether a 4xx may succeed later without changing the request.
+func retryable(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusRequestTimeout:
+		return true
+	}
+	return false
 }
 
 // post sends w.body once and returns the status and the start of the body.

@@ -238,8 +238,13 @@ func TestFailedRequests(t *testing.T) {
 			rejected: 8, requestsByCode: map[string]float64{"400": 1},
 		},
 		{
-			name: "404 is not retried either", statuses: []int{404},
-			rejected: 8, requestsByCode: map[string]float64{"404": 1},
+			name: "a misconfigured endpoint (401, 403, 404) is retried, not skipped", statuses: []int{401, 403, 404},
+			stored: true, sent: 8, retries: 3,
+			requestsByCode: map[string]float64{"401": 1, "403": 1, "404": 1, "204": 1},
+		},
+		{
+			name: "422 is counted as rejected too", statuses: []int{422},
+			rejected: 8, requestsByCode: map[string]float64{"422": 1},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
