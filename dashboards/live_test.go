@@ -75,7 +75,7 @@ func TestLiveNode(t *testing.T) {
 	require.NoError(t, rules.InstallShipped(cfg.Rules.Dir))
 	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.Dir, rules.PromQLDir, "dashboards-test.rules.yml"), []byte(testAlertRule), 0o644))
 	h := nodetest.Start(t, cfg)
-	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, 4))
+	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 4}))
 	gale := &API{URL: h.BaseURL + "/prometheus", Token: h.Token}
 	self := startSelfMonitoring(t, h)
 	feed(t, h)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/gale-iot/gale/platform/node"
 )
 
 // KafkaName names a cloud's Kafka node in timeline steps (kill: kafka).
@@ -18,8 +20,8 @@ type CloudSpec struct {
 	Nodes int
 	// RulesDir holds the streaming and PromQL rule files every node loads.
 	RulesDir string
-	// SeedDemo is the size of the demo registry the first node seeds.
-	SeedDemo int
+	// SeedDemo is the demo fleet the first node registers.
+	SeedDemo node.Demo
 	// MaxSampleFuture is how far ahead of the wall clock a sample may be
 	// (an accelerated twin clock runs ahead).
 	MaxSampleFuture time.Duration

@@ -70,6 +70,11 @@ func (r *runner) figures(res Result) Result {
 			}
 		}
 	}
+	for _, a := range res.Assertions {
+		if r.sc.Assert[a.Index].Alert != nil {
+			res.Figures = append(res.Figures, fmt.Sprintf("%s: %s", a.Name, a.Actual))
+		}
+	}
 	for _, name := range sortedKeys(r.commands) {
 		codes := map[int]int{}
 		failed := 0

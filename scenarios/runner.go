@@ -199,7 +199,7 @@ func (r *runner) startCloud(ctx context.Context, dir string) error {
 			return fmt.Errorf("install rule file: %w", err)
 		}
 	}
-	spec := CloudSpec{Nodes: top.Nodes, RulesDir: rulesDir, SeedDemo: top.Turbines, DataDir: filepath.Join(dir, "cloud"),
+	spec := CloudSpec{Nodes: top.Nodes, RulesDir: rulesDir, SeedDemo: node.Demo{Turbines: top.Turbines, Direct: top.Direct}, DataDir: filepath.Join(dir, "cloud"),
 		MaxSampleFuture: node.DefaultConfig().MQTT.MaxSampleFuture}
 	if top.Speed > 1 {
 		// The accelerated sim clock runs ahead of the wall clock.
@@ -223,7 +223,7 @@ func (r *runner) startCloud(ctx context.Context, dir string) error {
 		return err
 	}
 	r.api = &client{base: "http://" + r.http.Addr(), token: r.cloud.Token(), http: &http.Client{Timeout: 30 * time.Second}}
-	last := "/api/v1/devices/wind-turbine/" + node.DemoTurbineKey(top.Turbines)
+	last := "/api/v1/devices/wind-turbine/" + node.DemoTurbineKey(top.Turbines+top.Direct)
 	return r.onEveryNode(ctx, "know the demo fleet and the admin token", last)
 }
 
@@ -268,7 +268,7 @@ func (r *runner) onEveryNode(ctx context.Context, what, path string) error {
 // of the runner) and its directly connected devices against the cloud.
 func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) error {
 	top := r.sc.Topology
-	fleetCfg, err := twins.DemoConfig(top.Turbines, "127.0.0.1:0")
+	fleetCfg, err := twins.DemoConfig(top.Turbines, top.Direct, "127.0.0.1:0")
 	if err != nil {
 		return err
 	}

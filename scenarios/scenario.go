@@ -59,8 +59,12 @@ type Topology struct {
 	// Kafka node; devices and the API reach them through load balancers.
 	// Default 1.
 	Nodes int `yaml:"nodes"`
-	// Turbines is the demo farm's size (ten per Modbus gateway), default 2.
+	// Turbines is how many turbines of the demo farm sit behind Modbus
+	// gateways (ten to a gateway, polled by edges), default 2.
 	Turbines int `yaml:"turbines"`
+	// Direct is how many more turbines (numbered after them) connect
+	// directly over MQTT, as the met mast does; they post fault events.
+	Direct int `yaml:"direct"`
 	// Speed is the sim clock's speed factor (default 1).
 	Speed float64 `yaml:"speed"`
 	// Seed seeds the fleet (default 1).
@@ -377,6 +381,8 @@ func (s *Scenario) Validate() error {
 		return fmt.Errorf("%w: nodes must be between 1 and 6", ErrTopology)
 	case t.Turbines < 1 || t.Turbines > 100:
 		return fmt.Errorf("%w: turbines must be between 1 and 100", ErrTopology)
+	case t.Direct < 0 || t.Direct > 100:
+		return fmt.Errorf("%w: direct must be between 0 and 100", ErrTopology)
 	case t.Speed < 1 || t.Speed > 10000:
 		return fmt.Errorf("%w: speed must be between 1 and 10000", ErrTopology)
 	case t.Edges != EdgesNone && t.Edges != EdgesNormal && t.Edges != EdgesHA:

@@ -73,12 +73,12 @@ type ScheduledFault struct {
 	modbus.Fault `yaml:",inline"`
 }
 
-// DemoConfig is the demo fleet of gale up with n turbines WT01… of the
-// demo farm (two rows, met mast MM01, site demo-farm) and seed 1. The
-// turbines sit ten to a gateway, GW01, GW02, …, on consecutive ports from
-// modbusAddr (every gateway on a free port when its port is 0); MM01
-// connects directly.
-func DemoConfig(n int, modbusAddr string) (Config, error) {
+// DemoConfig is the demo fleet of gale up with n+direct turbines WT01… of
+// the demo farm (two rows, met mast MM01, site demo-farm) and seed 1. The
+// first n turbines sit ten to a gateway, GW01, GW02, …, on consecutive ports
+// from modbusAddr (every gateway on a free port when its port is 0); the
+// other direct turbines and MM01 connect directly.
+func DemoConfig(n, direct int, modbusAddr string) (Config, error) {
 	host, portText, err := net.SplitHostPort(modbusAddr)
 	if err != nil {
 		return Config{}, fmt.Errorf("%w: %q", modbus.ErrAddr, modbusAddr)
@@ -88,9 +88,9 @@ func DemoConfig(n int, modbusAddr string) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %q", modbus.ErrAddr, modbusAddr)
 	}
 	fc := farm.DefaultConfig()
-	fc.Count, fc.Rows = n, min(2, max(n, 1))
+	fc.Count, fc.Rows = n+direct, min(2, max(n+direct, 1))
 	c := Config{Seed: 1, Farms: []farm.Config{fc}}
-	for i, k := range fc.DeviceKeys() {
+	for i, k := range fc.DeviceKeys()[:n] {
 		if i%10 == 0 {
 			p := port
 			if port != 0 {
@@ -106,10 +106,10 @@ func DemoConfig(n int, modbusAddr string) (Config, error) {
 	return c, c.Validate()
 }
 
-// DefaultConfig is the demo fleet of gale up: DemoConfig(20, "127.0.0.1:5020"),
+// DefaultConfig is the demo fleet of gale up: DemoConfig(20, 0, "127.0.0.1:5020"),
 // WT01…WT10 behind GW01 on port 5020 and WT11…WT20 behind GW02 on 5021.
 func DefaultConfig() Config {
-	c, _ := DemoConfig(20, "127.0.0.1:5020") // valid by construction (see the tests)
+	c, _ := DemoConfig(20, 0, "127.0.0.1:5020") // valid by construction (see the tests)
 	return c
 }
 

@@ -75,7 +75,7 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestDemoConfig(t *testing.T) {
-	c, err := DemoConfig(25, "127.0.0.1:6000")
+	c, err := DemoConfig(25, 0, "127.0.0.1:6000")
 	require.NoError(t, err)
 	require.Len(t, c.Gateways, 3)
 	for i, want := range []struct {
@@ -87,17 +87,23 @@ func TestDemoConfig(t *testing.T) {
 	}
 	require.Equal(t, regmap.Unit{Device: "WT21", ID: 1, Map: "wind-turbine"}, c.Gateways[2].Units[0])
 
-	c, err = DemoConfig(1, "[::1]:0")
+	c, err = DemoConfig(1, 0, "[::1]:0")
 	require.NoError(t, err)
 	require.Equal(t, 1, c.Farms[0].Rows)
 	require.Equal(t, "[::1]:0", c.Gateways[0].Addr)
+
+	c, err = DemoConfig(3, 2, "127.0.0.1:0")
+	require.NoError(t, err)
+	require.Equal(t, 5, c.Farms[0].Count, "WT04 and WT05 are turbines of the farm too")
+	require.Len(t, c.Gateways, 1)
+	require.Len(t, c.Gateways[0].Units, 3, "but behind no gateway: they connect directly")
 
 	for _, bad := range []struct {
 		n    int
 		addr string
 		err  error
 	}{{0, "127.0.0.1:5020", farm.ErrCount}, {20, "localhost", modbus.ErrAddr}, {20, "127.0.0.1:x", modbus.ErrAddr}, {30, "127.0.0.1:65534", modbus.ErrAddr}} {
-		_, err := DemoConfig(bad.n, bad.addr)
+		_, err := DemoConfig(bad.n, 0, bad.addr)
 		require.ErrorIs(t, err, bad.err, "%d %s", bad.n, bad.addr)
 	}
 	require.NoError(t, DefaultConfig().Validate())

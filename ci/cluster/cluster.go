@@ -31,6 +31,7 @@ import (
 	tcnetwork "github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
 
+	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/scenarios"
 )
 
@@ -79,7 +80,7 @@ func (c *Cloud) Name() string { return scenarios.CloudContainers }
 const nodeConfig = `dataDir: /data
 nodeID: %s
 role: all
-seedDemo: %d
+seedDemo: {turbines: %d, direct: %d}
 http: {addr: "0.0.0.0:8080"}
 mqtt: {addr: "0.0.0.0:1883", maxSampleFuture: %s}
 kafka: {brokers: ["%s:9092"]}
@@ -110,12 +111,12 @@ func (c *Cloud) Start(ctx context.Context, spec scenarios.CloudSpec) error {
 	}
 	for i := range spec.Nodes {
 		name := scenarios.NodeName(i)
-		seed := 0
+		var seed node.Demo
 		if i == 0 {
 			seed = spec.SeedDemo
 		}
 		rules := filepath.Base(spec.RulesDir) // a directory is copied under its own name
-		conf := fmt.Sprintf(nodeConfig, name, seed, spec.MaxSampleFuture, scenarios.KafkaName, rules)
+		conf := fmt.Sprintf(nodeConfig, name, seed.Turbines, seed.Direct, spec.MaxSampleFuture, scenarios.KafkaName, rules)
 		if err := c.run(ctx, name, []*testcontainers.DockerNetwork{c.front, c.back},
 			testcontainers.WithCmd("cloud", "--config", "/gale.yaml"),
 			testcontainers.WithFiles(

@@ -59,7 +59,7 @@ func TestTwinsCommandErrors(t *testing.T) {
 // against a node seeded with the demo registry; the secrets come from the API.
 func TestTwinsCommandRunsFleetAgainstCloud(t *testing.T) {
 	h := nodetest.Start(t, nodetest.Config(t))
-	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, 2))
+	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 2}))
 	fleet := filepath.Join(t.TempDir(), "fleet.yaml")
 	require.NoError(t, os.WriteFile(fleet, []byte(`
 farms:

@@ -21,7 +21,8 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.MQTT.Addr, "mqtt-addr", cfg.MQTT.Addr, "MQTT listen address")
 	fs.StringVar(&cfg.Kafka.EmbeddedAddr, "kafka-addr", cfg.Kafka.EmbeddedAddr, "embedded Kafka listen address")
 	modbusAddr := fs.String("modbus-addr", "127.0.0.1:5020", "first listen address of the twin Modbus gateways (one per ten turbines, on consecutive ports)")
-	turbines := fs.Int("turbines", 20, "turbines in the demo farm")
+	turbines := fs.Int("turbines", 20, "turbines in the demo farm behind the twin Modbus gateways")
+	direct := fs.Int("direct-turbines", 0, "more turbines of the demo farm, connected directly over MQTT")
 	speed := fs.Float64("speed", 1, "twin clock speed (1 = real time, up to 10000)")
 	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
@@ -32,15 +33,18 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	if *turbines < 1 || *turbines > 1000 {
 		return fmt.Errorf("--turbines %d: want 1 to 1000", *turbines)
 	}
+	if *direct < 0 || *turbines+*direct > 1000 {
+		return fmt.Errorf("--direct-turbines %d: want 0 to %d", *direct, 1000-*turbines)
+	}
 	if *speed < 1 || *speed > 10000 {
 		return fmt.Errorf("--speed %g: want 1 to 10000", *speed)
 	}
-	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, *turbines
+	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, node.Demo{Turbines: *turbines, Direct: *direct}
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
 	}
-	fleetCfg, err := twins.DemoConfig(*turbines, *modbusAddr)
+	fleetCfg, err := twins.DemoConfig(*turbines, *direct, *modbusAddr)
 	if err != nil {
 		return err
 	}

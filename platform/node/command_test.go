@@ -44,7 +44,7 @@ func connectWith(t *testing.T, h *nodetest.Harness, d api.Device, calls chan dev
 
 func TestCommandRoundTrips(t *testing.T) {
 	h := nodetest.Start(t, nodetest.Config(t))
-	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, 3))
+	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 3}))
 	var wt01, wt02, wt03, gw01 api.Device
 	h.Do(t, "GET", "/api/v1/devices/wind-turbine/WT01", nil, &wt01)
 	h.Do(t, "GET", "/api/v1/devices/wind-turbine/WT02", nil, &wt02)

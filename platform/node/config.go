@@ -33,10 +33,10 @@ type Config struct {
 	Kafka bus.Config     `yaml:"kafka"`
 	TSDB  tsdb.Config    `yaml:"tsdb"`
 	Rules RulesConfig    `yaml:"rules"`
-	// SeedDemo, when above 0, seeds the demo registry at start with that many
-	// turbines (SeedDemo: org, site, shipped products, gateways, turbines, met
-	// mast; what exists is kept). In a cluster, give it to one node.
-	SeedDemo int `yaml:"seedDemo"`
+	// SeedDemo, when it has turbines, seeds the demo registry at start
+	// (SeedDemo: org, site, shipped products, gateways, turbines, met mast;
+	// what exists is kept). In a cluster, give it to one node.
+	SeedDemo Demo `yaml:"seedDemo"`
 	// SelfMonitoring stores the node's own metrics in its TSDB (store role), job "gale".
 	SelfMonitoring selfmon.Config `yaml:"selfMonitoring"`
 	// RemoteWrite lists Prometheus-compatible endpoints a store node ships its telemetry to.
@@ -99,8 +99,8 @@ func (c *Config) Complete() error {
 	if c.HTTP.Addr == "" {
 		return fmt.Errorf("%w: http.addr is empty", ErrConfig)
 	}
-	if c.SeedDemo < 0 || c.SeedDemo > 1000 {
-		return fmt.Errorf("%w: seedDemo %d: want 0 to 1000 turbines", ErrConfig, c.SeedDemo)
+	if d := c.SeedDemo; d.Turbines < 0 || d.Direct < 0 || d.Turbines+d.Direct > 1000 {
+		return fmt.Errorf("%w: seedDemo %+v: want 0 to 1000 turbines in all", ErrConfig, d)
 	}
 	if c.Rules.Dir == "" {
 		c.Rules.Dir = filepath.Join(c.DataDir, "rules")

@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, cfg.DataDir); err != nil {
 		return nil, err
 	}
-	if cfg.SeedDemo > 0 {
+	if cfg.SeedDemo != (Demo{}) {
 		if err := SeedDemo(ctx, n.Registry, cfg.SeedDemo); err != nil {
 			return nil, err
 		}

@@ -28,7 +28,7 @@ func TestGearboxAlertFiresOnceResolvesOnceAndSurvivesRestart(t *testing.T) {
 	cfg := nodetest.Config(t)
 	cfg.Rules.CheckpointEvery = 100 * time.Millisecond
 	h := nodetest.Start(t, cfg)
-	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, 2))
+	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 2}))
 	var wt01, wt02 api.Device
 	h.Do(t, http.MethodGet, "/api/v1/devices/wind-turbine/WT01", nil, &wt01)
 	h.Do(t, http.MethodGet, "/api/v1/devices/wind-turbine/WT02", nil, &wt02)

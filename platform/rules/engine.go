@@ -57,7 +57,7 @@ type AssetSites func(asset string) map[string]bool
 type Engine struct {
 	rules   []*Rule
 	byPoint map[string][]int
-	byEvent map[string][]int
+	byEvent map[string][]int // event → the event rules it fires or resolves
 	scopes  []map[string]bool // by rule index: sites/orgs of its asset scope
 
 	watermark int64
@@ -109,6 +109,9 @@ func (e *Engine) SetRules(rules []*Rule, sites AssetSites) {
 	for i, r := range rules {
 		if r.Type == TypeEvent {
 			e.byEvent[r.Event] = append(e.byEvent[r.Event], i)
+			if r.ResolveOn != "" {
+				e.byEvent[r.ResolveOn] = append(e.byEvent[r.ResolveOn], i)
+			}
 		}
 		for _, p := range r.points() {
 			e.byPoint[p] = append(e.byPoint[p], i)
@@ -199,8 +202,11 @@ func (e *Engine) Observe(s Sample) (out []Transition, ok bool) {
 			}
 			rs.Last = s.Time
 			if rs.Firing {
+				// A sample that arrives late (other devices moved event time past
+				// the silence first) may be older than the firing: the episode
+				// then ends as it began, never before.
 				rs.Firing = false
-				out = append(out, e.transition(i, Resolved, key, rs, s.Time, s.Value, s.Point))
+				out = append(out, e.transition(i, Resolved, key, rs, max(s.Time, rs.Since), s.Value, s.Point))
 			}
 		}
 	}
@@ -312,8 +318,16 @@ func (e *Engine) ObserveEvent(org, product, device, site, event string, t int64)
 			continue
 		}
 		r := e.rules[i]
-		rs := stateOf(e.device(key).rules, i, s)
-		if rs.Firing && t-rs.Last >= r.ResolveAfter.Millis() {
+		states := e.device(key).rules
+		if event == r.ResolveOn {
+			if rs := states[i]; rs != nil && rs.Firing {
+				out = append(out, e.transition(i, Resolved, key, rs, max(t, rs.Since), 0, ""))
+				delete(states, i)
+			}
+			continue
+		}
+		rs := stateOf(states, i, s)
+		if rs.Firing && r.ResolveAfter > 0 && t-rs.Last >= r.ResolveAfter.Millis() {
 			// The previous episode had ended before this event.
 			out = append(out, e.transition(i, Resolved, key, rs, rs.Last+r.ResolveAfter.Millis(), 0, ""))
 			rs.Firing = false
@@ -348,7 +362,7 @@ func (e *Engine) Advance(watermark int64) []Transition {
 					rs.Firing, rs.Since = true, pv.T+r.After.Millis()
 					out = append(out, e.transition(i, Firing, key, rs, rs.Since, pv.V, r.Point))
 				}
-			case r.Type == TypeEvent && rs.Firing && now-rs.Last >= r.ResolveAfter.Millis():
+			case r.Type == TypeEvent && rs.Firing && r.ResolveAfter > 0 && now-rs.Last >= r.ResolveAfter.Millis():
 				out = append(out, e.transition(i, Resolved, key, rs, rs.Last+r.ResolveAfter.Millis(), 0, ""))
 				delete(d.rules, i)
 			}

@@ -45,8 +45,12 @@ type Rule struct {
 	GroupBy string `yaml:"groupBy"`
 	// After is how long without a sample makes a nodata rule fire.
 	After Duration `yaml:"after"`
-	// Event is the device event that fires an event rule; ResolveAfter resolves it when no new event came for that long.
+	// Event is the device event that fires an event rule. ResolveOn, when
+	// set, is the device event that resolves it (e.g. faultCleared);
+	// ResolveAfter resolves it when no new event came for that long (default
+	// 10m without ResolveOn, never with it unless given).
 	Event        string   `yaml:"event"`
+	ResolveOn    string   `yaml:"resolveOn"`
 	ResolveAfter Duration `yaml:"resolveAfter"`
 	// For is how long (event time) the condition must hold before the alert fires.
 	For      Duration `yaml:"for"`
@@ -257,7 +261,10 @@ func (r *Rule) validate() error {
 		if r.Event == "" {
 			return errors.New("event is empty")
 		}
-		if r.ResolveAfter == 0 {
+		if r.ResolveAfter < 0 || r.ResolveOn == r.Event {
+			return errors.New("resolveAfter must be positive, and resolveOn another event than the one that fires")
+		}
+		if r.ResolveAfter == 0 && r.ResolveOn == "" {
 			r.ResolveAfter = Duration(10 * time.Minute)
 		}
 	default:

@@ -31,6 +31,8 @@ type TestCase struct {
 	Events  []TestEvent  `yaml:"events"`
 	// Resume samples are backfill: the engine must never see them.
 	Resume []TestSeries `yaml:"resume"`
+	// BadQuality samples carry a bad quality flag: the engine must never see them either.
+	BadQuality []TestSeries `yaml:"badQuality"`
 	// RestartAt restarts the engine from its snapshot at these stream times.
 	RestartAt []Duration `yaml:"restartAt"`
 	// Until advances event time to this offset at the end (for nodata and event resolution).
@@ -124,6 +126,7 @@ type arrival struct {
 	at, arrive int64
 	sample     *Sample
 	resume     bool
+	quality    uint8
 	event      *TestEvent
 }
 
@@ -140,7 +143,7 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 		}
 		return Sample{Org: d.Org, Product: d.Product, Device: name, Site: d.Site}, nil
 	}
-	addSeries := func(series []TestSeries, resume bool) error {
+	addSeries := func(series []TestSeries, resume bool, quality uint8) error {
 		for _, s := range series {
 			id, err := ident(s.Device)
 			if err != nil {
@@ -157,15 +160,18 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 				smp := id
 				smp.Point, smp.Value = s.Point, *v
 				smp.Time = testEpoch + s.Start.Millis() + int64(i)*s.Interval.Millis()
-				stream = append(stream, arrival{at: smp.Time, arrive: smp.Time, sample: &smp, resume: resume})
+				stream = append(stream, arrival{at: smp.Time, arrive: smp.Time, sample: &smp, resume: resume, quality: quality})
 			}
 		}
 		return nil
 	}
-	if err := addSeries(tc.Series, false); err != nil {
+	if err := addSeries(tc.Series, false, api.QualityGood); err != nil {
 		return nil, err
 	}
-	if err := addSeries(tc.Resume, true); err != nil {
+	if err := addSeries(tc.Resume, true, api.QualityGood); err != nil {
+		return nil, err
+	}
+	if err := addSeries(tc.BadQuality, false, api.QualityBad); err != nil {
 		return nil, err
 	}
 	for _, s := range tc.Samples {
@@ -233,7 +239,7 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 		}
 		if a.sample != nil {
 			// The same path as the consumer: a record whose live samples are evaluated.
-			rec := recordOf(*a.sample, a.resume)
+			rec := recordOf(*a.sample, a.resume, a.quality)
 			for _, smp := range liveSamples(&rec) {
 				ts, _ := eng.Observe(smp)
 				record(ts)

@@ -285,8 +285,9 @@ func (r *Runner) logStatus(clients []*device.Client, before status) status {
 }
 
 // forwardEvents posts the fleet's fault events of the runner's devices as
-// thing model event "fault" with value {code, text}. The runner is the
-// fleet's event reader: events of other devices are dropped.
+// thing model event "fault" (raised) or "faultCleared", with value {code,
+// text}. The runner is the fleet's event reader: events of other devices
+// are dropped.
 func (r *Runner) forwardEvents(ctx context.Context, clients []*device.Client) {
 	for {
 		select {
@@ -298,7 +299,7 @@ func (r *Runner) forwardEvents(ctx context.Context, clients []*device.Client) {
 				r.log.Debug("event of a device not run directly dropped", "device", e.Device, "code", e.Code)
 				continue
 			}
-			if err := clients[i].PostEvent(turbine.EventID, e.Time, map[string]any{"code": e.Code, "text": e.Text}); err != nil {
+			if err := clients[i].PostEvent(e.ModelEvent(), e.Time, map[string]any{"code": e.Code, "text": e.Text}); err != nil {
 				r.log.Warn("event not posted", "device", e.Device, "err", err)
 				continue
 			}

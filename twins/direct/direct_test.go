@@ -64,7 +64,7 @@ func metric(t testing.TB, h *nodetest.Harness, series string) float64 {
 // a service call published to the turbine's topic changes the twin.
 func TestDirectDevicesAgainstNode(t *testing.T) {
 	h := nodetest.Start(t, nodetest.Config(t))
-	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, 2))
+	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 2}))
 	f := newFleet(t)
 	secret := func(pk, dk string) (string, error) {
 		d, ok := h.Node.Registry.Device(pk, dk)

@@ -1,7 +1,8 @@
 package modbus
 
 // Tests against real Modbus peers no one here wrote: Debian's mbpoll
-// (libmodbus) and python3-pymodbus. CI installs both; without them the tests skip.
+// (libmodbus) and python3-pymodbus (with python3-serial-asyncio, which it only
+// recommends). CI installs them; without them the tests skip.
 
 import (
 	"encoding/json"
@@ -155,11 +156,12 @@ print(json.dumps(out))
 
 func findPymodbus(tb testing.TB) string {
 	for _, py := range []string{"/usr/bin/python3", "python3"} {
-		if exec.Command(py, "-c", "import pymodbus").Run() == nil {
+		if exec.Command(py, "-c", "import pymodbus.client").Run() == nil {
 			return py
 		}
 	}
-	tb.Skip("pymodbus not found: install the Debian package python3-pymodbus (apt-get install -y python3-pymodbus)")
+	// Debian's pymodbus client needs serial_asyncio, a package it only recommends.
+	tb.Skip("pymodbus's client not found: install the Debian packages python3-pymodbus and python3-serial-asyncio")
 	return ""
 }
 

@@ -154,5 +154,17 @@ type Event struct {
 	Active bool `json:"active"`
 }
 
-// EventID is the thing model event identifier of turbine events.
-const EventID = "fault"
+// Thing model event identifiers of turbine events: EventID when a
+// condition is raised, ClearedEventID when it clears.
+const (
+	EventID        = "fault"
+	ClearedEventID = "faultCleared"
+)
+
+// ModelEvent is the thing model event identifier e is posted as.
+func (e Event) ModelEvent() string {
+	if e.Active {
+		return EventID
+	}
+	return ClearedEventID
+}
