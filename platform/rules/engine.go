@@ -57,7 +57,7 @@ type AssetSites func(asset string) map[string]bool
 type Engine struct {
 	rules   []*Rule
 	byPoint map[string][]int
-	byEvent map[string][]int // event → the event rules it fires or resolves
+	byEvent map[string][]int  // event → the event rules it fires or resolves
 	scopes  []map[string]bool // by rule index: sites/orgs of its asset scope
 
 	watermark int64
