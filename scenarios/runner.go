@@ -10,9 +10,11 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +27,9 @@ import (
 	"github.com/gale-iot/gale/twins/direct"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// ErrOtherCloud is returned by Run for a scenario that does not run on the cloud asked for.
+var ErrOtherCloud = errors.New("scenario not for this cloud")
 
 // Option tunes Run.
 type Option func(*runner)
@@ -124,8 +129,8 @@ func Run(ctx context.Context, file string, opts ...Option) (Result, error) {
 
 func (r *runner) run(ctx context.Context) (res Result, err error) {
 	if !slices.Contains(r.sc.Topology.RunOn, r.cloud.Name()) {
-		return Result{}, fmt.Errorf("the scenario runs on %s, not on the %s cloud (topology.runOn)",
-			strings.Join(r.sc.Topology.RunOn, ", "), r.cloud.Name())
+		return Result{}, fmt.Errorf("%w: it runs on %s (topology.runOn), not on the %s cloud",
+			ErrOtherCloud, strings.Join(r.sc.Topology.RunOn, ", "), r.cloud.Name())
 	}
 	dir, err := os.MkdirTemp("", "gale-scenario-")
 	if err != nil {
@@ -576,26 +581,35 @@ func (r *runner) heal(ctx context.Context, n string) error {
 	return r.cloud.Rejoin(ctx, n)
 }
 
-// fault injects (POST) or clears (DELETE) a fault through the twin control API.
+// fault injects (POST, with a JSON body) or clears (DELETE, with the
+// fault and unit as query parameters; none clears them all) a fault
+// through the twin control API.
 func (r *runner) fault(ctx context.Context, method string, f FaultStep) error {
-	if f.Turbine != "" {
-		var body any
-		if method == http.MethodPost {
-			body = map[string]string{"fault": f.Fault}
-		}
-		return r.twins.do(ctx, method, "/twins/v1/turbines/"+f.Turbine+"/faults", body, nil)
-	}
+	path := "/twins/v1/turbines/" + url.PathEscape(f.Turbine) + "/faults"
 	body := map[string]any{"fault": f.Fault}
+	if f.Gateway != "" {
+		path = "/twins/v1/gateways/" + url.PathEscape(f.Gateway) + "/faults"
+		if f.Unit != 0 {
+			body["unit"] = f.Unit
+		}
+		if f.Code != 0 {
+			body["code"] = f.Code
+		}
+	}
+	if method == http.MethodPost {
+		return r.twins.do(ctx, method, path, body, nil)
+	}
+	q := url.Values{}
+	if f.Fault != "" {
+		q.Set("fault", f.Fault)
+	}
 	if f.Unit != 0 {
-		body["unit"] = f.Unit
+		q.Set("unit", strconv.Itoa(f.Unit))
 	}
-	if f.Code != 0 {
-		body["code"] = f.Code
+	if len(q) > 0 {
+		path += "?" + q.Encode()
 	}
-	if method == http.MethodDelete && f.Fault == "" {
-		body = nil
-	}
-	return r.twins.do(ctx, method, "/twins/v1/gateways/"+f.Gateway+"/faults", body, nil)
+	return r.twins.do(ctx, method, path, nil, nil)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -137,7 +137,8 @@ type LoadStep struct {
 
 // FaultStep injects or clears a turbine fault (Turbine with Fault) or a
 // Modbus gateway fault (Gateway with Fault, Unit, Code as the twin control
-// API spells them). Clearing a turbine or a gateway needs no Fault.
+// API spells them). A clear with no Fault (and, for a gateway, no Unit)
+// clears every fault of the turbine or gateway.
 type FaultStep struct {
 	Turbine string `yaml:"turbine"`
 	Gateway string `yaml:"gateway"`

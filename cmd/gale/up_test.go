@@ -210,6 +210,10 @@ func TestCommandLineErrors(t *testing.T) {
 		{"up", "--no-such-flag"},
 		{"up", "extra"},
 		{"up", "--log-level", "loud"},
+		{"up", "--turbines", "999", "--direct-turbines", "2"},
+		{"scenario", "run"},
+		{"scenario", "run", "../../scenarios/node-pause.yaml"}, // containers only: nothing runs
+		{"scenario", "run", "../../scenarios/testdata/bad-field.bad.yaml"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(context.Background(), args, &out, &errb)
