@@ -32,11 +32,12 @@ fmt:
 clean:
 	rm -rf bin data
 
-# Container suite (ci/suite, build tag `containers`): Gale's own image, built
-# FROM scratch by `images`, as a Kafka node and two cloud nodes on a Docker
-# network, with faults injected under load. Needs a Docker engine; pulls no
-# image. JUnit report and figures land in ci/reports/, logs of failed tests'
-# containers in ci/logs/.
+# Container suite (ci/suite, build tag `containers`): the scenarios marked
+# `runOn: [containers]` on Gale's own image, built FROM scratch by `images`,
+# as a Kafka node and cloud nodes on two Docker networks of their own, with
+# faults injected under load. Needs a Docker engine; pulls no image.
+# GALE_SCENARIOS=a.yaml,b.yaml runs only those. JUnit reports and figures
+# land in ci/reports/, the logs of a failed scenario's containers in ci/logs/.
 GOTESTSUM ?= $(GO) run gotest.tools/gotestsum@v1.13.0
 
 .PHONY: test-containers

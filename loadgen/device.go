@@ -42,6 +42,11 @@ type device struct {
 	// lostAt is when the connection was lost or given up on (Unix ns, 0
 	// while connected): the start of an outage that reconnect measures.
 	lostAt atomic.Int64
+	// conn counts the connections made; a message remembers the one it went out on.
+	conn atomic.Int64
+	// firstDue and lastDue are the due times of the first and last message
+	// (sender); lastAck is when the last PUBACK came (collect, read once it ended).
+	firstDue, lastDue, lastAck time.Time
 
 	window  chan struct{} // one token per message in flight
 	pending chan inflight
@@ -51,6 +56,7 @@ type device struct {
 // inflight is a published message awaiting its acknowledgement.
 type inflight struct {
 	seq, ts int64
+	conn    int64 // the connection it went out on
 	due     time.Time
 	sent    time.Time
 	tok     paho.Token
@@ -102,9 +108,6 @@ func (d *device) connect(ctx context.Context) error {
 		return fmt.Errorf("connect %s: %w", d.id.Name(), err)
 	}
 	d.g.rec.connect(time.Since(start))
-	if lost := d.lostAt.Swap(0); lost != 0 {
-		d.g.rec.observe(latReconnect, time.Since(time.Unix(0, lost)))
-	}
 	if cfg.Replies {
 		tok := c.Subscribe(api.ReplyTopic(d.topic), 0, d.onReply)
 		if err := waitToken(ctx, tok, time.Now().Add(cfg.ConnectTimeout)); err != nil {
@@ -114,6 +117,10 @@ func (d *device) connect(ctx context.Context) error {
 		}
 	}
 	d.client = c
+	d.conn.Add(1)
+	if lost := d.lostAt.Swap(0); lost != 0 {
+		d.g.rec.observe(latReconnect, time.Since(time.Unix(0, lost)))
+	}
 	return nil
 }
 
@@ -217,6 +224,10 @@ func (d *device) run(ctx context.Context, sched Schedule, start time.Time, shift
 			return
 		}
 		d.seq++
+		if d.firstDue.IsZero() {
+			d.firstDue = due
+		}
+		d.lastDue = due
 		ts := max(due.UnixMilli(), d.lastTS+1) // distinct timestamps per device
 		d.lastTS = ts
 		if d.g.ledger != nil {
@@ -236,7 +247,7 @@ func (d *device) run(ctx context.Context, sched Schedule, start time.Time, shift
 		for _, r := range recs {
 			r.send(due, now)
 		}
-		d.pending <- inflight{seq: d.seq, ts: ts, due: due, sent: now, tok: tok, recs: recs}
+		d.pending <- inflight{seq: d.seq, ts: ts, conn: d.conn.Load(), due: due, sent: now, tok: tok, recs: recs}
 	}
 }
 
@@ -255,14 +266,15 @@ func (d *device) failed(recs []*recorder, kind string, ts int64) {
 func (d *device) collect() {
 	defer close(d.done)
 	qos1 := d.g.cfg.QoS == 1
-	var lastAck time.Time
 	for m := range d.pending {
 		err := waitToken(context.Background(), m.tok, m.sent.Add(d.g.cfg.PublishTimeout))
 		now := time.Now()
 		d.release()
 		switch {
 		case errors.Is(err, errTimeout):
-			d.lostAt.CompareAndSwap(0, now.UnixNano()) // the sender redials
+			if m.conn == d.conn.Load() { // not one the sender has given up on already
+				d.lostAt.CompareAndSwap(0, now.UnixNano()) // the sender redials
+			}
 			d.failed(m.recs, "publish_timeout", m.ts)
 		case err != nil:
 			kind := "publish_error"
@@ -274,10 +286,10 @@ func (d *device) collect() {
 			for _, r := range m.recs {
 				r.ack(m.due, now, qos1)
 			}
-			if !lastAck.IsZero() {
-				d.g.rec.observe(latAckGap, now.Sub(lastAck))
+			if !d.lastAck.IsZero() {
+				d.g.rec.observe(latAckGap, now.Sub(d.lastAck))
 			}
-			lastAck = now
+			d.lastAck = now
 			if d.g.ledger != nil {
 				d.g.ledger.mark(d.idx, m.seq, flagAcked)
 			}
@@ -291,13 +303,25 @@ func (d *device) release() {
 	d.g.inflight.Add(-1)
 }
 
-// close disconnects and stops the collector.
+// close disconnects and stops the collector. An outage still going on is
+// measured up to now (reconnect) and up to the last message due (ack_gap),
+// so a device that never recovered shows in the maxima.
 func (d *device) close() {
 	if d.client != nil {
 		d.client.Disconnect(100)
 	}
 	close(d.pending)
 	<-d.done
+	if lost := d.lostAt.Load(); lost != 0 {
+		d.g.rec.observe(latReconnect, time.Since(time.Unix(0, lost)))
+	}
+	since := d.lastAck
+	if since.IsZero() {
+		since = d.firstDue
+	}
+	if d.lastDue.After(since) {
+		d.g.rec.observe(latAckGap, d.lastDue.Sub(since))
+	}
 }
 
 // sleepUntil waits until t; false when ctx ended first.

@@ -124,26 +124,37 @@ func (r *runner) eval(ctx context.Context, a Assertion) (pass bool, expected, ac
 	rep := run.rep
 	switch {
 	case a.Loss != nil:
-		pass, parts := true, []string{}
+		checked, lost, parts := 0, false, []string{}
 		for _, nl := range r.nodeLedgers(ctx, run) {
 			l := nl.rep
-			if !l.Checked {
-				pass = false
+			switch {
+			case nl.down:
+				parts = append(parts, nl.node+": down at the end, not checked")
+			case !l.Checked:
+				lost = true
 				parts = append(parts, nl.node+": not checked: "+l.Error)
+			default:
+				checked++
+				lost = lost || l.Lost() > 0
+				parts = append(parts, fmt.Sprintf("%s: %d of %d acknowledged lost (%d missing, %d wrong value)%s",
+					nl.node, l.Lost(), l.Acknowledged, l.Missing, l.WrongValue, lossDetail(l)))
+			}
+		}
+		return checked > 0 && !lost, "0 acknowledged samples lost on every running node", strings.Join(parts, "; "), false
+	case a.Duplicates != nil:
+		checked, dup, parts := 0, false, []string{}
+		for _, nl := range r.nodeLedgers(ctx, run) {
+			if nl.down {
+				parts = append(parts, nl.node+": down at the end, not checked")
 				continue
 			}
-			pass = pass && l.Lost() == 0
-			parts = append(parts, fmt.Sprintf("%s: %d of %d acknowledged lost (%d missing, %d wrong value)%s",
-				nl.node, l.Lost(), l.Acknowledged, l.Missing, l.WrongValue, lossDetail(l)))
-		}
-		return pass, "0 acknowledged samples lost on every running node", strings.Join(parts, "; "), false
-	case a.Duplicates != nil:
-		pass, parts := true, []string{}
-		for _, nl := range r.nodeLedgers(ctx, run) {
-			pass = pass && nl.rep.Checked && nl.rep.Duplicates == 0
+			if nl.rep.Checked {
+				checked++
+			}
+			dup = dup || !nl.rep.Checked || nl.rep.Duplicates > 0
 			parts = append(parts, fmt.Sprintf("%s: %d duplicates (checked %t)", nl.node, nl.rep.Duplicates, nl.rep.Checked))
 		}
-		return pass, "0 duplicates on every running node", strings.Join(parts, "; "), false
+		return checked > 0 && !dup, "0 duplicates on every running node", strings.Join(parts, "; "), false
 	case a.Rate != nil:
 		return rep.Rate.Ratio >= a.Rate.MinRatio, fmt.Sprintf("achieved/offered ≥ %g", a.Rate.MinRatio),
 			fmt.Sprintf("%.1f of %.1f msg/s (%.3f)", rep.Rate.Achieved, rep.Rate.Offered, rep.Rate.Ratio), false

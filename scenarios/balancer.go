@@ -11,15 +11,16 @@ import (
 // balancer is a TCP load balancer, as devices reach a cluster's ingest
 // nodes in production: each new connection goes to the next upstream that
 // is up (round robin; or, as failover, always the first that is up), trying
-// the others when a dial fails. An upstream is
-// down while its health check fails or the runner marks it down; marking
-// it down also drops its connections. Cut drops every connection and
-// refuses new ones until Restore: a link that is cut.
+// the others when a dial fails. An upstream is down while its health check
+// fails (twice in a row, as HAProxy's "fall 2") or the runner marks it
+// down; marking it down also drops its connections. Cut drops every
+// connection and refuses new ones until Restore: a link that is cut.
 //
 // The runner puts one in front of the nodes' MQTT brokers and one in front
-// of their HTTP APIs (failover: the registry is eventually consistent across
-// nodes, so the runner reads its writes from one node while it is up), and one per Modbus gateway between its edges and the
-// MQTT balancer (the edge's link to the cloud).
+// of their HTTP APIs (failover: the registry is eventually consistent
+// across nodes, so the runner reads its writes from one node while it is
+// up), and one per Modbus gateway between its edges and the MQTT balancer
+// (the edge's link to the cloud).
 type balancer struct {
 	l         net.Listener
 	upstreams func() []upstream
@@ -29,7 +30,7 @@ type balancer struct {
 	mu      sync.Mutex
 	cut     bool
 	down    map[string]bool // marked down by the runner
-	failing map[string]bool // failing their health check
+	failing map[string]int  // consecutive failed health checks
 	conns   map[net.Conn]string
 	next    int
 	stop    context.CancelFunc
@@ -38,8 +39,12 @@ type balancer struct {
 // upstream is where a balancer forwards to; Addr is "" while it is unreachable.
 type upstream struct{ Name, Addr string }
 
-// healthEvery is how often a balancer checks its upstreams' health.
-const healthEvery = 250 * time.Millisecond
+// healthEvery is how often a balancer checks its upstreams' health;
+// healthFall failed checks in a row take an upstream out until one passes.
+const (
+	healthEvery = 250 * time.Millisecond
+	healthFall  = 2
+)
 
 // newBalancer listens on a loopback port and forwards to upstreams (asked
 // anew on every connection, as addresses may change when a node restarts).
@@ -49,7 +54,7 @@ func newBalancer(upstreams func() []upstream, healthy func(ctx context.Context, 
 		return nil, err
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	b := &balancer{l: l, upstreams: upstreams, healthy: healthy, failover: failover, down: map[string]bool{}, failing: map[string]bool{},
+	b := &balancer{l: l, upstreams: upstreams, healthy: healthy, failover: failover, down: map[string]bool{}, failing: map[string]int{},
 		conns: map[net.Conn]string{}, stop: stop}
 	go b.accept()
 	if healthy != nil {
@@ -104,7 +109,7 @@ func (b *balancer) candidates() []upstream {
 	var out []upstream
 	for i := range all {
 		u := all[(b.next+i)%len(all)]
-		if u.Addr != "" && !b.down[u.Name] && !b.failing[u.Name] {
+		if u.Addr != "" && !b.down[u.Name] && b.failing[u.Name] < healthFall {
 			out = append(out, u)
 		}
 	}
@@ -124,17 +129,25 @@ func (b *balancer) pipe(dst, src net.Conn) {
 	b.mu.Unlock()
 }
 
-// check runs the health checks until ctx ends.
+// check runs the health checks, of all upstreams at once, until ctx ends.
 func (b *balancer) check(ctx context.Context) {
 	t := time.NewTicker(healthEvery)
 	defer t.Stop()
 	for {
+		var wg sync.WaitGroup
 		for _, u := range b.upstreams() {
-			ok := u.Addr != "" && b.healthy(ctx, u.Name)
-			b.mu.Lock()
-			b.failing[u.Name] = !ok
-			b.mu.Unlock()
+			wg.Go(func() {
+				ok := u.Addr != "" && b.healthy(ctx, u.Name)
+				b.mu.Lock()
+				if ok {
+					b.failing[u.Name] = 0
+				} else {
+					b.failing[u.Name]++
+				}
+				b.mu.Unlock()
+			})
 		}
+		wg.Wait()
 		select {
 		case <-ctx.Done():
 			return

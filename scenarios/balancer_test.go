@@ -121,7 +121,11 @@ func TestBalancer(t *testing.T) {
 			func(_ context.Context, name string) bool { return name == "a" || bHealthy.Load() }, false)
 		require.NoError(t, err)
 		defer lb.Close()
-		time.Sleep(2 * healthEvery)
+		require.Eventually(t, func() bool {
+			lb.mu.Lock()
+			defer lb.mu.Unlock()
+			return lb.failing["b"] >= healthFall
+		}, 2*time.Second, 10*time.Millisecond, "b fails its checks")
 		for range 4 {
 			who, _ := ask(t, lb)
 			require.Equal(t, "a", who)

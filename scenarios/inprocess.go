@@ -86,7 +86,7 @@ func (c *inProcess) Start(ctx context.Context, spec CloudSpec) error {
 			}
 			c.token = string(bytes.TrimSpace(tok))
 		}
-		if err := waitReady(ctx, c.nodes[name].api); err != nil {
+		if err := WaitReady(ctx, c.nodes[name].api, time.Minute); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -192,7 +192,7 @@ func (c *inProcess) Revive(ctx context.Context, name string) error {
 	if err := c.startNode(name); err != nil {
 		return err
 	}
-	return waitReady(ctx, p.api)
+	return WaitReady(ctx, p.api, time.Minute)
 }
 
 func (c *inProcess) Pause(context.Context, string) error  { return errUnsupported("pause") }
@@ -207,33 +207,32 @@ func errUnsupported(action string) error {
 }
 
 func (c *inProcess) Stop(bool) error {
+	var errs []error
 	for name, p := range c.nodes {
 		c.mu.Lock()
 		running := p.n != nil
 		c.mu.Unlock()
 		if running {
-			if err := c.Kill(context.Background(), name); err != nil {
-				return err
-			}
+			errs = append(errs, c.Kill(context.Background(), name))
 		}
 	}
 	c.mu.Lock()
 	k := c.kafka
 	c.kafka = nil
-	failures := c.failures
+	errs = append(errs, c.failures...)
 	c.mu.Unlock()
 	if k != nil {
 		k.Close()
 	}
-	return errors.Join(failures...)
+	return errors.Join(errs...)
 }
 
-// waitReady waits until the node at apiURL answers /readyz with 200.
-func waitReady(ctx context.Context, apiURL string) error {
-	deadline := time.Now().Add(60 * time.Second)
+// WaitReady waits until the node at apiURL answers /readyz with 200, for at most timeout.
+func WaitReady(ctx context.Context, apiURL string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for !ready(ctx, apiURL) {
 		if time.Now().After(deadline) {
-			return errors.New("not ready after 60s")
+			return fmt.Errorf("%s not ready after %s", apiURL, timeout)
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return err

@@ -65,8 +65,12 @@ func (r *runner) figures(res Result) Result {
 		res.Figures = append(res.Figures, line)
 		if len(r.nodes) > 1 {
 			for _, nl := range run.ledgers {
-				res.Figures = append(res.Figures, fmt.Sprintf("  ledger of %s on %s: %d acknowledged, %d stored, %d lost, %d duplicates",
-					name, nl.node, nl.rep.Acknowledged, nl.rep.Stored, nl.rep.Lost(), nl.rep.Duplicates))
+				line := fmt.Sprintf("  ledger of %s on %s: %d acknowledged, %d stored, %d lost, %d duplicates",
+					name, nl.node, nl.rep.Acknowledged, nl.rep.Stored, nl.rep.Lost(), nl.rep.Duplicates)
+				if nl.down {
+					line = fmt.Sprintf("  ledger of %s on %s: not checked, the node was down", name, nl.node)
+				}
+				res.Figures = append(res.Figures, line)
 			}
 		}
 	}

@@ -145,11 +145,16 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 			err = errors.Join(err, fmt.Errorf("cloud: %w", cerr))
 		}
 	}()
+	defer func() {
+		for _, b := range []*balancer{r.mqtt, r.http} {
+			if b != nil {
+				b.Close()
+			}
+		}
+	}()
 	if err := r.startCloud(runCtx, dir); err != nil {
 		return Result{}, err
 	}
-	defer r.http.Close()
-	defer r.mqtt.Close()
 
 	plantDone := make(chan error, 1)
 	if err := r.startPlant(runCtx, dir, plantDone); err != nil {
@@ -175,6 +180,9 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 	}
 	r.t0, r.wall0 = r.fleet.Now(), time.Now()
 	runErr := r.runTimeline(runCtx)
+	if runErr != nil {
+		stop() // no assertion will read what the background steps measure
+	}
 	r.bg.Wait()
 	res = Result{Timeline: r.timeline, Sim: r.fleet.Now().Sub(r.t0)}
 	if runErr != nil {

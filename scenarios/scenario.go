@@ -372,6 +372,9 @@ func (s *Scenario) Validate() error {
 		return ErrName
 	}
 	t := s.Topology
+	if len(t.RunOn) == 0 {
+		return fmt.Errorf("%w: runOn is empty: name inprocess, containers or both", ErrTopology)
+	}
 	for _, c := range t.RunOn {
 		if c != CloudInProcess && c != CloudContainers {
 			return fmt.Errorf("%w: runOn %q: want inprocess or containers", ErrTopology, c)

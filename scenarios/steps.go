@@ -26,9 +26,10 @@ type loadRun struct {
 	ledgers []nodeLedger // by node, checked once for the assertions
 }
 
-// nodeLedger is a load's loss ledger checked against one node.
+// nodeLedger is a load's loss ledger checked against one node (not when it was down).
 type nodeLedger struct {
 	node string
+	down bool
 	rep  loadgen.LedgerReport
 }
 
@@ -75,9 +76,11 @@ func (r *runner) nodeLedgers(ctx context.Context, run *loadRun) []nodeLedger {
 			return
 		}
 		for _, n := range r.nodes {
+			nl := nodeLedger{node: n, down: true}
 			if apiURL, _ := r.cloud.Endpoints(n); apiURL != "" {
-				run.ledgers = append(run.ledgers, nodeLedger{node: n, rep: run.gen.CheckLedger(ctx, apiURL)})
+				nl = nodeLedger{node: n, rep: run.gen.CheckLedger(ctx, apiURL)}
 			}
+			run.ledgers = append(run.ledgers, nl)
 		}
 	})
 	return run.ledgers

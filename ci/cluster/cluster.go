@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -55,8 +54,7 @@ type Cloud struct {
 
 	mu         sync.Mutex
 	containers map[string]*testcontainers.DockerContainer // kafka and the nodes
-	nodes      []string
-	addrs      map[string]string // node → front address, "" while it is down
+	addrs      map[string]string                          // node → front address, "" while it is down
 }
 
 // New returns a container cloud; scenarios.WithCloud takes it as
@@ -125,7 +123,6 @@ func (c *Cloud) Start(ctx context.Context, spec scenarios.CloudSpec) error {
 			testcontainers.WithWaitStrategy(wait.ForLog("Gale cloud node "+name+" is up").WithStartupTimeout(60*time.Second))); err != nil {
 			return err
 		}
-		c.nodes = append(c.nodes, name)
 		if err := c.locate(ctx, name); err != nil {
 			return err
 		}
@@ -203,26 +200,13 @@ func (c *Cloud) readToken(ctx context.Context, name string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// waitReady waits until the node answers /readyz with 200 on the front network.
+// waitReady waits until the node answers /readyz with 200 on the front network, for at most a minute.
 func (c *Cloud) waitReady(ctx context.Context, name string) error {
 	apiURL, _ := c.Endpoints(name)
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := scenarios.WaitReady(ctx, apiURL, time.Minute); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
+	return nil
 }
 
 // Endpoints implements scenarios.Cloud.

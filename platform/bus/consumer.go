@@ -72,16 +72,20 @@ func NewConsumer(brokers []string, group string, topics []string, cfg Config, h 
 			log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
 		}),
 	}
-	return &Consumer{
+	c := &Consumer{
 		r: kafka.NewReader(rc), cfg: cfg, handler: h, log: log,
-		lagClient: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: lagEvery},
+		// A transport of its own, closed when Run ends (kafka-go's default one is a package global).
+		lagClient: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: lagEvery, Transport: &kafka.Transport{}},
 		group:     group, topics: topics, lagEvery: lagEvery,
 	}
+	c.lag.Store(-1)
+	return c
 }
 
 // Lag returns how many messages of the group's topics lie past its committed
 // offsets (not handled yet, or handled but not yet checkpointed), as measured
-// at most a few seconds ago. It grows while the handler is held back, which
+// at most a few seconds ago; -1 before the first measurement and while the
+// brokers cannot be asked. It grows while the handler is held back, which
 // the reader's own statistics do not show: its fetch lag stops once its
 // queue is full.
 func (c *Consumer) Lag() int64 { return c.lag.Load() }
@@ -94,6 +98,7 @@ func (c *Consumer) measureLag(ctx context.Context) {
 		if lag, err := c.groupLag(ctx); err == nil {
 			c.lag.Store(lag)
 		} else if ctx.Err() == nil {
+			c.lag.Store(-1)
 			c.log.Debug("measure consumer lag", "err", err)
 		}
 		select {
@@ -176,6 +181,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer func() {
 		stopLag()
 		<-lagDone
+		c.lagClient.Transport.(*kafka.Transport).CloseIdleConnections()
 	}()
 	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
 	uncommitted := map[topicPartition]kafka.Message{}

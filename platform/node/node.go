@@ -218,7 +218,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 func (n *Node) consume(group string, topics []string, h bus.Handler) *bus.Consumer {
 	c := bus.NewConsumer(n.brokers, group, topics, n.cfg.Kafka, h, n.log.With("group", group))
 	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gale_kafka_consumer_lag", Help: "Messages of the group's topics past its committed offsets, measured every 5 s.",
+		Name: "gale_kafka_consumer_lag", Help: "Messages of the group's topics past its committed offsets, measured every 5 s (-1: cannot be measured).",
 		ConstLabels: prometheus.Labels{"group": group},
 	}, func() float64 { return float64(c.Lag()) }))
 	n.runners = append(n.runners, c.Run)

@@ -224,6 +224,9 @@ func (r *Rule) validate() error {
 	if r.For < 0 {
 		return errors.New("for is negative")
 	}
+	if r.Type != TypeEvent && (r.Event != "" || r.ResolveOn != "" || r.ResolveAfter != 0) {
+		return errors.New("event, resolveOn and resolveAfter belong to event rules")
+	}
 	switch r.Type {
 	case TypeThreshold, TypeRate:
 		if r.Point == "" {

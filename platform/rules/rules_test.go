@@ -23,3 +23,17 @@ func TestRuleTestFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRejects(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, err string }{
+		{"no point", "rules:\n  - name: r\n    type: threshold\n    above: 1\n", `rules.yaml:2: rule "r": point is empty`},
+		{"resolveOn on a threshold", "rules:\n  - name: r\n    type: threshold\n    point: T\n    above: 1\n    resolveOn: x\n", "belong to event rules"},
+		{"resolveOn the firing event", "rules:\n  - name: r\n    type: event\n    event: fault\n    resolveOn: fault\n", "resolveOn another event"},
+		{"negative resolveAfter", "rules:\n  - name: r\n    type: event\n    event: fault\n    resolveAfter: -1m\n", "resolveAfter must be positive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("rules.yaml", []byte(tc.yaml))
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
+}

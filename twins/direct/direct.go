@@ -285,10 +285,13 @@ func (r *Runner) logStatus(clients []*device.Client, before status) status {
 }
 
 // forwardEvents posts the fleet's fault events of the runner's devices as
-// thing model event "fault" (raised) or "faultCleared", with value {code,
-// text}. The runner is the fleet's event reader: events of other devices
-// are dropped.
+// thing model event "fault" {code, text} when a condition is raised, and
+// "faultCleared" {code, text} when the last raised condition of the device
+// clears (a derate that ends while a trip is latched clears nothing an
+// operator cares about yet). The runner is the fleet's event reader: events
+// of other devices are dropped.
 func (r *Runner) forwardEvents(ctx context.Context, clients []*device.Client) {
+	raised := raisedConditions{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -299,6 +302,10 @@ func (r *Runner) forwardEvents(ctx context.Context, clients []*device.Client) {
 				r.log.Debug("event of a device not run directly dropped", "device", e.Device, "code", e.Code)
 				continue
 			}
+			if !raised.post(e) {
+				r.log.Debug("condition cleared while others remain", "device", e.Device, "code", e.Code)
+				continue
+			}
 			if err := clients[i].PostEvent(e.ModelEvent(), e.Time, map[string]any{"code": e.Code, "text": e.Text}); err != nil {
 				r.log.Warn("event not posted", "device", e.Device, "err", err)
 				continue
@@ -306,6 +313,25 @@ func (r *Runner) forwardEvents(ctx context.Context, clients []*device.Client) {
 			r.events.Inc()
 		}
 	}
+}
+
+// raisedConditions are the codes of each device's raised conditions.
+type raisedConditions map[string]map[int]bool
+
+// post records e and reports whether it is posted: every raise, and a clear
+// that leaves its device with no raised condition.
+func (rc raisedConditions) post(e turbine.Event) bool {
+	codes := rc[e.Device]
+	if codes == nil {
+		codes = map[int]bool{}
+		rc[e.Device] = codes
+	}
+	if e.Active {
+		codes[e.Code] = true
+		return true
+	}
+	delete(codes, e.Code)
+	return len(codes) == 0
 }
 
 // invoke answers a service call on the twin: setPowerLimit {limit} (kW),
