@@ -59,6 +59,9 @@ func (r *runner) figures(res Result) Result {
 		if l, ok := rep.Latency["reconnect"]; ok && l.Count > 0 {
 			line += fmt.Sprintf("; %d reconnects, back after p50 %.0f ms max %.0f ms", l.Count, l.P50, l.Max)
 		}
+		if l, ok := rep.Latency["ack_gap"]; ok && l.Count > 0 {
+			line += fmt.Sprintf("; longest a device went without a PUBACK %.0f ms", l.Max)
+		}
 		if errs := rep.Errors; len(errs) > 0 {
 			line += fmt.Sprintf("; errors %v", errs)
 		}
