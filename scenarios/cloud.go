@@ -2,6 +2,7 @@ package scenarios
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,10 +53,13 @@ type Cloud interface {
 	// Pause freezes a node or Kafka (its connections stay open, unanswered); Resume thaws it.
 	Pause(ctx context.Context, name string) error
 	Resume(ctx context.Context, name string) error
-	// Isolate cuts a node off Kafka and the other nodes (devices still reach
-	// it); Rejoin undoes it.
-	Isolate(ctx context.Context, node string) error
-	Rejoin(ctx context.Context, node string) error
+	// Partition cuts a node off one side: FromKafka (Kafka and the other
+	// nodes; devices still reach it) or FromDevices (the devices and the
+	// runner; it still reaches Kafka). Heal undoes it. A cloud that cannot
+	// answers ErrUnsupported; the runner then cuts FromDevices at its MQTT
+	// balancer instead.
+	Partition(ctx context.Context, node, from string) error
+	Heal(ctx context.Context, node, from string) error
 	// Stop stops everything; failed says the scenario failed (a cloud may keep its logs then).
 	Stop(failed bool) error
 }
@@ -66,10 +70,12 @@ const (
 	CloudContainers = "containers"
 )
 
-// inProcessUnsupported lists the step actions the in-process cloud cannot do.
+// ErrUnsupported is what a cloud answers for a fault it cannot inject.
+var ErrUnsupported = errors.New("not supported by this cloud")
+
+// inProcessUnsupported lists the step actions the in-process cloud cannot do, and why.
 var inProcessUnsupported = map[string]string{
-	"pause":   "freezing a goroutine set is not possible; SIGSTOP a container instead",
-	"resume":  "freezing a goroutine set is not possible; SIGSTOP a container instead",
-	"isolate": "in-process nodes share one loopback Kafka listener, so one cannot be cut off alone",
-	"rejoin":  "in-process nodes share one loopback Kafka listener, so one cannot be cut off alone",
+	"pause":                "freezing a goroutine set is not possible; SIGSTOP a container instead",
+	"resume":               "freezing a goroutine set is not possible; SIGSTOP a container instead",
+	"partition from kafka": "in-process nodes share one loopback Kafka listener, so one cannot be cut off alone",
 }

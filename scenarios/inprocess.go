@@ -197,13 +197,23 @@ func (c *inProcess) Revive(ctx context.Context, name string) error {
 
 func (c *inProcess) Pause(context.Context, string) error  { return errUnsupported("pause") }
 func (c *inProcess) Resume(context.Context, string) error { return errUnsupported("resume") }
-func (c *inProcess) Isolate(context.Context, string) error {
-	return errUnsupported("isolate")
+
+// Partition implements Cloud: only the runner's balancer can cut a node off devices.
+func (c *inProcess) Partition(_ context.Context, _, from string) error {
+	return errUnsupported("partition from " + from)
 }
-func (c *inProcess) Rejoin(context.Context, string) error { return errUnsupported("rejoin") }
+
+// Heal implements Cloud.
+func (c *inProcess) Heal(_ context.Context, _, from string) error {
+	return errUnsupported("partition from " + from)
+}
 
 func errUnsupported(action string) error {
-	return fmt.Errorf("the in-process cloud cannot %s: %s", action, inProcessUnsupported[action])
+	why := inProcessUnsupported[action]
+	if why == "" {
+		why = "the runner's balancer does it"
+	}
+	return fmt.Errorf("%w: the in-process cloud cannot %s: %s", ErrUnsupported, action, why)
 }
 
 func (c *inProcess) Stop(bool) error {

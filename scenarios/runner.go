@@ -556,8 +556,9 @@ func (f FaultStep) String() string {
 	return s
 }
 
-// partition cuts a node off devices (the MQTT balancer drops its
-// connections and sends it no new ones) or off Kafka (the cloud isolates it).
+// partition cuts a node off devices or off Kafka through the cloud; a
+// cloud that cannot cut it off devices leaves that to the MQTT balancer,
+// which drops the node's connections and sends it no new ones.
 func (r *runner) partition(ctx context.Context, p PartitionStep) error {
 	r.mu.Lock()
 	if from, ok := r.partitioned[p.Node]; ok {
@@ -566,11 +567,12 @@ func (r *runner) partition(ctx context.Context, p PartitionStep) error {
 	}
 	r.partitioned[p.Node] = p.From
 	r.mu.Unlock()
-	if p.From == FromDevices {
+	err := r.cloud.Partition(ctx, p.Node, p.From)
+	if errors.Is(err, ErrUnsupported) && p.From == FromDevices {
 		r.mqtt.Down(p.Node)
 		return nil
 	}
-	return r.cloud.Isolate(ctx, p.Node)
+	return err
 }
 
 // heal undoes a node's partition.
@@ -579,14 +581,15 @@ func (r *runner) heal(ctx context.Context, n string) error {
 	from, ok := r.partitioned[n]
 	delete(r.partitioned, n)
 	r.mu.Unlock()
-	switch {
-	case !ok:
+	if !ok {
 		return fmt.Errorf("%s is not partitioned", n)
-	case from == FromDevices:
+	}
+	err := r.cloud.Heal(ctx, n, from)
+	if errors.Is(err, ErrUnsupported) && from == FromDevices {
 		r.mqtt.Up(n)
 		return nil
 	}
-	return r.cloud.Rejoin(ctx, n)
+	return err
 }
 
 // fault injects (POST, with a JSON body) or clears (DELETE, with the

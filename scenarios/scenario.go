@@ -108,7 +108,7 @@ type Step struct {
 
 // Partition sides.
 const (
-	FromDevices = "devices" // the load balancer drops the node's MQTT connections and sends it none
+	FromDevices = "devices" // the node loses the devices and the runner (in-process: its MQTT balancer drops them)
 	FromKafka   = "kafka"   // the node loses Kafka and the other nodes (containers only)
 )
 
@@ -520,7 +520,7 @@ func (st Step) validate(tg targets, named map[string]string) error {
 		switch p.From {
 		case FromDevices:
 		case FromKafka:
-			return tg.inProcessOnly("isolate")
+			return tg.inProcessOnly("partition from kafka")
 		default:
 			return fmt.Errorf("%w: partition from %q: want devices or kafka", ErrStep, p.From)
 		}

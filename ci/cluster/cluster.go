@@ -6,8 +6,9 @@
 // reach Kafka and each other; on "front" the scenario runner (this host)
 // reaches the nodes' HTTP APIs and MQTT brokers at their container
 // addresses. So a node's faults are real: Kill is SIGKILL, Pause freezes
-// the container's processes, Isolate disconnects it from "back" (Kafka and
-// the other nodes are gone, devices still reach it).
+// the container's processes, and a partition disconnects it from "back"
+// (Kafka and the other nodes are gone, devices still reach it) or from
+// "front" (the devices are gone, Kafka is not).
 package cluster
 
 import (
@@ -291,30 +292,46 @@ func (c *Cloud) Resume(ctx context.Context, name string) error {
 	return nil
 }
 
-// Isolate implements scenarios.Cloud: the node leaves the back network.
-func (c *Cloud) Isolate(ctx context.Context, node string) error {
+// Partition implements scenarios.Cloud: the node leaves the back network
+// (from Kafka) or the front one (from the devices and the runner, whose
+// connections then hang rather than break, as in a real partition).
+func (c *Cloud) Partition(ctx context.Context, node, from string) error {
 	ctr, err := c.container(node)
 	if err != nil {
 		return err
 	}
-	if _, err := c.docker.NetworkDisconnect(ctx, c.back.ID, client.NetworkDisconnectOptions{Container: ctr.GetContainerID(), Force: true}); err != nil {
-		return fmt.Errorf("isolate %s: %w", node, err)
+	nw := c.network(from)
+	if _, err := c.docker.NetworkDisconnect(ctx, nw.ID, client.NetworkDisconnectOptions{Container: ctr.GetContainerID(), Force: true}); err != nil {
+		return fmt.Errorf("partition %s from %s: %w", node, from, err)
 	}
 	return nil
 }
 
-// Rejoin implements scenarios.Cloud: the node is back on the back network under its alias.
-func (c *Cloud) Rejoin(ctx context.Context, node string) error {
+// Heal implements scenarios.Cloud: the node is back on the network under its
+// alias; back on the front one, it has a new address.
+func (c *Cloud) Heal(ctx context.Context, node, from string) error {
 	ctr, err := c.container(node)
 	if err != nil {
 		return err
 	}
-	if _, err := c.docker.NetworkConnect(ctx, c.back.ID, client.NetworkConnectOptions{
+	nw := c.network(from)
+	if _, err := c.docker.NetworkConnect(ctx, nw.ID, client.NetworkConnectOptions{
 		Container: ctr.GetContainerID(), EndpointConfig: &network.EndpointSettings{Aliases: []string{node}},
 	}); err != nil {
-		return fmt.Errorf("rejoin %s: %w", node, err)
+		return fmt.Errorf("heal %s from %s: %w", node, from, err)
+	}
+	if nw == c.front {
+		return c.locate(ctx, node)
 	}
 	return nil
+}
+
+// network is the network that carries the side of a partition.
+func (c *Cloud) network(from string) *testcontainers.DockerNetwork {
+	if from == scenarios.FromDevices {
+		return c.front
+	}
+	return c.back
 }
 
 // Stop implements scenarios.Cloud: it keeps every container's log under
