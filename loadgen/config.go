@@ -61,6 +61,9 @@ type Config struct {
 	// a JSON array of devices); the first Devices of them are used. Empty
 	// creates Product's devices through the API.
 	DevicesFile string
+	// Identities, when set, are the devices to use (the first Devices of
+	// them), already provisioned: neither DevicesFile nor the API is asked.
+	Identities []Identity
 	// DevicePrefix names created devices: PREFIX00000, PREFIX00001, ...
 	DevicePrefix string
 	// Product, Org and Site are created if missing (Product with points

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -40,16 +41,19 @@ type Generator struct {
 // line goes to progress; nil turns it off.
 func New(cfg Config, log *slog.Logger, progress io.Writer) (*Generator, error) {
 	g := &Generator{log: log, progressW: progress}
-	if cfg.DevicesFile != "" && !cfg.Plain {
-		ids, err := ReadIdentities(cfg.DevicesFile)
-		if err != nil {
-			return nil, err
+	if (cfg.Identities != nil || cfg.DevicesFile != "") && !cfg.Plain {
+		ids := cfg.Identities
+		if ids == nil {
+			var err error
+			if ids, err = ReadIdentities(cfg.DevicesFile); err != nil {
+				return nil, err
+			}
 		}
 		if cfg.Devices == 0 {
 			cfg.Devices = len(ids)
 		}
 		if cfg.Devices > len(ids) {
-			return nil, fmt.Errorf("%w: %d devices wanted, %s lists %d", ErrConfig, cfg.Devices, cfg.DevicesFile, len(ids))
+			return nil, fmt.Errorf("%w: %d devices wanted, %d given (%s)", ErrConfig, cfg.Devices, len(ids), cmp.Or(cfg.DevicesFile, "Identities"))
 		}
 		g.ids = ids[:cfg.Devices]
 	}

@@ -58,6 +58,7 @@ func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 			err = r.onEveryNode(ctx, "know the load's devices", "/api/v1/devices/"+last.ProductKey+"/"+last.DeviceKey)
 		}
 		if err == nil {
+			cfg.Identities = ids
 			run.gen, err = loadgen.New(cfg, log, nil)
 		}
 		if err == nil {
