@@ -53,7 +53,7 @@ func New(cfg Config, log *slog.Logger, progress io.Writer) (*Generator, error) {
 			cfg.Devices = len(ids)
 		}
 		if cfg.Devices > len(ids) {
-			return nil, fmt.Errorf("%w: %d devices wanted, %d given (%s)", ErrConfig, cfg.Devices, len(ids), cmp.Or(cfg.DevicesFile, "Identities"))
+			return nil, fmt.Errorf("%w: %d devices wanted, %s lists %d", ErrConfig, cfg.Devices, cmp.Or(cfg.DevicesFile, "Identities"), len(ids))
 		}
 		g.ids = ids[:cfg.Devices]
 	}
