@@ -3,6 +3,7 @@ package loadgen
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,19 @@ var quantiles = map[string]func(Latency) float64{
 	"p50": func(l Latency) float64 { return l.P50 }, "p90": func(l Latency) float64 { return l.P90 },
 	"p99": func(l Latency) float64 { return l.P99 }, "p999": func(l Latency) float64 { return l.P999 },
 	"max": func(l Latency) float64 { return l.Max },
+}
+
+// LatencyKinds are the kinds of latency a report measures (its Latency keys).
+func LatencyKinds() []string { return slices.Clone(latNames[:]) }
+
+// Quantile returns l's quantile q (p50, p90, p99, p999 or max), in ms, and
+// whether q is one of them.
+func (l Latency) Quantile(q string) (float64, bool) {
+	f, ok := quantiles[q]
+	if !ok {
+		return 0, false
+	}
+	return f(l), true
 }
 
 // latencyMetric splits "p99_e2e" into the quantile and the latency kind.
@@ -162,7 +176,7 @@ func (r *Report) metric(name string) (float64, bool) {
 		if !ok || l.Count == 0 {
 			return 0, false
 		}
-		return quantiles[q](l), true
+		return l.Quantile(q)
 	}
 	switch name {
 	case "loss":

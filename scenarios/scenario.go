@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/loadgen"
 	"github.com/gale-iot/gale/platform/api"
 )
 
@@ -599,9 +600,10 @@ func (a Assertion) validate(named map[string]string) error {
 		return ref(a.Rate.Load, "load")
 	case a.Latency != nil:
 		l := a.Latency
-		if _, ok := percentiles[l.Percentile]; !ok || !slices.Contains(latencyKinds, l.Kind) || l.Below <= 0 {
+		kinds := loadgen.LatencyKinds()
+		if _, ok := (loadgen.Latency{}).Quantile(l.Percentile); !ok || !slices.Contains(kinds, l.Kind) || l.Below <= 0 {
 			return fmt.Errorf("%w: latency needs kind (%s), percentile (p50, p90, p99, p999, max) and below",
-				ErrAssertion, strings.Join(latencyKinds, ", "))
+				ErrAssertion, strings.Join(kinds, ", "))
 		}
 		return ref(l.Load, "load")
 	case a.Commands != nil:
