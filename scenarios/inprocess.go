@@ -35,14 +35,13 @@ type inProcess struct {
 	failures  []error // nodes that stopped on their own
 }
 
-// procNode is one in-process node.
+// procNode is one in-process node; once started, its config holds the
+// addresses it bound, which a revived node binds again.
 type procNode struct {
 	cfg    node.Config
 	n      *node.Node
 	cancel context.CancelFunc
 	done   chan error
-	api    string
-	mqtt   string
 }
 
 // InProcess returns the in-process cloud; its nodes log to log.
@@ -86,7 +85,7 @@ func (c *inProcess) Start(ctx context.Context, spec CloudSpec) error {
 			}
 			c.token = string(bytes.TrimSpace(tok))
 		}
-		if err := WaitReady(ctx, c.nodes[name].api, time.Minute); err != nil {
+		if err := WaitReady(ctx, "http://"+c.nodes[name].cfg.HTTP.Addr, time.Minute); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -123,10 +122,9 @@ func (c *inProcess) startNode(name string) error {
 		}
 		done <- err
 	}()
-	p.cfg.HTTP.Addr, p.cfg.MQTT.Addr = n.HTTPAddr(), n.MQTTAddr()
 	c.mu.Lock()
 	p.n, p.cancel, p.done = n, cancel, done
-	p.api, p.mqtt = "http://"+n.HTTPAddr(), n.MQTTAddr()
+	p.cfg.HTTP.Addr, p.cfg.MQTT.Addr = n.HTTPAddr(), n.MQTTAddr()
 	c.mu.Unlock()
 	return nil
 }
@@ -138,7 +136,7 @@ func (c *inProcess) Endpoints(name string) (string, string) {
 	if !ok || p.n == nil {
 		return "", ""
 	}
-	return p.api, p.mqtt
+	return "http://" + p.cfg.HTTP.Addr, p.cfg.MQTT.Addr
 }
 
 func (c *inProcess) Token() string { return c.token }
@@ -192,7 +190,7 @@ func (c *inProcess) Revive(ctx context.Context, name string) error {
 	if err := c.startNode(name); err != nil {
 		return err
 	}
-	return WaitReady(ctx, p.api, time.Minute)
+	return WaitReady(ctx, "http://"+p.cfg.HTTP.Addr, time.Minute)
 }
 
 func (c *inProcess) Pause(context.Context, string) error  { return errUnsupported("pause") }

@@ -59,7 +59,6 @@ type runner struct {
 	mqtt, http *balancer
 	links      map[string]*balancer // each gateway's edges' link to the cloud, by gateway
 	edges      map[string]*edgeProc
-	tokenFile  string
 	t0         time.Time // sim time at the start of the timeline
 	wall0      time.Time
 
@@ -213,11 +212,7 @@ func (r *runner) startCloud(ctx context.Context, dir string) error {
 		}
 	}
 	spec := CloudSpec{Nodes: top.Nodes, RulesDir: rulesDir, SeedDemo: node.Demo{Turbines: top.Turbines, Direct: top.Direct}, DataDir: filepath.Join(dir, "cloud"),
-		MaxSampleFuture: node.DefaultConfig().MQTT.MaxSampleFuture}
-	if top.Speed > 1 {
-		// The accelerated sim clock runs ahead of the wall clock.
-		spec.MaxSampleFuture = 10 * 365 * 24 * time.Hour
-	}
+		MaxSampleFuture: stack.MaxSampleFuture(top.Speed, node.DefaultConfig().MQTT.MaxSampleFuture)}
 	if err := r.cloud.Start(ctx, spec); err != nil {
 		return fmt.Errorf("start the %s cloud: %w", r.cloud.Name(), err)
 	}
@@ -307,11 +302,11 @@ func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) 
 	}()
 	r.twins = &client{base: "http://" + ln.Addr().String(), http: r.api.http}
 
-	r.tokenFile = filepath.Join(dir, "admin.token")
-	if err := os.WriteFile(r.tokenFile, []byte(r.api.token+"\n"), 0o600); err != nil {
+	tokenFile := filepath.Join(dir, "admin.token") // for the edges
+	if err := os.WriteFile(tokenFile, []byte(r.api.token+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
-	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.base, TokenFile: r.tokenFile, ReconnectMax: time.Second}
+	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.base, TokenFile: tokenFile, ReconnectMax: time.Second}
 	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token),
 		DataDir: dir, NoEdges: true}, r.log, prometheus.NewRegistry())
 	if err != nil {

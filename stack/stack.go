@@ -35,10 +35,7 @@ type Stack struct {
 // New builds the fleet and the node (mounting the twin control API under
 // /twins/) and the plant against the node.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Stack, error) {
-	if cfg.Fleet.Speed > 1 {
-		// An accelerated fleet's sim time runs ahead of the wall clock.
-		cfg.Node.MQTT.MaxSampleFuture = 10 * 365 * 24 * time.Hour
-	}
+	cfg.Node.MQTT.MaxSampleFuture = MaxSampleFuture(cfg.Fleet.Speed, cfg.Node.MQTT.MaxSampleFuture)
 	fleet, err := twins.New(cfg.Fleet, log.With("component", "twins"))
 	if err != nil {
 		return nil, err
@@ -60,6 +57,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Stack, error) {
 		return nil, err
 	}
 	return &Stack{Node: n, Plant: plant}, nil
+}
+
+// MaxSampleFuture is how far ahead of the wall clock a node must accept
+// samples from a fleet running at speed: normal at real time, ten years when
+// accelerated, as the sim clock then runs ahead of the wall clock.
+func MaxSampleFuture(speed float64, normal time.Duration) time.Duration {
+	if speed > 1 {
+		return 10 * 365 * 24 * time.Hour
+	}
+	return normal
 }
 
 // Run runs everything until ctx ends.

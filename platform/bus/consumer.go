@@ -32,10 +32,12 @@ type Consumer struct {
 	log     *slog.Logger
 
 	lagClient *kafka.Client
-	group     string
-	topics    []string
-	lag       atomic.Int64
-	lagEvery  time.Duration
+	// lagTransport is lagClient's, closed when Run ends (kafka-go's default one is a package global).
+	lagTransport *kafka.Transport
+	group        string
+	topics       []string
+	lag          atomic.Int64
+	lagEvery     time.Duration
 
 	// With a checkpoint, offsets are committed every checkpointEvery, right after checkpoint saved the handler's state.
 	checkpoint      func(ctx context.Context) error
@@ -72,11 +74,12 @@ func NewConsumer(brokers []string, group string, topics []string, cfg Config, h 
 			log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
 		}),
 	}
+	transport := &kafka.Transport{}
 	c := &Consumer{
 		r: kafka.NewReader(rc), cfg: cfg, handler: h, log: log,
-		// A transport of its own, closed when Run ends (kafka-go's default one is a package global).
-		lagClient: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: lagEvery, Transport: &kafka.Transport{}},
-		group:     group, topics: topics, lagEvery: lagEvery,
+		lagClient:    &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: lagEvery, Transport: transport},
+		lagTransport: transport,
+		group:        group, topics: topics, lagEvery: lagEvery,
 	}
 	c.lag.Store(-1)
 	return c
@@ -181,7 +184,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer func() {
 		stopLag()
 		<-lagDone
-		c.lagClient.Transport.(*kafka.Transport).CloseIdleConnections()
+		c.lagTransport.CloseIdleConnections()
 	}()
 	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
 	uncommitted := map[topicPartition]kafka.Message{}
