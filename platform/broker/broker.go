@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -72,14 +73,30 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	if err := server.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("add broker hook: %w", err)
 	}
+	if cfg.TLS.ClientCAFile != "" {
+		if err := server.AddHook(newCertHook(server, h.m.connectRejects, log), nil); err != nil {
+			return nil, fmt.Errorf("add device certificate hook: %w", err)
+		}
+	}
 	return &Broker{cfg: cfg, log: log, server: server, hook: h}, nil
 }
 
 // Listen binds the MQTT listener, so callers know the address before Run.
+// With TLS configured, the listener speaks TLS only.
 func (b *Broker) Listen() error {
+	var tlsCfg *tls.Config
+	if b.cfg.TLS.Enabled() {
+		var err error
+		if tlsCfg, err = b.cfg.TLS.Load(); err != nil {
+			return fmt.Errorf("mqtt tls: %w", err)
+		}
+	}
 	ln, err := net.Listen("tcp", b.cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen mqtt on %s: %w", b.cfg.Addr, err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	b.ln = ln
 	return nil
@@ -101,7 +118,7 @@ func (b *Broker) Run(ctx context.Context) error {
 	if err := b.server.Serve(); err != nil {
 		return fmt.Errorf("serve mqtt: %w", err)
 	}
-	b.log.Info("mqtt broker listening", "addr", b.Addr())
+	b.log.Info("mqtt broker listening", "addr", b.Addr(), "tls", b.cfg.TLS.Enabled())
 	<-ctx.Done()
 	return b.server.Close()
 }

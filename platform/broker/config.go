@@ -8,12 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // Config configures the broker.
 type Config struct {
 	// Addr is the MQTT TCP listen address.
 	Addr string `yaml:"addr"`
+	// TLS, with a certificate, serves MQTT over TLS only (plaintext is refused
+	// on Addr); with client authentication, a device certificate must name
+	// the device that logs in (see package pki).
+	TLS pki.ServerConfig `yaml:"tls"`
 	// MaxPayload is the largest accepted request payload in bytes; larger ones get code 413.
 	MaxPayload int `yaml:"maxPayload"`
 	// RateLimit is each device's sustained messages per second; Burst the bucket size.
@@ -62,6 +68,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: maxSampleAge and maxSampleFuture must be positive", ErrConfig)
 	case c.ProduceTimeout <= 0:
 		return fmt.Errorf("%w: produceTimeout must be positive", ErrConfig)
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("%w: tls: %w", ErrConfig, err)
 	}
 	return nil
 }

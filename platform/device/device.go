@@ -10,6 +10,7 @@ package device
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +28,12 @@ import (
 // Config describes one device connection.
 type Config struct {
 	// Broker is the MQTT address, host:port.
-	Broker     string
+	Broker string
+	// TLS, when set, connects over TLS with this config: RootCAs trusting
+	// the broker's CA and, for mutual TLS, the device's certificate, whose
+	// subject CN is "{productKey}/{deviceKey}". pki.ClientConfig.Load builds
+	// one from PEM files.
+	TLS        *tls.Config
 	ProductKey string
 	DeviceKey  string
 	Secret     string
@@ -131,8 +137,12 @@ func Connect(ctx context.Context, cfg Config) (*Device, error) {
 func connect(ctx context.Context, cfg Config, onReply func(string, api.Reply)) (*Device, error) {
 	d := &Device{cfg: cfg, pending: map[string]chan api.Reply{}, onReply: onReply}
 	cred := api.Sign(cfg.ClientID, cfg.ProductKey, cfg.DeviceKey, cfg.Secret, cfg.Now().UnixMilli())
+	scheme := "tcp://"
+	if cfg.TLS != nil {
+		scheme = "tls://"
+	}
 	opts := paho.NewClientOptions().
-		AddBroker("tcp://" + cfg.Broker).
+		AddBroker(scheme + cfg.Broker).SetTLSConfig(cfg.TLS).
 		SetClientID(cred.ClientID).SetUsername(cred.Username).SetPassword(cred.Password).
 		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetKeepAlive(cfg.KeepAlive).
 		SetConnectTimeout(10 * time.Second).SetWriteTimeout(cfg.AckTimeout).SetOrderMatters(false).

@@ -99,6 +99,9 @@ func (c *Config) Complete() error {
 	if c.HTTP.Addr == "" {
 		return fmt.Errorf("%w: http.addr is empty", ErrConfig)
 	}
+	if err := c.HTTP.TLS.Validate(); err != nil {
+		return fmt.Errorf("%w: http.tls: %w", ErrConfig, err)
+	}
 	if d := c.SeedDemo; d.Turbines < 0 || d.Direct < 0 || d.Turbines+d.Direct > 1000 {
 		return fmt.Errorf("%w: seedDemo %+v: want 0 to 1000 turbines in all", ErrConfig, d)
 	}

@@ -279,6 +279,17 @@ func (n *Node) MQTTAddr() string {
 // HTTPAddr returns the HTTP API's bound address.
 func (n *Node) HTTPAddr() string { return n.http.Addr() }
 
+// APIURL returns the HTTP API's base URL: https://HTTPAddr when it serves TLS.
+func (n *Node) APIURL() string {
+	if n.cfg.HTTP.TLS.Enabled() {
+		return "https://" + n.HTTPAddr()
+	}
+	return "http://" + n.HTTPAddr()
+}
+
+// MQTTTLS reports whether the broker serves MQTT over TLS.
+func (n *Node) MQTTTLS() bool { return n.broker != nil && n.cfg.MQTT.TLS.Enabled() }
+
 // KafkaAddrs returns the Kafka brokers the node uses.
 func (n *Node) KafkaAddrs() []string { return n.brokers }
 

@@ -25,7 +25,7 @@ import (
 
 // metric returns the value of one exposition line of /metrics, or 0.
 func metric(t *testing.T, h *nodetest.Harness, series string) float64 {
-	resp, err := http.Get(h.BaseURL + "/metrics")
+	resp, err := h.Client.Get(h.BaseURL + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)

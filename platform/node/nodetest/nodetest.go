@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // Harness is a running node and a client for its API.
@@ -28,8 +30,10 @@ type Harness struct {
 	Config  node.Config
 	Token   string
 	BaseURL string
-	cancel  context.CancelFunc
-	done    chan error
+	// Client calls the API; with TLS it trusts the node's CA.
+	Client *http.Client
+	cancel context.CancelFunc
+	done   chan error
 }
 
 // Config returns a node config on free loopback ports in a fresh temp dir.
@@ -42,7 +46,21 @@ func Config(t testing.TB) node.Config {
 	return cfg
 }
 
-// Start runs a node with cfg (see Config) and stops it at cleanup.
+// TLS makes a development CA and server certificate under cfg's data dir
+// (DATA/tls, as gale up --tls does) and serves MQTT (with clientAuth) and
+// HTTP over TLS. It returns the files; clients trust files.CA.
+func TLS(t testing.TB, cfg *node.Config, clientAuth string) pki.DevFiles {
+	t.Helper()
+	files, err := pki.EnsureDev(filepath.Join(cfg.DataDir, "tls"), nil, time.Now())
+	require.NoError(t, err)
+	cfg.MQTT.TLS = pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key, ClientCAFile: files.CA, ClientAuth: clientAuth}
+	cfg.HTTP.TLS = pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key}
+	return files
+}
+
+// Start runs a node with cfg (see Config) and stops it at cleanup. When
+// cfg's HTTP API serves TLS, the harness's client trusts the ca.crt next to
+// the server certificate (the layout of TLS and gale up --tls).
 func Start(t testing.TB, cfg node.Config) *Harness {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -58,18 +76,29 @@ func Start(t testing.TB, cfg node.Config) *Harness {
 	}
 	tok, err := os.ReadFile(n.TokenFile)
 	require.NoError(t, err)
-	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: "http://" + n.HTTPAddr(), cancel: cancel, done: make(chan error, 1)}
+	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: n.APIURL(), Client: http.DefaultClient, cancel: cancel, done: make(chan error, 1)}
+	if cfg.HTTP.TLS.Enabled() {
+		ca := filepath.Join(filepath.Dir(cfg.HTTP.TLS.CertFile), pki.CACertFile)
+		tlsCfg, err := pki.ClientConfig{CAFile: ca}.Load()
+		require.NoError(t, err)
+		h.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
+	}
 	go func() { h.done <- n.Run(ctx) }()
 	t.Cleanup(h.Stop)
-	WaitOK(t, h.BaseURL+"/readyz", 20*time.Second)
+	waitOK(t, h.Client, h.BaseURL+"/readyz", 20*time.Second)
 	return h
 }
 
 // WaitOK waits up to timeout for a GET of url to answer 200, e.g. a readiness endpoint.
 func WaitOK(t testing.TB, url string, timeout time.Duration) {
 	t.Helper()
+	waitOK(t, http.DefaultClient, url, timeout)
+}
+
+func waitOK(t testing.TB, client *http.Client, url string, timeout time.Duration) {
+	t.Helper()
 	require.Eventually(t, func() bool {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err != nil {
 			return false
 		}
@@ -103,7 +132,7 @@ func (h *Harness) Do(t testing.TB, method, path string, body, out any) int {
 	req, err := http.NewRequest(method, h.BaseURL+path, rd)
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+h.Token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.Client.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
@@ -131,13 +160,13 @@ func (s Sample) Float() float64 {
 func (h *Harness) Query(t testing.TB, expr string, at time.Time) []Sample {
 	t.Helper()
 	var out []Sample
-	query(t, h.BaseURL+"/prometheus", h.Token, expr, at, &out)
+	query(t, h.Client, h.BaseURL+"/prometheus", h.Token, expr, at, &out)
 	return out
 }
 
 // query runs an instant query at at (zero: now) against the Prometheus HTTP
 // API at base, with token when not empty, and decodes its result into result.
-func query(t testing.TB, base, token, expr string, at time.Time, result any) {
+func query(t testing.TB, client *http.Client, base, token, expr string, at time.Time, result any) {
 	t.Helper()
 	q := url.Values{"query": {expr}}
 	if !at.IsZero() {
@@ -148,7 +177,7 @@ func query(t testing.TB, base, token, expr string, at time.Time, result any) {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	var body struct {
@@ -186,7 +215,7 @@ func (s Series) Samples() map[int64]float64 {
 func QuerySeries(t testing.TB, base, token, expr string, at time.Time) []Series {
 	t.Helper()
 	var out []Series
-	query(t, base, token, expr, at, &out)
+	query(t, http.DefaultClient, base, token, expr, at, &out)
 	return out
 }
 
