@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // Sentinel errors of Config.Validate and Run.
@@ -68,8 +70,12 @@ type Identity struct {
 type CloudConfig struct {
 	// MQTTAddr is the broker, host:port.
 	MQTTAddr string `yaml:"mqtt_addr"`
-	// APIURL is the HTTP API the thing models come from, e.g. http://127.0.0.1:8080.
+	// APIURL is the HTTP API the thing models come from, e.g. http://127.0.0.1:8080
+	// or https://… (verified with TLS's CA when set, else the system's roots).
 	APIURL string `yaml:"api_url"`
+	// TLS, when set (even empty), connects to the broker over TLS; its CA
+	// and client certificate serve an https api_url too.
+	TLS *CloudTLS `yaml:"tls"`
 	// Token is the API bearer token; TokenFile names a file holding it (one of the two).
 	Token     string `yaml:"token"`
 	TokenFile string `yaml:"token_file"`
@@ -80,6 +86,31 @@ type CloudConfig struct {
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	// ReconnectMax caps the back-off between connection attempts (default 10s).
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
+}
+
+// CloudTLS is the edge's TLS towards the cloud.
+type CloudTLS struct {
+	// CAFile is the PEM CA the cloud's certificates chain to (empty: the system's roots).
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the gateway's client certificate and key for
+	// mutual TLS; the certificate's subject CN must be "{product_key}/{device_key}"
+	// of the gateway.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name verified in the cloud's certificates.
+	ServerName string `yaml:"server_name"`
+}
+
+// clientTLS loads the cloud TLS config; nil when TLS is not set.
+func (c CloudConfig) clientTLS() (*tls.Config, error) {
+	if c.TLS == nil {
+		return nil, nil
+	}
+	cfg, err := pki.ClientConfig(*c.TLS).Load()
+	if err != nil {
+		return nil, fmt.Errorf("%w: tls: %w", ErrCloud, err)
+	}
+	return cfg, nil
 }
 
 // Target is one Modbus TCP endpoint and the units behind it.
@@ -271,6 +302,11 @@ func (c CloudConfig) validate() error {
 	u, err := url.Parse(c.APIURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("%w: api_url %q is not an http(s) URL", ErrCloud, c.APIURL)
+	}
+	if c.TLS != nil {
+		if err := pki.ClientConfig(*c.TLS).Validate(); err != nil {
+			return fmt.Errorf("%w: tls: %w", ErrCloud, err)
+		}
 	}
 	return nil
 }

@@ -15,24 +15,25 @@ import (
 
 func TestConfigFiles(t *testing.T) {
 	want := map[string]error{
-		"unknown-field":   nil, // a YAML decoding error
-		"no-data-dir":     edge.ErrDataDir,
-		"gateway-secret":  edge.ErrGateway,
-		"two-tokens":      edge.ErrCloud,
-		"api-url":         edge.ErrCloud,
-		"mqtt-addr":       edge.ErrCloud,
-		"no-targets":      edge.ErrNoTargets,
-		"target-addr":     edge.ErrTarget,
-		"target-twice":    edge.ErrTarget,
-		"unit-id-twice":   regmap.ErrDuplicateUnitID,
-		"device-twice":    edge.ErrUnit,
-		"unknown-map":     regmap.ErrUnknownMap,
-		"unit-secret":     edge.ErrUnit,
-		"mapfile-product": edge.ErrUnit,
-		"service-point":   edge.ErrService,
-		"queue":           edge.ErrQueue,
-		"ha":              edge.ErrHA,
-		"stale":           edge.ErrStale,
+		"unknown-field":        nil, // a YAML decoding error
+		"no-data-dir":          edge.ErrDataDir,
+		"gateway-secret":       edge.ErrGateway,
+		"two-tokens":           edge.ErrCloud,
+		"api-url":              edge.ErrCloud,
+		"mqtt-addr":            edge.ErrCloud,
+		"no-targets":           edge.ErrNoTargets,
+		"target-addr":          edge.ErrTarget,
+		"target-twice":         edge.ErrTarget,
+		"unit-id-twice":        regmap.ErrDuplicateUnitID,
+		"device-twice":         edge.ErrUnit,
+		"unknown-map":          regmap.ErrUnknownMap,
+		"unit-secret":          edge.ErrUnit,
+		"mapfile-product":      edge.ErrUnit,
+		"service-point":        edge.ErrService,
+		"queue":                edge.ErrQueue,
+		"ha":                   edge.ErrHA,
+		"stale":                edge.ErrStale,
+		"tls-cert-without-key": edge.ErrCloud,
 	}
 	files, err := filepath.Glob("testdata/*.yaml")
 	require.NoError(t, err)

@@ -12,6 +12,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +64,7 @@ type Edge struct {
 	log   *slog.Logger
 	clock Clock
 	token string
+	tls   *tls.Config // towards the cloud; nil: plaintext MQTT
 	maps  map[string]*regmap.Map
 	reg   *prometheus.Registry
 	m     *metrics
@@ -79,11 +81,15 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
+	tlsCfg, err := cfg.Cloud.clientTLS()
+	if err != nil {
+		return nil, err
+	}
 	maps, err := cfg.maps()
 	if err != nil {
 		return nil, err
 	}
-	e := &Edge{cfg: cfg, log: log, clock: wallClock{}, token: token, maps: maps, reg: prometheus.NewRegistry()}
+	e := &Edge{cfg: cfg, log: log, clock: wallClock{}, token: token, tls: tlsCfg, maps: maps, reg: prometheus.NewRegistry()}
 	for _, o := range opts {
 		o(e)
 	}
@@ -185,7 +191,7 @@ func (e *Edge) Run(ctx context.Context) error {
 // plans fetches (or reads the cached) thing models and builds each unit's
 // plan, keyed "pk/dk".
 func (e *Edge) plans(ctx context.Context) (map[string]*plan, error) {
-	cache := newModelCache(filepath.Join(e.cfg.DataDir, "models"), e.cfg.Cloud.APIURL, e.token, e.log)
+	cache := newModelCache(filepath.Join(e.cfg.DataDir, "models"), e.cfg.Cloud.APIURL, e.token, e.tls, e.log)
 	models := map[string]api.Product{}
 	plans := map[string]*plan{}
 	for _, t := range e.cfg.Targets {
@@ -243,7 +249,7 @@ func (e *Edge) work(ctx context.Context, q *Queue, plans map[string]*plan) error
 		}
 		subs = append(subs, t.Units...)
 	}
-	up, err := newUplink(e.cfg, subs, q, e.log, e.m, func(call device.ServiceCall) (int, string, any) {
+	up, err := newUplink(e.cfg, e.tls, subs, q, e.log, e.m, func(call device.ServiceCall) (int, string, any) {
 		return e.service(routes, call)
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,9 +29,13 @@ type modelCache struct {
 	log    *slog.Logger
 }
 
-func newModelCache(dir, apiURL, token string, log *slog.Logger) *modelCache {
-	return &modelCache{dir: dir, apiURL: strings.TrimRight(apiURL, "/"), token: token,
-		client: &http.Client{Timeout: 5 * time.Second}, log: log}
+// newModelCache asks the API at apiURL, trusting tlsCfg's CA when it is https and tlsCfg is set.
+func newModelCache(dir, apiURL, token string, tlsCfg *tls.Config, log *slog.Logger) *modelCache {
+	client := &http.Client{Timeout: 5 * time.Second}
+	if tlsCfg != nil {
+		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+	}
+	return &modelCache{dir: dir, apiURL: strings.TrimRight(apiURL, "/"), token: token, client: client, log: log}
 }
 
 // load returns product pk's thing model: fetched and saved, or, when the

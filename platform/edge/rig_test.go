@@ -25,6 +25,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/edge"
+	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/twins"
@@ -79,7 +80,13 @@ type cloud struct {
 
 func startCloud(t *testing.T) *cloud {
 	t.Helper()
-	h := nodetest.Start(t, nodetest.Config(t))
+	return startCloudWith(t, nodetest.Config(t))
+}
+
+// startCloudWith is startCloud with node config cfg.
+func startCloudWith(t *testing.T, cfg node.Config) *cloud {
+	t.Helper()
+	h := nodetest.Start(t, cfg)
 	for _, a := range []api.Asset{{ID: "test", Kind: api.AssetOrg}, {ID: "test-site", Kind: api.AssetSite, Parent: "test"}} {
 		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/assets", a, nil))
 	}
@@ -279,7 +286,7 @@ func series(t *testing.T, h *nodetest.Harness, expr string, at time.Time) map[st
 // brokerMetric reads a counter of the cloud node's /metrics.
 func brokerMetric(t *testing.T, h *nodetest.Harness, series string) float64 {
 	t.Helper()
-	resp, err := http.Get(h.BaseURL + "/metrics")
+	resp, err := h.Client.Get(h.BaseURL + "/metrics")
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	return scrape(t, resp.Body, series)

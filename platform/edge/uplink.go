@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,7 @@ var (
 // to replay alone, so no sample is sent by both.
 type uplink struct {
 	cfg       CloudConfig
+	tls       *tls.Config // nil: plaintext
 	gw        Identity
 	subs      []Unit
 	q         *Queue
@@ -58,8 +60,8 @@ type uplink struct {
 	logged map[string]bool // "pk/dk" of the sub-devices logged in
 }
 
-func newUplink(cfg Config, subs []Unit, q *Queue, log *slog.Logger, m *metrics, onService device.ServiceHandler) (*uplink, error) {
-	u := &uplink{cfg: cfg.Cloud, gw: cfg.Gateway, subs: subs, q: q, batch: cfg.Queue.ReplayBatch,
+func newUplink(cfg Config, tlsCfg *tls.Config, subs []Unit, q *Queue, log *slog.Logger, m *metrics, onService device.ServiceHandler) (*uplink, error) {
+	u := &uplink{cfg: cfg.Cloud, tls: tlsCfg, gw: cfg.Gateway, subs: subs, q: q, batch: cfg.Queue.ReplayBatch,
 		log: log.With("component", "uplink"), m: m, onService: onService}
 	last, err := q.LastID()
 	if err != nil {
@@ -107,7 +109,7 @@ func (u *uplink) run(ctx context.Context) error {
 func (u *uplink) session(ctx context.Context) (up bool, err error) {
 	lost := make(chan error, 1)
 	dev, err := device.Connect(ctx, device.Config{
-		Broker: u.cfg.MQTTAddr, ProductKey: u.gw.ProductKey, DeviceKey: u.gw.DeviceKey, Secret: u.gw.Secret,
+		Broker: u.cfg.MQTTAddr, TLS: u.tls, ProductKey: u.gw.ProductKey, DeviceKey: u.gw.DeviceKey, Secret: u.gw.Secret,
 		KeepAlive: u.cfg.KeepAlive, OnService: u.onService,
 		OnConnectionLost: func(err error) {
 			select {

@@ -38,6 +38,11 @@ func TestConfigFiles(t *testing.T) {
 	require.Equal(t, map[string]string{"X-Scope-OrgID": "wind-eu"}, cfg.RemoteWrite[0].Headers)
 	require.Equal(t, 30*time.Second, cfg.RemoteWrite[0].MaxBackoff)
 	require.Zero(t, cfg.RemoteWrite[1].Timeout, "left to the default")
+	cfg, err = LoadConfig("testdata/tls.good.yaml")
+	require.NoError(t, err)
+	require.Equal(t, "optional", cfg.MQTT.TLS.ClientAuth)
+	require.Equal(t, "/etc/gale/tls/ca.crt", cfg.MQTT.TLS.ClientCAFile)
+	require.True(t, cfg.HTTP.TLS.Enabled())
 	_, err = LoadConfig("testdata/missing.yaml")
 	require.Error(t, err)
 }
