@@ -307,7 +307,7 @@ func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) 
 		return fmt.Errorf("write admin token: %w", err)
 	}
 	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.base, TokenFile: tokenFile, ReconnectMax: time.Second}
-	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token),
+	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token, nil),
 		DataDir: dir, NoEdges: true}, r.log, prometheus.NewRegistry())
 	if err != nil {
 		return err

@@ -17,7 +17,9 @@ import (
 // PlantConfig says where a plant reaches the cloud.
 type PlantConfig struct {
 	// Cloud is the cloud's MQTT broker and API (with an admin token file)
-	// that the directly connected devices and the edges use.
+	// that the directly connected devices and the edges use, and the TLS
+	// they use towards it: a CA, no client certificate (one names a single
+	// device, and the plant has many).
 	Cloud edge.CloudConfig
 	// Secret looks the devices' secrets up.
 	Secret direct.SecretFunc
@@ -40,7 +42,11 @@ type Plant struct {
 
 // NewPlant prepares the directly connected devices of fleet.
 func NewPlant(fleet *twins.Fleet, cfg PlantConfig, log *slog.Logger, reg prometheus.Registerer) (*Plant, error) {
-	dir, err := direct.New(fleet, direct.Config{Broker: cfg.Cloud.MQTTAddr, Secret: cfg.Secret}, log.With("component", "direct"), reg)
+	tlsCfg, err := cfg.Cloud.ClientTLS()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := direct.New(fleet, direct.Config{Broker: cfg.Cloud.MQTTAddr, TLS: tlsCfg, Secret: cfg.Secret}, log.With("component", "direct"), reg)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,8 @@ type Config struct {
 	Node node.Config
 	// Fleet is the twin fleet; its devices must be registered.
 	Fleet twins.Config
+	// CloudTLS, when the node serves TLS, is how the plant trusts it (its CA).
+	CloudTLS *edge.CloudTLS
 }
 
 // Stack is a running node with its plant.
@@ -51,7 +53,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Stack, error) {
 		}
 		return d.Secret, nil
 	}
-	cloud := edge.CloudConfig{MQTTAddr: n.MQTTAddr(), APIURL: "http://" + n.HTTPAddr(), TokenFile: n.TokenFile}
+	cloud := edge.CloudConfig{MQTTAddr: n.MQTTAddr(), APIURL: n.APIURL(), TokenFile: n.TokenFile, TLS: cfg.CloudTLS}
 	plant, err := NewPlant(fleet, PlantConfig{Cloud: cloud, Secret: secret, DataDir: cfg.Node.DataDir}, log, n.Registerer())
 	if err != nil {
 		return nil, err

@@ -33,8 +33,8 @@ func runCloud(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Gale cloud node %s is up.\n  HTTP API: http://%s\n  MQTT:     %s\n  Kafka:    %v\n  Admin token: %s\n",
-		cfg.NodeID, n.HTTPAddr(), n.MQTTAddr(), n.KafkaAddrs(), n.TokenFile)
+	fmt.Fprintf(stdout, "Gale cloud node %s is up.\n  HTTP API: %s\n  MQTT:     %s%s\n  Kafka:    %v\n  Admin token: %s\n",
+		cfg.NodeID, n.APIURL(), n.MQTTAddr(), tlsNote(n.MQTTTLS()), n.KafkaAddrs(), n.TokenFile)
 	return n.Run(ctx)
 }
 

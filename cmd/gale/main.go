@@ -34,6 +34,7 @@ var commands = []command{
 	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", runDashboards},
 	{"cloud", "run one cloud node from a config file", runCloud},
 	{"kafka", "run the embedded Kafka broker alone", runKafka},
+	{"certs", "certs init|device: the development CA (DATA/tls) and device certificates for mutual TLS", runCerts},
 	{"version", "print the version", func(_ context.Context, _ []string, w io.Writer) error {
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/twins"
 	"github.com/gale-iot/gale/twins/direct"
 )
@@ -31,6 +33,8 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 	httpAddr := fs.String("http-addr", "127.0.0.1:8090", "listen address of the twin control API (/twins/v1/), /metrics and /healthz")
 	interval := fs.Duration("interval", 10*time.Second, "sim time between two posts of a directly connected device")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	useTLS := fs.Bool("tls", false, "connect the directly connected devices over TLS (implied by --ca-file)")
+	caFile := fs.String("ca-file", "", "PEM CA of the cloud's certificates, for MQTT over TLS and an https --api-url (gale up --tls: DATA/tls/ca.crt)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -38,11 +42,18 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(fs.Output(), "gale twins: --config FILE is required")
 		return errUsage
 	}
+	var tlsCfg *tls.Config
+	if *useTLS || *caFile != "" {
+		var err error
+		if tlsCfg, err = (pki.ClientConfig{CAFile: *caFile}).Load(); err != nil {
+			return err
+		}
+	}
 	cfg, err := twins.Load(*configFile)
 	if err != nil {
 		return err
 	}
-	secret, err := secretLookup(*secretsFile, *apiURL, *tokenFile)
+	secret, err := secretLookup(*secretsFile, *apiURL, *tokenFile, tlsCfg)
 	if err != nil {
 		return err
 	}
@@ -56,7 +67,7 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	devices, err := direct.New(fleet, direct.Config{Broker: *mqttAddr, Secret: secret, Interval: *interval}, log, reg)
+	devices, err := direct.New(fleet, direct.Config{Broker: *mqttAddr, TLS: tlsCfg, Secret: secret, Interval: *interval}, log, reg)
 	if err != nil {
 		return err
 	}
@@ -90,8 +101,9 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 // secretLookup finds device secrets in the secrets file, if given, and then
-// through the cloud API, if a token file is given.
-func secretLookup(secretsFile, apiURL, tokenFile string) (direct.SecretFunc, error) {
+// through the cloud API, if a token file is given (trusting tlsCfg's CA
+// when set).
+func secretLookup(secretsFile, apiURL, tokenFile string, tlsCfg *tls.Config) (direct.SecretFunc, error) {
 	secrets := map[string]string{}
 	if secretsFile != "" {
 		b, err := os.ReadFile(secretsFile)
@@ -110,7 +122,7 @@ func secretLookup(secretsFile, apiURL, tokenFile string) (direct.SecretFunc, err
 		}
 		token = strings.TrimSpace(string(b))
 	}
-	fromAPI := direct.APISecrets(apiURL, token)
+	fromAPI := direct.APISecrets(apiURL, token, tlsCfg)
 	return func(pk, dk string) (string, error) {
 		if s, ok := secrets[pk+"/"+dk]; ok {
 			return s, nil

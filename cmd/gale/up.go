@@ -6,9 +6,13 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/gale-iot/gale/platform/edge"
 	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/stack"
 	"github.com/gale-iot/gale/twins"
 )
@@ -27,8 +31,14 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	useTLS := fs.Bool("tls", false, "serve MQTT and HTTP over TLS only, with a development CA and server certificate kept in DATA/tls (made when missing or expired)")
+	tlsHosts := fs.String("tls-hosts", "", "more host names and IP addresses for the server certificate, comma-separated (127.0.0.1, ::1, localhost and the listen hosts are always in)")
+	clientAuth := fs.String("tls-client-auth", pki.ClientAuthOptional, "MQTT client certificates with --tls: none, or optional (a certificate given must name the device that logs in: CN productKey/deviceKey)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *clientAuth != pki.ClientAuthNone && *clientAuth != pki.ClientAuthOptional {
+		return fmt.Errorf("--tls-client-auth %q: want none or optional (require needs certificates for the demo plant's devices; use gale cloud)", *clientAuth)
 	}
 	if *turbines < 1 || *turbines > 1000 {
 		return fmt.Errorf("--turbines %d: want 1 to 1000", *turbines)
@@ -49,7 +59,15 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	fleetCfg.Seed, fleetCfg.Speed = *seed, *speed
-	st, err := stack.New(ctx, stack.Config{Node: cfg, Fleet: fleetCfg}, log)
+	stackCfg := stack.Config{Node: cfg, Fleet: fleetCfg}
+	var tlsFiles pki.DevFiles
+	if *useTLS {
+		if tlsFiles, err = stackCfg.Node.DevTLS(splitList(*tlsHosts), *clientAuth, time.Now()); err != nil {
+			return err
+		}
+		stackCfg.CloudTLS = &edge.CloudTLS{CAFile: tlsFiles.CA}
+	}
+	st, err := stack.New(ctx, stackCfg, log)
 	if err != nil {
 		return err
 	}
@@ -66,7 +84,29 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}
 	}()
-	fmt.Fprintf(stdout, "Gale is up.\n  HTTP API:    http://%s  (Prometheus API: http://%s/prometheus, twin control: /twins/v1)\n  MQTT:        %s\n  Kafka:       %v\n  Admin token: %s\n",
-		n.HTTPAddr(), n.HTTPAddr(), n.MQTTAddr(), n.KafkaAddrs(), n.TokenFile)
+	fmt.Fprintf(stdout, "Gale is up.\n  HTTP API:    %s  (Prometheus API: %s/prometheus, twin control: /twins/v1)\n  MQTT:        %s%s\n  Kafka:       %v\n  Admin token: %s\n",
+		n.APIURL(), n.APIURL(), n.MQTTAddr(), tlsNote(n.MQTTTLS()), n.KafkaAddrs(), n.TokenFile)
+	if *useTLS {
+		fmt.Fprintf(stdout, "  TLS CA:      %s  (mosquitto_pub --cafile, curl --cacert; device certificates: gale certs device)\n", tlsFiles.CA)
+	}
 	return st.Run(ctx)
+}
+
+// tlsNote marks a listener that speaks TLS in a banner.
+func tlsNote(on bool) string {
+	if on {
+		return " (TLS)"
+	}
+	return ""
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }

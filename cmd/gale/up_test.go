@@ -20,6 +20,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/device"
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // TestMain lets the test binary act as the gale command, so tests can run
@@ -39,6 +40,17 @@ type galeProc struct {
 	kafka               string
 	token               string
 	stderr              *bytes.Buffer
+	// tls runs gale up --tls; client then trusts DATA/tls/ca.crt.
+	tls    bool
+	client *http.Client
+}
+
+// base is the API's base URL.
+func (p *galeProc) base() string {
+	if p.tls {
+		return "https://" + p.http
+	}
+	return "http://" + p.http
 }
 
 func freeAddr(t *testing.T) string {
@@ -53,13 +65,24 @@ func startGale(t *testing.T, p *galeProc, extra ...string) {
 	p.stderr = new(bytes.Buffer)
 	args := append([]string{"up", "--data-dir", p.dataDir, "--http-addr", p.http, "--mqtt-addr", p.mqtt,
 		"--kafka-addr", p.kafka, "--modbus-addr", "127.0.0.1:0", "--turbines", "2", "--log-level", "warn"}, extra...)
+	p.client = http.DefaultClient
+	if p.tls {
+		args = append(args, "--tls")
+	}
 	p.cmd = exec.Command(os.Args[0], args...)
 	p.cmd.Env = append(os.Environ(), "GALE_TEST_MAIN=1")
 	p.cmd.Stdout, p.cmd.Stderr = p.stderr, p.stderr
 	require.NoError(t, p.cmd.Start())
 	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = p.cmd.Wait() })
 	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + p.http + "/readyz")
+		if p.tls && p.client == http.DefaultClient {
+			tlsCfg, err := pki.ClientConfig{CAFile: filepath.Join(p.dataDir, "tls", pki.CACertFile)}.Load()
+			if err != nil {
+				return false // not made yet
+			}
+			p.client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
+		}
+		resp, err := p.client.Get(p.base() + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -74,10 +97,10 @@ func startGale(t *testing.T, p *galeProc, extra ...string) {
 func (p *galeProc) api(t *testing.T, method, path string, body, out any) int {
 	t.Helper()
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(method, "http://"+p.http+path, bytes.NewReader(b))
+	req, err := http.NewRequest(method, p.base()+path, bytes.NewReader(b))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer "+p.token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.client.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	if out != nil {
@@ -210,6 +233,11 @@ func TestCommandLineErrors(t *testing.T) {
 		{"up", "--no-such-flag"},
 		{"up", "extra"},
 		{"up", "--log-level", "loud"},
+		{"up", "--tls", "--tls-client-auth", "always"},
+		{"certs"},
+		{"certs", "device", "--pk", "p"},
+		{"certs", "device", "--data-dir", "/nonexistent", "--pk", "p", "--dk", "d"},
+		{"certs", "nope"},
 		{"up", "--turbines", "999", "--direct-turbines", "2"},
 		{"scenario", "run"},
 		{"scenario", "run", "../../scenarios/node-pause.yaml"}, // containers only: nothing runs

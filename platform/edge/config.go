@@ -101,8 +101,8 @@ type CloudTLS struct {
 	ServerName string `yaml:"server_name"`
 }
 
-// clientTLS loads the cloud TLS config; nil when TLS is not set.
-func (c CloudConfig) clientTLS() (*tls.Config, error) {
+// ClientTLS loads the TLS config towards the cloud; nil when TLS is not set.
+func (c CloudConfig) ClientTLS() (*tls.Config, error) {
 	if c.TLS == nil {
 		return nil, nil
 	}

@@ -81,7 +81,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsCfg, err := cfg.Cloud.clientTLS()
+	tlsCfg, err := cfg.Cloud.ClientTLS()
 	if err != nil {
 		return nil, err
 	}

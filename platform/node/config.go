@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/httpapi"
+	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/remotewrite"
 	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
@@ -67,6 +69,26 @@ func DefaultConfig() Config {
 		TSDB:    tsdb.DefaultConfig(),
 		Rules:   RulesConfig{CheckpointEvery: 5 * time.Second, NoDataGrace: 30 * time.Second},
 	}
+}
+
+// DevTLS makes (or keeps) a development CA and a server certificate for
+// hosts (plus 127.0.0.1, ::1, localhost and the hosts of the listen
+// addresses) under DataDir/tls, as gale up --tls does, and serves MQTT
+// (asking client certificates per clientAuth, verified against the CA) and
+// HTTP over TLS with them. Clients trust the returned files' CA.
+func (c *Config) DevTLS(hosts []string, clientAuth string, now time.Time) (pki.DevFiles, error) {
+	for _, addr := range []string{c.HTTP.Addr, c.MQTT.Addr} {
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			hosts = append(hosts, h)
+		}
+	}
+	files, err := pki.EnsureDev(filepath.Join(c.DataDir, "tls"), hosts, now)
+	if err != nil {
+		return files, fmt.Errorf("development TLS: %w", err)
+	}
+	c.MQTT.TLS = pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key, ClientCAFile: files.CA, ClientAuth: clientAuth}
+	c.HTTP.TLS = pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key}
+	return files, nil
 }
 
 // Roles of a node (the design's Cluster section).

@@ -10,6 +10,7 @@
 package direct
 
 import (
+	"crypto/tls"
 	"context"
 	"encoding/json"
 	"errors"
@@ -44,6 +45,8 @@ type SecretFunc func(productKey, deviceKey string) (string, error)
 type Config struct {
 	// Broker is the cloud's MQTT address, host:port.
 	Broker string
+	// TLS, when set, connects the devices to Broker over TLS with this config.
+	TLS *tls.Config
 	// Secret looks the devices' secrets up (from the cloud API or a file).
 	Secret SecretFunc
 	// Devices are the device keys to run; nil runs every device of the
@@ -166,7 +169,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	clients := make([]*device.Client, len(r.devices))
 	for i, d := range r.devices {
 		clients[i] = device.NewClient(device.Config{
-			Broker: r.cfg.Broker, ProductKey: d.Product, DeviceKey: d.Key, Secret: secrets[i],
+			Broker: r.cfg.Broker, TLS: r.cfg.TLS, ProductKey: d.Product, DeviceKey: d.Key, Secret: secrets[i],
 			OnService: r.invoke, QueueSize: r.cfg.QueueSize,
 		}, r.log)
 	}

@@ -1,6 +1,7 @@
 package direct
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,9 +15,13 @@ import (
 )
 
 // APISecrets looks secrets up through the cloud's HTTP API at apiURL
-// (GET /api/v1/devices/{pk}/{dk}, which shows an admin the secret).
-func APISecrets(apiURL, token string) SecretFunc {
+// (GET /api/v1/devices/{pk}/{dk}, which shows an admin the secret); an
+// https apiURL is verified with tlsCfg when set, else the system's roots.
+func APISecrets(apiURL, token string, tlsCfg *tls.Config) SecretFunc {
 	client := &http.Client{Timeout: 10 * time.Second}
+	if tlsCfg != nil {
+		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+	}
 	return func(pk, dk string) (string, error) {
 		u := strings.TrimSuffix(apiURL, "/") + "/api/v1/devices/" + url.PathEscape(pk) + "/" + url.PathEscape(dk)
 		req, err := http.NewRequest(http.MethodGet, u, nil)

@@ -51,10 +51,8 @@ func Config(t testing.TB) node.Config {
 // HTTP over TLS. It returns the files; clients trust files.CA.
 func TLS(t testing.TB, cfg *node.Config, clientAuth string) pki.DevFiles {
 	t.Helper()
-	files, err := pki.EnsureDev(filepath.Join(cfg.DataDir, "tls"), nil, time.Now())
+	files, err := cfg.DevTLS(nil, clientAuth, time.Now())
 	require.NoError(t, err)
-	cfg.MQTT.TLS = pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key, ClientCAFile: files.CA, ClientAuth: clientAuth}
-	cfg.HTTP.TLS = pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key}
 	return files
 }
 
