@@ -31,6 +31,8 @@ func TestMainCommandLineErrors(t *testing.T) {
 		{"payload", []string{tf, "--payload", "xml"}, ErrConfig, `profile "xml"`},
 		{"mqtt addr", []string{tf, "--mqtt-addr", "localhost"}, ErrConfig, "host:port"},
 		{"api url", []string{tf, "--api-url", "localhost:8080"}, ErrConfig, "api url"},
+		{"cert without key", []string{tf, "--cert-file", "d.crt"}, ErrConfig, "needs its key"},
+		{"missing CA file", []string{tf, "--ca-file", "/nonexistent/ca.crt"}, ErrConfig, "read CA file"},
 		{"no duration", []string{tf, "--duration", "0"}, ErrConfig, "duration or a message count"},
 		{"too fast per device", []string{tf, "--devices", "1", "--rate", "2000"}, ErrConfig, "per device"},
 		{"step with count", []string{tf, "--step-search", "--count", "5"}, ErrConfig, "step search"},

@@ -38,11 +38,17 @@ const SeqPoint = "Seq"
 type Config struct {
 	// MQTTAddr is the broker, host:port.
 	MQTTAddr string
-	// TLS connects over TLS; TLSCAFile trusts that CA (default: the system
-	// pool); TLSInsecure skips certificate verification.
+	// TLS connects over TLS (set by TLSCAFile or TLSCertFile too);
+	// TLSCAFile trusts that CA (default: the system pool), also for an
+	// https APIURL; TLSInsecure skips certificate verification.
 	TLS         bool
 	TLSCAFile   string
 	TLSInsecure bool
+	// TLSCertFile and TLSKeyFile are the devices' client certificate and key
+	// for mutual TLS. Gale refuses a certificate that names another device
+	// than the login, so with several devices give paths with {pk} and {dk}
+	// placeholders (gale certs device writes DATA/tls/devices/{pk}_{dk}.crt).
+	TLSCertFile, TLSKeyFile string
 
 	// APIURL is Gale's HTTP API (registry and Prometheus-compatible queries).
 	APIURL string
@@ -189,6 +195,9 @@ func (c Config) Validate() error {
 		if c.Token == "" {
 			return bad("no API token")
 		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return bad("a TLS client certificate needs its key, and a key its certificate")
 	}
 	if c.DevicesFile != "" && c.Plain {
 		return bad("a devices file needs signed logins; drop it in plain mode")

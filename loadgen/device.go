@@ -91,7 +91,12 @@ func (d *device) connect(ctx context.Context) error {
 			d.g.log.Debug("connection lost", "device", d.id.Name(), "err", err)
 		})
 	if d.g.tls != nil {
-		opts.SetTLSConfig(d.g.tls)
+		tlsCfg, err := d.g.deviceTLS(d.id)
+		if err != nil {
+			d.g.rec.fail("tls_config", time.Now(), false)
+			return err
+		}
+		opts.SetTLSConfig(tlsCfg)
 	}
 	if cfg.Plain {
 		opts.SetClientID(d.id.DeviceKey)

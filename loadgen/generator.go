@@ -4,18 +4,19 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // Generator runs one load test: New, then Run.
@@ -62,25 +63,63 @@ func New(cfg Config, log *slog.Logger, progress io.Writer) (*Generator, error) {
 	}
 	g.cfg = cfg
 	g.brokerURL = "tcp://" + cfg.MQTTAddr
+	cfg.TLS = cfg.TLS || cfg.TLSCAFile != "" || cfg.TLSCertFile != ""
 	if cfg.TLS {
 		host, _, _ := net.SplitHostPort(cfg.MQTTAddr)
-		g.tls = &tls.Config{ServerName: host, InsecureSkipVerify: cfg.TLSInsecure, MinVersion: tls.VersionTLS12} //nolint:gosec // asked for
-		if cfg.TLSCAFile != "" {
-			pem, err := os.ReadFile(cfg.TLSCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("read TLS CA: %w", err)
-			}
-			g.tls.RootCAs = x509.NewCertPool()
-			if !g.tls.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%w: %s holds no PEM certificate", ErrConfig, cfg.TLSCAFile)
-			}
+		cc := pki.ClientConfig{CAFile: cfg.TLSCAFile, ServerName: host}
+		if !perDeviceCert(cfg.TLSCertFile) {
+			cc.CertFile, cc.KeyFile = cfg.TLSCertFile, cfg.TLSKeyFile
 		}
+		var err error
+		if g.tls, err = cc.Load(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		g.tls.InsecureSkipVerify = cfg.TLSInsecure //nolint:gosec // asked for
 		g.brokerURL = "tls://" + cfg.MQTTAddr
 	}
+	g.cfg = cfg
 	if !cfg.Plain {
-		g.platform = NewPlatform(cfg.APIURL, cfg.Token, log)
+		var err error
+		if g.platform, err = g.newPlatform(cfg.APIURL); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
+}
+
+// newPlatform is a client of the API at apiURL, trusting the run's CA.
+func (g *Generator) newPlatform(apiURL string) (*Platform, error) {
+	var tlsCfg *tls.Config
+	if g.cfg.TLSCAFile != "" || g.cfg.TLSInsecure {
+		var err error
+		if tlsCfg, err = (pki.ClientConfig{CAFile: g.cfg.TLSCAFile}).Load(); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		tlsCfg.InsecureSkipVerify = g.cfg.TLSInsecure //nolint:gosec // asked for
+	}
+	return NewPlatform(apiURL, g.cfg.Token, tlsCfg, g.log), nil
+}
+
+// perDeviceCert reports whether a certificate path names each device's own
+// file through {pk} and {dk} placeholders.
+func perDeviceCert(path string) bool {
+	return strings.Contains(path, "{pk}") || strings.Contains(path, "{dk}")
+}
+
+// deviceTLS is the TLS config of device id: the run's, with the device's
+// own certificate when the certificate path has placeholders.
+func (g *Generator) deviceTLS(id Identity) (*tls.Config, error) {
+	if g.tls == nil || !perDeviceCert(g.cfg.TLSCertFile) {
+		return g.tls, nil
+	}
+	r := strings.NewReplacer("{pk}", id.ProductKey, "{dk}", id.DeviceKey)
+	cert, err := tls.LoadX509KeyPair(r.Replace(g.cfg.TLSCertFile), r.Replace(g.cfg.TLSKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("client certificate of %s: %w", id.Name(), err)
+	}
+	c := g.tls.Clone()
+	c.Certificates = []tls.Certificate{cert}
+	return c, nil
 }
 
 // Run runs the load test and returns its report; with ComparePlain set it
@@ -220,7 +259,11 @@ func (g *Generator) CheckLedger(ctx context.Context, apiURL string) LedgerReport
 	if g.ledger == nil {
 		return LedgerReport{Error: "no ledger: the run did not take place, or ran in plain mode"}
 	}
-	return g.ledger.check(ctx, NewPlatform(apiURL, g.cfg.Token, g.log), g.ids, g.cfg.SettleTimeout, g.log)
+	p, err := g.newPlatform(apiURL)
+	if err != nil {
+		return LedgerReport{Error: err.Error()}
+	}
+	return g.ledger.check(ctx, p, g.ids, g.cfg.SettleTimeout, g.log)
 }
 
 // fill copies the recorder's figures and the profile into rep.

@@ -3,18 +3,11 @@ package loadgen
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -34,6 +27,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/node/nodetest"
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -437,26 +431,51 @@ func startMosquitto(t testing.TB) string {
 	return addr
 }
 
-// testCA makes a CA and a server certificate for 127.0.0.1, returning the
-// server's TLS config and the CA's PEM file.
+// testCA makes a development CA and a server certificate for 127.0.0.1,
+// returning the server's TLS config and the CA's PEM file.
 func testCA(t testing.TB) (*tls.Config, string) {
 	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	files, err := pki.EnsureDev(t.TempDir(), nil, time.Now())
 	require.NoError(t, err)
-	ca := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "loadgen test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	srv, err := pki.ServerConfig{CertFile: files.Cert, KeyFile: files.Key}.Load()
 	require.NoError(t, err)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return srv, files.CA
+}
+
+// TestRunAgainstGaleOverMutualTLS runs loadgen through Main against a node
+// that requires device certificates: MQTT over TLS with each device's own
+// certificate ({pk}/{dk} in --cert-file), the API over https; nothing lost.
+func TestRunAgainstGaleOverMutualTLS(t *testing.T) {
+	cfg := nodetest.Config(t)
+	files := nodetest.TLS(t, &cfg, pki.ClientAuthRequire)
+	h := nodetest.Start(t, cfg)
+	require.True(t, strings.HasPrefix(h.BaseURL, "https://"))
+	ca, err := pki.LoadCA(files.CA, files.CAKey)
 	require.NoError(t, err)
-	srv := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		KeyUsage: x509.KeyUsageDigitalSignature}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srv, ca, &srvKey.PublicKey, caKey)
+	dir := t.TempDir()
+	for i := range 3 {
+		certFile, keyFile := pki.DeviceFiles(dir, "loadgen", fmt.Sprintf("lg-%05d", i))
+		require.NoError(t, ca.IssueDevice(certFile, keyFile, "loadgen", fmt.Sprintf("lg-%05d", i), time.Now()))
+	}
+	tokenFile := filepath.Join(dir, "token")
+	require.NoError(t, os.WriteFile(tokenFile, []byte(h.Token), 0o600))
+	report := filepath.Join(dir, "r.json")
+	var out, errb bytes.Buffer
+	err = Main(context.Background(), []string{"--mqtt-addr", h.MQTTAddr(), "--api-url", h.BaseURL, "--token-file", tokenFile,
+		"--ca-file", files.CA, "--cert-file", filepath.Join(dir, "{pk}_{dk}.crt"), "--key-file", filepath.Join(dir, "{pk}_{dk}.key"),
+		"--devices", "3", "--rate", "30", "--duration", "1s", "--settle-timeout", "10s", "--quiet", "--report-json", report}, &out, &errb)
+	require.NoError(t, err, "%s%s", &out, &errb)
+	var rep Report
+	b, err := os.ReadFile(report)
 	require.NoError(t, err)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600))
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{srvDER}, PrivateKey: srvKey}}, MinVersion: tls.VersionTLS12}, caFile
+	require.NoError(t, json.Unmarshal(b, &rep))
+	require.True(t, rep.Profile.TLS)
+	require.Equal(t, 3, rep.Devices.Connected)
+	require.EqualValues(t, 30, rep.Messages.Acknowledged)
+	require.True(t, rep.Ledger.Checked, rep.Ledger.Error)
+	require.EqualValues(t, 30, rep.Ledger.Stored)
+
+	err = Main(context.Background(), []string{"--mqtt-addr", h.MQTTAddr(), "--api-url", h.BaseURL, "--token-file", tokenFile,
+		"--ca-file", files.CA, "--devices", "1", "--rate", "1", "--duration", "1s", "--quiet", "--connect-timeout", "2s"}, &out, &errb)
+	require.Error(t, err, "without a client certificate no device connects")
 }

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"crypto/tls"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,12 +34,14 @@ type Platform struct {
 	log    *slog.Logger
 }
 
-// NewPlatform returns a client of the API at baseURL (http://host:port).
-func NewPlatform(baseURL, token string, log *slog.Logger) *Platform {
-	return &Platform{
-		base: strings.TrimRight(baseURL, "/"), token: token, log: log,
-		client: &http.Client{Timeout: 30 * time.Second},
+// NewPlatform returns a client of the API at baseURL (http://host:port or
+// https://…, verified with tlsCfg when set, else the system's roots).
+func NewPlatform(baseURL, token string, tlsCfg *tls.Config, log *slog.Logger) *Platform {
+	client := &http.Client{Timeout: 30 * time.Second}
+	if tlsCfg != nil {
+		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
 	}
+	return &Platform{base: strings.TrimRight(baseURL, "/"), token: token, log: log, client: client}
 }
 
 // errStatus is an unexpected HTTP answer.

@@ -52,7 +52,7 @@ func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	go func() {
 		defer r.bg.Done()
 		log := r.log.With("component", "loadgen", "load", l.Name)
-		ids, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, log).Provision(ctx, cfg)
+		ids, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, nil, log).Provision(ctx, cfg)
 		if err == nil {
 			last := ids[len(ids)-1]
 			err = r.onEveryNode(ctx, "know the load's devices", "/api/v1/devices/"+last.ProductKey+"/"+last.DeviceKey)
