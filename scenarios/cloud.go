@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // KafkaName names a cloud's Kafka node in timeline steps (kill: kafka).
@@ -28,6 +29,9 @@ type CloudSpec struct {
 	MaxSampleFuture time.Duration
 	// DataDir is a scratch directory on the runner's machine.
 	DataDir string
+	// TLS, when set, has the nodes serve MQTT and HTTP over TLS only with
+	// its server certificate (signed by its CA, which the runner trusts).
+	TLS *pki.DevFiles
 }
 
 // Cloud is the platform under test: a Kafka node and cloud nodes, in this

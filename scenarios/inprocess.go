@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/pki"
 )
 
 // inProcess is the default cloud: the embedded Kafka (kfake, persisted in
@@ -32,7 +34,9 @@ type inProcess struct {
 	kafkaDir  string
 	nodes     map[string]*procNode
 	token     string
-	failures  []error // nodes that stopped on their own
+	scheme    string       // of the nodes' API URLs
+	http      *http.Client // trusts the nodes' CA
+	failures  []error      // nodes that stopped on their own
 }
 
 // procNode is one in-process node; once started, its config holds the
@@ -53,6 +57,14 @@ func (c *inProcess) Name() string { return CloudInProcess }
 
 func (c *inProcess) Start(ctx context.Context, spec CloudSpec) error {
 	c.ctx = ctx
+	c.scheme, c.http = "http://", http.DefaultClient
+	if spec.TLS != nil {
+		tlsCfg, err := pki.ClientConfig{CAFile: spec.TLS.CA}.Load()
+		if err != nil {
+			return err
+		}
+		c.scheme, c.http = "https://", &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}}
+	}
 	c.kafkaDir = filepath.Join(spec.DataDir, KafkaName)
 	if err := c.startKafka("127.0.0.1:0"); err != nil {
 		return err
@@ -65,6 +77,10 @@ func (c *inProcess) Start(ctx context.Context, spec CloudSpec) error {
 		cfg.Kafka.Brokers = []string{c.kafkaAddr}
 		cfg.MQTT.MaxSampleFuture = spec.MaxSampleFuture
 		cfg.Rules.Dir = filepath.Join(cfg.DataDir, "rules")
+		if spec.TLS != nil {
+			srv := pki.ServerConfig{CertFile: spec.TLS.Cert, KeyFile: spec.TLS.Key}
+			cfg.MQTT.TLS, cfg.HTTP.TLS = srv, srv
+		}
 		if i == 0 {
 			cfg.SeedDemo = spec.SeedDemo
 		}
@@ -85,7 +101,7 @@ func (c *inProcess) Start(ctx context.Context, spec CloudSpec) error {
 			}
 			c.token = string(bytes.TrimSpace(tok))
 		}
-		if err := WaitReady(ctx, "http://"+c.nodes[name].cfg.HTTP.Addr, time.Minute); err != nil {
+		if err := waitReady(ctx, c.http, c.scheme+c.nodes[name].cfg.HTTP.Addr, time.Minute); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
@@ -136,7 +152,7 @@ func (c *inProcess) Endpoints(name string) (string, string) {
 	if !ok || p.n == nil {
 		return "", ""
 	}
-	return "http://" + p.cfg.HTTP.Addr, p.cfg.MQTT.Addr
+	return c.scheme + p.cfg.HTTP.Addr, p.cfg.MQTT.Addr
 }
 
 func (c *inProcess) Token() string { return c.token }
@@ -190,7 +206,7 @@ func (c *inProcess) Revive(ctx context.Context, name string) error {
 	if err := c.startNode(name); err != nil {
 		return err
 	}
-	return WaitReady(ctx, "http://"+p.cfg.HTTP.Addr, time.Minute)
+	return waitReady(ctx, c.http, c.scheme+p.cfg.HTTP.Addr, time.Minute)
 }
 
 func (c *inProcess) Pause(context.Context, string) error  { return errUnsupported("pause") }
@@ -237,8 +253,13 @@ func (c *inProcess) Stop(bool) error {
 
 // WaitReady waits until the node at apiURL answers /readyz with 200, for at most timeout.
 func WaitReady(ctx context.Context, apiURL string, timeout time.Duration) error {
+	return waitReady(ctx, http.DefaultClient, apiURL, timeout)
+}
+
+// waitReady is WaitReady with client.
+func waitReady(ctx context.Context, client *http.Client, apiURL string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for !ready(ctx, apiURL) {
+	for !ready(ctx, client, apiURL) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s", apiURL, timeout)
 		}

@@ -3,6 +3,7 @@ package scenarios
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/edge"
 	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/stack"
 	"github.com/gale-iot/gale/twins"
@@ -57,10 +59,13 @@ type runner struct {
 	twins *client // the twin control API the runner serves
 	// mqtt and http balance the devices' and the runner's connections over the nodes.
 	mqtt, http *balancer
-	links      map[string]*balancer // each gateway's edges' link to the cloud, by gateway
-	edges      map[string]*edgeProc
-	t0         time.Time // sim time at the start of the timeline
-	wall0      time.Time
+	// tls trusts the cloud's development CA (topology.tls), at caFile; nil: plaintext.
+	tls    *tls.Config
+	caFile string
+	links  map[string]*balancer // each gateway's edges' link to the cloud, by gateway
+	edges  map[string]*edgeProc
+	t0     time.Time // sim time at the start of the timeline
+	wall0  time.Time
 
 	mu          sync.Mutex
 	bg          sync.WaitGroup
@@ -213,6 +218,18 @@ func (r *runner) startCloud(ctx context.Context, dir string) error {
 	}
 	spec := CloudSpec{Nodes: top.Nodes, RulesDir: rulesDir, SeedDemo: node.Demo{Turbines: top.Turbines, Direct: top.Direct}, DataDir: filepath.Join(dir, "cloud"),
 		MaxSampleFuture: stack.MaxSampleFuture(top.Speed, node.DefaultConfig().MQTT.MaxSampleFuture)}
+	apiClient, scheme := &http.Client{Timeout: 30 * time.Second}, "http://"
+	if top.TLS {
+		files, err := pki.EnsureDev(filepath.Join(dir, "tls"), nil, time.Now())
+		if err != nil {
+			return err
+		}
+		if r.tls, err = (pki.ClientConfig{CAFile: files.CA}).Load(); err != nil {
+			return err
+		}
+		spec.TLS, r.caFile, scheme = &files, files.CA, "https://"
+		apiClient.Transport = &http.Transport{TLSClientConfig: r.tls}
+	}
 	if err := r.cloud.Start(ctx, spec); err != nil {
 		return fmt.Errorf("start the %s cloud: %w", r.cloud.Name(), err)
 	}
@@ -221,16 +238,17 @@ func (r *runner) startCloud(ctx context.Context, dir string) error {
 	}
 	health := func(ctx context.Context, name string) bool {
 		apiURL, _ := r.cloud.Endpoints(name)
-		return apiURL != "" && ready(ctx, apiURL)
+		return apiURL != "" && ready(ctx, apiClient, apiURL)
 	}
 	var err error
 	if r.mqtt, err = newBalancer(r.upstreams(func(_, mqtt string) string { return mqtt }), health, false); err != nil {
 		return err
 	}
-	if r.http, err = newBalancer(r.upstreams(func(api, _ string) string { return strings.TrimPrefix(api, "http://") }), health, true); err != nil {
+	hostPort := func(api, _ string) string { return strings.TrimPrefix(strings.TrimPrefix(api, "http://"), "https://") }
+	if r.http, err = newBalancer(r.upstreams(hostPort), health, true); err != nil {
 		return err
 	}
-	r.api = &client{base: "http://" + r.http.Addr(), token: r.cloud.Token(), http: &http.Client{Timeout: 30 * time.Second}}
+	r.api = &client{base: scheme + r.http.Addr(), token: r.cloud.Token(), http: apiClient}
 	last := "/api/v1/devices/wind-turbine/" + node.DemoTurbineKey(top.Turbines+top.Direct)
 	return r.onEveryNode(ctx, "know the demo fleet and the admin token", last)
 }
@@ -307,7 +325,10 @@ func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) 
 		return fmt.Errorf("write admin token: %w", err)
 	}
 	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.base, TokenFile: tokenFile, ReconnectMax: time.Second}
-	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token, nil),
+	if r.tls != nil {
+		cloud.TLS = &edge.CloudTLS{CAFile: r.caFile}
+	}
+	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token, r.tls),
 		DataDir: dir, NoEdges: true}, r.log, prometheus.NewRegistry())
 	if err != nil {
 		return err
@@ -630,14 +651,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 // ready reports whether the node at apiURL answers /readyz with 200 within a second.
-func ready(ctx context.Context, apiURL string) bool {
+func ready(ctx context.Context, client *http.Client, apiURL string) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, apiURL+"/readyz", nil)
 	if err != nil {
 		return false
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return false
 	}

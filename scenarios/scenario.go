@@ -78,6 +78,10 @@ type Topology struct {
 	// Settle is how long (wall time) an assertion may take to become true
 	// after the timeline ends (default 30s).
 	Settle time.Duration `yaml:"settle"`
+	// TLS serves the cloud's MQTT and HTTP over TLS only, with a development
+	// CA made for the run, which every client of the run trusts: the plant's
+	// devices and edges, the load generator, the runner. In-process cloud only.
+	TLS bool `yaml:"tls"`
 }
 
 // Step is one timeline entry. At (sim time since the start) or Wall (wall
@@ -394,6 +398,8 @@ func (s *Scenario) Validate() error {
 		return fmt.Errorf("%w: edges %q: want none, normal or ha", ErrTopology, t.Edges)
 	case t.Settle < 0:
 		return fmt.Errorf("%w: settle must be positive", ErrTopology)
+	case t.TLS && slices.Contains(t.RunOn, CloudContainers):
+		return fmt.Errorf("%w: tls runs on the in-process cloud only", ErrTopology)
 	}
 	targets := targets{edges: s.edgeNames(), nodes: map[string]bool{}, inProcess: slices.Contains(t.RunOn, CloudInProcess)}
 	for i := range t.Nodes {

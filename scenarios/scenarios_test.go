@@ -86,6 +86,7 @@ func TestParse(t *testing.T) {
 		{"partition from nowhere", "name: x\ntopology: {nodes: 2}\ntimeline:\n  - at: 1s\n    partition: {node: node-b, from: space}\n", `partition from "space": want devices or kafka`},
 		{"unknown node", "name: x\ntopology: {nodes: 2, runOn: [containers]}\ntimeline:\n  - at: 1s\n    pause: node-c\n", "pause and resume take a node or kafka"},
 		{"no cloud", "name: x\ntopology: {runOn: []}\n", "runOn is empty"},
+		{"tls in containers", "name: x\ntopology: {tls: true, runOn: [inprocess, containers]}\n", "tls runs on the in-process cloud only"},
 		{"bad cloud", "name: x\ntopology: {runOn: [cloud9]}\n", `runOn "cloud9": want inprocess or containers`},
 		{"bad latency kind", "name: x\ntimeline:\n  - at: 0s\n    load: {name: a, devices: 1, rate: 1, duration: 1s}\nassert:\n  - latency: {load: a, kind: warp, percentile: p99, below: 1s}\n", "latency needs kind (connect, puback, e2e, send_lag, reconnect, ack_gap)"},
 		{"good", "name: x\ntimeline:\n  - at: 0s\n    load: {name: a, devices: 1, rate: 1, duration: 1s}\n  - wall: 2s\nassert:\n  - noLoss: {load: a}\n  - alert: {rule: r}\n", ""},

@@ -44,6 +44,7 @@ func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	cfg.DevicePrefix, cfg.Product, cfg.Org, cfg.Site = l.Name+"-", "scn", "scn", "scn-site"
 	cfg.ProbeDevices = min(4, l.Devices)
 	cfg.Replies = true
+	cfg.TLSCAFile = r.caFile // TLS towards a cloud with a development CA
 	run := &loadRun{}
 	r.mu.Lock()
 	r.loads[l.Name] = run
@@ -52,7 +53,7 @@ func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	go func() {
 		defer r.bg.Done()
 		log := r.log.With("component", "loadgen", "load", l.Name)
-		ids, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, nil, log).Provision(ctx, cfg)
+		ids, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, r.tls, log).Provision(ctx, cfg)
 		if err == nil {
 			last := ids[len(ids)-1]
 			err = r.onEveryNode(ctx, "know the load's devices", "/api/v1/devices/"+last.ProductKey+"/"+last.DeviceKey)
@@ -137,7 +138,7 @@ func (r *runner) connect(ctx context.Context, pk, dk string) (*device.Device, er
 	if err != nil {
 		return nil, err
 	}
-	return device.Connect(ctx, device.Config{Broker: r.mqtt.Addr(), ProductKey: pk, DeviceKey: dk, Secret: secret, Now: r.fleet.Now})
+	return device.Connect(ctx, device.Config{Broker: r.mqtt.Addr(), TLS: r.tls, ProductKey: pk, DeviceKey: dk, Secret: secret, Now: r.fleet.Now})
 }
 
 // backfill sends a constant value over the last Span of sim time through
@@ -228,7 +229,7 @@ func (r *runner) startStorm(ctx context.Context, s StormStep) error {
 	r.mu.Lock()
 	r.storms[s.Name] = run
 	r.mu.Unlock()
-	cfg := device.Config{Broker: r.mqtt.Addr(), ProductKey: "scn-storm", DeviceKey: sender, Secret: secret, Now: r.fleet.Now}
+	cfg := device.Config{Broker: r.mqtt.Addr(), TLS: r.tls, ProductKey: "scn-storm", DeviceKey: sender, Secret: secret, Now: r.fleet.Now}
 	r.bg.Add(1)
 	go func() {
 		defer r.bg.Done()
