@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/pki"
 )
 
@@ -45,7 +46,7 @@ func TestUpTLS(t *testing.T) {
 		return got["WT01"] && got["WT02"] && got["WT03"]
 	}, 60*time.Second, 200*time.Millisecond, "the plant's samples over TLS: %s", p.stderr)
 
-	curl := requireTool(t, "curl", "curl")
+	curl := nodetest.RequireTool(t, "curl", "curl")
 	out, err := exec.Command(curl, "-sS", "--fail", "--cacert", ca, "-H", "Authorization: Bearer "+p.token,
 		"https://"+p.http+"/api/v1/devices/wind-turbine/WT03").CombinedOutput()
 	require.NoError(t, err, "curl: %s", out)
@@ -68,7 +69,7 @@ func TestUpTLS(t *testing.T) {
 	p1Cert, p1Key := pki.DeviceFiles(filepath.Join(p.dataDir, "tls", pki.DevicesDir), "probe", "p1")
 	require.Contains(t, certOut.String(), p1Cert)
 
-	pub := requireTool(t, "mosquitto_pub", "mosquitto-clients")
+	pub := nodetest.RequireTool(t, "mosquitto_pub", "mosquitto-clients")
 	tests := []struct {
 		name, dev string
 		args      []string
@@ -101,14 +102,4 @@ func TestUpTLS(t *testing.T) {
 			}, 20*time.Second, 100*time.Millisecond)
 		})
 	}
-}
-
-// requireTool returns the path of a Debian-packaged peer, or skips saying how to install it.
-func requireTool(t *testing.T, tool, pkg string) string {
-	t.Helper()
-	path, err := exec.LookPath(tool)
-	if err != nil {
-		t.Skipf("%s not installed: apt-get install %s (.ci/run installs it)", tool, pkg)
-	}
-	return path
 }

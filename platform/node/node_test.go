@@ -207,11 +207,7 @@ func TestRestartKeepsRegistryAndSamples(t *testing.T) {
 
 func requireTool(t *testing.T, tool, pkg string) string {
 	t.Helper()
-	path, err := exec.LookPath(tool)
-	if err != nil {
-		t.Skipf("%s not installed: apt-get install %s (.ci/run installs it)", tool, pkg)
-	}
-	return path
+	return nodetest.RequireTool(t, tool, pkg)
 }
 
 func TestMosquittoPubAndKcat(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -85,6 +86,17 @@ func Start(t testing.TB, cfg node.Config) *Harness {
 	t.Cleanup(h.Stop)
 	waitOK(t, h.Client, h.BaseURL+"/readyz", 20*time.Second)
 	return h
+}
+
+// RequireTool returns the path of a real peer from a Debian package (e.g.
+// mosquitto_pub from mosquitto-clients), or skips the test saying how to install it.
+func RequireTool(t testing.TB, tool, pkg string) string {
+	t.Helper()
+	path, err := exec.LookPath(tool)
+	if err != nil {
+		t.Skipf("%s not installed: apt-get install %s (.ci/run installs it)", tool, pkg)
+	}
+	return path
 }
 
 // WaitOK waits up to timeout for a GET of url to answer 200, e.g. a readiness endpoint.
