@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -13,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -81,6 +83,9 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	return &Broker{cfg: cfg, log: log, server: server, hook: h}, nil
 }
 
+// tlsHandshakeTimeout is how long a client has for its TLS handshake.
+const tlsHandshakeTimeout = 10 * time.Second
+
 // Listen binds the MQTT listener, so callers know the address before Run.
 // With TLS configured, the listener speaks TLS only.
 func (b *Broker) Listen() error {
@@ -96,7 +101,7 @@ func (b *Broker) Listen() error {
 		return fmt.Errorf("listen mqtt on %s: %w", b.cfg.Addr, err)
 	}
 	if tlsCfg != nil {
-		ln = tls.NewListener(ln, tlsCfg)
+		ln = pki.NewListener(ln, tlsCfg, tlsHandshakeTimeout)
 	}
 	b.ln = ln
 	return nil

@@ -32,10 +32,10 @@ func DeviceFromCert(cert *x509.Certificate) (productKey, deviceKey string, err e
 }
 
 // PeerCertificate returns the verified client certificate of conn, or nil
-// when conn is not TLS or the client sent none. The handshake must be done
-// (it is once anything was read from conn).
+// when conn is not TLS (a *tls.Conn or a Conn of NewListener) or the client
+// sent none. The handshake must be done (it is once anything was read from conn).
 func PeerCertificate(conn net.Conn) *x509.Certificate {
-	tc, ok := conn.(*tls.Conn)
+	tc, ok := conn.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
 		return nil
 	}
