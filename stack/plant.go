@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -19,8 +20,12 @@ type PlantConfig struct {
 	// Cloud is the cloud's MQTT broker and API (with an admin token file)
 	// that the directly connected devices and the edges use, and the TLS
 	// they use towards it: a CA, no client certificate (one names a single
-	// device, and the plant has many).
+	// device, and the plant has many; see DeviceTLS).
 	Cloud edge.CloudConfig
+	// DeviceTLS, when set, gives each directly connected device and each
+	// edge's gateway a TLS config of its own (with its own client
+	// certificate, for a cloud that requires them) instead of Cloud.TLS.
+	DeviceTLS func(productKey, deviceKey string) (*edge.CloudTLS, error)
 	// Secret looks the devices' secrets up.
 	Secret direct.SecretFunc
 	// DataDir holds each edge's data under DataDir/edge/GATEWAY.
@@ -46,7 +51,17 @@ func NewPlant(fleet *twins.Fleet, cfg PlantConfig, log *slog.Logger, reg prometh
 	if err != nil {
 		return nil, err
 	}
-	dir, err := direct.New(fleet, direct.Config{Broker: cfg.Cloud.MQTTAddr, TLS: tlsCfg, Secret: cfg.Secret}, log.With("component", "direct"), reg)
+	dcfg := direct.Config{Broker: cfg.Cloud.MQTTAddr, TLS: tlsCfg, Secret: cfg.Secret}
+	if cfg.DeviceTLS != nil {
+		dcfg.TLSFor = func(pk, dk string) (*tls.Config, error) {
+			ct, err := cfg.DeviceTLS(pk, dk)
+			if err != nil {
+				return nil, err
+			}
+			return edge.CloudConfig{TLS: ct}.ClientTLS()
+		}
+	}
+	dir, err := direct.New(fleet, dcfg, log.With("component", "direct"), reg)
 	if err != nil {
 		return nil, err
 	}
@@ -97,10 +112,16 @@ func (p *Plant) EdgeConfig(id string) (edge.Config, error) {
 	if err != nil {
 		return edge.Config{}, fmt.Errorf("secret of modbus-gateway/%s: %w", id, err)
 	}
+	cloud := p.cfg.Cloud
+	if p.cfg.DeviceTLS != nil {
+		if cloud.TLS, err = p.cfg.DeviceTLS("modbus-gateway", id); err != nil {
+			return edge.Config{}, fmt.Errorf("tls of modbus-gateway/%s: %w", id, err)
+		}
+	}
 	return edge.Config{
 		DataDir: filepath.Join(p.cfg.DataDir, "edge", id),
 		Gateway: edge.Identity{ProductKey: "modbus-gateway", DeviceKey: id, Secret: gwSecret},
-		Cloud:   p.cfg.Cloud,
+		Cloud:   cloud,
 		Targets: []edge.Target{{Name: id, Addr: gw.Addr(), Units: units}},
 	}, nil
 }

@@ -26,6 +26,9 @@ type Config struct {
 	Fleet twins.Config
 	// CloudTLS, when the node serves TLS, is how the plant trusts it (its CA).
 	CloudTLS *edge.CloudTLS
+	// DeviceTLS, when the node requires client certificates, gives each
+	// plant device its own (see PlantConfig.DeviceTLS).
+	DeviceTLS func(productKey, deviceKey string) (*edge.CloudTLS, error)
 }
 
 // Stack is a running node with its plant.
@@ -54,7 +57,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Stack, error) {
 		return d.Secret, nil
 	}
 	cloud := edge.CloudConfig{MQTTAddr: n.MQTTAddr(), APIURL: n.APIURL(), TokenFile: n.TokenFile, TLS: cfg.CloudTLS}
-	plant, err := NewPlant(fleet, PlantConfig{Cloud: cloud, Secret: secret, DataDir: cfg.Node.DataDir}, log, n.Registerer())
+	plant, err := NewPlant(fleet, PlantConfig{Cloud: cloud, DeviceTLS: cfg.DeviceTLS, Secret: secret, DataDir: cfg.Node.DataDir}, log, n.Registerer())
 	if err != nil {
 		return nil, err
 	}

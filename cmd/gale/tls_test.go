@@ -18,13 +18,21 @@ import (
 	"github.com/gale-iot/gale/platform/pki"
 )
 
-// TestUpTLS runs `gale up --tls`: the banner names the CA; the demo plant
-// (edges and a directly connected turbine) posts over TLS; curl --cacert
-// reads the API; mosquitto_pub --cafile posts, plaintext is refused on
-// both ports, and a device certificate of another device is refused.
+// TestUpTLS runs `gale up --tls` with optional and with required client
+// certificates: the banner names the CA; the demo plant (edges and a
+// directly connected turbine; with their own certificates when required)
+// posts over TLS; curl --cacert reads the API; mosquitto_pub --cafile posts
+// (refused when certificates are required), plaintext is refused on both
+// ports, and a device certificate of another device is refused.
 func TestUpTLS(t *testing.T) {
+	for _, clientAuth := range []string{pki.ClientAuthOptional, pki.ClientAuthRequire} {
+		t.Run(clientAuth, func(t *testing.T) { testUpTLS(t, clientAuth) })
+	}
+}
+
+func testUpTLS(t *testing.T, clientAuth string) {
 	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t), tls: true}
-	startGale(t, p, "--direct-turbines", "1", "--speed", "10")
+	startGale(t, p, "--direct-turbines", "1", "--speed", "10", "--tls-client-auth", clientAuth)
 	ca := filepath.Join(p.dataDir, "tls", pki.CACertFile)
 	require.Contains(t, p.stderr.String(), "TLS CA:      "+ca)
 	require.Contains(t, p.stderr.String(), "https://"+p.http)
@@ -75,10 +83,14 @@ func TestUpTLS(t *testing.T) {
 		args      []string
 		refused   string // part of mosquitto_pub's output when refused
 	}{
-		{name: "cafile", dev: "p2", args: []string{"--cafile", ca}},
+		{name: "cafile", dev: "p2", args: []string{"--cafile", ca}, refused: map[string]string{pki.ClientAuthRequire: "error"}[clientAuth]},
 		{name: "own certificate", dev: "p1", args: []string{"--cafile", ca, "--cert", p1Cert, "--key", p1Key}},
 		{name: "certificate of another device", dev: "p2", args: []string{"--cafile", ca, "--cert", p1Cert, "--key", p1Key}, refused: "not authori"},
 		{name: "plaintext", dev: "p2", refused: "error"},
+	}
+	if clientAuth == pki.ClientAuthRequire {
+		gw := filepath.Join(p.dataDir, "tls", pki.DevicesDir, "modbus-gateway_GW01.crt")
+		require.FileExists(t, gw, "the plant's devices got certificates")
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -33,12 +34,14 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	useTLS := fs.Bool("tls", false, "serve MQTT and HTTP over TLS only, with a development CA and server certificate kept in DATA/tls (made when missing or expired)")
 	tlsHosts := fs.String("tls-hosts", "", "more host names and IP addresses for the server certificate, comma-separated (127.0.0.1, ::1, localhost and the listen hosts are always in)")
-	clientAuth := fs.String("tls-client-auth", pki.ClientAuthOptional, "MQTT client certificates with --tls: none, or optional (a certificate given must name the device that logs in: CN productKey/deviceKey)")
+	clientAuth := fs.String("tls-client-auth", pki.ClientAuthOptional, "MQTT client certificates with --tls: none; optional (a certificate given must name the device that logs in: CN productKey/deviceKey); require (the demo plant's devices get theirs from the CA, in DATA/tls/devices)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *clientAuth != pki.ClientAuthNone && *clientAuth != pki.ClientAuthOptional {
-		return fmt.Errorf("--tls-client-auth %q: want none or optional (require needs certificates for the demo plant's devices; use gale cloud)", *clientAuth)
+	switch *clientAuth {
+	case pki.ClientAuthNone, pki.ClientAuthOptional, pki.ClientAuthRequire:
+	default:
+		return fmt.Errorf("--tls-client-auth %q: want none, optional or require", *clientAuth)
 	}
 	if *turbines < 1 || *turbines > 1000 {
 		return fmt.Errorf("--turbines %d: want 1 to 1000", *turbines)
@@ -66,6 +69,11 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		stackCfg.CloudTLS = &edge.CloudTLS{CAFile: tlsFiles.CA}
+		if *clientAuth == pki.ClientAuthRequire {
+			if stackCfg.DeviceTLS, err = deviceCerts(tlsFiles, filepath.Join(cfg.DataDir, "tls", pki.DevicesDir)); err != nil {
+				return err
+			}
+		}
 	}
 	st, err := stack.New(ctx, stackCfg, log)
 	if err != nil {
@@ -90,6 +98,22 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  TLS CA:      %s  (mosquitto_pub --cafile, curl --cacert; device certificates: gale certs device)\n", tlsFiles.CA)
 	}
 	return st.Run(ctx)
+}
+
+// deviceCerts issues each plant device a certificate from the development CA
+// into dir (afresh at every start) and returns its TLS files.
+func deviceCerts(files pki.DevFiles, dir string) (func(pk, dk string) (*edge.CloudTLS, error), error) {
+	ca, err := pki.LoadCA(files.CA, files.CAKey)
+	if err != nil {
+		return nil, err
+	}
+	return func(pk, dk string) (*edge.CloudTLS, error) {
+		certFile, keyFile := pki.DeviceFiles(dir, pk, dk)
+		if err := ca.IssueDevice(certFile, keyFile, pk, dk, time.Now()); err != nil {
+			return nil, err
+		}
+		return &edge.CloudTLS{CAFile: files.CA, CertFile: certFile, KeyFile: keyFile}, nil
+	}, nil
 }
 
 // tlsNote marks a listener that speaks TLS in a banner.

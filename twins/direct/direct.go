@@ -47,6 +47,9 @@ type Config struct {
 	Broker string
 	// TLS, when set, connects the devices to Broker over TLS with this config.
 	TLS *tls.Config
+	// TLSFor, when set, gives each device a TLS config of its own (with its
+	// own client certificate, for a broker that requires them) instead of TLS.
+	TLSFor func(productKey, deviceKey string) (*tls.Config, error)
 	// Secret looks the devices' secrets up (from the cloud API or a file).
 	Secret SecretFunc
 	// Devices are the device keys to run; nil runs every device of the
@@ -168,8 +171,14 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	clients := make([]*device.Client, len(r.devices))
 	for i, d := range r.devices {
+		tlsCfg := r.cfg.TLS
+		if r.cfg.TLSFor != nil {
+			if tlsCfg, err = r.cfg.TLSFor(d.Product, d.Key); err != nil {
+				return fmt.Errorf("tls of %s/%s: %w", d.Product, d.Key, err)
+			}
+		}
 		clients[i] = device.NewClient(device.Config{
-			Broker: r.cfg.Broker, TLS: r.cfg.TLS, ProductKey: d.Product, DeviceKey: d.Key, Secret: secrets[i],
+			Broker: r.cfg.Broker, TLS: tlsCfg, ProductKey: d.Product, DeviceKey: d.Key, Secret: secrets[i],
 			OnService: r.invoke, QueueSize: r.cfg.QueueSize,
 		}, r.log)
 	}
