@@ -75,32 +75,34 @@ func TestListener(t *testing.T) {
 		require.NoError(t, err)
 		require.Error(t, (<-res).err)
 	})
-	t.Run("TLS client with a device certificate", func(t *testing.T) {
-		res := serve()
-		c, err := tls.Dial("tcp", inner.Addr().String(), withCert)
-		require.NoError(t, err)
-		defer c.Close()
-		_, err = c.Write([]byte("ping"))
-		require.NoError(t, err)
-		r := <-res
-		require.NoError(t, r.err)
-		require.Equal(t, "ping", r.data)
-		require.True(t, r.hasClient)
-		require.NoError(t, r.checkD1)
-		require.ErrorIs(t, r.checkD2, pki.ErrDeviceCert)
-	})
-	t.Run("TLS client without a certificate passes the device check", func(t *testing.T) {
-		res := serve()
-		cfg, err := pki.ClientConfig{CAFile: filepath.Join(dir, pki.CACertFile)}.Load()
-		require.NoError(t, err)
-		c, err := tls.Dial("tcp", inner.Addr().String(), cfg)
-		require.NoError(t, err)
-		defer c.Close()
-		_, err = c.Write([]byte("pong"))
-		require.NoError(t, err)
-		r := <-res
-		require.NoError(t, r.err)
-		require.False(t, r.hasClient)
-		require.NoError(t, r.checkD2, "clientAuth decides whether a certificate is required")
-	})
+	caOnly, err := pki.ClientConfig{CAFile: filepath.Join(dir, pki.CACertFile)}.Load()
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name      string
+		cfg       *tls.Config
+		hasClient bool
+		checkD2   error // a connection without a certificate passes: clientAuth decides whether one is required
+	}{
+		{name: "TLS client with a device certificate", cfg: withCert, hasClient: true, checkD2: pki.ErrDeviceCert},
+		{name: "TLS client without a certificate", cfg: caOnly},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := serve()
+			c, err := tls.Dial("tcp", inner.Addr().String(), tc.cfg)
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte("ping"))
+			require.NoError(t, err)
+			r := <-res
+			require.NoError(t, r.err)
+			require.Equal(t, "ping", r.data)
+			require.Equal(t, tc.hasClient, r.hasClient)
+			require.NoError(t, r.checkD1)
+			if tc.checkD2 != nil {
+				require.ErrorIs(t, r.checkD2, tc.checkD2)
+			} else {
+				require.NoError(t, r.checkD2)
+			}
+		})
+	}
 }
