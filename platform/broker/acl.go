@@ -10,8 +10,8 @@ import (
 
 // OnACLCheck is the ACL of PUBLISH (write) and SUBSCRIBE (read): mayPublish
 // and maySubscribe. A Will passes mayPublish when the client connects (see
-// authenticate), and nothing a device sends is ever retained (the server
-// has retain off, and OnPublish refuses retained messages), so every path
+// authenticate), and nothing a device sends is ever retained (a retained
+// Will is refused at login, a retained PUBLISH by OnPublish), so every path
 // by which a client makes the broker publish passes the same rule.
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	s := h.session(cl)

@@ -77,6 +77,9 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, ip string) (*ses
 		client: cl, pk: login.ProductKey, dk: login.DeviceKey, subs: map[string]bool{},
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.Burst),
 	}
+	if pk.Connect.WillFlag && pk.Connect.WillRetain {
+		return nil, device, "will_retain", errors.New("a retained Will is not accepted")
+	}
 	if pk.Connect.WillFlag && !h.mayPublish(s, pk.Connect.WillTopic) {
 		return nil, device, "will_acl", fmt.Errorf("will topic %q is not one the device may publish on", pk.Connect.WillTopic)
 	}

@@ -64,10 +64,6 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	// outbound queue keeps an idle session's memory low (mochi's default of
 	// 8,192 pending writes costs 64 KiB per session).
 	caps.MaximumClientWritesPending = 256
-	// Nothing is retained: a retained message would be delivered to every
-	// later subscriber, again and again. mochi refuses CONNECTs with a
-	// retained Will; OnPublish refuses retained PUBLISHes.
-	caps.RetainAvailable = 0
 	// Client input (payloads, long ids) stays out of the log.
 	log = newQuietLogger(log)
 	server := mqtt.New(&mqtt.Options{

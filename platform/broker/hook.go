@@ -8,7 +8,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/time/rate"
 )
 
@@ -76,15 +75,5 @@ func (h *hook) ID() string { return "gale" }
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
 		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed,
-		mqtt.OnPacketRead,
 	}, []byte{b})
-}
-
-// OnPacketRead counts CONNECTs whose Will asks to be retained: the broker
-// retains nothing (mochi refuses them, answering the CONNECT).
-func (h *hook) OnPacketRead(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if pk.FixedHeader.Type == packets.Connect && pk.Connect.WillFlag && pk.Connect.WillRetain {
-		h.m.connectRejects.WithLabelValues("will_retain").Inc()
-	}
-	return pk, nil
 }
