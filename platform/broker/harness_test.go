@@ -3,6 +3,7 @@ package broker
 import (
 	"bytes"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -100,13 +101,15 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 		cancel()
 		<-done
 	})
+	// A probe connection, held until the broker counted it: then it serves.
+	var probe net.Conn
 	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", b.Addr())
-		if err == nil {
-			c.Close()
-		}
+		probe, err = net.Dial("tcp", b.Addr())
 		return err == nil
 	}, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.ToFloat64(b.m.connections) == 1 }, 5*time.Second, 5*time.Millisecond)
+	probe.Close()
+	require.Eventually(t, func() bool { return testutil.ToFloat64(b.m.connections) == 0 }, 5*time.Second, 5*time.Millisecond, "the probe is gone")
 	return &rig{b: b, reg: reg, prod: prod, logs: logs}
 }
 
@@ -139,7 +142,7 @@ func (r *rig) dial(t testing.TB, d api.Device, id string, opts func(*paho.Client
 
 func (r *rig) dialCred(t testing.TB, cred api.Credentials, opts func(*paho.ClientOptions)) (paho.Client, error) {
 	t.Helper()
-	o := paho.NewClientOptions().AddBroker("tcp://"+r.b.Addr()).
+	o := paho.NewClientOptions().AddBroker("tcp://" + r.b.Addr()).
 		SetClientID(cred.ClientID).SetUsername(cred.Username).SetPassword(cred.Password).
 		SetProtocolVersion(4).SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
 		SetConnectTimeout(5 * time.Second)
@@ -186,3 +189,5 @@ func publish(c paho.Client, topic string, qos byte, retained bool, payload []byt
 func splitHostPort(addr string) (string, string, error) { return net.SplitHostPort(addr) }
 
 func prometheusRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
+
+func quietTestLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
