@@ -12,6 +12,8 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/segmentio/kafka-go"
@@ -64,6 +66,16 @@ type rig struct {
 	reg  *registry.Registry
 	prod *fakeProducer
 	logs *syncBuffer
+	rec  *recorder
+}
+
+// recorder is the rig's Listener: it records service replies as "pk/dk/service payload".
+type recorder struct{ replies chan string }
+
+func (*recorder) DeviceOnline(string, string) {}
+
+func (r *recorder) ServiceReply(pk, dk, service string, payload []byte) {
+	r.replies <- pk + "/" + dk + "/" + service + " " + string(payload)
 }
 
 // testProduct is the product of the rig's devices.
@@ -93,6 +105,8 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 	b, err := New(cfg, reg, prod, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	reg.WatchDevices(b.DeviceChanged)
+	rec := &recorder{replies: make(chan string, 100)}
+	b.SetListener(rec)
 	require.NoError(t, b.Listen())
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -110,7 +124,7 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 	require.Eventually(t, func() bool { return testutil.ToFloat64(b.m.connections) == 1 }, 5*time.Second, 5*time.Millisecond)
 	probe.Close()
 	require.Eventually(t, func() bool { return testutil.ToFloat64(b.m.connections) == 0 }, 5*time.Second, 5*time.Millisecond, "the probe is gone")
-	return &rig{b: b, reg: reg, prod: prod, logs: logs}
+	return &rig{b: b, reg: reg, prod: prod, logs: logs, rec: rec}
 }
 
 // device registers an enabled device of the test product.
@@ -191,3 +205,16 @@ func splitHostPort(addr string) (string, string, error) { return net.SplitHostPo
 func prometheusRegistry() *prometheus.Registry { return prometheus.NewRegistry() }
 
 func quietTestLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+type (
+	mqttClient   = mqtt.Client
+	subscription = packets.Subscription
+	packet       = packets.Packet
+)
+
+// byDeviceSession returns device (pk, dk)'s current session.
+func (h *hook) byDeviceSession(pk, dk string) *session {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byDevice[pk+"/"+dk]
+}
