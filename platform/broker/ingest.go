@@ -176,6 +176,9 @@ func validateSamples(rec *api.Record, raw json.RawMessage, model *registry.Model
 	default:
 		return api.CodeBadRequest, "bad_json", errors.New("params must be an object or an array of objects")
 	}
+	if len(batch) == 0 {
+		return api.CodeBadRequest, "no_points", errors.New("params is an empty array")
+	}
 	for _, p := range batch {
 		if len(p.Measurepoints) == 0 {
 			return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")
