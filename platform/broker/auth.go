@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"sync"
@@ -24,7 +26,11 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	if err != nil {
 		h.m.connectRejects.WithLabelValues(reason).Inc()
 		h.flaps.fail(ip, device, reason, h.now())
-		h.log.Info("connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason, "err", err)
+		level := slog.LevelInfo
+		if reason == "banned_ip" || reason == "banned_device" {
+			level = slog.LevelDebug // a banned flood would flood the log
+		}
+		h.log.Log(context.Background(), level, "connect refused", "client", pk.Connect.ClientIdentifier, "remote", cl.Net.Remote, "reason", reason, "err", err)
 		return false
 	}
 	// mochi keys sessions by client id; a client id chosen by the client
