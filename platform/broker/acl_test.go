@@ -185,3 +185,21 @@ func TestPublishPassesTheACLAndIsNeverRetained(t *testing.T) {
 	require.NoError(t, publish(a, post, 1, false, payload))
 	require.Eventually(t, func() bool { return r.prod.count() == 1 }, 5*time.Second, 10*time.Millisecond)
 }
+
+// mosquitto_pub's retained QoS 1 post is refused, counted and not ingested.
+func TestMosquittoRetainIsRefused(t *testing.T) {
+	pub, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		t.Skip("mosquitto_pub not installed: apt-get install mosquitto-clients")
+	}
+	r := startRig(t, nil)
+	d := r.device(t, "d1")
+	_, port, _ := splitHostPort(r.b.Addr())
+	cred := api.Sign("d1", testProduct, "d1", d.Secret, time.Now().UnixMilli())
+	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-i", cred.ClientID, "-u", cred.Username, "-P", cred.Password,
+		"-q", "1", "-r", "-t", api.MeasurepointPostTopic(testProduct, "d1"), "-m", `{"id":"1","params":{"measurepoints":{"Temp":1}}}`).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, 1.0, r.rejected(false, "retain"))
+	require.Zero(t, r.prod.count())
+	require.Empty(t, r.b.server.Topics.Messages("/sys/#"))
+}
