@@ -44,7 +44,7 @@ func TestRevokedDeviceLosesItsSession(t *testing.T) {
 			wills := make(chan []byte, 1)
 			require.NoError(t, r.b.server.Subscribe(will, 1, func(_ *mqttClient, _ subscription, pk packet) { wills <- pk.Payload }))
 			cl := r.mustDial(t, d, func(o *paho.ClientOptions) { o.SetWill(will, `{"id":"w"}`, 1, false) })
-			require.True(t, r.b.Online(testProduct, "d1"))
+			require.Eventually(t, func() bool { return r.b.Online(testProduct, "d1") }, 5*time.Second, 5*time.Millisecond)
 
 			c.revoke(t, r.reg, d)
 			require.Eventually(t, func() bool { return !cl.IsConnectionOpen() && !r.b.Online(testProduct, "d1") }, 5*time.Second, 10*time.Millisecond)
