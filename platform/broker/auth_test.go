@@ -89,9 +89,12 @@ func TestSignedLoginIsOneTime(t *testing.T) {
 		<-done
 	}()
 	for i := uint64(1); i <= 3; i++ {
-		require.Eventually(t, func() bool { return c.Stats().Connects == i }, 10*time.Second, 5*time.Millisecond)
-		cl, ok := r.b.server.Clients.Get(sessionID(testProduct, "d1"))
-		require.True(t, ok)
+		var cl *mqttClient
+		require.Eventually(t, func() bool {
+			var ok bool
+			cl, ok = r.b.server.Clients.Get(sessionID(testProduct, "d1"))
+			return c.Stats().Connects == i && ok && !cl.Closed()
+		}, 10*time.Second, 5*time.Millisecond, "connect %d", i)
 		cl.Stop(nil) // drop it: the client reconnects
 	}
 	require.Equal(t, 1.0, r.rejected(true, "replay"), "no reconnect was refused")
