@@ -45,6 +45,28 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
+// dialMany opens n connections that each write first, waits for ready and
+// checks the heap grew by at most 32 KiB per connection.
+func dialMany(t *testing.T, r *rig, n int, first []byte, ready func() bool) []net.Conn {
+	t.Helper()
+	before := heapInUse()
+	conns := make([]net.Conn, 0, n)
+	for range n {
+		c, err := net.Dial("tcp", r.b.Addr())
+		require.NoError(t, err)
+		conns = append(conns, c)
+		if first != nil {
+			_, err = c.Write(first)
+			require.NoError(t, err)
+		}
+	}
+	require.Eventually(t, ready, 10*time.Second, 10*time.Millisecond)
+	after := heapInUse()
+	t.Logf("heap before %d KiB, with %d connections %d KiB", before>>10, n, after>>10)
+	require.Less(t, int64(after)-int64(before), int64(n*32<<10), "at most 32 KiB per connection")
+	return conns
+}
+
 // Many connections that announce a big CONNECT cost the broker no
 // allocation of that size and are closed at once; many that send nothing
 // are closed at the connect deadline; neither grows the heap by more than
@@ -55,19 +77,7 @@ func TestPreLoginLimits(t *testing.T) {
 	max := r.b.cfg.MaxPayload * 4 // mochi's own packet limit: far above the pre-login limit
 
 	t.Run("big CONNECT headers", func(t *testing.T) {
-		before := heapInUse()
-		conns := make([]net.Conn, 0, n)
-		for range n {
-			c, err := net.Dial("tcp", r.b.Addr())
-			require.NoError(t, err)
-			conns = append(conns, c)
-			_, err = c.Write(connectHeader(max - 10))
-			require.NoError(t, err)
-		}
-		require.Eventually(t, func() bool { return r.rejected(true, "connect_too_large") == n }, 10*time.Second, 10*time.Millisecond)
-		after := heapInUse()
-		t.Logf("heap before %d KiB, with %d big headers %d KiB", before>>10, n, after>>10)
-		require.Less(t, int64(after)-int64(before), int64(n*32<<10), "at most 32 KiB per connection")
+		conns := dialMany(t, r, n, connectHeader(max-10), func() bool { return r.rejected(true, "connect_too_large") == n })
 		for _, c := range conns {
 			require.True(t, closedByServer(c, 5*time.Second), "a big CONNECT header closes the connection")
 			c.Close()
@@ -75,18 +85,8 @@ func TestPreLoginLimits(t *testing.T) {
 	})
 
 	t.Run("half-open connections", func(t *testing.T) {
-		before := heapInUse()
 		start := time.Now()
-		conns := make([]net.Conn, 0, n)
-		for range n {
-			c, err := net.Dial("tcp", r.b.Addr())
-			require.NoError(t, err)
-			conns = append(conns, c)
-		}
-		require.Eventually(t, func() bool { return testutil.ToFloat64(r.b.m.connections) >= n }, 5*time.Second, 10*time.Millisecond)
-		after := heapInUse()
-		t.Logf("heap before %d KiB, with %d half-open connections %d KiB", before>>10, n, after>>10)
-		require.Less(t, int64(after)-int64(before), int64(n*32<<10), "at most 32 KiB per connection")
+		conns := dialMany(t, r, n, nil, func() bool { return testutil.ToFloat64(r.b.m.connections) >= n })
 		for _, c := range conns {
 			require.True(t, closedByServer(c, 10*time.Second), "a silent connection is closed at the deadline")
 			c.Close()

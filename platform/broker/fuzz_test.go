@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,19 +15,13 @@ import (
 
 // fuzzModel is a registry with a product whose model has points of every type and an event.
 func fuzzModel(t testing.TB) (*registry.Registry, *registry.Model) {
-	reg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { reg.Close() })
-	ctx := context.Background()
-	_, err = reg.PutAsset(ctx, api.Asset{ID: "org", Kind: api.AssetOrg})
-	require.NoError(t, err)
 	lo, hi := -40.0, 85.0
-	require.NoError(t, reg.PutProduct(ctx, api.Product{Key: testProduct, Model: api.ThingModel{
+	reg := testRegistry(t, api.ThingModel{
 		Measurepoints: []api.Measurepoint{
 			{ID: "T", Type: api.TypeFloat, Min: &lo, Max: &hi}, {ID: "On", Type: api.TypeBool}, {ID: "N", Type: api.TypeInt}, {ID: "M", Type: api.TypeEnum},
 		},
 		Events: []api.Event{{ID: "alarm", Severity: "major"}},
-	}}, false))
+	})
 	m, ok := reg.Model(testProduct)
 	require.True(t, ok)
 	return reg, m

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -81,7 +82,8 @@ func (r *recorder) ServiceReply(pk, dk, service string, payload []byte) {
 // testProduct is the product of the rig's devices.
 const testProduct = "sensor"
 
-func startRig(t testing.TB, mutate func(*Config)) *rig {
+// testRegistry opens a registry with org "org" and the test product with model m.
+func testRegistry(t testing.TB, m api.ThingModel) *registry.Registry {
 	t.Helper()
 	reg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
 	require.NoError(t, err)
@@ -89,11 +91,17 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 	ctx := context.Background()
 	_, err = reg.PutAsset(ctx, api.Asset{ID: "org", Kind: api.AssetOrg})
 	require.NoError(t, err)
-	require.NoError(t, reg.PutProduct(ctx, api.Product{Key: testProduct, Model: api.ThingModel{
+	require.NoError(t, reg.PutProduct(ctx, api.Product{Key: testProduct, Model: m}, false))
+	return reg
+}
+
+func startRig(t testing.TB, mutate func(*Config)) *rig {
+	t.Helper()
+	reg := testRegistry(t, api.ThingModel{
 		Measurepoints: []api.Measurepoint{{ID: "Temp", Type: api.TypeFloat}},
 		Events:        []api.Event{{ID: "alarm", Severity: "major"}},
 		Services:      []api.Service{{ID: "stop"}},
-	}}, false))
+	})
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	if mutate != nil {
@@ -173,6 +181,18 @@ func (r *rig) dialCred(t testing.TB, cred api.Credentials, opts func(*paho.Clien
 	}
 	t.Cleanup(func() { c.Disconnect(0) })
 	return c, nil
+}
+
+// sdk connects d with the device SDK (answering service calls with
+// onService when set) and returns a context for its requests.
+func (r *rig) sdk(t testing.TB, d api.Device, onService device.ServiceHandler) (context.Context, *device.Device) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	dev, err := device.Connect(ctx, device.Config{Broker: r.b.Addr(), ProductKey: d.ProductKey, DeviceKey: d.DeviceKey, Secret: d.Secret, OnService: onService})
+	require.NoError(t, err)
+	t.Cleanup(dev.Close)
+	return ctx, dev
 }
 
 // mustDial is dial that must succeed.

@@ -64,14 +64,9 @@ func TestRevokedDeviceLosesItsSession(t *testing.T) {
 // out of its gateway's session: no more service calls reach it there.
 func TestRevokedSubDeviceIsLoggedOut(t *testing.T) {
 	r := startRig(t, nil)
-	gw, sub := r.device(t, "gw"), r.device(t, "sub")
+	sub := r.device(t, "sub")
 	calls := make(chan device.ServiceCall, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	g, err := device.Connect(ctx, device.Config{Broker: r.b.Addr(), ProductKey: testProduct, DeviceKey: "gw", Secret: gw.Secret,
-		OnService: func(c device.ServiceCall) (int, string, any) { calls <- c; return api.CodeOK, "", nil }})
-	require.NoError(t, err)
-	defer g.Close()
+	ctx, g := r.sdk(t, r.device(t, "gw"), func(c device.ServiceCall) (int, string, any) { calls <- c; return api.CodeOK, "", nil })
 	auth := api.SignSubDevice(testProduct, "sub", sub.Secret, time.Now().UnixMilli())
 	require.NoError(t, g.AddTopo(ctx, []api.SubDeviceAuth{auth}))
 	failed, err := g.LoginSubDevices(ctx, []api.SubDeviceAuth{auth})

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"context"
 	"encoding/json"
 	"testing"
 	"time"
@@ -9,19 +8,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
-	"github.com/gale-iot/gale/platform/device"
 )
 
 // Sub-device signatures carry a timestamp within the login skew, and each
 // is accepted once for topo/add and once for login.
 func TestSubDeviceSignaturesAreFreshAndOneTime(t *testing.T) {
 	r := startRig(t, nil)
-	gw, sub := r.device(t, "gw"), r.device(t, "sub")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	g, err := device.Connect(ctx, device.Config{Broker: r.b.Addr(), ProductKey: testProduct, DeviceKey: "gw", Secret: gw.Secret})
-	require.NoError(t, err)
-	defer g.Close()
+	sub := r.device(t, "sub")
+	ctx, g := r.sdk(t, r.device(t, "gw"), nil)
 
 	now := time.Now()
 	for _, c := range []struct {
@@ -68,12 +62,7 @@ func TestSubDeviceSignaturesAreFreshAndOneTime(t *testing.T) {
 // Event times must lie within the samples' window.
 func TestEventTimeWindow(t *testing.T) {
 	r := startRig(t, nil)
-	d := r.device(t, "d1")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	dev, err := device.Connect(ctx, device.Config{Broker: r.b.Addr(), ProductKey: testProduct, DeviceKey: "d1", Secret: d.Secret})
-	require.NoError(t, err)
-	defer dev.Close()
+	ctx, dev := r.sdk(t, r.device(t, "d1"), nil)
 	now := time.Now()
 	cases := []struct {
 		name string
