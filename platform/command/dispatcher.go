@@ -339,7 +339,7 @@ func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
 
 func (d *Dispatcher) ignore(reason, pk, dk, service, id string) {
 	d.ignored.WithLabelValues(reason).Inc()
-	d.log.Info("ignoring service reply", "reason", reason, "device", pk+"/"+dk, "service", service, "command", id)
+	d.log.Debug("ignoring service reply", "reason", reason, "device", pk+"/"+dk, "service", service, "command", id)
 }
 
 // Run sends the queued commands of devices that came online and expires old ones, until ctx ends.
