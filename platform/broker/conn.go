@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -188,6 +189,15 @@ func (c *guardConn) refuse(reason string, err error) error {
 	c.l.m.connectRejects.WithLabelValues(reason).Inc()
 	c.l.log.Debug("connection refused before login", "remote", c.ip, "reason", reason, "err", err)
 	return fmt.Errorf("%w: %w", errPreLogin, err)
+}
+
+// ConnectionState is the TLS state of the wrapped connection (the zero state
+// for plain TCP), so that checks of a client certificate see through the guard.
+func (c *guardConn) ConnectionState() tls.ConnectionState {
+	if tc, ok := c.Conn.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		return tc.ConnectionState()
+	}
+	return tls.ConnectionState{}
 }
 
 // Close closes the connection and frees its slot.

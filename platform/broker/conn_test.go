@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -197,3 +198,23 @@ func TestGuardConnReadsOnlyTheConnect(t *testing.T) {
 		})
 	}
 }
+
+// The guard passes the TLS state of the connection it wraps through, so a
+// device certificate check sees the certificate.
+func TestGuardConnKeepsTLSState(t *testing.T) {
+	l := &guardListener{cfg: DefaultConfig(), m: newMetrics(prometheusRegistry()), log: quietTestLogger(), perIP: map[string]int{}}
+	plain, _ := net.Pipe()
+	defer plain.Close()
+	require.False(t, (&guardConn{Conn: plain, l: l}).ConnectionState().HandshakeComplete)
+	state := tls.ConnectionState{HandshakeComplete: true, ServerName: "gale"}
+	got := (&guardConn{Conn: tlsStateConn{Conn: plain, state: state}, l: l}).ConnectionState()
+	require.Equal(t, state.ServerName, got.ServerName)
+	require.True(t, got.HandshakeComplete)
+}
+
+type tlsStateConn struct {
+	net.Conn
+	state tls.ConnectionState
+}
+
+func (c tlsStateConn) ConnectionState() tls.ConnectionState { return c.state }
