@@ -73,7 +73,7 @@ func ParseTopic(topic string) (Topic, error) {
 	}
 	parts := strings.SplitN(topic, "/", 5)
 	if len(parts) < 5 || parts[0] != "" || parts[2] == "" || parts[3] == "" {
-		return t, fmt.Errorf("%w: %q", ErrBadTopic, topic)
+		return Topic{}, fmt.Errorf("%w: %q", ErrBadTopic, topic)
 	}
 	t.ProductKey, t.DeviceKey = parts[2], parts[3]
 	rest := parts[4]

@@ -50,6 +50,7 @@ type Broker struct {
 	log    *slog.Logger
 	server *mqtt.Server
 	hook   *hook
+	m      *metrics
 	ln     net.Listener
 }
 
@@ -66,21 +67,24 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	// outbound queue keeps an idle session's memory low (mochi's default of
 	// 8,192 pending writes costs 64 KiB per session).
 	caps.MaximumClientWritesPending = 256
+	// Client input (payloads, long ids) stays out of the log.
+	log = newQuietLogger(log)
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		InlineClient: true,
 		Logger:       log.With("component", "mqtt"),
 	})
-	h := newHook(cfg, server, devices, producer, log, newMetrics(reg))
+	m := newMetrics(reg)
+	h := newHook(cfg, server, devices, producer, log, m)
 	if err := server.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("add broker hook: %w", err)
 	}
 	if cfg.TLS.ClientCAFile != "" {
-		if err := server.AddHook(newCertHook(server, h.m.connectRejects, log), nil); err != nil {
+		if err := server.AddHook(newCertHook(server, m.connectRejects, log), nil); err != nil {
 			return nil, fmt.Errorf("add device certificate hook: %w", err)
 		}
 	}
-	return &Broker{cfg: cfg, log: log, server: server, hook: h}, nil
+	return &Broker{cfg: cfg, log: log, server: server, hook: h, m: m}, nil
 }
 
 // tlsHandshakeTimeout is how long a client has for its TLS handshake.
@@ -117,7 +121,8 @@ func (b *Broker) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := b.server.AddListener(listeners.NewNet("mqtt", b.ln)); err != nil {
+	ln := newGuardListener(b.ln, b.cfg, b.m, b.log)
+	if err := b.server.AddListener(listeners.NewNet("mqtt", ln)); err != nil {
 		return fmt.Errorf("add mqtt listener: %w", err)
 	}
 	if err := b.server.Serve(); err != nil {
@@ -133,6 +138,10 @@ func (b *Broker) SetListener(l Listener) { b.hook.listener = l }
 
 // Online reports whether device (pk, dk) has a session on this broker, directly or through its gateway.
 func (b *Broker) Online(pk, dk string) bool { return b.hook.online(pk + "/" + dk) }
+
+// DeviceChanged tells the broker that device (pk, dk) changed in the
+// registry: a disabled or deleted device loses its session at once.
+func (b *Broker) DeviceChanged(pk, dk string) { b.hook.DeviceChanged(pk, dk) }
 
 // Publish sends a message from the platform to subscribers (e.g. a downlink command).
 func (b *Broker) Publish(topic string, payload []byte, qos byte) error {

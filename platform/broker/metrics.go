@@ -8,6 +8,8 @@ type metrics struct {
 	connectRejects *prometheus.CounterVec
 	connects       prometheus.Counter
 	sessions       prometheus.Gauge
+	connections    prometheus.Gauge
+	bans           *prometheus.CounterVec
 	puback         prometheus.Histogram
 	samples        prometheus.Counter
 }
@@ -18,10 +20,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gale_broker_messages_total", Help: "Device messages accepted onto the bus, by kind.",
 		}, []string{"kind"}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gale_broker_rejected_messages_total", Help: "Device messages refused with an error reply, by reason.",
+			Name: "gale_broker_rejected_messages_total", Help: "Device messages, subscriptions and Wills refused, by reason.",
 		}, []string{"reason"}),
 		connectRejects: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gale_broker_rejected_connects_total", Help: "Connects refused, by reason.",
+			Name: "gale_broker_rejected_connects_total", Help: "Connections and logins refused or closed before login, by reason.",
 		}, []string{"reason"}),
 		connects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gale_broker_connects_total", Help: "Device logins accepted.",
@@ -29,6 +31,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gale_broker_sessions", Help: "Devices connected now.",
 		}),
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gale_broker_connections", Help: "Open TCP connections, logged in or not.",
+		}),
+		bans: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gale_broker_login_bans_total", Help: "Remote addresses and devices banned for failing too many logins, by scope (ip, device).",
+		}, []string{"scope"}),
 		puback: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "gale_broker_puback_seconds", Help: "Time from receiving a QoS 1 telemetry message to Kafka's acknowledgement (when the PUBACK is sent).",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
@@ -37,6 +45,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "gale_broker_samples_total", Help: "Measurepoint samples accepted onto the bus.",
 		}),
 	}
-	reg.MustRegister(m.messages, m.rejects, m.connectRejects, m.connects, m.sessions, m.puback, m.samples)
+	reg.MustRegister(m.messages, m.rejects, m.connectRejects, m.connects, m.sessions, m.connections, m.bans, m.puback, m.samples)
 	return m
 }

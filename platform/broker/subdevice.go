@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/gale-iot/gale/platform/api"
 )
@@ -25,10 +24,22 @@ func (h *hook) subDevices(s *session, topic api.Topic, name string, req api.Requ
 			h.reject(s, name, req.ID, api.CodeBadRequest, "bad_json", "params must be an array of signed sub-devices: "+err.Error())
 			return
 		}
+		// All entries are checked before any is used or applied, so a
+		// refused request changes nothing and can be sent again in parts.
+		stamps := make([]int64, len(subs))
+		for i, sub := range subs {
+			ts, reason, err := h.verifySub(sub, purposeTopo)
+			if err != nil {
+				h.reject(s, name, req.ID, api.CodeUnauthorized, reason, err.Error())
+				return
+			}
+			stamps[i] = ts
+		}
+		now := h.now()
 		var added []api.SubDeviceRef
-		for _, sub := range subs {
-			if _, err := h.verifySub(sub); err != nil {
-				h.reject(s, name, req.ID, api.CodeUnauthorized, "bad_subdevice", err.Error())
+		for i, sub := range subs {
+			if !h.once.use(sub.ProductKey+"/"+sub.DeviceKey, purposeTopo+sub.Sign, stamps[i], now) {
+				h.reject(s, name, req.ID, api.CodeUnauthorized, "replay", "sub-device "+sub.ProductKey+"/"+sub.DeviceKey+": signature used before")
 				return
 			}
 			if err := h.devices.SetGateway(context.Background(), sub.ProductKey, sub.DeviceKey, s.pk, s.dk); err != nil {
@@ -45,8 +56,8 @@ func (h *hook) subDevices(s *session, topic api.Topic, name string, req api.Requ
 			h.reject(s, name, req.ID, api.CodeBadRequest, "bad_json", "params: "+err.Error())
 			return
 		}
-		if err := h.login(s, sub); err != nil {
-			h.reject(s, name, req.ID, api.CodeUnauthorized, "bad_subdevice", err.Error())
+		if reason, err := h.login(s, sub); err != nil {
+			h.reject(s, name, req.ID, api.CodeUnauthorized, reason, err.Error())
 			return
 		}
 		h.replyData(s, name, req.ID, api.CodeOK, "", api.SubDeviceRef{ProductKey: sub.ProductKey, DeviceKey: sub.DeviceKey})
@@ -59,10 +70,10 @@ func (h *hook) subDevices(s *session, topic api.Topic, name string, req api.Requ
 		res := api.SubDeviceLoginResult{Logged: []api.SubDeviceRef{}, Failed: []api.SubDeviceRef{}}
 		for _, sub := range batch.SubDevices {
 			ref := api.SubDeviceRef{ProductKey: sub.ProductKey, DeviceKey: sub.DeviceKey}
-			if err := h.login(s, sub); err != nil {
+			if reason, err := h.login(s, sub); err != nil {
 				ref.Message = err.Error()
 				res.Failed = append(res.Failed, ref)
-				h.m.rejects.WithLabelValues("bad_subdevice").Inc()
+				h.m.rejects.WithLabelValues(reason).Inc()
 				continue
 			}
 			res.Logged = append(res.Logged, ref)
@@ -74,64 +85,68 @@ func (h *hook) subDevices(s *session, topic api.Topic, name string, req api.Requ
 			h.reject(s, name, req.ID, api.CodeBadRequest, "bad_json", "params: "+err.Error())
 			return
 		}
-		key := ref.ProductKey + "/" + ref.DeviceKey
-		h.mu.Lock()
-		delete(s.subs, key)
-		if h.subOwner[key] == s {
-			delete(h.subOwner, key)
-		}
-		h.mu.Unlock()
+		h.logoutSub(s, ref.ProductKey+"/"+ref.DeviceKey)
 		h.replyData(s, name, req.ID, api.CodeOK, "", ref)
 	}
 }
 
-// verifySub checks a sub-device exists, is enabled and the gateway signed it with its secret.
-func (h *hook) verifySub(sub api.SubDeviceAuth) (api.Device, error) {
+// What a sub-device signature is used for. A signature is accepted once
+// per purpose within its window: a gateway signs a sub-device once and
+// sends it in thing.topo.add and then in combine/login (as the EnOS SDKs
+// do), and neither request can be replayed.
+const (
+	purposeTopo  = "topo "
+	purposeLogin = "login "
+)
+
+// verifySub checks a sub-device exists and is enabled, and that its entry
+// is signed with its secret at a fresh timestamp not used before for
+// purpose. It returns the timestamp, or the counted reason of a refusal.
+func (h *hook) verifySub(sub api.SubDeviceAuth, purpose string) (int64, string, error) {
+	key := sub.ProductKey + "/" + sub.DeviceKey
 	d, ok := h.devices.Device(sub.ProductKey, sub.DeviceKey)
 	switch {
 	case !ok:
-		return d, fmt.Errorf("sub-device %s/%s is not registered", sub.ProductKey, sub.DeviceKey)
+		return 0, "bad_subdevice", fmt.Errorf("sub-device %s is not registered", cut(key))
 	case !d.Enabled:
-		return d, fmt.Errorf("sub-device %s/%s is disabled", sub.ProductKey, sub.DeviceKey)
+		return 0, "bad_subdevice", fmt.Errorf("sub-device %s is disabled", key)
 	case !sub.Verify(d.Secret):
-		return d, fmt.Errorf("sub-device %s/%s: signature does not match", sub.ProductKey, sub.DeviceKey)
+		return 0, "bad_subdevice", fmt.Errorf("sub-device %s: signature does not match", key)
 	}
-	return d, nil
+	ts, err := h.freshString(sub.Timestamp, h.now())
+	if err != nil {
+		return 0, "stale_timestamp", fmt.Errorf("sub-device %s: %w", key, err)
+	}
+	if !h.once.check(key, purpose+sub.Sign, ts) {
+		return 0, "replay", fmt.Errorf("sub-device %s: signature used before", key)
+	}
+	return ts, "", nil
 }
 
-// login logs sub in through gateway session s; the topology must place it behind that gateway.
-func (h *hook) login(s *session, sub api.SubDeviceAuth) error {
-	d, err := h.verifySub(sub)
+// login logs sub in through gateway session s; the topology must place it
+// behind that gateway. A sub-device logged in through another session of
+// another gateway is logged out there.
+func (h *hook) login(s *session, sub api.SubDeviceAuth) (string, error) {
+	ts, reason, err := h.verifySub(sub, purposeLogin)
 	if err != nil {
-		return err
-	}
-	if d.GatewayProductKey != s.pk || d.GatewayDeviceKey != s.dk {
-		return errors.New("sub-device " + sub.ProductKey + "/" + sub.DeviceKey + " is not in this gateway's topology (thing.topo.add it first)")
+		return reason, err
 	}
 	key := sub.ProductKey + "/" + sub.DeviceKey
+	d, _ := h.devices.Device(sub.ProductKey, sub.DeviceKey)
+	if d.GatewayProductKey != s.pk || d.GatewayDeviceKey != s.dk {
+		return "bad_subdevice", errors.New("sub-device " + key + " is not in this gateway's topology (thing.topo.add it first)")
+	}
+	if !h.once.use(key, purposeLogin+sub.Sign, ts, h.now()) {
+		return "replay", fmt.Errorf("sub-device %s: signature used before", key)
+	}
 	h.mu.Lock()
+	old := h.subOwner[key]
 	s.subs[key] = true
 	h.subOwner[key] = s
 	h.mu.Unlock()
+	if old != nil && old != s {
+		h.logoutSub(old, key)
+	}
 	h.m.messages.WithLabelValues("sub_login").Inc()
-	return nil
-}
-
-// allowed reports whether session s may use topic: its own /sys/{pk}/{dk}/ and
-// /ext/session/{pk}/{dk}/, and the /sys/ topics of its logged-in sub-devices.
-func (h *hook) allowed(s *session, topic string) bool {
-	if strings.HasPrefix(topic, api.DevicePrefix(s.pk, s.dk)) || strings.HasPrefix(topic, api.SessionPrefix(s.pk, s.dk)) {
-		return true
-	}
-	rest, ok := strings.CutPrefix(topic, "/sys/")
-	if !ok {
-		return false
-	}
-	parts := strings.SplitN(rest, "/", 3)
-	if len(parts) < 3 {
-		return false
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return s.subs[parts[0]+"/"+parts[1]]
+	return "", nil
 }

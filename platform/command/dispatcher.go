@@ -48,6 +48,7 @@ type Producer interface {
 // Errors the API maps to statuses.
 var (
 	ErrUnknownDevice  = errors.New("unknown device")
+	ErrDeviceDisabled = errors.New("device is disabled")
 	ErrUnknownService = errors.New("unknown service")
 	ErrBadParams      = errors.New("bad params")
 )
@@ -68,6 +69,7 @@ type Dispatcher struct {
 	results *prometheus.CounterVec
 	expired prometheus.Counter
 	rtt     prometheus.Histogram
+	ignored *prometheus.CounterVec
 }
 
 // New returns a dispatcher.
@@ -83,15 +85,20 @@ func New(store Store, downlink Downlink, producer Producer, log *slog.Logger, re
 			Name: "gale_command_roundtrip_seconds", Help: "From sending a command to the device's reply.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gale_command_replies_ignored_total", Help: "Service replies that completed no command, by reason.",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(d.sent, d.results, d.expired, d.rtt)
+	reg.MustRegister(d.sent, d.results, d.expired, d.rtt, d.ignored)
 	return d
 }
 
 // Invoke validates and stores a command, then puts it on gale.commands.
 func (d *Dispatcher) Invoke(ctx context.Context, pk, dk, service string, params json.RawMessage, ttl time.Duration) (api.Command, error) {
-	if _, ok := d.store.Device(pk, dk); !ok {
+	if dev, ok := d.store.Device(pk, dk); !ok {
 		return api.Command{}, fmt.Errorf("%w %s/%s", ErrUnknownDevice, pk, dk)
+	} else if !dev.Enabled {
+		return api.Command{}, fmt.Errorf("%w: %s/%s", ErrDeviceDisabled, pk, dk)
 	}
 	model, ok := d.store.Model(pk)
 	if !ok {
@@ -239,10 +246,15 @@ func (d *Dispatcher) announce(ctx context.Context, c api.Command) error {
 	return d.producer.Produce(ctx, kafka.Message{Topic: api.TopicCommands, Key: []byte(c.ProductKey + "/" + c.DeviceKey), Value: b})
 }
 
-// send publishes a queued command to its device, once.
+// send publishes a queued command to its device, once. A command to a
+// device that was disabled or deleted since is not sent (it expires).
 func (d *Dispatcher) send(ctx context.Context, c api.Command) error {
 	now := time.Now().UnixMilli()
 	if c.ExpiresAt <= now {
+		return nil
+	}
+	if dev, ok := d.store.Device(c.ProductKey, c.DeviceKey); !ok || !dev.Enabled {
+		d.log.Info("not sending a command to a disabled or deleted device", "command", c.ID, "device", c.ProductKey+"/"+c.DeviceKey)
 		return nil
 	}
 	ok, err := d.store.MarkCommandSent(ctx, c.ID, now)
@@ -273,7 +285,11 @@ func (d *Dispatcher) DeviceOnline(pk, dk string) {
 	}
 }
 
-// ServiceReply completes the command a device answered.
+// ServiceReply completes the command a device answered. A reply completes a
+// command only if it comes from the command's device (the broker's ACL
+// vouches for the topic's device), for the command's service, while the
+// command waits for its answer; anything else (a guessed or observed
+// command id) is ignored and counted.
 func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
 	var r struct {
 		ID      string          `json:"id"`
@@ -282,11 +298,30 @@ func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
 		Data    json.RawMessage `json:"data"`
 	}
 	if err := json.Unmarshal(payload, &r); err != nil || r.ID == "" {
-		d.log.Info("ignoring malformed service reply", "device", pk+"/"+dk, "service", service)
+		d.ignore("malformed", pk, dk, service, "")
 		return
 	}
-	c, ok, err := d.store.CompleteCommand(context.Background(), r.ID, r.Code, r.Message, r.Data, time.Now().UnixMilli())
-	if err != nil || !ok || c.ProductKey != pk || c.DeviceKey != dk {
+	ctx := context.Background()
+	c, err := d.store.Command(ctx, r.ID)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		d.ignore("unknown_command", pk, dk, service, r.ID)
+		return
+	case err != nil:
+		d.log.Warn("look up replied command", "command", r.ID, "err", err)
+		return
+	case c.ProductKey != pk || c.DeviceKey != dk:
+		d.ignore("wrong_device", pk, dk, service, r.ID)
+		return
+	case c.Service != service:
+		d.ignore("wrong_service", pk, dk, service, r.ID)
+		return
+	case done(c):
+		d.ignore("completed", pk, dk, service, r.ID)
+		return
+	}
+	c, ok, err := d.store.CompleteCommand(ctx, r.ID, r.Code, r.Message, r.Data, time.Now().UnixMilli())
+	if err != nil || !ok {
 		if err != nil {
 			d.log.Warn("store service reply", "command", r.ID, "err", err)
 		}
@@ -297,9 +332,14 @@ func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
 		d.rtt.Observe(float64(c.RepliedAt-c.SentAt) / 1000)
 	}
 	d.notify(c)
-	if err := d.announce(context.Background(), c); err != nil {
+	if err := d.announce(ctx, c); err != nil {
 		d.log.Warn("announce command result", "command", c.ID, "err", err)
 	}
+}
+
+func (d *Dispatcher) ignore(reason, pk, dk, service, id string) {
+	d.ignored.WithLabelValues(reason).Inc()
+	d.log.Debug("ignoring service reply", "reason", reason, "device", pk+"/"+dk, "service", service, "command", id)
 }
 
 // Run sends the queued commands of devices that came online and expires old ones, until ctx ends.

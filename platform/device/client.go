@@ -42,6 +42,8 @@ type Client struct {
 	lastReject string
 
 	sent, resumed, rejected, connects atomic.Uint64
+	// lastStamp is the last signing time handed out (Unix ms), see stamp.
+	lastStamp atomic.Int64
 }
 
 // flight is a live post awaiting its PUBACK.
@@ -128,6 +130,7 @@ func (c *Client) connect(ctx context.Context, lost chan struct{}) (*Device, erro
 			c.cfg.OnConnectionLost(err)
 		}
 	}
+	cfg.Now = c.stamp
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.AckTimeout)
 	defer cancel()
 	dev, err := connect(ctx, cfg, c.onReply)
@@ -146,11 +149,26 @@ func (c *Client) connect(ctx context.Context, lost chan struct{}) (*Device, erro
 	return dev, nil
 }
 
+// stamp is the time a login is signed at: the configured clock, but at
+// least a millisecond after the client's previous signature. The broker
+// accepts each signature once, so two logins in the same millisecond must
+// not sign the same timestamp.
+func (c *Client) stamp() time.Time {
+	for {
+		last := c.lastStamp.Load()
+		now := c.cfg.Now()
+		ms := max(now.UnixMilli(), last+1)
+		if c.lastStamp.CompareAndSwap(last, ms) {
+			return time.UnixMilli(ms)
+		}
+	}
+}
+
 func (c *Client) loginSubDevices(ctx context.Context, dev *Device) error {
 	if len(c.cfg.SubDevices) == 0 {
 		return nil
 	}
-	ts := c.cfg.Now().UnixMilli()
+	ts := c.stamp().UnixMilli()
 	subs := make([]api.SubDeviceAuth, len(c.cfg.SubDevices))
 	for i, s := range c.cfg.SubDevices {
 		subs[i] = api.SignSubDevice(s.ProductKey, s.DeviceKey, s.Secret, ts)

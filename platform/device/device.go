@@ -128,6 +128,9 @@ type Device struct {
 var ErrRefused = errors.New("login refused")
 
 // Connect logs the device in and subscribes to its replies and service calls.
+// The login is signed at cfg.Now; the broker accepts a signature once, so
+// two Connects of one device within the same millisecond (of cfg.Now) sign
+// the same login and the second is refused (Client avoids that).
 func Connect(ctx context.Context, cfg Config) (*Device, error) {
 	cfg.defaults()
 	return connect(ctx, cfg, nil)

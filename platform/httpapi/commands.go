@@ -71,6 +71,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, command.ErrBadParams):
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
+	case errors.Is(err, command.ErrDeviceDisabled):
+		writeError(w, http.StatusConflict, err.Error())
+		return
 	case err != nil:
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return

@@ -115,3 +115,18 @@ func TestCommandRoundTrips(t *testing.T) {
 		require.Equal(t, "WT03", call.DeviceKey, "the gateway's handler is told which sub-device is called")
 	})
 }
+
+// Disabling a device through the API drops its session at once, and its
+// commands are refused with 409.
+func TestDisabledDeviceLosesSessionAndCommands(t *testing.T) {
+	h := nodetest.Start(t, nodetest.Config(t))
+	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 1}))
+	var wt01 api.Device
+	h.Do(t, "GET", "/api/v1/devices/wind-turbine/WT01", nil, &wt01)
+	dev := connectWith(t, h, wt01, make(chan device.ServiceCall, 10))
+	require.Equal(t, http.StatusOK, h.Do(t, "PATCH", "/api/v1/devices/wind-turbine/WT01", map[string]any{"enabled": false}, nil))
+	require.Eventually(t, func() bool { return !dev.Connected() }, 5*time.Second, 10*time.Millisecond)
+	var body map[string]any
+	require.Equal(t, http.StatusConflict, h.Do(t, "POST", "/api/v1/devices/wind-turbine/WT01/services/stop", map[string]any{}, &body))
+	require.Contains(t, body["error"], "disabled")
+}

@@ -127,6 +127,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		}
 		commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
 		n.broker.SetListener(commands)
+		n.Registry.WatchDevices(n.broker.DeviceChanged)
 		n.consume(CommandsConsumerGroup+"-"+cfg.NodeID, []string{api.TopicCommands}, commands.Handle)
 		n.runners = append(n.runners, n.broker.Run, commands.Run)
 		deps.Commands = commands

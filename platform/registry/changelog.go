@@ -40,6 +40,7 @@ func (r *Registry) announce(ctx context.Context, c api.RegistryChange) error {
 // changes are skipped: they are stored already, and replaying an older one
 // would briefly undo a newer local change.
 func (r *Registry) Apply(ctx context.Context, c api.RegistryChange) error {
+	defer r.changeApplied(c) // runs after the unlock below
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if c.Origin != "" && c.Origin == r.origin {

@@ -114,6 +114,7 @@ func (r *Registry) PatchDevice(ctx context.Context, pk, dk string, p DevicePatch
 	if err != nil {
 		return d, err
 	}
+	r.deviceChanged(pk, dk)
 	return d, r.announceDevice(ctx, d)
 }
 
@@ -152,6 +153,7 @@ func (r *Registry) DeleteDevice(ctx context.Context, pk, dk string) error {
 	if err := r.deleteDevice(ctx, pk, dk); err != nil {
 		return err
 	}
+	r.deviceChanged(pk, dk)
 	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: pk + "/" + dk, Deleted: true})
 }
 

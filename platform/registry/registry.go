@@ -55,6 +55,7 @@ type Registry struct {
 	tokens   map[string]bool
 	publish  Publisher
 	origin   string
+	watch    watchers
 }
 
 type deviceID struct{ pk, dk string }

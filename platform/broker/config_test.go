@@ -1,0 +1,62 @@
+package broker
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+func TestConfigFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.yaml")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			cfg := DefaultConfig()
+			require.NoError(t, api.DecodeYAML(b, &cfg))
+			if strings.HasSuffix(f, ".bad.yaml") {
+				require.ErrorIs(t, cfg.Validate(), ErrConfig)
+				return
+			}
+			require.NoError(t, cfg.Validate())
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		ok     bool
+	}{
+		{name: "defaults", mutate: func(*Config) {}, ok: true},
+		{name: "no caps", mutate: func(c *Config) { c.MaxConnections, c.MaxConnectionsPerIP = 0, 0 }, ok: true},
+		{name: "back-off off", mutate: func(c *Config) { c.LoginBackoff = Backoff{} }, ok: true},
+		{name: "negative skew", mutate: func(c *Config) { c.LoginSkew = -time.Second }},
+		{name: "no connect timeout", mutate: func(c *Config) { c.ConnectTimeout = 0 }},
+		{name: "tiny connect packet", mutate: func(c *Config) { c.MaxConnectPacket = 100 }},
+		{name: "negative caps", mutate: func(c *Config) { c.MaxConnectionsPerIP = -1 }},
+		{name: "short client ids", mutate: func(c *Config) { c.MaxClientID = 10 }},
+		{name: "back-off without ban time", mutate: func(c *Config) { c.LoginBackoff.BanTime = 0 }},
+		{name: "negative failures", mutate: func(c *Config) { c.LoginBackoff.MaxFailuresPerIP = -1 }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			c.mutate(&cfg)
+			if c.ok {
+				require.NoError(t, cfg.Validate())
+				return
+			}
+			require.ErrorIs(t, cfg.Validate(), ErrConfig)
+		})
+	}
+}

@@ -1,0 +1,160 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+// fuzzModel is a registry with a product whose model has points of every type and an event.
+func fuzzModel(t testing.TB) (*registry.Registry, *registry.Model) {
+	lo, hi := -40.0, 85.0
+	reg := testRegistry(t, api.ThingModel{
+		Measurepoints: []api.Measurepoint{
+			{ID: "T", Type: api.TypeFloat, Min: &lo, Max: &hi}, {ID: "On", Type: api.TypeBool}, {ID: "N", Type: api.TypeInt}, {ID: "M", Type: api.TypeEnum},
+		},
+		Events: []api.Event{{ID: "alarm", Severity: "major"}},
+	})
+	m, ok := reg.Model(testProduct)
+	require.True(t, ok)
+	return reg, m
+}
+
+func fuzzWindow() window {
+	now := time.UnixMilli(1_732_550_400_000)
+	return window{now: now.UnixMilli(), oldest: now.Add(-7 * 24 * time.Hour).UnixMilli(), newest: now.Add(time.Hour).UnixMilli()}
+}
+
+// FuzzValidateSamples checks measurepoint post, resume and resume/batch params against a thing model.
+func FuzzValidateSamples(f *testing.F) {
+	for _, s := range []string{
+		`{"measurepoints":{"T":21.5,"On":true,"N":3,"M":2},"time":1732550400000}`,
+		`[{"measurepoints":{"T":{"value":1,"quality":0}},"time":1732550300000},{"measurepoints":{"N":1}}]`,
+		`{"measurepoints":{"T":{"value":1,"quality":300}}}`,
+		`{"measurepoints":{"T":"hot"}}`, `{"measurepoints":{}}`, `[]`, `null`, `{"measurepoints":{"T":1e999}}`,
+		`{"measurepoints":{"Nope":1},"time":-1}`, `[{"measurepoints":{"T":1},"time":9223372036854775807}]`,
+	} {
+		f.Add([]byte(s))
+	}
+	_, model := fuzzModel(f)
+	win := fuzzWindow()
+	f.Fuzz(func(t *testing.T, params []byte) {
+		rec := api.Record{Received: win.now}
+		code, reason, err := validateSamples(&rec, params, model, win)
+		if err != nil {
+			require.NotZero(t, code)
+			require.NotEmpty(t, reason)
+			return
+		}
+		require.NotEmpty(t, rec.Samples)
+		for _, s := range rec.Samples {
+			_, known := model.Point(s.Point)
+			require.True(t, known, s.Point)
+			require.NoError(t, win.check(s.Time))
+			if s.HasQuality {
+				require.LessOrEqual(t, s.Quality, uint8(127))
+			}
+		}
+		// What was accepted encodes and decodes.
+		b := api.AppendRecord(nil, &rec)
+		require.NotEmpty(t, b)
+	})
+}
+
+// FuzzValidateEvent checks event post params against a thing model.
+func FuzzValidateEvent(f *testing.F) {
+	f.Add("alarm", []byte(`{"time":1732550400000,"value":{"code":7}}`))
+	f.Add("alarm", []byte(`{"time":1}`))
+	f.Add("alarm", []byte(`{"value":[1,2,3]}`))
+	f.Add("nope", []byte(`{}`))
+	f.Add("alarm", []byte(`{"time":"x"}`))
+	f.Add("alarm", []byte(``))
+	_, model := fuzzModel(f)
+	win := fuzzWindow()
+	dev := api.Device{ProductKey: testProduct, DeviceKey: "d1", Org: "org"}
+	f.Fuzz(func(t *testing.T, id string, params []byte) {
+		b, code, reason, err := validateEvent(dev, id, params, model, win)
+		if err != nil {
+			require.NotZero(t, code)
+			require.NotEmpty(t, reason)
+			return
+		}
+		var ev api.DeviceEvent
+		require.NoError(t, json.Unmarshal(b, &ev))
+		require.Equal(t, "alarm", ev.Event)
+		require.NoError(t, win.check(ev.Time))
+	})
+}
+
+// FuzzSubDeviceRequest feeds a gateway's topo/add, combine/login[/batch]
+// and logout params to the broker's handler: no panic, and nothing but a
+// correctly signed, fresh, registered sub-device is ever logged in.
+func FuzzSubDeviceRequest(f *testing.F) {
+	reg, _ := fuzzModel(f)
+	ctx := context.Background()
+	for _, dk := range []string{"gw", "sub"} {
+		_, err := reg.CreateDevice(ctx, api.Device{ProductKey: testProduct, DeviceKey: dk, Org: "org", Enabled: true, Secret: "s3cret"})
+		require.NoError(f, err)
+	}
+	now := time.Now()
+	good := api.SignSubDevice(testProduct, "sub", "s3cret", now.UnixMilli())
+	one, _ := json.Marshal(good)
+	batch, _ := json.Marshal(api.SubDeviceLoginBatch{SubDevices: []api.SubDeviceAuth{good}})
+	list, _ := json.Marshal([]api.SubDeviceAuth{good})
+	for kind, params := range map[api.Kind][]byte{
+		api.KindTopoAdd: list, api.KindSubLogin: one, api.KindSubLoginBatch: batch, api.KindSubLogout: []byte(`{"productKey":"sensor","deviceKey":"sub"}`),
+	} {
+		f.Add(uint8(kind), params)
+	}
+	f.Add(uint8(api.KindSubLogin), []byte(`{"productKey":"sensor","deviceKey":"sub","timestamp":"1","sign":""}`))
+	f.Add(uint8(api.KindSubLoginBatch), []byte(`{"subDevices":[null,{}]}`))
+	server := mqtt.New(&mqtt.Options{Logger: quietTestLogger()})
+	h := newHook(DefaultConfig(), server, reg, nil, quietTestLogger(), newMetrics(prometheusRegistry()))
+	h.now = func() time.Time { return now }
+	cl := server.NewClient(nil, "local", sessionID(testProduct, "gw"), true)
+	f.Fuzz(func(t *testing.T, kind uint8, params []byte) {
+		k := api.KindTopoAdd + api.Kind(kind%4)
+		s := &session{client: cl, pk: testProduct, dk: "gw", subs: map[string]bool{}}
+		topic := api.Topic{Kind: k, ProductKey: testProduct, DeviceKey: "gw"}
+		h.subDevices(s, topic, "/t", api.Request{ID: "1", Params: params})
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for key := range s.subs {
+			require.Equal(t, testProduct+"/sub", key, "only the registered sub-device logs in")
+		}
+	})
+}
+
+// FuzzGuardHeader feeds byte streams to the pre-login guard's header check:
+// it passes a CONNECT within the limit, and nothing else.
+func FuzzGuardHeader(f *testing.F) {
+	f.Add([]byte{0x10, 0x0c}, uint16(64))
+	f.Add([]byte{0x10, 0xff, 0xff, 0xff, 0x7f}, uint16(64))
+	f.Add([]byte{0x10, 0x80, 0x80, 0x80, 0x80, 0x01}, uint16(64))
+	f.Add([]byte{0x30, 0x02, 0, 0}, uint16(64))
+	f.Add([]byte{0x10, 0xc1, 0x02}, uint16(1000))
+	l := &guardListener{cfg: DefaultConfig(), m: newMetrics(prometheusRegistry()), log: quietTestLogger(), perIP: map[string]int{}}
+	f.Fuzz(func(t *testing.T, stream []byte, max uint16) {
+		g := &guardConn{l: l, max: int(max)}
+		var err error
+		for i := 0; i < len(stream) && err == nil && g.total == 0; i++ {
+			err = g.header(stream[i : i+1])
+		}
+		if err != nil {
+			require.ErrorIs(t, err, errPreLogin)
+			return
+		}
+		if g.total > 0 {
+			require.Equal(t, byte(1), stream[0]>>4, "only a CONNECT passes")
+			require.LessOrEqual(t, g.length, int(max))
+			require.Equal(t, g.hdr+g.length, g.total)
+		}
+	})
+}

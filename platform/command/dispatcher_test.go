@@ -1,0 +1,135 @@
+package command
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+type fakeDownlink struct {
+	mu     sync.Mutex
+	topics []string
+}
+
+func (*fakeDownlink) Online(string, string) bool { return true }
+
+func (f *fakeDownlink) Publish(topic string, _ []byte, _ byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.topics = append(f.topics, topic)
+	return nil
+}
+
+func (f *fakeDownlink) sent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.topics...)
+}
+
+// loopback hands produced commands straight back to the dispatcher, as gale.commands would.
+type loopback struct{ d *Dispatcher }
+
+func (l *loopback) Produce(ctx context.Context, msgs ...kafka.Message) error {
+	if l.d == nil {
+		return nil
+	}
+	return l.d.Handle(ctx, msgs)
+}
+
+func setup(t *testing.T) (*Dispatcher, *registry.Registry, *fakeDownlink) {
+	t.Helper()
+	reg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
+	require.NoError(t, err)
+	t.Cleanup(func() { reg.Close() })
+	ctx := context.Background()
+	_, err = reg.PutAsset(ctx, api.Asset{ID: "org", Kind: api.AssetOrg})
+	require.NoError(t, err)
+	require.NoError(t, reg.PutProduct(ctx, api.Product{Key: "wt", Model: api.ThingModel{Services: []api.Service{{ID: "stop"}, {ID: "start"}}}}, false))
+	for _, dk := range []string{"WT01", "WT02"} {
+		_, err := reg.CreateDevice(ctx, api.Device{ProductKey: "wt", DeviceKey: dk, Org: "org", Enabled: true})
+		require.NoError(t, err)
+	}
+	down := &fakeDownlink{}
+	lb := &loopback{}
+	d := New(reg, down, lb, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	lb.d = d
+	return d, reg, down
+}
+
+// A reply completes a command only from the command's device, for its
+// service, once; anything else is ignored and counted.
+func TestRepliesMatchIDDeviceAndService(t *testing.T) {
+	d, reg, down := setup(t)
+	ctx := context.Background()
+	c, err := d.Invoke(ctx, "wt", "WT01", "stop", nil, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, []string{api.ServiceTopic("wt", "WT01", "stop")}, down.sent())
+	reply := []byte(`{"id":"` + c.ID + `","code":200}`)
+
+	cases := []struct {
+		name, pk, dk, service string
+		payload               []byte
+		reason                string
+	}{
+		{name: "another device", pk: "wt", dk: "WT02", service: "stop", payload: reply, reason: "wrong_device"},
+		{name: "another service", pk: "wt", dk: "WT01", service: "start", payload: reply, reason: "wrong_service"},
+		{name: "unknown id", pk: "wt", dk: "WT01", service: "stop", payload: []byte(`{"id":"nope","code":200}`), reason: "unknown_command"},
+		{name: "malformed", pk: "wt", dk: "WT01", service: "stop", payload: []byte(`{`), reason: "malformed"},
+		{name: "no id", pk: "wt", dk: "WT01", service: "stop", payload: []byte(`{"code":200}`), reason: "malformed"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutil.ToFloat64(d.ignored.WithLabelValues(tc.reason))
+			d.ServiceReply(tc.pk, tc.dk, tc.service, tc.payload)
+			require.Equal(t, before+1, testutil.ToFloat64(d.ignored.WithLabelValues(tc.reason)))
+			got, err := reg.Command(ctx, c.ID)
+			require.NoError(t, err)
+			require.Equal(t, api.CommandSent, got.Status, "the command still waits for its device")
+		})
+	}
+
+	d.ServiceReply("wt", "WT01", "stop", reply)
+	got, err := reg.Command(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, api.CommandSucceeded, got.Status)
+	d.ServiceReply("wt", "WT01", "stop", []byte(`{"id":"`+c.ID+`","code":500}`))
+	require.Equal(t, 1.0, testutil.ToFloat64(d.ignored.WithLabelValues("completed")))
+	got, err = reg.Command(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, 200, got.Code, "a second reply changes nothing")
+}
+
+// Commands to a disabled device are refused, and queued ones are not sent.
+func TestDisabledDeviceGetsNoCommands(t *testing.T) {
+	d, reg, down := setup(t)
+	ctx := context.Background()
+	off := false
+	_, err := reg.PatchDevice(ctx, "wt", "WT02", registry.DevicePatch{Enabled: &off})
+	require.NoError(t, err)
+	_, err = d.Invoke(ctx, "wt", "WT02", "stop", nil, time.Minute)
+	require.ErrorIs(t, err, ErrDeviceDisabled)
+	_, err = d.Invoke(ctx, "wt", "WT99", "stop", nil, time.Minute)
+	require.ErrorIs(t, err, ErrUnknownDevice)
+
+	// A command queued before the device was disabled stays unsent.
+	c := api.Command{ID: registry.NewCommandID(), ProductKey: "wt", DeviceKey: "WT02", Service: "stop", Status: api.CommandQueued,
+		CreatedAt: time.Now().UnixMilli(), ExpiresAt: time.Now().Add(time.Minute).UnixMilli()}
+	require.NoError(t, reg.CreateCommand(ctx, c))
+	require.NoError(t, d.send(ctx, c))
+	require.Empty(t, down.sent())
+	got, err := reg.Command(ctx, c.ID)
+	require.NoError(t, err)
+	require.Equal(t, api.CommandQueued, got.Status)
+}
