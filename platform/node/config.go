@@ -41,6 +41,12 @@ type Config struct {
 	SelfMonitoring selfmon.Config `yaml:"selfMonitoring"`
 	// RemoteWrite lists Prometheus-compatible endpoints a store node ships its telemetry to.
 	RemoteWrite []remotewrite.Config `yaml:"remoteWrite"`
+	// ClusterKeyFile holds the cluster key (at least 32 bytes; 64 hex digits
+	// when generated) from which the node derives the keys that authenticate
+	// the registry change log and seal device secrets. Every node of a
+	// cluster needs the same file. Empty: DataDir/cluster.key, generated
+	// (mode 0600) when missing, which suits a single node.
+	ClusterKeyFile string `yaml:"clusterKeyFile"`
 }
 
 // RulesConfig configures the event engine.
@@ -68,6 +74,9 @@ func DefaultConfig() Config {
 		Rules:   RulesConfig{CheckpointEvery: 5 * time.Second, NoDataGrace: 30 * time.Second},
 	}
 }
+
+// DefaultClusterKeyFile is the cluster key's file name in the data dir when none is configured.
+const DefaultClusterKeyFile = "cluster.key"
 
 // Roles of a node (the design's Cluster section).
 const (
@@ -110,6 +119,9 @@ func (c *Config) Complete() error {
 	}
 	if c.Rules.CheckpointEvery <= 0 || c.Rules.NoDataGrace <= 0 {
 		return fmt.Errorf("%w: rules.checkpointEvery and rules.noDataGrace must be positive", ErrConfig)
+	}
+	if c.ClusterKeyFile == "" {
+		c.ClusterKeyFile = filepath.Join(c.DataDir, DefaultClusterKeyFile)
 	}
 	if c.TSDB.Dir == "" {
 		c.TSDB.Dir = filepath.Join(c.DataDir, "tsdb")
