@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/stack"
 	"github.com/gale-iot/gale/twins"
@@ -27,7 +28,16 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&cfg.Kafka.SASL.Username, "kafka-sasl-user", "", "SCRAM user the embedded Kafka requires (needed to serve it beyond loopback)")
+	fs.StringVar(&cfg.Kafka.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding --kafka-sasl-user's password")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if cfg.Kafka.SASL.Username != "" || cfg.Kafka.SASL.PasswordFile != "" {
+		cfg.Kafka.SASL.Mechanism = bus.ScramSHA512
+	}
+	// Refuse an open embedded Kafka beyond loopback before anything starts.
+	if err := cfg.Kafka.Validate(); err != nil {
 		return err
 	}
 	if *turbines < 1 || *turbines > 1000 {
