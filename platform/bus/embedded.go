@@ -90,6 +90,12 @@ func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, partitions int, 
 	if err != nil {
 		return nil, fmt.Errorf("start embedded kafka on %s: %w", addr, err)
 	}
+	if len(sec.Users) > 0 {
+		if err := advertiseHandshakeV0(c, c.ListenAddrs()[0], sec.TLS != nil); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	return &Embedded{cluster: c}, nil
 }
 

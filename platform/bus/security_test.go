@@ -14,6 +14,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -177,3 +178,37 @@ func TestReadUsersFile(t *testing.T) {
 }
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestKcatLogsIn checks that librdkafka, the client under kcat and many
+// others, logs in to the embedded broker with SCRAM, and is refused
+// without a login or with a wrong password.
+func TestKcatLogsIn(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat not installed: apt-get install kcat")
+	}
+	k, err := StartEmbeddedSecure("127.0.0.1:0", "", false, 1, Security{Users: []User{{Name: "gale", Password: "s3cret-pass"}}}, "t")
+	require.NoError(t, err)
+	t.Cleanup(k.Close)
+	for _, tc := range []struct {
+		name string
+		args []string
+		ok   bool
+	}{
+		{"scram-sha-512", []string{"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", "sasl.username=gale", "-X", "sasl.password=s3cret-pass"}, true},
+		{"scram-sha-256", []string{"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", "sasl.username=gale", "-X", "sasl.password=s3cret-pass"}, true},
+		{"wrong password", []string{"-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-512", "-X", "sasl.username=gale", "-X", "sasl.password=nope"}, false},
+		{"no login", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"-b", k.Addrs()[0], "-m", "5", "-L", "-t", "t"}, tc.args...)
+			out, err := exec.Command(kcat, args...).CombinedOutput()
+			if !tc.ok {
+				require.Error(t, err, "%s", out)
+				return
+			}
+			require.NoError(t, err, "%s", out)
+			require.Contains(t, string(out), `topic "t" with 1 partitions`)
+		})
+	}
+}
