@@ -12,10 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -415,4 +417,47 @@ func rejectedTotal(t *testing.T, f *Follower) float64 {
 		sum += testutil.ToFloat64(f.rejected.WithLabelValues(reason))
 	}
 	return sum
+}
+
+// TestUndoUnderConcurrentChanges runs local changes that Kafka refuses
+// against remote changes applied and readers at once: every refused change
+// is undone, every applied one kept, and none overwrites another.
+func TestUndoUnderConcurrentChanges(t *testing.T) {
+	ctx := context.Background()
+	r := seeded(t, filepath.Join(t.TempDir(), "reg.db"), WithKeys(testKeys(t, 1)))
+	d1, err := r.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Name: "original"})
+	require.NoError(t, err)
+	r.SetPublisher("me", func(context.Context, api.RegistryChange) error { return errors.New("kafka away") })
+
+	const n = 50
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			name := fmt.Sprintf("local-%d", i)
+			_, err := r.PatchDevice(ctx, "sensor", "d1", DevicePatch{Name: &name})
+			assert.ErrorIs(t, err, ErrNotAnnounced) // assert: not the test goroutine
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := range n {
+			dk := fmt.Sprintf("remote-%d", i)
+			assert.NoError(t, r.Apply(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: "sensor/" + dk, Origin: "other",
+				Device: &api.Device{ProductKey: "sensor", DeviceKey: dk, Secret: "s", Org: "acme", Site: "north"}}))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for range n {
+			d, ok := r.Device("sensor", "d1")
+			assert.True(t, ok)
+			assert.Equal(t, d1.Secret, d.Secret)
+		}
+	}()
+	wg.Wait()
+	d, _ := r.Device("sensor", "d1")
+	require.Equal(t, "original", d.Name, "every refused change is undone")
+	require.Len(t, r.Devices(DeviceFilter{}), n+1, "every applied change is kept")
 }
