@@ -8,7 +8,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/stack"
 	"github.com/gale-iot/gale/twins"
@@ -27,17 +26,10 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	speed := fs.Float64("speed", 1, "twin clock speed (1 = real time, up to 10000)")
 	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&cfg.Kafka.SASL.Username, "kafka-sasl-user", "", "SCRAM user the embedded Kafka requires (needed to serve it beyond loopback)")
 	fs.StringVar(&cfg.Kafka.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding --kafka-sasl-user's password")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if cfg.Kafka.SASL.Username != "" || cfg.Kafka.SASL.PasswordFile != "" {
-		cfg.Kafka.SASL.Mechanism = bus.ScramSHA512
-	}
-	// Refuse an open embedded Kafka beyond loopback before anything starts.
-	if err := cfg.Kafka.Validate(); err != nil {
 		return err
 	}
 	if *turbines < 1 || *turbines > 1000 {
@@ -48,6 +40,10 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *speed < 1 || *speed > 10000 {
 		return fmt.Errorf("--speed %g: want 1 to 10000", *speed)
+	}
+	// Refuse a bad config, e.g. an open embedded Kafka beyond loopback, before anything starts.
+	if err := cfg.Complete(); err != nil {
+		return err
 	}
 	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, node.Demo{Turbines: *turbines, Direct: *direct}
 	log, err := newLogger(*logLevel)

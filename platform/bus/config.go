@@ -46,7 +46,8 @@ type Config struct {
 
 // SASLConfig authenticates to Kafka with SCRAM.
 type SASLConfig struct {
-	// Mechanism is SCRAM-SHA-256 or SCRAM-SHA-512; empty means no SASL.
+	// Mechanism is SCRAM-SHA-256 or SCRAM-SHA-512 (the default when a
+	// username is given); empty without a username means no SASL.
 	Mechanism string `yaml:"mechanism"`
 	// Username is the SCRAM user.
 	Username string `yaml:"username"`
@@ -67,6 +68,13 @@ type TLSConfig struct {
 	KeyFile  string `yaml:"keyFile"`
 	// ServerName overrides the name checked in the brokers' certificates.
 	ServerName string `yaml:"serverName"`
+}
+
+// Complete picks SCRAM-SHA-512 for a user given without a mechanism.
+func (s *SASLConfig) Complete() {
+	if s.Mechanism == "" && (s.Username != "" || s.PasswordFile != "") {
+		s.Mechanism = ScramSHA512
+	}
 }
 
 // On reports whether TLS is configured.

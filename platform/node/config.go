@@ -75,9 +75,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// DefaultClusterKeyFile is the cluster key's file name in the data dir when none is configured.
-const DefaultClusterKeyFile = "cluster.key"
-
 // Roles of a node (the design's Cluster section).
 const (
 	RoleAll     = "all"     // everything: one machine
@@ -88,6 +85,9 @@ const (
 
 // has reports whether the node plays role.
 func (c Config) has(role string) bool { return c.Role == RoleAll || c.Role == role }
+
+// DefaultClusterKeyFile is the cluster key's file name in the data dir when none is configured.
+const DefaultClusterKeyFile = "cluster.key"
 
 // ErrConfig is wrapped by node-level configuration errors.
 var ErrConfig = errors.New("invalid node config")
@@ -129,6 +129,7 @@ func (c *Config) Complete() error {
 	if len(c.Kafka.Brokers) == 0 && c.Kafka.DataDir == "" {
 		c.Kafka.DataDir = filepath.Join(c.DataDir, "kafka")
 	}
+	c.Kafka.SASL.Complete()
 	// A sample older than the TSDB's out-of-order window would be refused by
 	// the TSDB after being acknowledged, so the broker refuses it up front.
 	c.MQTT.MaxSampleAge = c.TSDB.OutOfOrderWindow
