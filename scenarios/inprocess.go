@@ -69,12 +69,18 @@ func (c *inProcess) Start(ctx context.Context, spec CloudSpec) error {
 	if err := c.startKafka("127.0.0.1:0"); err != nil {
 		return err
 	}
+	// The nodes of one cluster share one cluster key.
+	clusterKey := filepath.Join(spec.DataDir, "cluster.key")
+	if err := node.EnsureClusterKey(clusterKey); err != nil {
+		return err
+	}
 	for i := range spec.Nodes {
 		name := NodeName(i)
 		cfg := node.DefaultConfig()
 		cfg.DataDir, cfg.NodeID = filepath.Join(spec.DataDir, name), name
 		cfg.HTTP.Addr, cfg.MQTT.Addr = "127.0.0.1:0", "127.0.0.1:0"
 		cfg.Kafka.Brokers = []string{c.kafkaAddr}
+		cfg.ClusterKeyFile = clusterKey
 		cfg.MQTT.MaxSampleFuture = spec.MaxSampleFuture
 		cfg.Rules.Dir = filepath.Join(cfg.DataDir, "rules")
 		if spec.TLS != nil {

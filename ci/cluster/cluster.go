@@ -1,6 +1,8 @@
 // Package cluster runs a scenario's cloud as containers of Gale's own image
 // (ci/Dockerfile: FROM scratch, built by `make images`; nothing is pulled)
-// with testcontainers-go: a `gale kafka` node and `gale cloud` nodes.
+// with testcontainers-go: a `gale kafka` node and `gale cloud` nodes. The
+// Kafka node requires SASL (SCRAM-SHA-512) and the cloud nodes share one
+// cluster key, both made afresh for each cloud.
 //
 // Two Docker networks of its own carry the traffic: on "back" the nodes
 // reach Kafka and each other; on "front" the scenario runner (this host)
@@ -13,6 +15,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -82,9 +86,27 @@ role: all
 seedDemo: {turbines: %d, direct: %d}
 http: {addr: "0.0.0.0:8080"}
 mqtt: {addr: "0.0.0.0:1883", maxSampleFuture: %s}
-kafka: {brokers: ["%s:9092"]}
+kafka:
+  brokers: ["%s:9092"]
+  sasl: {mechanism: SCRAM-SHA-512, username: %s, passwordFile: %s}
+clusterKeyFile: %s
 rules: {dir: /%s}
 `
+
+// The cluster's secrets, made afresh for each cloud: the Kafka user's
+// password (the Kafka node requires SASL) and the cluster key every node shares.
+const (
+	kafkaUser         = "gale"
+	kafkaPasswordPath = "/kafka.pass"
+	clusterKeyPath    = "/cluster.key"
+)
+
+// randomHex returns n random bytes hex-encoded.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
 
 // Start implements scenarios.Cloud.
 func (c *Cloud) Start(ctx context.Context, spec scenarios.CloudSpec) error {
@@ -103,8 +125,14 @@ func (c *Cloud) Start(ctx context.Context, spec scenarios.CloudSpec) error {
 	if c.back, err = tcnetwork.New(ctx); err != nil {
 		return fmt.Errorf("create the back network: %w", err)
 	}
+	password, clusterKey := randomHex(24), randomHex(32)
+	secret := func(path, content string) testcontainers.ContainerFile {
+		return testcontainers.ContainerFile{Reader: strings.NewReader(content + "\n"), ContainerFilePath: path, FileMode: 0o600}
+	}
 	if err := c.run(ctx, scenarios.KafkaName, []*testcontainers.DockerNetwork{c.back},
-		testcontainers.WithCmd("kafka", "--data-dir", "/data/kafka", "--addr", scenarios.KafkaName+":9092"),
+		testcontainers.WithCmd("kafka", "--data-dir", "/data/kafka", "--addr", scenarios.KafkaName+":9092",
+			"--sasl-user", kafkaUser, "--sasl-password-file", kafkaPasswordPath),
+		testcontainers.WithFiles(secret(kafkaPasswordPath, password)),
 		testcontainers.WithWaitStrategy(wait.ForLog("Gale Kafka is up").WithStartupTimeout(30*time.Second))); err != nil {
 		return err
 	}
@@ -115,12 +143,14 @@ func (c *Cloud) Start(ctx context.Context, spec scenarios.CloudSpec) error {
 			seed = spec.SeedDemo
 		}
 		rules := filepath.Base(spec.RulesDir) // a directory is copied under its own name
-		conf := fmt.Sprintf(nodeConfig, name, seed.Turbines, seed.Direct, spec.MaxSampleFuture, scenarios.KafkaName, rules)
+		conf := fmt.Sprintf(nodeConfig, name, seed.Turbines, seed.Direct, spec.MaxSampleFuture, scenarios.KafkaName,
+			kafkaUser, kafkaPasswordPath, clusterKeyPath, rules)
 		if err := c.run(ctx, name, []*testcontainers.DockerNetwork{c.front, c.back},
 			testcontainers.WithCmd("cloud", "--config", "/gale.yaml"),
 			testcontainers.WithFiles(
 				testcontainers.ContainerFile{Reader: strings.NewReader(conf), ContainerFilePath: "/gale.yaml", FileMode: 0o644},
-				testcontainers.ContainerFile{HostFilePath: spec.RulesDir, ContainerFilePath: "/" + rules, FileMode: 0o644}),
+				testcontainers.ContainerFile{HostFilePath: spec.RulesDir, ContainerFilePath: "/" + rules, FileMode: 0o644},
+				secret(kafkaPasswordPath, password), secret(clusterKeyPath, clusterKey)),
 			testcontainers.WithWaitStrategy(wait.ForLog("Gale cloud node "+name+" is up").WithStartupTimeout(60*time.Second))); err != nil {
 			return err
 		}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
@@ -38,7 +40,8 @@ func runCloud(ctx context.Context, args []string, stdout io.Writer) error {
 	return n.Run(ctx)
 }
 
-// runKafka serves the embedded Kafka broker alone (the Kafka node of a cluster).
+// runKafka serves the embedded Kafka broker alone (the Kafka node of a
+// cluster). It requires SASL (SCRAM) logins unless told to run open.
 func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg := bus.DefaultConfig()
 	fs := newFlagSet("kafka")
@@ -46,15 +49,84 @@ func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.EmbeddedAddr, "addr", cfg.EmbeddedAddr, "listen address (advertised to clients as given)")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of each topic Gale creates")
 	sync := fs.Bool("sync-writes", false, "fsync every produced batch")
+	user := fs.String("sasl-user", "", "the SCRAM user clients log in as (SCRAM-SHA-256 or -512)")
+	passFile := fs.String("sasl-password-file", "", "file holding --sasl-user's password")
+	usersFile := fs.String("users-file", "", `file of SCRAM users, one "name:password" a line`)
+	insecure := fs.Bool("insecure-no-auth", false, "serve every client without authentication (a trusted network only)")
+	certFile := fs.String("tls-cert", "", "PEM certificate to serve TLS with (with --tls-key)")
+	keyFile := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	k, err := bus.StartEmbedded(cfg.EmbeddedAddr, *dataDir, *sync, cfg.Partitions, api.Topics()...)
+	sec, err := kafkaSecurity(*user, *passFile, *usersFile, *insecure, *certFile, *keyFile)
 	if err != nil {
 		return err
 	}
-	defer k.Close()
-	fmt.Fprintf(stdout, "Gale Kafka is up on %v (data in %s).\n", k.Addrs(), *dataDir)
+	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+		return fmt.Errorf("create kafka data dir: %w", err)
+	}
+	if err := node.SecureDataDir(*dataDir); err != nil {
+		return err
+	}
+	k, err := bus.StartEmbeddedSecure(cfg.EmbeddedAddr, *dataDir, *sync, cfg.Partitions, sec, api.Topics()...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		k.Close()
+		if err := node.SecureDataDir(*dataDir); err != nil {
+			fmt.Fprintln(os.Stderr, "gale kafka:", err)
+		}
+	}()
+	auth := fmt.Sprintf("SASL SCRAM, %d user(s)", len(sec.Users))
+	if len(sec.Users) == 0 {
+		auth = "NO AUTHENTICATION (--insecure-no-auth)"
+	}
+	tlsOn := "off"
+	if sec.TLS != nil {
+		tlsOn = "on"
+	}
+	fmt.Fprintf(stdout, "Gale Kafka is up on %v (data in %s; %s; TLS %s).\n", k.Addrs(), *dataDir, auth, tlsOn)
 	<-ctx.Done()
 	return nil
+}
+
+// kafkaSecurity builds the broker's SASL users and TLS from gale kafka's flags.
+func kafkaSecurity(user, passFile, usersFile string, insecure bool, certFile, keyFile string) (bus.Security, error) {
+	var sec bus.Security
+	if usersFile != "" {
+		users, err := bus.ReadUsersFile(usersFile)
+		if err != nil {
+			return sec, err
+		}
+		sec.Users = users
+	}
+	if (user == "") != (passFile == "") {
+		return sec, fmt.Errorf("%w: --sasl-user and --sasl-password-file go together", errUsage)
+	}
+	if user != "" {
+		pass, err := bus.ReadSecretFile(passFile)
+		if err != nil {
+			return sec, fmt.Errorf("--sasl-password-file: %w", err)
+		}
+		sec.Users = append(sec.Users, bus.User{Name: user, Password: pass})
+	}
+	switch {
+	case len(sec.Users) == 0 && !insecure:
+		return sec, fmt.Errorf("%w: gale kafka requires SASL: give --sasl-user and --sasl-password-file, or --users-file "+
+			"(--insecure-no-auth serves every client unauthenticated)", errUsage)
+	case len(sec.Users) > 0 && insecure:
+		return sec, fmt.Errorf("%w: --insecure-no-auth contradicts the SASL users given", errUsage)
+	}
+	if (certFile == "") != (keyFile == "") {
+		return sec, fmt.Errorf("%w: --tls-cert and --tls-key go together", errUsage)
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return sec, fmt.Errorf("kafka tls certificate: %w", err)
+		}
+		sec.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return sec, nil
 }

@@ -31,6 +31,8 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	speed := fs.Float64("speed", 1, "twin clock speed (1 = real time, up to 10000)")
 	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
+	fs.StringVar(&cfg.Kafka.SASL.Username, "kafka-sasl-user", "", "SCRAM user the embedded Kafka requires (needed to serve it beyond loopback)")
+	fs.StringVar(&cfg.Kafka.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding --kafka-sasl-user's password")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	useTLS := fs.Bool("tls", false, "serve MQTT and HTTP over TLS only, with a development CA and server certificate kept in DATA/tls (made when missing or expired)")
 	tlsHosts := fs.String("tls-hosts", "", "more host names and IP addresses for the server certificate, comma-separated (127.0.0.1, ::1, localhost and the listen hosts are always in)")
@@ -51,6 +53,10 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if *speed < 1 || *speed > 10000 {
 		return fmt.Errorf("--speed %g: want 1 to 10000", *speed)
+	}
+	// Refuse a bad config, e.g. an open embedded Kafka beyond loopback, before anything starts.
+	if err := cfg.Complete(); err != nil {
+		return err
 	}
 	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, node.Demo{Turbines: *turbines, Direct: *direct}
 	log, err := newLogger(*logLevel)

@@ -201,6 +201,9 @@ type RegistryChange struct {
 	Asset   *Asset   `json:"asset,omitempty"`
 	// TokenName is the name of a token whose hash is Key.
 	TokenName string `json:"tokenName,omitempty"`
+	// SealedSecret is the device's secret encrypted with the cluster key
+	// (AES-GCM): on the change log Device.Secret is always empty.
+	SealedSecret []byte `json:"sealedSecret,omitempty"`
 	// Origin is the node that made the change; it applied it already and skips it.
 	Origin string `json:"origin"`
 }

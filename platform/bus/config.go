@@ -7,6 +7,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"net"
 	"time"
 )
 
@@ -32,7 +33,68 @@ type Config struct {
 	MaxBatch int `yaml:"maxBatch"`
 	// SessionTimeout is the consumer group session timeout: how soon a dead member's partitions move.
 	SessionTimeout time.Duration `yaml:"sessionTimeout"`
+	// SASL authenticates every connection of the node to Kafka (producer,
+	// consumer groups, metadata and lag requests). With the embedded broker
+	// it is also the one user that broker accepts.
+	SASL SASLConfig `yaml:"sasl"`
+	// TLS encrypts every connection of the node to Kafka (external brokers only).
+	TLS TLSConfig `yaml:"tls"`
+
+	// creds are SASL and TLS resolved from their files by LoadCredentials.
+	creds *credentials
 }
+
+// SASLConfig authenticates to Kafka with SCRAM.
+type SASLConfig struct {
+	// Mechanism is SCRAM-SHA-256 or SCRAM-SHA-512 (the default when a
+	// username is given); empty without a username means no SASL.
+	Mechanism string `yaml:"mechanism"`
+	// Username is the SCRAM user.
+	Username string `yaml:"username"`
+	// PasswordFile holds the user's password (surrounding whitespace is
+	// trimmed). A password is never put in a config file nor logged.
+	PasswordFile string `yaml:"passwordFile"`
+}
+
+// TLSConfig makes the connections to Kafka TLS. It is on when Enabled or
+// when any of its files is set.
+type TLSConfig struct {
+	// Enabled turns TLS on with the system's roots when no CAFile is given.
+	Enabled bool `yaml:"enabled"`
+	// CAFile holds the PEM certificates that verify the brokers.
+	CAFile string `yaml:"caFile"`
+	// CertFile and KeyFile are the client's certificate and key (PEM), for brokers that ask for one.
+	CertFile string `yaml:"certFile"`
+	KeyFile  string `yaml:"keyFile"`
+	// ServerName overrides the name checked in the brokers' certificates.
+	ServerName string `yaml:"serverName"`
+}
+
+// Complete picks SCRAM-SHA-512 for a user given without a mechanism.
+func (s *SASLConfig) Complete() {
+	if s.Mechanism == "" && (s.Username != "" || s.PasswordFile != "") {
+		s.Mechanism = ScramSHA512
+	}
+}
+
+// On reports whether TLS is configured.
+func (t TLSConfig) On() bool {
+	return t.Enabled || t.CAFile != "" || t.CertFile != "" || t.KeyFile != ""
+}
+
+// SASL mechanisms Gale speaks.
+const (
+	ScramSHA256 = "SCRAM-SHA-256"
+	ScramSHA512 = "SCRAM-SHA-512"
+)
+
+// Sentinel errors of the Kafka security settings, wrapped with ErrConfig.
+var (
+	ErrSASLMechanism  = errors.New("sasl.mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512")
+	ErrSASLIncomplete = errors.New("sasl needs username and passwordFile")
+	ErrTLSKeyPair     = errors.New("tls.certFile and tls.keyFile go together")
+	ErrOpenEmbedded   = errors.New("the embedded Kafka listens beyond loopback without SASL")
+)
 
 // DefaultConfig returns the settings tuned for one machine: a few
 // milliseconds of batching on both sides, since one MQTT connection's rate
@@ -66,5 +128,41 @@ func (c Config) Validate() error {
 	case c.SessionTimeout < 6*time.Second:
 		return fmt.Errorf("%w: sessionTimeout must be at least 6s", ErrConfig)
 	}
+	return c.validateSecurity()
+}
+
+func (c Config) validateSecurity() error {
+	s := c.SASL
+	switch s.Mechanism {
+	case "":
+		if s.Username != "" || s.PasswordFile != "" {
+			return fmt.Errorf("%w: %w", ErrConfig, ErrSASLMechanism)
+		}
+	case ScramSHA256, ScramSHA512:
+		if s.Username == "" || s.PasswordFile == "" {
+			return fmt.Errorf("%w: %w", ErrConfig, ErrSASLIncomplete)
+		}
+	default:
+		return fmt.Errorf("%w: %w, not %q", ErrConfig, ErrSASLMechanism, s.Mechanism)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return fmt.Errorf("%w: %w", ErrConfig, ErrTLSKeyPair)
+	}
+	if len(c.Brokers) == 0 && s.Mechanism == "" && !Loopback(c.EmbeddedAddr) {
+		return fmt.Errorf("%w: %w: embeddedAddr %q; keep it on 127.0.0.1 or configure kafka.sasl", ErrConfig, ErrOpenEmbedded, c.EmbeddedAddr)
+	}
 	return nil
+}
+
+// Loopback reports whether addr (host:port) names a loopback host.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -70,11 +70,12 @@ func NewConsumer(brokers []string, group string, topics []string, cfg Config, h 
 		StartOffset:       kafka.FirstOffset,
 		ReadBackoffMin:    10 * time.Millisecond,
 		ReadBackoffMax:    200 * time.Millisecond,
+		Dialer:            cfg.dialer(10 * time.Second),
 		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
 			log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
 		}),
 	}
-	transport := &kafka.Transport{}
+	transport := cfg.transport()
 	c := &Consumer{
 		r: kafka.NewReader(rc), cfg: cfg, handler: h, log: log,
 		lagClient:    &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: lagEvery, Transport: transport},

@@ -13,6 +13,8 @@ import (
 // Producer writes messages and returns once all in-sync replicas have them (acks=all).
 type Producer struct {
 	w *kafka.Writer
+	// transport carries cfg's SASL and TLS; its idle connections are closed with the producer.
+	transport *kafka.Transport
 }
 
 // NewProducer returns a producer for brokers. Messages are spread over
@@ -24,7 +26,8 @@ func NewProducer(brokers []string, cfg Config, ordered ...string) *Producer {
 	for _, t := range ordered {
 		b.ordered[t] = true
 	}
-	return &Producer{w: &kafka.Writer{
+	transport := cfg.transport()
+	return &Producer{transport: transport, w: &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Balancer:     b,
 		RequiredAcks: kafka.RequireAll,
@@ -36,6 +39,7 @@ func NewProducer(brokers []string, cfg Config, ordered ...string) *Producer {
 		AllowAutoTopicCreation: true,
 		WriteTimeout:           10 * time.Second,
 		ReadTimeout:            10 * time.Second,
+		Transport:              transport,
 	}}
 }
 
@@ -62,16 +66,21 @@ func (p *Producer) Produce(ctx context.Context, msgs ...kafka.Message) error {
 }
 
 // Close flushes and closes the producer.
-func (p *Producer) Close() error { return p.w.Close() }
+func (p *Producer) Close() error {
+	err := p.w.Close()
+	p.transport.CloseIdleConnections()
+	return err
+}
 
 // Reachable reports whether one of brokers answers a metadata request
-// within timeout: whether this process can reach Kafka at all.
-func Reachable(ctx context.Context, brokers []string, timeout time.Duration) error {
+// within timeout, logged in with cfg's SASL and TLS: whether this process
+// can reach Kafka at all.
+func Reachable(ctx context.Context, brokers []string, cfg Config, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var errs []error
 	for _, b := range brokers {
-		conn, err := (&kafka.Dialer{Timeout: timeout}).DialContext(ctx, "tcp", b)
+		conn, err := cfg.dialer(timeout).DialContext(ctx, "tcp", b)
 		if err == nil {
 			if dl, ok := ctx.Deadline(); ok {
 				err = conn.SetDeadline(dl)

@@ -26,6 +26,7 @@ func TestClusterSharesRegistryAndRoutesCommands(t *testing.T) {
 	cfgB := nodetest.Config(t)
 	cfgB.NodeID, cfgB.Role = "b", node.RoleIngest
 	cfgB.Kafka.Brokers = a.Node.KafkaAddrs()
+	cfgB.ClusterKeyFile = a.Config.ClusterKeyFile // one cluster, one key
 	b := nodetest.Start(t, cfgB)
 
 	a.SetupProduct(t, "sensor", "Temp")

@@ -43,6 +43,12 @@ type Config struct {
 	SelfMonitoring selfmon.Config `yaml:"selfMonitoring"`
 	// RemoteWrite lists Prometheus-compatible endpoints a store node ships its telemetry to.
 	RemoteWrite []remotewrite.Config `yaml:"remoteWrite"`
+	// ClusterKeyFile holds the cluster key (at least 32 bytes; 64 hex digits
+	// when generated) from which the node derives the keys that authenticate
+	// the registry change log and seal device secrets. Every node of a
+	// cluster needs the same file. Empty: DataDir/cluster.key, generated
+	// (mode 0600) when missing, which suits a single node.
+	ClusterKeyFile string `yaml:"clusterKeyFile"`
 }
 
 // RulesConfig configures the event engine.
@@ -102,6 +108,9 @@ const (
 // has reports whether the node plays role.
 func (c Config) has(role string) bool { return c.Role == RoleAll || c.Role == role }
 
+// DefaultClusterKeyFile is the cluster key's file name in the data dir when none is configured.
+const DefaultClusterKeyFile = "cluster.key"
+
 // ErrConfig is wrapped by node-level configuration errors.
 var ErrConfig = errors.New("invalid node config")
 
@@ -136,12 +145,16 @@ func (c *Config) Complete() error {
 	if c.Rules.CheckpointEvery <= 0 || c.Rules.NoDataGrace <= 0 {
 		return fmt.Errorf("%w: rules.checkpointEvery and rules.noDataGrace must be positive", ErrConfig)
 	}
+	if c.ClusterKeyFile == "" {
+		c.ClusterKeyFile = filepath.Join(c.DataDir, DefaultClusterKeyFile)
+	}
 	if c.TSDB.Dir == "" {
 		c.TSDB.Dir = filepath.Join(c.DataDir, "tsdb")
 	}
 	if len(c.Kafka.Brokers) == 0 && c.Kafka.DataDir == "" {
 		c.Kafka.DataDir = filepath.Join(c.DataDir, "kafka")
 	}
+	c.Kafka.SASL.Complete()
 	// A sample older than the TSDB's out-of-order window would be refused by
 	// the TSDB after being acknowledged, so the broker refuses it up front.
 	c.MQTT.MaxSampleAge = c.TSDB.OutOfOrderWindow

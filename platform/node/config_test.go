@@ -46,3 +46,21 @@ func TestConfigFiles(t *testing.T) {
 	_, err = LoadConfig("testdata/missing.yaml")
 	require.Error(t, err)
 }
+
+func TestKafkaTrustConfig(t *testing.T) {
+	require.Equal(t, "data/cluster.key", mustConfig(t, "testdata/minimal.good.yaml").ClusterKeyFile, "a single node's key is generated in its data dir")
+	trust := mustConfig(t, "testdata/kafka-trust.good.yaml")
+	require.Equal(t, "/etc/gale/cluster.key", trust.ClusterKeyFile)
+	require.Equal(t, "SCRAM-SHA-512", trust.Kafka.SASL.Mechanism)
+	require.True(t, trust.Kafka.TLS.On())
+	noMechanism, err := ParseConfig([]byte("kafka: {brokers: [k:9092], sasl: {username: gale, passwordFile: /p}}"))
+	require.NoError(t, err)
+	require.Equal(t, "SCRAM-SHA-512", noMechanism.Kafka.SASL.Mechanism, "the default mechanism")
+}
+
+func mustConfig(t *testing.T, path string) Config {
+	t.Helper()
+	cfg, err := LoadConfig(path)
+	require.NoError(t, err)
+	return cfg
+}

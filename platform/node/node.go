@@ -56,6 +56,7 @@ type Node struct {
 
 	kafka    *bus.Embedded
 	brokers  []string
+	follower *registry.Follower
 	db       tsdbCloser
 	producer *bus.Producer
 	broker   *broker.Broker
@@ -76,6 +77,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
+	if err := cfg.Kafka.LoadCredentials(); err != nil {
+		return nil, err
+	}
 	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
 	log = n.log
 	defer func() {
@@ -84,16 +88,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		}
 	}()
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	if n.Registry, err = registry.Open(filepath.Join(cfg.DataDir, "registry.db")); err != nil {
+	// An existing data dir of an older version may be readable by all.
+	if err := SecureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	keys, err := n.clusterKeys()
+	if err != nil {
+		return nil, err
+	}
+	if n.Registry, err = registry.Open(filepath.Join(cfg.DataDir, "registry.db"), registry.WithKeys(keys)); err != nil {
 		return nil, err
 	}
 	n.brokers = cfg.Kafka.Brokers
 	if len(n.brokers) == 0 {
-		n.kafka, err = bus.StartEmbedded(cfg.Kafka.EmbeddedAddr, cfg.Kafka.DataDir, cfg.Kafka.SyncWrites, cfg.Kafka.Partitions, api.Topics()...)
-		if err != nil {
+		if n.kafka, err = startEmbedded(cfg.Kafka); err != nil {
 			return nil, err
 		}
 		n.brokers = n.kafka.Addrs()
@@ -104,10 +115,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 
 	// The registry is shared through its change log: every local change is
 	// announced on gale.registry, and every node applies every change.
+	// Its records are authenticated with the cluster key and carry device
+	// secrets sealed; records without a valid MAC change nothing.
 	n.Registry.SetPublisher(cfg.NodeID, func(ctx context.Context, c api.RegistryChange) error {
-		b, _ := json.Marshal(c)
-		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: []byte(c.Kind + "/" + c.Key), Value: b})
+		b, err := keys.SealChange(c)
+		if err != nil {
+			return err
+		}
+		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: b})
 	})
+	n.follower = registry.NewFollower(n.Registry, keys, log.With("component", "registry"), n.reg)
 	n.consume(RegistryConsumerGroup+"-"+cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry)
 	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, cfg.DataDir); err != nil {
 		return nil, err
@@ -201,6 +218,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	if err := n.http.Listen(); err != nil {
 		return nil, err
 	}
+	// What the components created under the data dir is the owner's only.
+	if err := SecureDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	if selfStore != nil {
 		sm := cfg.SelfMonitoring
 		if sm.Instance == "" {
@@ -226,19 +247,13 @@ func (n *Node) consume(group string, topics []string, h bus.Handler) *bus.Consum
 	return c
 }
 
-// applyRegistry applies registry changes from gale.registry.
+// applyRegistry applies registry changes from gale.registry. Forged and
+// malformed records are counted and passed over (committed), so that none
+// stops the node from following the log.
 func (n *Node) applyRegistry(ctx context.Context, batch []kafka.Message) error {
 	for _, m := range batch {
-		var c api.RegistryChange
-		if err := json.Unmarshal(m.Value, &c); err != nil {
-			n.log.Warn("skipping undecodable registry change", "offset", m.Offset, "err", err)
-			continue
-		}
-		if err := n.Registry.Apply(ctx, c); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err() // not applied: not committed, read again next time
-			}
-			n.log.Warn("registry change not applied", "kind", c.Kind, "key", c.Key, "err", err)
+		if err := n.follower.Handle(ctx, m.Key, m.Value, m.Offset); err != nil {
+			return err // not applied: not committed, read again next time
 		}
 	}
 	return nil
@@ -321,7 +336,7 @@ func (n *Node) watchKafka(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		err := bus.Reachable(ctx, n.brokers, kafkaCheckEvery)
+		err := bus.Reachable(ctx, n.brokers, n.cfg.Kafka, kafkaCheckEvery)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -388,6 +403,10 @@ func (n *Node) close() {
 		if err := n.Registry.Close(); err != nil {
 			n.log.Warn("close registry", "err", err)
 		}
+	}
+	// The stores write their last files as they close.
+	if err := SecureDataDir(n.cfg.DataDir); err != nil {
+		n.log.Warn("data dir not restricted to its owner", "err", err)
 	}
 }
 

@@ -10,11 +10,24 @@ import (
 
 // PutAsset creates an org (no parent) or a site (parent is an org or a site).
 func (r *Registry) PutAsset(ctx context.Context, a api.Asset) (api.Asset, error) {
+	if err := checkName("asset name", a.Name); err != nil {
+		return a, err
+	}
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
 	a, err := r.putAsset(ctx, a)
 	if err != nil {
 		return a, err
 	}
-	return a, r.announce(ctx, api.RegistryChange{Kind: api.ChangeAsset, Key: a.ID, Asset: &a})
+	return a, r.keep(ctx, api.RegistryChange{Kind: api.ChangeAsset, Key: a.ID, Asset: &a}, func(ctx context.Context) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if _, err := r.db.ExecContext(ctx, `DELETE FROM assets WHERE id = ?`, a.ID); err != nil {
+			return fmt.Errorf("remove asset %q: %w", a.ID, err)
+		}
+		delete(r.assets, a.ID)
+		return nil
+	})
 }
 
 func (r *Registry) putAsset(ctx context.Context, a api.Asset) (api.Asset, error) {

@@ -2,12 +2,39 @@ package registry
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/gale-iot/gale/platform/api"
 )
+
+// ErrNotAnnounced is returned for a local change that could not be put on
+// the change log (Kafka away, the record refused): the change is undone,
+// since a change no other node sees must not be kept.
+var ErrNotAnnounced = errors.New("registry change not on the change log; undone")
+
+// undoTimeout bounds the undoing of a change that could not be announced.
+const undoTimeout = 5 * time.Second
+
+// keep announces c, a local change just stored, and undoes it with undo
+// when the announcement fails: a change is kept only once it is on the
+// change log. Callers hold r.changeMu, so no other change of the registry
+// comes between the change and its undoing.
+func (r *Registry) keep(ctx context.Context, c api.RegistryChange, undo func(context.Context) error) error {
+	err := r.announce(ctx, c)
+	if err == nil {
+		return nil
+	}
+	// ctx may be what failed (a cancelled request); the undo must still happen.
+	uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	if uerr := undo(uctx); uerr != nil {
+		return fmt.Errorf("%w: %w (and undoing it failed: %w)", ErrNotAnnounced, err, uerr)
+	}
+	return fmt.Errorf("%w: %w", ErrNotAnnounced, err)
+}
 
 // Publisher announces a local registry change to the other nodes.
 type Publisher func(ctx context.Context, c api.RegistryChange) error
@@ -40,6 +67,8 @@ func (r *Registry) announce(ctx context.Context, c api.RegistryChange) error {
 // changes are skipped: they are stored already, and replaying an older one
 // would briefly undo a newer local change.
 func (r *Registry) Apply(ctx context.Context, c api.RegistryChange) error {
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
 	defer r.changeApplied(c) // runs after the unlock below
 	r.mu.Lock()
 	defer r.mu.Unlock()

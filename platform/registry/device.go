@@ -58,15 +58,43 @@ func (r *Registry) Device(pk, dk string) (api.Device, bool) {
 
 // CreateDevice registers d and returns it with its secret (generated when empty).
 func (r *Registry) CreateDevice(ctx context.Context, d api.Device) (api.Device, error) {
+	if err := checkDeviceSize(&d); err != nil {
+		return d, err
+	}
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
 	d, err := r.createDevice(ctx, d)
 	if err != nil {
 		return d, err
 	}
-	return d, r.announceDevice(ctx, d)
+	return d, r.keepDevice(ctx, d, nil)
 }
 
-func (r *Registry) announceDevice(ctx context.Context, d api.Device) error {
-	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: d.ProductKey + "/" + d.DeviceKey, Device: &d})
+// keepDevice announces device d, just stored, and puts prev (nil: no
+// device) back when that fails. Callers hold r.changeMu.
+func (r *Registry) keepDevice(ctx context.Context, d api.Device, prev *api.Device) error {
+	c := api.RegistryChange{Kind: api.ChangeDevice, Key: d.ProductKey + "/" + d.DeviceKey, Device: &d}
+	return r.keep(ctx, c, func(ctx context.Context) error { return r.restoreDevice(ctx, d.ProductKey, d.DeviceKey, prev) })
+}
+
+// restoreDevice puts device (pk, dk) back as prev, or removes it when prev is nil.
+func (r *Registry) restoreDevice(ctx context.Context, pk, dk string, prev *api.Device) error {
+	defer r.deviceChanged(pk, dk) // after the unlock: the watchers see the undone change
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prev == nil {
+		if _, err := r.db.ExecContext(ctx, `DELETE FROM devices WHERE product_key = ? AND device_key = ?`, pk, dk); err != nil {
+			return fmt.Errorf("remove device %s/%s: %w", pk, dk, err)
+		}
+		delete(r.devices, deviceID{pk, dk})
+		return nil
+	}
+	d := *prev
+	if err := r.storeDevice(ctx, &d); err != nil {
+		return err
+	}
+	r.devices[deviceID{pk, dk}] = &d
+	return nil
 }
 
 func (r *Registry) createDevice(ctx context.Context, d api.Device) (api.Device, error) {
@@ -110,12 +138,18 @@ type DevicePatch struct {
 
 // PatchDevice applies p to device (pk, dk) and returns the result.
 func (r *Registry) PatchDevice(ctx context.Context, pk, dk string, p DevicePatch) (api.Device, error) {
+	if err := checkPatchSize(p); err != nil {
+		return api.Device{}, err
+	}
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
+	prev, _ := r.Device(pk, dk)
 	d, err := r.patchDevice(ctx, pk, dk, p)
 	if err != nil {
 		return d, err
 	}
 	r.deviceChanged(pk, dk)
-	return d, r.announceDevice(ctx, d)
+	return d, r.keepDevice(ctx, d, &prev)
 }
 
 func (r *Registry) patchDevice(ctx context.Context, pk, dk string, p DevicePatch) (api.Device, error) {
@@ -150,11 +184,15 @@ func set[T any](dst *T, v *T) {
 
 // DeleteDevice removes device (pk, dk).
 func (r *Registry) DeleteDevice(ctx context.Context, pk, dk string) error {
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
+	prev, _ := r.Device(pk, dk)
 	if err := r.deleteDevice(ctx, pk, dk); err != nil {
 		return err
 	}
 	r.deviceChanged(pk, dk)
-	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: pk + "/" + dk, Deleted: true})
+	return r.keep(ctx, api.RegistryChange{Kind: api.ChangeDevice, Key: pk + "/" + dk, Deleted: true},
+		func(ctx context.Context) error { return r.restoreDevice(ctx, pk, dk, &prev) })
 }
 
 func (r *Registry) deleteDevice(ctx context.Context, pk, dk string) error {
@@ -204,11 +242,15 @@ func (r *Registry) storeDevice(ctx context.Context, d *api.Device) error {
 	if err != nil {
 		return fmt.Errorf("encode attributes: %w", err)
 	}
+	secret := d.Secret
+	if r.keys != nil {
+		secret = r.keys.sealRest(secret, secretAD(d.ProductKey, d.DeviceKey))
+	}
 	_, err = r.db.ExecContext(ctx, `INSERT INTO devices(product_key, device_key, name, secret, enabled, org, site, gateway_pk, gateway_dk, attributes, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(product_key, device_key) DO UPDATE SET name=excluded.name, enabled=excluded.enabled, org=excluded.org,
 		site=excluded.site, gateway_pk=excluded.gateway_pk, gateway_dk=excluded.gateway_dk, attributes=excluded.attributes`,
-		d.ProductKey, d.DeviceKey, d.Name, d.Secret, d.Enabled, d.Org, d.Site, d.GatewayProductKey, d.GatewayDeviceKey, string(attrs), d.CreatedAt)
+		d.ProductKey, d.DeviceKey, d.Name, secret, d.Enabled, d.Org, d.Site, d.GatewayProductKey, d.GatewayDeviceKey, string(attrs), d.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("store device %s/%s: %w", d.ProductKey, d.DeviceKey, err)
 	}
@@ -219,4 +261,30 @@ func (r *Registry) storeDevice(ctx context.Context, d *api.Device) error {
 func (r *Registry) SetGateway(ctx context.Context, pk, dk, gwPK, gwDK string) error {
 	_, err := r.PatchDevice(ctx, pk, dk, DevicePatch{GatewayProductKey: &gwPK, GatewayDeviceKey: &gwDK})
 	return err
+}
+
+// secretAD binds a sealed secret to its device, so that it does not open as another's.
+func secretAD(pk, dk string) string { return pk + "/" + dk }
+
+// sealPlaintextSecrets seals the secrets of devices an older database
+// stored in plaintext. It runs while the registry is opened.
+func (r *Registry) sealPlaintextSecrets(devices []*api.Device) error {
+	if len(devices) == 0 {
+		return nil
+	}
+	tx, err := r.db.Begin()
+	if err != nil {
+		return fmt.Errorf("seal device secrets: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	for _, d := range devices {
+		if _, err := tx.Exec(`UPDATE devices SET secret = ? WHERE product_key = ? AND device_key = ?`,
+			r.keys.sealRest(d.Secret, secretAD(d.ProductKey, d.DeviceKey)), d.ProductKey, d.DeviceKey); err != nil {
+			return fmt.Errorf("seal device %s/%s secret: %w", d.ProductKey, d.DeviceKey, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("seal device secrets: %w", err)
+	}
+	return nil
 }

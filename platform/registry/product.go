@@ -32,8 +32,13 @@ func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) 
 	if err := ValidateProduct(&p); err != nil {
 		return err
 	}
+	if err := checkProductSize(&p); err != nil {
+		return err
+	}
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
 	r.mu.Lock()
-	_, exists := r.products[p.Key]
+	prev, exists := r.products[p.Key]
 	switch {
 	case exists && !replace:
 		r.mu.Unlock()
@@ -47,7 +52,22 @@ func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) 
 		return err
 	}
 	r.mu.Unlock()
-	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: p.Key, Product: &p})
+	return r.keep(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: p.Key, Product: &p},
+		func(ctx context.Context) error { return r.restoreProduct(ctx, p.Key, prev) })
+}
+
+// restoreProduct puts product pk back as prev, or removes it when prev is nil.
+func (r *Registry) restoreProduct(ctx context.Context, pk string, prev *Model) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if prev != nil {
+		return r.storeProduct(ctx, prev.Product)
+	}
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM products WHERE key = ?`, pk); err != nil {
+		return fmt.Errorf("remove product %q: %w", pk, err)
+	}
+	delete(r.products, pk)
+	return nil
 }
 
 // storeProduct upserts p and its compiled model. Callers hold r.mu.
@@ -67,10 +87,14 @@ func (r *Registry) storeProduct(ctx context.Context, p api.Product) error {
 
 // DeleteProduct deletes product pk; it must have no devices.
 func (r *Registry) DeleteProduct(ctx context.Context, pk string) error {
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
+	prev, _ := r.Model(pk)
 	if err := r.deleteProduct(ctx, pk); err != nil {
 		return err
 	}
-	return r.announce(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: pk, Deleted: true})
+	return r.keep(ctx, api.RegistryChange{Kind: api.ChangeProduct, Key: pk, Deleted: true},
+		func(ctx context.Context) error { return r.restoreProduct(ctx, pk, prev) })
 }
 
 func (r *Registry) deleteProduct(ctx context.Context, pk string) error {

@@ -56,14 +56,40 @@ type Registry struct {
 	publish  Publisher
 	origin   string
 	watch    watchers
+
+	// changeMu serialises the local changes (each held from its storing to
+	// its announcement, or its undoing) and the applied ones, so that undoing
+	// a change never overwrites another. Readers only take mu.
+	changeMu sync.Mutex
+	// keys seal device secrets in the database; nil stores them in plaintext.
+	keys *Keys
 }
+
+// Option configures Open.
+type Option func(*Registry)
+
+// WithKeys seals device secrets in the database with keys (AES-GCM); an
+// existing database's plaintext secrets are sealed when it is opened.
+func WithKeys(k *Keys) Option { return func(r *Registry) { r.keys = k } }
 
 type deviceID struct{ pk, dk string }
 
-// Open opens (creating if needed) the registry database at path.
-func Open(path string) (*Registry, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+// Open opens (creating if needed) the registry database at path. The
+// database and its journal files are readable by the owner only.
+func Open(path string, opts ...Option) (*Registry, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("create registry dir: %w", err)
+	}
+	// SQLite gives its -wal and -shm files the database file's mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create registry %q: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("restrict registry file: %w", err)
+		}
 	}
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(ON)")
 	if err != nil {
@@ -75,6 +101,9 @@ func Open(path string) (*Registry, error) {
 		return nil, fmt.Errorf("create registry schema in %q: %w", path, err)
 	}
 	r := &Registry{db: db}
+	for _, o := range opts {
+		o(r)
+	}
 	if err := r.load(); err != nil {
 		db.Close()
 		return nil, err
@@ -114,13 +143,22 @@ func (r *Registry) load() error {
 	if err != nil {
 		return fmt.Errorf("load devices: %w", err)
 	}
+	var plaintext []*api.Device // secrets of an older database, to seal
 	for rows.Next() {
 		d := &api.Device{}
-		var attrs string
-		if err := rows.Scan(&d.ProductKey, &d.DeviceKey, &d.Name, &d.Secret, &d.Enabled, &d.Org, &d.Site,
+		var attrs, secret string
+		if err := rows.Scan(&d.ProductKey, &d.DeviceKey, &d.Name, &secret, &d.Enabled, &d.Org, &d.Site,
 			&d.GatewayProductKey, &d.GatewayDeviceKey, &attrs, &d.CreatedAt); err != nil {
 			rows.Close()
 			return fmt.Errorf("load devices: %w", err)
+		}
+		var plain bool
+		if d.Secret, plain, err = r.keys.openRest(secret, secretAD(d.ProductKey, d.DeviceKey)); err != nil {
+			rows.Close()
+			return fmt.Errorf("load device %s/%s secret: %w", d.ProductKey, d.DeviceKey, err)
+		}
+		if plain && r.keys != nil {
+			plaintext = append(plaintext, d)
 		}
 		if err := json.Unmarshal([]byte(attrs), &d.Attributes); err != nil {
 			rows.Close()
@@ -129,6 +167,9 @@ func (r *Registry) load() error {
 		r.devices[deviceID{d.ProductKey, d.DeviceKey}] = d
 	}
 	rows.Close()
+	if err := r.sealPlaintextSecrets(plaintext); err != nil {
+		return err
+	}
 
 	rows, err = r.db.Query(`SELECT id, kind, name, parent, org FROM assets`)
 	if err != nil {
@@ -173,15 +214,32 @@ func hashToken(token string) string {
 
 // CreateToken makes a new API token named name and returns it; only its hash is stored.
 func (r *Registry) CreateToken(ctx context.Context, name string) (string, error) {
+	if err := checkName("token name", name); err != nil {
+		return "", err
+	}
 	token := randomHex(24)
 	h := hashToken(token)
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
 	if _, err := r.db.ExecContext(ctx, `INSERT INTO tokens(hash, name, created_at) VALUES (?, ?, ?)`, h, name, time.Now().UnixMilli()); err != nil {
 		return "", fmt.Errorf("store token: %w", err)
 	}
 	r.mu.Lock()
 	r.tokens[h] = true
 	r.mu.Unlock()
-	return token, r.announce(ctx, api.RegistryChange{Kind: api.ChangeToken, Key: h, TokenName: name})
+	err := r.keep(ctx, api.RegistryChange{Kind: api.ChangeToken, Key: h, TokenName: name}, func(ctx context.Context) error {
+		r.mu.Lock()
+		delete(r.tokens, h)
+		r.mu.Unlock()
+		if _, err := r.db.ExecContext(ctx, `DELETE FROM tokens WHERE hash = ?`, h); err != nil {
+			return fmt.Errorf("delete token: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return token, nil
 }
 
 // ValidToken reports whether token is a known API token.
