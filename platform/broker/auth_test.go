@@ -78,7 +78,7 @@ func TestSignedLoginIsOneTime(t *testing.T) {
 	require.Equal(t, 1.0, r.rejected(true, "replay"))
 
 	// A managed client whose clock stands still signs a new timestamp per login.
-	frozen := time.Now()
+	frozen := time.Now().Add(time.Second) // not the millisecond cred was signed at
 	c := device.NewClient(device.Config{Broker: r.b.Addr(), ProductKey: testProduct, DeviceKey: "d1", Secret: d.Secret,
 		Now: func() time.Time { return frozen }, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}, r.b.log)
 	ctx, cancel := context.WithCancel(context.Background())
