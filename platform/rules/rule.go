@@ -149,28 +149,58 @@ func (c Condition) threshold() float64 {
 	return 0
 }
 
-// LoadFiles reads and validates rule files; errors name the file and line.
+// LoadFiles reads and validates rule files; the error names each bad file and line.
 func LoadFiles(paths ...string) ([]*Rule, error) {
+	all, errs := loadEach(paths)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return all, nil
+}
+
+// loadEach reads and validates rule files one by one: the rules of the valid
+// files, and an error (with file and line) for each refused file. A file that
+// defines a rule name an earlier file has is refused.
+func loadEach(paths []string) ([]*Rule, []error) {
 	var all []*Rule
+	var errs []error
 	names := map[string]string{}
 	for _, p := range paths {
-		b, err := os.ReadFile(p)
+		rs, err := loadFile(p, names)
 		if err != nil {
-			return nil, fmt.Errorf("read rule file: %w", err)
-		}
-		rs, err := Parse(filepath.Base(p), b)
-		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		for _, r := range rs {
-			if prev, ok := names[r.Name]; ok {
-				return nil, fmt.Errorf("%w: %s:%d: rule %q already defined in %s", ErrInvalid, r.file, r.line, r.Name, prev)
-			}
-			names[r.Name] = fmt.Sprintf("%s:%d", r.file, r.line)
+			names[r.Name] = r.Location()
 		}
 		all = append(all, rs...)
 	}
-	return all, nil
+	return all, errs
+}
+
+// loadFile reads and validates one rule file against the names already defined.
+func loadFile(path string, names map[string]string) ([]*Rule, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rule file: %w", err)
+	}
+	rs, err := Parse(filepath.Base(path), b)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]string{}
+	for _, r := range rs {
+		prev, ok := names[r.Name]
+		if !ok {
+			prev, ok = seen[r.Name]
+		}
+		if ok {
+			return nil, fmt.Errorf("%w: %s:%d: rule %q already defined in %s", ErrInvalid, r.file, r.line, r.Name, prev)
+		}
+		seen[r.Name] = r.Location()
+	}
+	return rs, nil
 }
 
 // Parse decodes and validates one rule file's content.
