@@ -34,7 +34,7 @@ type Config struct {
 	TSDB  tsdb.Config    `yaml:"tsdb"`
 	// Query limits every PromQL query: the query API, the history endpoint and PromQL rules.
 	Query tsdb.QueryConfig `yaml:"query"`
-	Rules RulesConfig    `yaml:"rules"`
+	Rules RulesConfig      `yaml:"rules"`
 	// SeedDemo, when it has turbines, seeds the demo registry at start
 	// (SeedDemo: org, site, shipped products, gateways, turbines, met mast;
 	// what exists is kept). In a cluster, give it to one node.

@@ -34,7 +34,9 @@ func (l ruleLoader) Load(file string, ignoreUnknownFields bool, scheme model.Val
 }
 
 // Parse parses a rule's expression (already checked by Load).
-func (l ruleLoader) Parse(query string) (parser.Expr, error) { return l.engine.Parser().ParseExpr(query) }
+func (l ruleLoader) Parse(query string) (parser.Expr, error) {
+	return l.engine.Parser().ParseExpr(query)
+}
 
 func (l ruleLoader) parse(name string, b []byte, ignoreUnknownFields bool, scheme model.ValidationScheme) (*rulefmt.RuleGroups, []error) {
 	rgs, errs := rulefmt.Parse(b, ignoreUnknownFields, scheme, l.engine.Parser(), l.log)
