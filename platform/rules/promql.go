@@ -95,11 +95,11 @@ func NewPromQLRules(ctx context.Context, dir string, db TSDB, engine QueryEngine
 	return p, nil
 }
 
-// validate checks each file as the manager will load it and returns the good ones and the errors of the others.
+// validate checks each file as the manager will load it and returns the good ones and an error for each other.
 func (p *PromQLRules) validate(files []string) (good []string, errs []error) {
 	for _, f := range files {
 		if _, ferrs := p.loader.Load(f, false, model.UTF8Validation); len(ferrs) > 0 {
-			errs = append(errs, ferrs...)
+			errs = append(errs, errors.Join(ferrs...))
 			continue
 		}
 		good = append(good, f)
