@@ -215,6 +215,13 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 	}
 	lines := listLines(&root, "rules")
 	for i, r := range f.Rules {
+		if r == nil { // "rules: [~]" or a bare "-": a null entry
+			line := 0
+			if i < len(lines) {
+				line = lines[i]
+			}
+			return nil, fmt.Errorf("%w: %s:%d: rule %d is empty", ErrInvalid, name, line, i+1)
+		}
 		r.file = name
 		if i < len(lines) {
 			r.line = lines[i]
