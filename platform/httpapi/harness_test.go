@@ -15,12 +15,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/model/labels"
-	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/tsdb"
+	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
 
 // testServer is a Server on loopback over a TSDB with a few series.
@@ -51,36 +50,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// openSeriesDB opens a TSDB with temp{device="d0".."d4"}, a sample a minute for the last 2 hours.
-func openSeriesDB(t testing.TB) (*promtsdb.DB, time.Time) {
-	t.Helper()
-	cfg := tsdb.DefaultConfig()
-	cfg.Dir = t.TempDir()
-	db, err := tsdb.Open(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, db.Close()) })
-	now := time.Now().Truncate(time.Minute)
-	app := db.Appender(context.Background())
-	for d := range 5 {
-		ls := labels.FromStrings(labels.MetricName, "temp", "device", fmt.Sprintf("d%d", d), "org", "demo")
-		for i := range 120 {
-			_, err := app.Append(0, ls, now.Add(-time.Duration(i)*time.Minute).UnixMilli(), float64(i%7))
-			require.NoError(t, err)
-		}
-	}
-	require.NoError(t, app.Commit())
-	return db, now
-}
-
-// newTestEngine returns an engine with qcfg's limits.
-func newTestEngine(t testing.TB, qcfg tsdb.QueryConfig, log *slog.Logger, reg prometheus.Registerer) *tsdb.Engine {
-	t.Helper()
-	e, err := tsdb.NewEngine(qcfg, t.TempDir(), log, reg)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, e.Close()) })
-	return e
-}
-
 // startServer runs a Server with cfg (Addr is set) and query limits qcfg; extra mounts handlers behind the token.
 func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[string]http.Handler) *testServer {
 	t.Helper()
@@ -92,9 +61,9 @@ func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[stri
 	t.Cleanup(func() { require.NoError(t, rg.Close()) })
 	token, err := rg.CreateToken(context.Background(), "test")
 	require.NoError(t, err)
-	db, now := openSeriesDB(t)
+	db, now := tsdbtest.OpenWithSeries(t, 5)
 	cfg.Addr = "127.0.0.1:0"
-	srv, err := New(cfg, Deps{Registry: rg, Storage: db, Engine: newTestEngine(t, qcfg, log, reg), Gatherer: reg, Extra: extra}, log, reg)
+	srv, err := New(cfg, Deps{Registry: rg, Storage: db, Engine: tsdbtest.NewEngine(t, qcfg, log, reg), Gatherer: reg, Extra: extra}, log, reg)
 	require.NoError(t, err)
 	require.NoError(t, srv.Listen())
 	ctx, cancel := context.WithCancel(context.Background())

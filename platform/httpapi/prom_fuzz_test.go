@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/tsdb"
+	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
 
 // promEndpoints are the query API endpoints the fuzz target calls, by its first argument.
@@ -50,8 +51,8 @@ func FuzzPromQueryAPI(f *testing.F) {
 
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := prometheus.NewRegistry()
-	db, _ := openSeriesDB(f)
-	engine := newTestEngine(f, tsdb.QueryConfig{Timeout: 200 * time.Millisecond, MaxQueueWait: 100 * time.Millisecond, MaxSamples: 200_000}, log, reg)
+	db, _ := tsdbtest.OpenWithSeries(f, 5)
+	engine := tsdbtest.NewEngine(f, tsdb.QueryConfig{Timeout: 200 * time.Millisecond, MaxQueueWait: 100 * time.Millisecond, MaxSamples: 200_000}, log, reg)
 	h, err := newPromAPI(DefaultConfig(), Deps{Storage: db, Engine: engine, Gatherer: reg}, log, reg)
 	require.NoError(f, err)
 

@@ -1,6 +1,7 @@
 package tsdb
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,24 +76,12 @@ func (c QueryConfig) Validate() error {
 // withDefaults fills zero fields from DefaultQueryConfig.
 func (c QueryConfig) withDefaults() QueryConfig {
 	d := DefaultQueryConfig()
-	if c.Timeout == 0 {
-		c.Timeout = d.Timeout
-	}
-	if c.MaxSamples == 0 {
-		c.MaxSamples = d.MaxSamples
-	}
-	if c.MaxConcurrent == 0 {
-		c.MaxConcurrent = d.MaxConcurrent
-	}
-	if c.MaxQueueWait == 0 {
-		c.MaxQueueWait = min(d.MaxQueueWait, c.Timeout)
-	}
-	if c.MaxPoints == 0 {
-		c.MaxPoints = d.MaxPoints
-	}
-	if c.DefaultSubqueryStep == 0 {
-		c.DefaultSubqueryStep = d.DefaultSubqueryStep
-	}
+	c.Timeout = cmp.Or(c.Timeout, d.Timeout)
+	c.MaxSamples = cmp.Or(c.MaxSamples, d.MaxSamples)
+	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, d.MaxConcurrent)
+	c.MaxQueueWait = cmp.Or(c.MaxQueueWait, min(d.MaxQueueWait, c.Timeout))
+	c.MaxPoints = cmp.Or(c.MaxPoints, d.MaxPoints)
+	c.DefaultSubqueryStep = cmp.Or(c.DefaultSubqueryStep, d.DefaultSubqueryStep)
 	return c
 }
 

@@ -8,43 +8,17 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
-	promtsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/tsdb"
+	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
-
-// openDB opens a TSDB with series temp{device="d0".."d9"}, one sample a minute for the last 2 hours.
-func openDB(t testing.TB) (*promtsdb.DB, time.Time) {
-	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg := tsdb.DefaultConfig()
-	cfg.Dir = t.TempDir()
-	db, err := tsdb.Open(cfg, log, prometheus.NewRegistry())
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, db.Close()) })
-	now := time.Now().Truncate(time.Minute)
-	app := db.Appender(context.Background())
-	for d := range 10 {
-		ls := labels.FromStrings(labels.MetricName, "temp", "device", "d"+string(rune('0'+d)))
-		for i := range 120 {
-			_, err := app.Append(0, ls, now.Add(-time.Duration(i)*time.Minute).UnixMilli(), float64(i))
-			require.NoError(t, err)
-		}
-	}
-	require.NoError(t, app.Commit())
-	return db, now
-}
 
 func newEngine(t testing.TB, cfg tsdb.QueryConfig) (*tsdb.Engine, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	e, err := tsdb.NewEngine(cfg, t.TempDir(), slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, e.Close()) })
-	return e, reg
+	return tsdbtest.NewEngine(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg), reg
 }
 
 // value returns the value of metric name (a counter or gauge) whose first label has labelValue ("" when it has none), or -1.
@@ -73,7 +47,7 @@ func refused(reg *prometheus.Registry, reason string) float64 {
 // TestSubqueryWithoutStep is the regression test of the panic: the engine
 // had no default subquery step, so x[5m:] dereferenced a nil function.
 func TestSubqueryWithoutStep(t *testing.T) {
-	db, now := openDB(t)
+	db, now := tsdbtest.OpenWithSeries(t, 10)
 	e, _ := newEngine(t, tsdb.QueryConfig{})
 	for _, q := range []string{`max_over_time(temp[5m:])`, `rate(temp[10m:])`, `max_over_time(max_over_time(temp[5m:])[10m:])`} {
 		t.Run(q, func(t *testing.T) {
@@ -88,7 +62,7 @@ func TestSubqueryWithoutStep(t *testing.T) {
 }
 
 func TestQueryLimitsRefuseBeforeRunning(t *testing.T) {
-	db, now := openDB(t)
+	db, now := tsdbtest.OpenWithSeries(t, 10)
 	e, reg := newEngine(t, tsdb.QueryConfig{MaxPoints: 1000})
 	for _, tc := range []struct {
 		name, query      string
@@ -134,7 +108,7 @@ func TestQueryLimitsRefuseBeforeRunning(t *testing.T) {
 }
 
 func TestQueryCutAtSampleLimitAndTimeout(t *testing.T) {
-	db, now := openDB(t)
+	db, now := tsdbtest.OpenWithSeries(t, 10)
 	for _, tc := range []struct {
 		name, query, reason string
 		cfg                 tsdb.QueryConfig
@@ -160,7 +134,7 @@ func TestQueryCutAtSampleLimitAndTimeout(t *testing.T) {
 }
 
 func TestQueryConcurrencyCapWaitsBoundedTime(t *testing.T) {
-	db, now := openDB(t)
+	db, now := tsdbtest.OpenWithSeries(t, 10)
 	e, reg := newEngine(t, tsdb.QueryConfig{MaxConcurrent: 1, MaxQueueWait: 100 * time.Millisecond})
 	release, err := e.AcquireQuerySlot(context.Background(), "held")
 	require.NoError(t, err)
