@@ -159,48 +159,56 @@ func LoadFiles(paths ...string) ([]*Rule, error) {
 }
 
 // loadEach reads and validates rule files one by one: the rules of the valid
-// files, and an error (with file and line) for each refused file. A file that
-// defines a rule name an earlier file has is refused.
+// files, and an error (with file and line) for each refused file.
 func loadEach(paths []string) ([]*Rule, []error) {
-	var all []*Rule
+	return loadEachFile(paths, "rule", Parse, func(r *Rule) (string, string) { return r.Name, r.Location() })
+}
+
+// loadEachFile reads files one by one with parse: what the valid files
+// define, and an error for each refused file, one that does not parse or
+// that defines a name (of kind) an earlier file or itself already has.
+func loadEachFile[T any](paths []string, kind string, parse func(name string, b []byte) ([]T, error), id func(T) (name, location string)) ([]T, []error) {
+	var all []T
 	var errs []error
-	names := map[string]string{}
+	names := map[string]string{} // name → where it is defined
 	for _, p := range paths {
-		rs, err := loadFile(p, names)
+		items, err := loadFile(p, kind, names, parse, id)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		for _, r := range rs {
-			names[r.Name] = r.Location()
+		for _, it := range items {
+			name, loc := id(it)
+			names[name] = loc
 		}
-		all = append(all, rs...)
+		all = append(all, items...)
 	}
 	return all, errs
 }
 
-// loadFile reads and validates one rule file against the names already defined.
-func loadFile(path string, names map[string]string) ([]*Rule, error) {
+// loadFile reads and parses one file, refusing a name defined in names or twice in the file.
+func loadFile[T any](path, kind string, names map[string]string, parse func(name string, b []byte) ([]T, error), id func(T) (name, location string)) ([]T, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read rule file: %w", err)
+		return nil, fmt.Errorf("read %s file: %w", kind, err)
 	}
-	rs, err := Parse(filepath.Base(path), b)
+	items, err := parse(filepath.Base(path), b)
 	if err != nil {
 		return nil, err
 	}
 	seen := map[string]string{}
-	for _, r := range rs {
-		prev, ok := names[r.Name]
+	for _, it := range items {
+		name, loc := id(it)
+		prev, ok := names[name]
 		if !ok {
-			prev, ok = seen[r.Name]
+			prev, ok = seen[name]
 		}
 		if ok {
-			return nil, fmt.Errorf("%w: %s:%d: rule %q already defined in %s", ErrInvalid, r.file, r.line, r.Name, prev)
+			return nil, fmt.Errorf("%w: %s: %s %q already defined in %s", ErrInvalid, loc, kind, name, prev)
 		}
-		seen[r.Name] = r.Location()
+		seen[name] = loc
 	}
-	return rs, nil
+	return items, nil
 }
 
 // Parse decodes and validates one rule file's content.
