@@ -255,8 +255,10 @@ func startSelfMonitoring(t *testing.T, h *nodetest.Harness) *API {
 	require.NoError(t, err)
 	sc, err := selfmon.New(selfmon.Config{Interval: time.Second, Instance: h.Node.HTTPAddr()}, h.Node.Registerer().(prometheus.Gatherer), db, log)
 	require.NoError(t, err)
+	engine, err := tsdb.NewEngine(tsdb.DefaultQueryConfig(), t.TempDir(), log, prometheus.NewRegistry())
+	require.NoError(t, err)
 	srv, err := httpapi.New(httpapi.Config{Addr: "127.0.0.1:0"}, httpapi.Deps{
-		Registry: h.Node.Registry, Storage: db, Engine: tsdb.NewEngine(log, prometheus.NewRegistry()), Gatherer: prometheus.NewRegistry(),
+		Registry: h.Node.Registry, Storage: db, Engine: engine, Gatherer: prometheus.NewRegistry(),
 	}, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	require.NoError(t, srv.Listen())
@@ -269,6 +271,7 @@ func startSelfMonitoring(t *testing.T, h *nodetest.Harness) *API {
 		require.NoError(t, <-done)
 		require.NoError(t, <-done)
 		require.NoError(t, db.Close())
+		require.NoError(t, engine.Close())
 	})
 	return &API{URL: "http://" + srv.Addr() + "/prometheus", Token: h.Token}
 }

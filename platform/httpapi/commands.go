@@ -60,7 +60,7 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "read body: "+err.Error())
+		writeBodyError(w, err)
 		return
 	}
 	c, err := s.deps.Commands.Invoke(r.Context(), r.PathValue("pk"), r.PathValue("dk"), r.PathValue("service"), body, ttl)
@@ -81,6 +81,10 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	if q.Get("async") == "true" {
 		writeJSON(w, http.StatusAccepted, map[string]string{"commandId": c.ID, "status": c.Status})
 		return
+	}
+	// A reply may take longer than http.writeTimeout: this answer gets the command's own timeout.
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(timeout + 10*time.Second)); err != nil {
+		s.log.Debug("extend write deadline for a synchronous command", "err", err)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/tsdb"
 )
 
 // historyAggs maps the history API's agg parameter to PromQL range functions.
@@ -21,8 +23,8 @@ var historyAggs = map[string]string{
 	"avg": "avg_over_time", "min": "min_over_time", "max": "max_over_time", "last": "last_over_time",
 }
 
-// maxHistoryPoints bounds one history response.
-const maxHistoryPoints = 11000
+// maxHistoryPoints bounds one raw history response (a stepped one is bounded by the engine's maxPoints).
+const maxHistoryPoints = tsdb.DefaultMaxPoints
 
 // HistoryPoint is one value of a point's history.
 type HistoryPoint struct {
@@ -110,27 +112,35 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "step must be a positive duration such as 1m or 30s")
 			return
 		}
-		if end.Sub(start)/step > maxHistoryPoints {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("more than %d steps requested; use a larger step", maxHistoryPoints))
-			return
-		}
 		out, err = s.stepHistory(r, start, end, step, fn, matchers)
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		status := limitStatus(err)
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+		writeError(w, status, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"productKey": pk, "deviceKey": dk, "point": point, "agg": agg, "values": out})
 }
 
+// rawHistory reads samples as the engine would: in a query slot, within the query timeout.
 func (s *Server) rawHistory(r *http.Request, start, end time.Time, ms []*labels.Matcher) ([]HistoryPoint, error) {
+	release, err := s.deps.Engine.AcquireQuerySlot(r.Context(), r.URL.Path)
+	defer release()
+	if err != nil {
+		return nil, fmt.Errorf("query history: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.deps.Engine.Config().Timeout)
+	defer cancel()
 	querier, err := s.deps.Storage.Querier(start.UnixMilli(), end.UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("query history: %w", err)
 	}
 	defer querier.Close()
 	out := []HistoryPoint{}
-	set := querier.Select(r.Context(), false, nil, ms...)
+	set := querier.Select(ctx, false, nil, ms...)
 	var it chunkenc.Iterator
 	for set.Next() {
 		it = set.At().Iterator(it)

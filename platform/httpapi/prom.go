@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -10,21 +11,35 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/grafana/regexp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
-	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/gale-iot/gale/platform/tsdb"
 )
 
 // newPromAPI mounts Prometheus's own HTTP API package (web/api/v1) under
 // /prometheus/api/v1, so query, query_range, series, labels and label values
 // behave exactly as Prometheus's do for Grafana and promtool. Gale has no
 // scrape targets or Alertmanagers, so those endpoints answer empty lists.
-func newPromAPI(deps Deps, log *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
+//
+// Hardening on top of it: a CORS origin regexp is always set (web/api/v1
+// dereferences a nil one as soon as a request carries an Origin header),
+// errors of Gale's query limits get their status through the API's own
+// OverrideErrorCode hook, and the endpoints that read the TSDB without the
+// engine (series, labels, label values, exemplars) take a query slot and the
+// query timeout as the engine's queries do.
+func newPromAPI(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
 	start := time.Now()
+	cors, err := corsRegexp(cfg.CORSOrigin)
+	if err != nil {
+		return nil, fmt.Errorf("http.corsOrigin: %w", err)
+	}
+	var override v1.OverrideErrorCode = limitErrorCode
 	ready := func(f http.HandlerFunc) http.HandlerFunc { return f }
 	a := v1.NewAPI(
 		deps.Engine,
@@ -45,7 +60,7 @@ func newPromAPI(deps Deps, log *slog.Logger, reg prometheus.Registerer) (http.Ha
 		func(context.Context) v1.RulesRetriever { return deps.PromRules },
 		0, 0, 0,
 		false,
-		nil,
+		cors,
 		func() (v1.RuntimeInfo, error) {
 			cwd, _ := os.Getwd()
 			return v1.RuntimeInfo{StartTime: start, CWD: cwd, ServerTime: time.Now(), GoroutineCount: runtime.NumGoroutine(),
@@ -58,16 +73,84 @@ func newPromAPI(deps Deps, log *slog.Logger, reg prometheus.Registerer) (http.Ha
 		false, nil, false, false, false,
 		5*time.Minute,
 		false, false,
-		nil,
+		override,
 		nil,
 		v1.OpenAPIOptions{},
-		parser.NewParser(parser.Options{}),
+		deps.Engine.Parser(),
 		false,
-		2*time.Minute,
+		deps.Engine.Config().Timeout,
 	)
 	r := route.New().WithPrefix("/prometheus/api/v1")
 	a.Register(r)
-	return r, nil
+	limited := limitReads(deps.Engine, r)
+	mux := http.NewServeMux()
+	mux.Handle("/prometheus/", r)
+	for _, p := range []string{"/series", "/labels", "/label/{name}/values", "/query_exemplars"} {
+		mux.Handle("/prometheus/api/v1"+p, limited)
+	}
+	return mux, nil
+}
+
+// corsRegexp anchors origin as Prometheus's --web.cors.origin does; empty
+// matches no origin, so no browser script of another site may call the API.
+func corsRegexp(origin string) (*regexp.Regexp, error) {
+	if origin == "" {
+		return regexp.MustCompile(`^$`), nil
+	}
+	return regexp.Compile("^(?:" + origin + ")$")
+}
+
+// limitErrorCode gives the refusals of Gale's query limits their HTTP status
+// through web/api/v1's OverrideErrorCode (generic in the API's unexported error number type).
+func limitErrorCode[N any](_ N, err error) (int, bool) {
+	if code := limitStatus(err); code != 0 {
+		return code, true
+	}
+	return 0, false
+}
+
+// limitStatus is the status of a query limit's error, 0 for other errors:
+// 503 when the node is busy, 422 for a query too heavy to run, 400 for one
+// that asks too much before it runs.
+func limitStatus(err error) int {
+	switch tsdb.RefusalReason(err) {
+	case tsdb.ReasonQueueFull, tsdb.ReasonTimeout:
+		return http.StatusServiceUnavailable
+	case tsdb.ReasonTooManySamples:
+		return http.StatusUnprocessableEntity
+	case tsdb.ReasonTooManyPoints, tsdb.ReasonSubqueryPoints:
+		return http.StatusBadRequest
+	}
+	return 0
+}
+
+// limitReads gives a request that reads the TSDB outside the engine a query
+// slot (503 when none frees up in time) and the query timeout.
+func limitReads(engine QueryEngine, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release, err := engine.AcquireQuerySlot(r.Context(), r.URL.Path)
+		defer release()
+		if err != nil {
+			status := limitStatus(err)
+			if status == 0 {
+				status = http.StatusServiceUnavailable
+			}
+			writePromError(w, status, err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), engine.Config().Timeout)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// writePromError answers in the Prometheus API's error format.
+func writePromError(w http.ResponseWriter, status int, err error) {
+	typ := "unavailable"
+	if status == http.StatusBadRequest {
+		typ = "bad_data"
+	}
+	writeJSON(w, status, map[string]string{"status": "error", "errorType": typ, "error": err.Error()})
 }
 
 // queryable adapts the TSDB to the API's sample-and-chunk interface.

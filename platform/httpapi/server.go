@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/storage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/rules"
+	"github.com/gale-iot/gale/platform/tsdb"
 )
 
 // Config configures the HTTP server.
@@ -33,6 +36,73 @@ type Config struct {
 	// TLS, with a certificate, serves HTTPS only on Addr (a plain HTTP
 	// request gets 400 and nothing of the API).
 	TLS pki.ServerConfig `yaml:"tls"`
+	// ReadHeaderTimeout is how long a client may take to send a request's
+	// headers: a slow (slowloris) client is cut off after it.
+	ReadHeaderTimeout time.Duration `yaml:"readHeaderTimeout"`
+	// ReadTimeout is how long a client may take to send a whole request.
+	ReadTimeout time.Duration `yaml:"readTimeout"`
+	// WriteTimeout is how long a response may take, from the end of the
+	// request's headers; it must exceed the query timeout. A synchronous
+	// command extends it by its own ?timeout=.
+	WriteTimeout time.Duration `yaml:"writeTimeout"`
+	// IdleTimeout closes a keep-alive connection that sends no new request.
+	IdleTimeout time.Duration `yaml:"idleTimeout"`
+	// MaxHeaderBytes bounds a request's header (and URL).
+	MaxHeaderBytes int `yaml:"maxHeaderBytes"`
+	// MaxBodyBytes bounds a request's body; a larger one is answered 413.
+	MaxBodyBytes int64 `yaml:"maxBodyBytes"`
+	// CORSOrigin is a regular expression (anchored) of the browser origins
+	// allowed to call the Prometheus-compatible API from scripts, e.g.
+	// "https://grafana\\.example\\.com"; empty allows none (Grafana's server-side proxy needs none).
+	CORSOrigin string `yaml:"corsOrigin"`
+}
+
+// DefaultConfig returns the server's defaults on 127.0.0.1:8080.
+func DefaultConfig() Config {
+	return Config{
+		Addr:              "127.0.0.1:8080",
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      90 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    256 << 10,
+		MaxBodyBytes:      4 << 20,
+	}
+}
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("invalid http config")
+
+// Validate checks c.
+func (c Config) Validate() error {
+	switch {
+	case c.Addr == "":
+		return fmt.Errorf("%w: http.addr is empty", ErrConfig)
+	case c.ReadHeaderTimeout <= 0 || c.ReadTimeout <= 0 || c.WriteTimeout <= 0 || c.IdleTimeout <= 0:
+		return fmt.Errorf("%w: http.readHeaderTimeout, readTimeout, writeTimeout and idleTimeout must be positive", ErrConfig)
+	case c.ReadHeaderTimeout > c.ReadTimeout:
+		return fmt.Errorf("%w: http.readHeaderTimeout must be at most http.readTimeout", ErrConfig)
+	case c.MaxHeaderBytes < 4<<10:
+		return fmt.Errorf("%w: http.maxHeaderBytes must be at least 4096", ErrConfig)
+	case c.MaxBodyBytes < 64<<10:
+		return fmt.Errorf("%w: http.maxBodyBytes must be at least 65536", ErrConfig)
+	}
+	if _, err := corsRegexp(c.CORSOrigin); err != nil {
+		return fmt.Errorf("%w: http.corsOrigin: %v", ErrConfig, err)
+	}
+	return nil
+}
+
+// withDefaults fills zero fields from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, d.ReadHeaderTimeout)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, d.ReadTimeout)
+	c.WriteTimeout = cmp.Or(c.WriteTimeout, d.WriteTimeout)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, d.IdleTimeout)
+	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, d.MaxHeaderBytes)
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, d.MaxBodyBytes)
+	return c
 }
 
 // Deps are what the API serves.
@@ -40,7 +110,7 @@ type Deps struct {
 	Registry *registry.Registry
 	Latest   *ingest.Latest
 	Storage  Storage
-	Engine   *promql.Engine
+	Engine   QueryEngine
 	Rules    Rules
 	// PromRules serves Prometheus's /api/v1/rules and /api/v1/alerts.
 	PromRules v1.RulesRetriever
@@ -59,6 +129,18 @@ type Rules interface {
 	Pending() []api.Alert
 }
 
+// QueryEngine is the PromQL engine with the node's query limits (tsdb.Engine).
+type QueryEngine interface {
+	promql.QueryEngine
+	// AcquireQuerySlot takes a query slot for reads outside the engine
+	// (series, labels, raw history); the release func must always be called.
+	AcquireQuerySlot(ctx context.Context, qs string) (release func(), err error)
+	// Parser parses PromQL as the engine does.
+	Parser() parser.Parser
+	// Config returns the limits (the query timeout bounds reads outside the engine too).
+	Config() tsdb.QueryConfig
+}
+
 // Storage is the TSDB as the query API needs it.
 type Storage interface {
 	storage.Queryable
@@ -72,18 +154,39 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 	ln      net.Listener
+
+	panics   prometheus.Counter
+	requests *prometheus.CounterVec
 }
 
 // New builds the server's routes.
+// Zero fields of cfg take DefaultConfig's values.
 func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
-	s := &Server{cfg: cfg, deps: deps, log: log}
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, deps: deps, log: log,
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gale_http_panics_total", Help: "HTTP handler panics recovered (answered 500; the stack is in the log).",
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gale_http_requests_total", Help: "HTTP requests answered, by route pattern and status code.",
+		}, []string{"handler", "code"}),
+	}
+	if err := reg.Register(s.panics); err != nil {
+		return nil, fmt.Errorf("register http metrics: %w", err)
+	}
+	if err := reg.Register(s.requests); err != nil {
+		return nil, fmt.Errorf("register http metrics: %w", err)
+	}
 	mux := http.NewServeMux()
 	authed := http.NewServeMux()
 	s.routeRegistry(authed)
 	// A cluster node serves the parts of the API its role has.
 	if deps.Storage != nil {
 		s.routeData(authed)
-		prom, err := newPromAPI(deps, log, reg)
+		prom, err := newPromAPI(cfg, deps, log, reg)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +210,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
-	s.handler = mux
+	s.handler = s.guard(mux)
 	return s, nil
 }
 
@@ -145,7 +248,15 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
 	s.log.Info("http api listening", "addr", s.Addr(), "tls", s.cfg.TLS.Enabled())
@@ -215,13 +326,24 @@ func writeRegistryError(w http.ResponseWriter, err error) {
 	writeError(w, status, err.Error())
 }
 
-// decodeJSON strictly decodes the request body into v, answering 400 on failure.
+// decodeJSON strictly decodes the request body (bounded by guard) into v,
+// answering 400 on failure and 413 when the body is too large.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
+	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
+		writeBodyError(w, err)
 		return false
 	}
 	return true
+}
+
+// writeBodyError answers a failed read of the request body: 413 when it is
+// larger than http.maxBodyBytes, else 400.
+func writeBodyError(w http.ResponseWriter, err error) {
+	if tooLarge, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooLarge.Limit))
+		return
+	}
+	writeError(w, http.StatusBadRequest, "bad request body: "+err.Error())
 }

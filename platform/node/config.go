@@ -34,7 +34,9 @@ type Config struct {
 	MQTT  broker.Config  `yaml:"mqtt"`
 	Kafka bus.Config     `yaml:"kafka"`
 	TSDB  tsdb.Config    `yaml:"tsdb"`
-	Rules RulesConfig    `yaml:"rules"`
+	// Query limits every PromQL query: the query API, the history endpoint and PromQL rules.
+	Query tsdb.QueryConfig `yaml:"query"`
+	Rules RulesConfig      `yaml:"rules"`
 	// SeedDemo, when it has turbines, seeds the demo registry at start
 	// (SeedDemo: org, site, shipped products, gateways, turbines, met mast;
 	// what exists is kept). In a cluster, give it to one node.
@@ -69,10 +71,11 @@ func DefaultConfig() Config {
 		DataDir: "data",
 		NodeID:  "local",
 		Role:    RoleAll,
-		HTTP:    httpapi.Config{Addr: "127.0.0.1:8080"},
+		HTTP:    httpapi.DefaultConfig(),
 		MQTT:    broker.DefaultConfig(),
 		Kafka:   bus.DefaultConfig(),
 		TSDB:    tsdb.DefaultConfig(),
+		Query:   tsdb.DefaultQueryConfig(),
 		Rules:   RulesConfig{CheckpointEvery: 5 * time.Second, NoDataGrace: 30 * time.Second},
 	}
 }
@@ -127,8 +130,10 @@ func (c *Config) Complete() error {
 	default:
 		return fmt.Errorf("%w: role %q: want ingest, process, store or all", ErrConfig, c.Role)
 	}
-	if c.HTTP.Addr == "" {
-		return fmt.Errorf("%w: http.addr is empty", ErrConfig)
+	// A query must be able to finish (after waiting for a slot) before its answer's write deadline.
+	if c.HTTP.WriteTimeout <= c.Query.Timeout+c.Query.MaxQueueWait {
+		return fmt.Errorf("%w: http.writeTimeout (%s) must exceed query.timeout plus query.maxQueueWait (%s)",
+			ErrConfig, c.HTTP.WriteTimeout, c.Query.Timeout+c.Query.MaxQueueWait)
 	}
 	if err := c.HTTP.TLS.Validate(); err != nil {
 		return fmt.Errorf("%w: http.tls: %w", ErrConfig, err)
@@ -158,7 +163,7 @@ func (c *Config) Complete() error {
 	// A sample older than the TSDB's out-of-order window would be refused by
 	// the TSDB after being acknowledged, so the broker refuses it up front.
 	c.MQTT.MaxSampleAge = c.TSDB.OutOfOrderWindow
-	for _, err := range []error{c.MQTT.Validate(), c.Kafka.Validate(), c.TSDB.Validate()} {
+	for _, err := range []error{c.HTTP.Validate(), c.Query.Validate(), c.MQTT.Validate(), c.Kafka.Validate(), c.TSDB.Validate()} {
 		if err != nil {
 			return err
 		}

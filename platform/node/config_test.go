@@ -64,3 +64,23 @@ func mustConfig(t *testing.T, path string) Config {
 	require.NoError(t, err)
 	return cfg
 }
+
+func TestHTTPAndQueryLimits(t *testing.T) {
+	cfg, err := LoadConfig("testdata/limits.good.yaml")
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Second, cfg.HTTP.ReadHeaderTimeout)
+	require.Equal(t, 2*time.Minute, cfg.HTTP.WriteTimeout)
+	require.Equal(t, int64(1<<20), cfg.HTTP.MaxBodyBytes)
+	require.Equal(t, `https://grafana\.example\.com`, cfg.HTTP.CORSOrigin)
+	require.Equal(t, time.Minute, cfg.Query.Timeout)
+	require.Equal(t, 4, cfg.Query.MaxConcurrent)
+	require.Equal(t, 30*time.Second, cfg.Query.DefaultSubqueryStep)
+
+	def := DefaultConfig()
+	require.NoError(t, def.Complete())
+	require.Greater(t, def.HTTP.WriteTimeout, def.Query.Timeout+def.Query.MaxQueueWait, "the defaults let a query finish before its write deadline")
+
+	_, err = ParseConfig([]byte("query: {timeout: 2m}\n"))
+	require.ErrorIs(t, err, ErrConfig)
+	require.ErrorContains(t, err, "http.writeTimeout")
+}

@@ -58,6 +58,7 @@ type Node struct {
 	brokers  []string
 	follower *registry.Follower
 	db       tsdbCloser
+	engine   *tsdb.Engine
 	producer *bus.Producer
 	broker   *broker.Broker
 	rules    rules.Set
@@ -173,8 +174,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
 			return nil, err
 		}
-		deps.Engine = tsdb.NewEngine(log, n.reg)
-		n.rules.PromQL, err = rules.NewPromQLRules(ctx, cfg.Rules.Dir, db, deps.Engine, n.Registry, log.With("component", "promql-rules"), n.reg)
+		// One engine for the query API, the history endpoint and PromQL rules: they share its limits.
+		if n.engine, err = tsdb.NewEngine(cfg.Query, cfg.TSDB.Dir, log, n.reg); err != nil {
+			return nil, err
+		}
+		deps.Engine = n.engine
+		n.rules.PromQL, err = rules.NewPromQLRules(ctx, cfg.Rules.Dir, db, n.engine, n.Registry, log.With("component", "promql-rules"), n.reg)
 		if err != nil {
 			return nil, err
 		}
@@ -389,6 +394,11 @@ func (n *Node) close() {
 	if n.producer != nil {
 		if err := n.producer.Close(); err != nil {
 			n.log.Warn("close producer", "err", err)
+		}
+	}
+	if n.engine != nil {
+		if err := n.engine.Close(); err != nil {
+			n.log.Warn("close query engine", "err", err)
 		}
 	}
 	if n.db != nil {

@@ -172,3 +172,36 @@ func TestPromQLRulesRecordAndAlert(t *testing.T) {
 		return len(all) == 1 && all[0].State == api.AlertResolved
 	}, 15*time.Second, 50*time.Millisecond, "resolves once, as the same episode")
 }
+
+// TestNodeStartsWithBadRuleFiles: a node whose rules dir has bad files (the
+// PromQL one refused by the query limits, as the engine would refuse it)
+// starts, serves the good rules, and its reload API names each bad file and line.
+func TestNodeStartsWithBadRuleFiles(t *testing.T) {
+	cfg := nodetest.Config(t)
+	cfg.Rules.Dir = filepath.Join(cfg.DataDir, "rules")
+	prom := filepath.Join(cfg.Rules.Dir, "promql")
+	require.NoError(t, os.MkdirAll(prom, 0o755))
+	for path, content := range map[string]string{
+		filepath.Join(cfg.Rules.Dir, "good.yaml"): "rules:\n  - name: hot\n    type: threshold\n    point: T\n    above: 1\n",
+		filepath.Join(cfg.Rules.Dir, "bad.yaml"):  "rules:\n  - name: broken\n    type: threshold\n",
+		filepath.Join(prom, "good.yml"):           "groups:\n  - name: g\n    rules:\n      - record: r\n        expr: max_over_time(T[5m:])\n",
+		filepath.Join(prom, "heavy.yml"):          "groups:\n  - name: h\n    rules:\n      - record: r\n        expr: max_over_time(T[1d:1ms])\n",
+	} {
+		require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+	}
+	h := nodetest.Start(t, cfg)
+	var rules []map[string]any
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/api/v1/rules", nil, &rules))
+	var names []string
+	for _, r := range rules {
+		names = append(names, fmt.Sprint(r["name"], " ", r["type"]))
+	}
+	require.ElementsMatch(t, []string{"hot threshold", "r promql-recording"}, names)
+
+	var e map[string]string
+	require.Equal(t, http.StatusBadRequest, h.Do(t, http.MethodPost, "/api/v1/rules/reload", nil, &e))
+	require.Contains(t, e["error"], "bad.yaml:2")
+	require.Contains(t, e["error"], "promql/heavy.yml:5")
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/api/v1/rules", nil, &rules))
+	require.Len(t, rules, 2, "the rules stay as they were")
+}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"text/template"
 	"time"
@@ -29,6 +28,7 @@ type Route struct {
 	IncludeBackfill bool       `yaml:"includeBackfill"`
 	Match           RouteMatch `yaml:"match"`
 	Actions         []Action   `yaml:"actions"`
+	file            string
 	line            int
 }
 
@@ -95,32 +95,24 @@ func (a Action) kind() string {
 	}
 }
 
-// LoadRoutes reads every *.yaml file of dir as a route file; a missing dir has no routes.
+// LoadRoutes reads every *.yaml file of dir as a route file; a missing dir
+// has no routes. The error names each bad file and line.
 func LoadRoutes(dir string) ([]*Route, error) {
+	routes, errs := loadRoutesEach(dir)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return routes, nil
+}
+
+// loadRoutesEach reads the route files of dir one by one: the routes of the
+// valid files, and an error (with file and line) for each refused file.
+func loadRoutesEach(dir string) ([]*Route, []error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
-		return nil, err
+		return nil, []error{err}
 	}
-	var all []*Route
-	names := map[string]bool{}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("read route file: %w", err)
-		}
-		rs, err := ParseRoutes(filepath.Base(f), b)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range rs {
-			if names[r.Name] {
-				return nil, fmt.Errorf("%w: %s:%d: route %q defined twice", ErrInvalid, filepath.Base(f), r.line, r.Name)
-			}
-			names[r.Name] = true
-		}
-		all = append(all, rs...)
-	}
-	return all, nil
+	return loadEachFile(files, "route", ParseRoutes, func(r *Route) (string, string) { return r.Name, fmt.Sprintf("%s:%d", r.file, r.line) })
 }
 
 // ParseRoutes decodes and validates one route file.
@@ -135,9 +127,14 @@ func ParseRoutes(name string, b []byte) ([]*Route, error) {
 	_ = yaml.Unmarshal(b, &root)
 	lines := listLines(&root, "routes")
 	for i, r := range f.Routes {
+		line := 0
 		if i < len(lines) {
-			r.line = lines[i]
+			line = lines[i]
 		}
+		if r == nil { // a bare "-": a null entry
+			return nil, fmt.Errorf("%w: %s:%d: route %d is empty", ErrInvalid, name, line, i+1)
+		}
+		r.file, r.line = name, line
 		if err := r.validate(); err != nil {
 			return nil, fmt.Errorf("%w: %s:%d: route %q: %v", ErrInvalid, name, r.line, r.Name, err)
 		}

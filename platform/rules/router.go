@@ -57,9 +57,10 @@ type Router struct {
 
 // NewRouter loads the route files of dir.
 func NewRouter(dir string, brokers []string, busCfg bus.Config, producer Producer, mqtt Republisher, invoker Invoker, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
-	routes, err := LoadRoutes(dir)
-	if err != nil {
-		return nil, err
+	// A bad route file is refused (logged with file:line) and the node runs on with the others.
+	routes, errs := loadRoutesEach(dir)
+	for _, err := range errs {
+		log.Error("route file refused; the node runs on without it", "err", err)
 	}
 	r := &Router{dir: dir, brokers: brokers, busCfg: busCfg, producer: producer, mqtt: mqtt, invoker: invoker,
 		client: &http.Client{}, log: log, routes: routes, reload: make(chan struct{}, 1),

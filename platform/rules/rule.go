@@ -149,28 +149,66 @@ func (c Condition) threshold() float64 {
 	return 0
 }
 
-// LoadFiles reads and validates rule files; errors name the file and line.
+// LoadFiles reads and validates rule files; the error names each bad file and line.
 func LoadFiles(paths ...string) ([]*Rule, error) {
-	var all []*Rule
-	names := map[string]string{}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("read rule file: %w", err)
-		}
-		rs, err := Parse(filepath.Base(p), b)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range rs {
-			if prev, ok := names[r.Name]; ok {
-				return nil, fmt.Errorf("%w: %s:%d: rule %q already defined in %s", ErrInvalid, r.file, r.line, r.Name, prev)
-			}
-			names[r.Name] = fmt.Sprintf("%s:%d", r.file, r.line)
-		}
-		all = append(all, rs...)
+	all, errs := loadEach(paths)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return all, nil
+}
+
+// loadEach reads and validates rule files one by one: the rules of the valid
+// files, and an error (with file and line) for each refused file.
+func loadEach(paths []string) ([]*Rule, []error) {
+	return loadEachFile(paths, "rule", Parse, func(r *Rule) (string, string) { return r.Name, r.Location() })
+}
+
+// loadEachFile reads files one by one with parse: what the valid files
+// define, and an error for each refused file, one that does not parse or
+// that defines a name (of kind) an earlier file or itself already has.
+func loadEachFile[T any](paths []string, kind string, parse func(name string, b []byte) ([]T, error), id func(T) (name, location string)) ([]T, []error) {
+	var all []T
+	var errs []error
+	names := map[string]string{} // name → where it is defined
+	for _, p := range paths {
+		items, err := loadFile(p, kind, names, parse, id)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, it := range items {
+			name, loc := id(it)
+			names[name] = loc
+		}
+		all = append(all, items...)
+	}
+	return all, errs
+}
+
+// loadFile reads and parses one file, refusing a name defined in names or twice in the file.
+func loadFile[T any](path, kind string, names map[string]string, parse func(name string, b []byte) ([]T, error), id func(T) (name, location string)) ([]T, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s file: %w", kind, err)
+	}
+	items, err := parse(filepath.Base(path), b)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]string{}
+	for _, it := range items {
+		name, loc := id(it)
+		prev, ok := names[name]
+		if !ok {
+			prev, ok = seen[name]
+		}
+		if ok {
+			return nil, fmt.Errorf("%w: %s: %s %q already defined in %s", ErrInvalid, loc, kind, name, prev)
+		}
+		seen[name] = loc
+	}
+	return items, nil
 }
 
 // Parse decodes and validates one rule file's content.
@@ -185,6 +223,13 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 	}
 	lines := listLines(&root, "rules")
 	for i, r := range f.Rules {
+		if r == nil { // "rules: [~]" or a bare "-": a null entry
+			line := 0
+			if i < len(lines) {
+				line = lines[i]
+			}
+			return nil, fmt.Errorf("%w: %s:%d: rule %d is empty", ErrInvalid, name, line, i+1)
+		}
 		r.file = name
 		if i < len(lines) {
 			r.line = lines[i]

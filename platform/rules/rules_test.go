@@ -37,3 +37,15 @@ func TestParseRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestParseRejectsNullRule is the regression test of a crash found by FuzzParse:
+// a null entry in the rules list was dereferenced (at node start, a crash loop).
+func TestParseRejectsNullRule(t *testing.T) {
+	for _, y := range []string{"rules:\n  -", "rules: [~]\n", "rules:\n  - name: a\n    type: event\n    event: e\n  - null\n"} {
+		t.Run(y, func(t *testing.T) {
+			_, err := Parse("rules.yaml", []byte(y))
+			require.ErrorIs(t, err, ErrInvalid)
+			require.ErrorContains(t, err, "is empty")
+		})
+	}
+}

@@ -46,16 +46,23 @@ type Service struct {
 	transitions *prometheus.CounterVec
 	evalSeconds prometheus.Histogram
 	rulesLoaded prometheus.Gauge
+	refused     prometheus.Gauge
 }
 
 // stateName is the snapshot's name in the store.
 const stateName = "stream"
 
-// NewService loads the rule files of dir (see Files) and the engine's saved state.
+// NewService loads the rule files of dir (see Files) and the engine's saved
+// state. A file that fails validation is refused (logged with file:line) and
+// the others are loaded, so one bad file does not keep the node from starting.
 func NewService(ctx context.Context, dir string, sites AssetSites, store AlertStore, producer Producer, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
-	rules, err := loadDir(dir)
+	files, err := Files(dir)
 	if err != nil {
 		return nil, err
+	}
+	rules, errs := loadEach(files)
+	for _, err := range errs {
+		log.Error("rule file refused; the node runs on without it", "err", err)
 	}
 	s := &Service{store: store, producer: producer, sites: sites, dir: dir, log: log, engine: NewEngine(rules, sites),
 		samples: prometheus.NewCounter(prometheus.CounterOpts{Name: "gale_rules_samples_total", Help: "Live samples evaluated by the event engine."}),
@@ -67,9 +74,13 @@ func NewService(ctx context.Context, dir string, sites AssetSites, store AlertSt
 			Name: "gale_rules_eval_seconds", Help: "Time to evaluate one batch of records.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		rulesLoaded: prometheus.NewGauge(prometheus.GaugeOpts{Name: "gale_rules_loaded", Help: "Streaming rules loaded."}),
+		refused:     newRefusedGauge("stream"),
 	}
 	s.rulesLoaded.Set(float64(len(rules)))
-	reg.MustRegister(s.samples, s.late, s.transitions, s.evalSeconds, s.rulesLoaded)
+	s.refused.Set(float64(len(errs)))
+	if err := registerAll(reg, s.samples, s.late, s.transitions, s.evalSeconds, s.rulesLoaded, s.refused); err != nil {
+		return nil, err
+	}
 	snap, err := store.RuleState(ctx, stateName)
 	if err != nil {
 		return nil, err
@@ -191,6 +202,7 @@ func (s *Service) Reload() error {
 	s.engine.SetRules(rules, s.sites)
 	s.mu.Unlock()
 	s.rulesLoaded.Set(float64(len(rules)))
+	s.refused.Set(0)
 	return nil
 }
 

@@ -1,4 +1,5 @@
-// Package tsdb opens Gale's embedded Prometheus TSDB and its PromQL engine.
+// Package tsdb opens Gale's embedded Prometheus TSDB and its PromQL engine
+// with the node's query limits.
 package tsdb
 
 import (
@@ -8,7 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/tsdb"
 )
 
@@ -57,17 +57,4 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*tsdb.DB, er
 		return nil, fmt.Errorf("open tsdb %q: %w", cfg.Dir, err)
 	}
 	return db, nil
-}
-
-// NewEngine returns a PromQL engine with Prometheus's defaults.
-func NewEngine(log *slog.Logger, reg prometheus.Registerer) *promql.Engine {
-	return promql.NewEngine(promql.EngineOpts{
-		Logger:               log.With("component", "promql"),
-		Reg:                  reg,
-		MaxSamples:           50_000_000,
-		Timeout:              2 * time.Minute,
-		LookbackDelta:        5 * time.Minute,
-		EnableAtModifier:     true,
-		EnableNegativeOffset: true,
-	})
 }
