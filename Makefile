@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export GOFLAGS ?= -mod=mod
 
-.PHONY: build run test test-race bench images vet fmt clean
+.PHONY: build run test test-race bench images vet fmt clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gale
@@ -22,6 +22,39 @@ test-race:
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+# Every Fuzz target of the module, found by `go test -list` (nothing to keep
+# up to date), fuzzed for FUZZTIME each: go runs one -fuzz target per
+# invocation. One line per target; fails if any target fails. A failing
+# input lands in the package's testdata/fuzz/FuzzXxx/: fix the code and
+# commit the input, and plain `go test` replays it from then on.
+# FUZZPKGS narrows the packages, FUZZPARALLEL the workers (default GOMAXPROCS).
+FUZZTIME     ?= 10s
+FUZZPKGS     ?= ./...
+FUZZPARALLEL ?=
+
+fuzz:
+	@targets=$$($(GO) test -list '^Fuzz' $(FUZZPKGS) | awk '/^Fuzz/ { names = names " " $$1; next } \
+		/^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 "," a[i]; names = "" } \
+		/^FAIL/ { print "FAIL:" $$0; exit 1 }') || { echo "fuzz: listing the targets failed: $$targets"; exit 1; }; \
+	[ -n "$$targets" ] || { echo "fuzz: no Fuzz targets found"; exit 1; }; \
+	log=$$(mktemp); failed=0; total=0; start=$$(date +%s); \
+	for t in $$targets; do \
+		pkg=$${t%,*}; name=$${t#*,}; total=$$((total + 1)); t0=$$(date +%s); \
+		if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) $$pkg >$$log 2>&1; then \
+			result=ok note=; \
+		elif ! grep -q 'Failing input written to' $$log && grep -A1 -- "--- FAIL: $$name " $$log | grep -q '^    context deadline exceeded$$'; then \
+			result=ok note="(go.dev/issue/75804: the -fuzztime deadline raced a worker; no failing input)"; \
+		else \
+			result=FAIL note=; failed=$$((failed + 1)); \
+		fi; \
+		execs=$$(grep -o 'execs: [0-9]*' $$log | tail -1); \
+		printf 'fuzz %-4s %-48s %-22s %4ss %s\n' "$$result" "$$pkg" "$$name" "$$(( $$(date +%s) - t0 ))" "$${execs:+($$execs) }$$note"; \
+		[ "$$result" != FAIL ] || sed 's/^/    /' $$log | tail -40; \
+	done; \
+	rm -f $$log; \
+	echo "fuzz: $$total targets, $$failed failed, $$(( $$(date +%s) - start ))s"; \
+	[ $$failed -eq 0 ]
 
 images: build
 	docker build -t gale:$(VERSION) -t gale:latest -f ci/Dockerfile .
