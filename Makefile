@@ -28,9 +28,11 @@ bench: build
 # invocation. One line per target; fails if any target fails. A failing
 # input lands in the package's testdata/fuzz/FuzzXxx/: fix the code and
 # commit the input, and plain `go test` replays it from then on.
-# FUZZPKGS narrows the packages, FUZZPARALLEL the workers (default GOMAXPROCS).
+# FUZZPKGS narrows the packages (default: those with a test file declaring a
+# Fuzz function, so only they are built), FUZZPARALLEL the workers (default
+# GOMAXPROCS).
 FUZZTIME     ?= 10s
-FUZZPKGS     ?= ./...
+FUZZPKGS     ?= $(shell find . -name '*_test.go' -not -path '*/testdata/*' -not -path './.*' | xargs grep -l '^func Fuzz' | xargs -r -n1 dirname | sort -u)
 FUZZPARALLEL ?=
 
 fuzz:

@@ -174,7 +174,7 @@ func seedFiles(f *testing.F, patterns ...string) {
 // up, whose values round-trip through their registers, and which parses to
 // the same map once written back as YAML.
 func FuzzParse(f *testing.F) {
-	seedFiles(f, "testdata/*.yaml", "maps/*.yaml")
+	seedFiles(f, "testdata/*.yaml", "maps/*.yaml", "../../edge/testdata/meter.yaml")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse(data)
 		if err != nil {
