@@ -23,38 +23,43 @@ test-race:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
 
-# Every Fuzz target of the module, found by `go test -list` (nothing to keep
-# up to date), fuzzed for FUZZTIME each: go runs one -fuzz target per
-# invocation. One line per target; fails if any target fails. A failing
-# input lands in the package's testdata/fuzz/FuzzXxx/: fix the code and
-# commit the input, and plain `go test` replays it from then on.
-# FUZZPKGS narrows the packages (default: those with a test file declaring a
-# Fuzz function, so only they are built), FUZZPARALLEL the workers (default
-# GOMAXPROCS).
+# Every Fuzz target of the module, listed by its test binary (nothing to keep
+# up to date), fuzzed for FUZZTIME each: go fuzzes one target per run, so the
+# instrumented test binary of each package is built once and run per target.
+# One line per target; fails if any target fails. A failing input lands in
+# the package's testdata/fuzz/FuzzXxx/: fix the code and commit the input,
+# and plain `go test` replays it from then on. FUZZPKGS narrows the packages
+# (default: those with a test file declaring a Fuzz function), FUZZPARALLEL
+# the workers (default GOMAXPROCS).
 FUZZTIME     ?= 10s
 FUZZPKGS     ?= $(shell find . -name '*_test.go' -not -path '*/testdata/*' -not -path './.*' | xargs grep -l '^func Fuzz' | xargs -r -n1 dirname | sort -u)
 FUZZPARALLEL ?=
 
 fuzz:
-	@targets=$$($(GO) test -list '^Fuzz' $(FUZZPKGS) | awk '/^Fuzz/ { names = names " " $$1; next } \
-		/^ok/ { n = split(names, a, " "); for (i = 1; i <= n; i++) print $$2 "," a[i]; names = "" } \
-		/^FAIL/ { print "FAIL:" $$0; exit 1 }') || { echo "fuzz: listing the targets failed: $$targets"; exit 1; }; \
-	[ -n "$$targets" ] || { echo "fuzz: no Fuzz targets found"; exit 1; }; \
-	log=$$(mktemp); failed=0; total=0; start=$$(date +%s); \
-	for t in $$targets; do \
-		pkg=$${t%,*}; name=$${t#*,}; total=$$((total + 1)); t0=$$(date +%s); \
-		if $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $(if $(FUZZPARALLEL),-parallel $(FUZZPARALLEL)) $$pkg >$$log 2>&1; then \
-			result=ok note=; \
-		elif ! grep -q 'Failing input written to' $$log && grep -A1 -- "--- FAIL: $$name " $$log | grep -q '^    context deadline exceeded$$'; then \
-			result=ok note="(go.dev/issue/75804: the -fuzztime deadline raced a worker; no failing input)"; \
-		else \
-			result=FAIL note=; failed=$$((failed + 1)); \
+	@[ -n "$(strip $(FUZZPKGS))" ] || { echo "fuzz: no package declares a Fuzz function"; exit 1; }; \
+	tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; cache=$$($(GO) env GOCACHE)/fuzz; \
+	failed=0; total=0; start=$$(date +%s); \
+	for pkg in $$($(GO) list $(FUZZPKGS)); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); bin=$$tmp/fuzz.test; \
+		if ! $(GO) test -c -fuzz . -o $$bin $$pkg >$$tmp/log 2>&1 || ! names=$$(cd $$dir && $$bin -test.list '^Fuzz') 2>>$$tmp/log; then \
+			printf 'fuzz %-4s %-48s %s\n' FAIL "$$pkg" "(build or list)"; sed 's/^/    /' $$tmp/log | tail -40; \
+			failed=$$((failed + 1)); total=$$((total + 1)); continue; \
 		fi; \
-		execs=$$(grep -o 'execs: [0-9]*' $$log | tail -1); \
-		printf 'fuzz %-4s %-48s %-22s %4ss %s\n' "$$result" "$$pkg" "$$name" "$$(( $$(date +%s) - t0 ))" "$${execs:+($$execs) }$$note"; \
-		[ "$$result" != FAIL ] || sed 's/^/    /' $$log | tail -40; \
+		for name in $$names; do \
+			total=$$((total + 1)); t0=$$(date +%s); \
+			if (cd $$dir && $$bin -test.run '^$$' -test.fuzz "^$$name\$$" -test.fuzztime $(FUZZTIME) -test.timeout 10m \
+				-test.fuzzcachedir $$cache/$$pkg $(if $(FUZZPARALLEL),-test.parallel $(FUZZPARALLEL))) >$$tmp/log 2>&1; then \
+				result=ok note=; \
+			elif ! grep -q 'Failing input written to' $$tmp/log && grep -A1 -- "--- FAIL: $$name " $$tmp/log | grep -q '^    context deadline exceeded$$'; then \
+				result=ok note="(go.dev/issue/75804: the -fuzztime deadline raced a worker; no failing input)"; \
+			else \
+				result=FAIL note=; failed=$$((failed + 1)); \
+			fi; \
+			execs=$$(grep -o 'execs: [0-9]*' $$tmp/log | tail -1); \
+			printf 'fuzz %-4s %-48s %-22s %4ss %s\n' "$$result" "$$pkg" "$$name" "$$(( $$(date +%s) - t0 ))" "$${execs:+($$execs) }$$note"; \
+			[ "$$result" != FAIL ] || sed "s|^|    |; s|Failing input written to |Failing input written to $$dir/|" $$tmp/log | tail -40; \
+		done; \
 	done; \
-	rm -f $$log; \
 	echo "fuzz: $$total targets, $$failed failed, $$(( $$(date +%s) - start ))s"; \
 	[ $$failed -eq 0 ]
 
