@@ -55,8 +55,7 @@ fuzz:
 			else \
 				result=FAIL note=; failed=$$((failed + 1)); \
 			fi; \
-			execs=$$(grep -o 'execs: [0-9]*' $$tmp/log | tail -1); \
-			printf 'fuzz %-4s %-48s %-22s %4ss %s\n' "$$result" "$$pkg" "$$name" "$$(( $$(date +%s) - t0 ))" "$${execs:+($$execs) }$$note"; \
+			printf 'fuzz %-4s %-48s %-22s %4ss %s\n' "$$result" "$$pkg" "$$name" "$$(( $$(date +%s) - t0 ))" "$$note"; \
 			[ "$$result" != FAIL ] || sed "s|^|    |; s|Failing input written to |Failing input written to $$dir/|" $$tmp/log | tail -40; \
 		done; \
 	done; \
