@@ -1,27 +1,16 @@
 package scenarios
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
+
+	"github.com/gale-iot/gale/platform/api/fuzzinput"
 )
 
 // FuzzParse parses arbitrary scenario YAML: an error, or a scenario that
 // validates again and knows the file line of every step and assertion (its
 // errors and failures name them).
 func FuzzParse(f *testing.F) {
-	files, err := filepath.Glob("*.yaml")
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed files: %v", err)
-	}
-	more, _ := filepath.Glob("testdata/*.yaml")
-	for _, file := range append(files, more...) {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	fuzzinput.Seed(f, "*.yaml", "testdata/*.yaml")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s, err := Parse(data)
 		if err != nil {

@@ -1,41 +1,24 @@
 package twins
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/platform/api/fuzzinput"
 )
 
 // FuzzParse parses arbitrary fleet config YAML: an error, or a config that
 // validates again, whose every gateway unit is a device of a farm, and that
-// parses to the same config once written back as YAML.
+// parses again once written back as YAML.
 func FuzzParse(f *testing.F) {
-	files, err := filepath.Glob("testdata/*.yaml")
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed files: %v", err)
-	}
-	for _, file := range files {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	fuzzinput.Seed(f, "testdata/*.yaml")
 	demo, err := yaml.Marshal(DefaultConfig())
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(demo)
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse(data)
-		if err != nil {
-			return
-		}
-		if err := c.Validate(); err != nil {
-			t.Fatalf("a parsed config does not validate: %v", err)
-		}
+	fuzzinput.Validated(f, Parse, func(t *testing.T, c Config) {
 		kinds := c.kinds()
 		for _, g := range c.Gateways {
 			for _, u := range g.Units {
@@ -43,13 +26,6 @@ func FuzzParse(f *testing.F) {
 					t.Fatalf("gateway %s: unit %+v is not a farm device", g.ID, u)
 				}
 			}
-		}
-		out, err := yaml.Marshal(c)
-		if err != nil {
-			t.Fatalf("marshal: %v", err)
-		}
-		if _, err := Parse(out); err != nil {
-			t.Fatalf("a valid config written back does not parse: %v\n%s", err, out)
 		}
 	})
 }

@@ -9,17 +9,15 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	mb "github.com/simonvetter/modbus"
-	"gopkg.in/yaml.v3"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/api/fuzzinput"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/registry"
 )
@@ -27,33 +25,8 @@ import (
 // FuzzConfig parses arbitrary edge config YAML: an error, or a config that
 // validates again and parses to a valid config once written back as YAML.
 func FuzzConfig(f *testing.F) {
-	files, err := filepath.Glob("testdata/*.yaml")
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed files: %v", err)
-	}
-	for _, file := range files {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse(data)
-		if err != nil {
-			return
-		}
-		if err := c.Validate(); err != nil {
-			t.Fatalf("a parsed config does not validate: %v", err)
-		}
-		out, err := yaml.Marshal(c)
-		if err != nil {
-			t.Fatalf("marshal: %v", err)
-		}
-		if _, err := Parse(out); err != nil {
-			t.Fatalf("a valid config written back does not parse: %v\n%s", err, out)
-		}
-	})
+	fuzzinput.Seed(f, "testdata/*.yaml")
+	fuzzinput.Validated(f, Parse, nil)
 }
 
 // fuzzPlan is the plan of a wind turbine behind the edge: its shipped map
@@ -148,14 +121,7 @@ func FuzzDecodeBlock(f *testing.F) {
 	f.Add(uint8(3), []byte{})
 	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
 		b := blocks[int(which)%len(blocks)]
-		regs := make([]uint16, len(data)/2)
-		for i := range regs {
-			regs[i] = binary.BigEndian.Uint16(data[2*i:])
-		}
-		bits := make([]bool, len(data))
-		for i, c := range data {
-			bits[i] = c&1 == 1
-		}
+		regs, bits := fuzzinput.Words(data), fuzzinput.Bits(data)
 		u := &unitState{last: map[string]any{}}
 		p := &poller{staleAfter: 5 * time.Second}
 		values := map[string]any{}

@@ -1,28 +1,16 @@
 package node
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"github.com/gale-iot/gale/platform/api/fuzzinput"
 )
 
 // FuzzParseConfig parses arbitrary node config YAML over the defaults: an
 // error, or a complete config (every derived path set) that completes
-// again unchanged and parses to the same config once written back as YAML.
+// again and parses again once written back as YAML.
 func FuzzParseConfig(f *testing.F) {
-	files, err := filepath.Glob("testdata/*.yaml")
-	if err != nil || len(files) == 0 {
-		f.Fatalf("no seed files: %v", err)
-	}
-	for _, file := range files {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
-	}
+	fuzzinput.Seed(f, "testdata/*.yaml")
 	f.Add([]byte(""))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := ParseConfig(data)
@@ -39,12 +27,6 @@ func FuzzParseConfig(f *testing.F) {
 		if err := again.Complete(); err != nil {
 			t.Fatalf("a complete config does not complete again: %v", err)
 		}
-		out, err := yaml.Marshal(c)
-		if err != nil {
-			t.Fatalf("marshal: %v", err)
-		}
-		if _, err := ParseConfig(out); err != nil {
-			t.Fatalf("a valid config written back does not parse: %v\n%s", err, out)
-		}
+		fuzzinput.Reparse(t, c, func(b []byte) error { _, err := ParseConfig(b); return err })
 	})
 }

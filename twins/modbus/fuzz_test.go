@@ -1,7 +1,6 @@
 package modbus
 
 import (
-	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 
 	mb "github.com/simonvetter/modbus"
 
+	"github.com/gale-iot/gale/platform/api/fuzzinput"
 	"github.com/gale-iot/gale/platform/api/regmap"
 )
 
@@ -79,14 +79,7 @@ func FuzzRequest(f *testing.F) {
 			}
 		}
 		h := handler{g}
-		words := make([]uint16, len(args)/2)
-		for i := range words {
-			words[i] = binary.BigEndian.Uint16(args[2*i:])
-		}
-		bits := make([]bool, len(args))
-		for i, b := range args {
-			bits[i] = b&1 == 1
-		}
+		words, bits := fuzzinput.Words(args), fuzzinput.Bits(args)
 		var (
 			regs []uint16
 			got  []bool

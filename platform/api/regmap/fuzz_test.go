@@ -3,11 +3,11 @@ package regmap
 import (
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/platform/api/fuzzinput"
 )
 
 var (
@@ -29,10 +29,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0x01, 0x02, 0x03}, 1.0, 0.0) // odd length
 	f.Add([]byte{}, 1.0, 0.0)
 	f.Fuzz(func(t *testing.T, b []byte, scale, offset float64) {
-		words := make([]uint16, len(b)/2)
-		for i := range words {
-			words[i] = uint16(b[2*i])<<8 | uint16(b[2*i+1])
-		}
+		words := fuzzinput.Words(b)
 		for _, typ := range regTypes {
 			for _, o := range allOrders {
 				r := Register{Point: "p", Area: AreaHolding, Type: typ, Order: o, Scale: scale, Offset: offset}
@@ -146,35 +143,12 @@ func FuzzEncode(f *testing.F) {
 	})
 }
 
-// seedFiles adds every YAML file matching the patterns to the corpus.
-func seedFiles(f *testing.F, patterns ...string) {
-	f.Helper()
-	n := 0
-	for _, p := range patterns {
-		files, err := filepath.Glob(p)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, file := range files {
-			b, err := os.ReadFile(file)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(b)
-			n++
-		}
-	}
-	if n == 0 {
-		f.Fatalf("no seed files match %v", patterns)
-	}
-}
-
 // FuzzParse parses arbitrary register map YAML: an error, or a valid map
 // whose every register is found at each of its addresses, whose points look
 // up, whose values round-trip through their registers, and which parses to
 // the same map once written back as YAML.
 func FuzzParse(f *testing.F) {
-	seedFiles(f, "testdata/*.yaml", "maps/*.yaml", "../../edge/testdata/meter.yaml")
+	fuzzinput.Seed(f, "testdata/*.yaml", "maps/*.yaml", "../../edge/testdata/meter.yaml")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := Parse(data)
 		if err != nil {
