@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export GOFLAGS ?= -mod=mod
 
-.PHONY: build run test test-race bench images vet fmt clean
+.PHONY: build run test test-race bench images vet fmt clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gale
@@ -22,6 +22,45 @@ test-race:
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+# Every Fuzz target of the module, listed by its test binary (nothing to keep
+# up to date), fuzzed for FUZZTIME each: go fuzzes one target per run, so the
+# instrumented test binary of each package is built once and run per target.
+# One line per target; fails if any target fails. A failing input lands in
+# the package's testdata/fuzz/FuzzXxx/: fix the code and commit the input,
+# and plain `go test` replays it from then on. FUZZPKGS narrows the packages
+# (default: those with a test file declaring a Fuzz function), FUZZPARALLEL
+# the workers (default GOMAXPROCS).
+FUZZTIME     ?= 10s
+FUZZPKGS     ?= $(shell find . -name '*_test.go' -not -path '*/testdata/*' -not -path './.*' | xargs grep -l '^func Fuzz' | xargs -r -n1 dirname | sort -u)
+FUZZPARALLEL ?=
+
+fuzz:
+	@[ -n "$(strip $(FUZZPKGS))" ] || { echo "fuzz: no package declares a Fuzz function"; exit 1; }; \
+	tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; cache=$$($(GO) env GOCACHE)/fuzz; \
+	failed=0; total=0; start=$$(date +%s); \
+	for pkg in $$($(GO) list $(FUZZPKGS)); do \
+		dir=$$($(GO) list -f '{{.Dir}}' $$pkg); bin=$$tmp/fuzz.test; \
+		if ! $(GO) test -c -fuzz . -o $$bin $$pkg >$$tmp/log 2>&1 || ! names=$$(cd $$dir && $$bin -test.list '^Fuzz') 2>>$$tmp/log; then \
+			printf 'fuzz %-4s %-48s %s\n' FAIL "$$pkg" "(build or list)"; sed 's/^/    /' $$tmp/log | tail -40; \
+			failed=$$((failed + 1)); total=$$((total + 1)); continue; \
+		fi; \
+		for name in $$names; do \
+			total=$$((total + 1)); t0=$$(date +%s); \
+			if (cd $$dir && $$bin -test.run '^$$' -test.fuzz "^$$name\$$" -test.fuzztime $(FUZZTIME) -test.timeout 10m \
+				-test.fuzzcachedir $$cache/$$pkg $(if $(FUZZPARALLEL),-test.parallel $(FUZZPARALLEL))) >$$tmp/log 2>&1; then \
+				result=ok note=; \
+			elif ! grep -q 'Failing input written to' $$tmp/log && grep -A1 -- "--- FAIL: $$name " $$tmp/log | grep -q '^    context deadline exceeded$$'; then \
+				result=ok note="(go.dev/issue/75804: the -fuzztime deadline raced a worker; no failing input)"; \
+			else \
+				result=FAIL note=; failed=$$((failed + 1)); \
+			fi; \
+			printf 'fuzz %-4s %-48s %-22s %4ss %s\n' "$$result" "$$pkg" "$$name" "$$(( $$(date +%s) - t0 ))" "$$note"; \
+			[ "$$result" != FAIL ] || sed "s|^|    |; s|Failing input written to |Failing input written to $$dir/|" $$tmp/log | tail -40; \
+		done; \
+	done; \
+	echo "fuzz: $$total targets, $$failed failed, $$(( $$(date +%s) - start ))s"; \
+	[ $$failed -eq 0 ]
 
 images: build
 	docker build -t gale:$(VERSION) -t gale:latest -f ci/Dockerfile .

@@ -15,6 +15,7 @@ package loadgen
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"time"
@@ -201,6 +202,14 @@ func (c Config) Validate() error {
 	}
 	if c.DevicesFile != "" && c.Plain {
 		return bad("a devices file needs signed logins; drop it in plain mode")
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"rate", c.Rate}, {"connect rate", c.ConnectRate}, {"step factor", c.Step.Factor}, {"step min ratio", c.Step.MinRatio}} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) { // NaN passes every comparison below
+			return bad("%s %g: want a finite number", f.name, f.v)
+		}
 	}
 	switch {
 	case c.Devices < 1 || c.Devices > 1_000_000:

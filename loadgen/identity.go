@@ -34,6 +34,11 @@ func ReadIdentities(path string) ([]Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read devices file: %w", err)
 	}
+	return parseIdentities(b, path)
+}
+
+// parseIdentities parses the devices file read from path.
+func parseIdentities(b []byte, path string) ([]Identity, error) {
 	var ids []Identity
 	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
 		var devs []api.Device

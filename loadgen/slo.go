@@ -3,6 +3,7 @@ package loadgen
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,7 +99,7 @@ func ParseSLO(expr string) (SLO, error) {
 				return nil, fmt.Errorf("%w: clause %q: unknown metric %q (want p50|p90|p99|p999|max _ puback|connect|e2e|send_lag|reconnect|ack_gap, loss, duplicates, errors or rate)", ErrSLO, text, c.Metric)
 			}
 		}
-		if err != nil || rest == "" {
+		if err != nil || rest == "" || math.IsNaN(c.Value) { // NaN: no measurement ever meets it
 			return nil, fmt.Errorf("%w: clause %q: bad value %q", ErrSLO, text, rest)
 		}
 		slo = append(slo, c)

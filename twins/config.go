@@ -89,6 +89,12 @@ func DemoConfig(n, direct int, modbusAddr string) (Config, error) {
 	}
 	fc := farm.DefaultConfig()
 	fc.Count, fc.Rows = n+direct, min(2, max(n+direct, 1))
+	if n < 0 || direct < 0 {
+		return Config{}, fmt.Errorf("%w: %d turbines behind gateways, %d direct", farm.ErrCount, n, direct)
+	}
+	if err := fc.Validate(); err != nil {
+		return Config{}, err
+	}
 	c := Config{Seed: 1, Farms: []farm.Config{fc}}
 	for i, k := range fc.DeviceKeys()[:n] {
 		if i%10 == 0 {

@@ -400,13 +400,21 @@ func (p *poller) closeLocked() {
 	}
 }
 
-// errorKind classifies a Modbus client error.
+// unknownException is how the Modbus client words an exception response
+// whose code it has no error for.
+const unknownException = "unknown exception code (%d)"
+
+// errorKind classifies a Modbus client error. An exception response, of any
+// code, is the device answering: it is an exception, not a failed connection
+// that would drop the connection and back off every unit of the target.
 func errorKind(err error) string {
 	switch {
 	case errors.Is(err, mb.ErrRequestTimedOut) || os.IsTimeout(err):
 		return kindTimeout
 	case exceptionCode(err) != 0:
 		return kindException
+	case strings.HasPrefix(err.Error(), strings.TrimSuffix(unknownException, "(%d)")): // exception code 0: no such code
+		return kindProtocol
 	case errors.Is(err, mb.ErrProtocolError), errors.Is(err, mb.ErrBadUnitId), errors.Is(err, mb.ErrBadTransactionId),
 		errors.Is(err, mb.ErrShortFrame), errors.Is(err, mb.ErrUnknownProtocolId), errors.Is(err, mb.ErrBadCRC):
 		return kindProtocol
@@ -414,8 +422,16 @@ func errorKind(err error) string {
 	return kindConnection
 }
 
-// exceptionCode returns the Modbus exception code of err, or 0.
+// exceptionCode returns the Modbus exception code of err, or 0. The client
+// has errors for the standard codes only; a device may answer with any
+// other (07 NAK, vendor codes), which the client reports as text.
 func exceptionCode(err error) uint8 {
+	var code uint8
+	if err != nil {
+		if _, e := fmt.Sscanf(err.Error(), unknownException, &code); e == nil {
+			return code
+		}
+	}
 	for code, e := range map[uint8]error{
 		0x01: mb.ErrIllegalFunction, 0x02: mb.ErrIllegalDataAddress, 0x03: mb.ErrIllegalDataValue,
 		0x04: mb.ErrServerDeviceFailure, 0x05: mb.ErrAcknowledge, 0x06: mb.ErrServerDeviceBusy,

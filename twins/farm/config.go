@@ -86,7 +86,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Site == "":
 		return ErrSite
-	case c.Count < 1 || c.Count > 999:
+	case c.Count < 1 || c.Count > MaxCount:
 		return fmt.Errorf("%w: %d", ErrCount, c.Count)
 	case c.Rows < 1 || c.Rows > c.Count:
 		return fmt.Errorf("%w: %d", ErrRows, c.Rows)
@@ -106,9 +106,16 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// MaxCount is the most turbines a farm has.
+const MaxCount = 999
+
 // DeviceKeys returns the turbines' device keys: the prefix and a number from 1,
-// at least two digits wide.
+// at least two digits wide; none when Count is not in 1…MaxCount (Default
+// lists keys before Validate has refused such a count).
 func (c Config) DeviceKeys() []string {
+	if c.Count < 1 || c.Count > MaxCount {
+		return nil
+	}
 	width := len(fmt.Sprint(c.Count))
 	if width < 2 {
 		width = 2
