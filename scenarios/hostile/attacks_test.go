@@ -287,7 +287,7 @@ func (e *env) pahoClient(d api.Device, host int, lost func(error)) (paho.Client,
 
 // pahoConnect connects with creds from 127.0.0.{host}.
 func (e *env) pahoConnect(creds api.Credentials, host int, lost func(error)) (paho.Client, error) {
-	opts := paho.NewClientOptions().AddBroker("tcp://"+e.mqtt).SetDialer(from(host)).
+	opts := paho.NewClientOptions().AddBroker("tcp://" + e.mqtt).SetDialer(from(host)).
 		SetClientID(creds.ClientID).SetUsername(creds.Username).SetPassword(creds.Password).
 		SetProtocolVersion(4).SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).
 		SetConnectTimeout(5 * time.Second)
@@ -503,7 +503,7 @@ func forgedSubDevice(ctx context.Context, e *env, p party) outcome {
 		}
 	}).WaitTimeout(5 * time.Second)
 	entries := []api.SubDeviceAuth{
-		api.SignSubDevice(f.ProductKey, f.DeviceKey, "not-the-secret", stamp()),                       // forged
+		api.SignSubDevice(f.ProductKey, f.DeviceKey, "not-the-secret", stamp()),                          // forged
 		api.SignSubDevice(f.ProductKey, f.DeviceKey, f.Secret, time.Now().Add(-2*time.Hour).UnixMilli()), // stale (captured)
 	}
 	o := outcome{attempts: 2 * len(entries)}
