@@ -322,6 +322,9 @@ func writeRegistryError(w http.ResponseWriter, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, registry.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, registry.ErrNotAnnounced):
+		// The change log (Kafka) did not take the change, which was undone: retry later.
+		status = http.StatusServiceUnavailable
 	}
 	writeError(w, status, err.Error())
 }
