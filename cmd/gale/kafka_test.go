@@ -6,32 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/bus"
 )
-
-// lockedBuffer is a bytes.Buffer safe to read while a command writes it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestKafkaCommandRequiresSASL(t *testing.T) {
 	dir := t.TempDir()
@@ -69,7 +51,7 @@ func TestKafkaCommandRequiresSASL(t *testing.T) {
 	// With a user, it serves that user only; its data dir is the owner's only.
 	data := filepath.Join(t.TempDir(), "kafka")
 	ctx, cancel := context.WithCancel(context.Background())
-	var out lockedBuffer
+	var out testkit.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"kafka", "--data-dir", data, "--addr", "127.0.0.1:0", "--sasl-user", "gale", "--sasl-password-file", pass}, &out, &out)

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/registry"
@@ -43,30 +43,12 @@ func (p *fakeProducer) count() int {
 	return len(p.msgs)
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // rig is a broker on a loopback port with a real registry behind it.
 type rig struct {
 	b    *Broker
 	reg  *registry.Registry
 	prod *fakeProducer
-	logs *syncBuffer
+	logs *testkit.SyncBuffer
 	rec  *recorder
 }
 
@@ -107,7 +89,7 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	prod := &fakeProducer{}
 	b, err := New(cfg, reg, prod, log, prometheus.NewRegistry())

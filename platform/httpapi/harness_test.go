@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,13 +9,13 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/tsdb"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
@@ -29,31 +28,13 @@ type testServer struct {
 	token string
 	reg   *prometheus.Registry
 	now   time.Time
-	log   *syncBuffer
-}
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log   *testkit.SyncBuffer
 }
 
 // startServer runs a Server with cfg (Addr is set) and query limits qcfg; extra mounts handlers behind the token.
 func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[string]http.Handler) *testServer {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	reg := prometheus.NewRegistry()
 	rg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
