@@ -176,6 +176,15 @@ func (c *Cloud) run(ctx context.Context, name string, nets []*testcontainers.Doc
 	}
 	opts = append(opts, testcontainers.WithName(fmt.Sprintf("gale-%s-%s", name, nets[0].ID[:8])), loopbackPorts())
 	ctr, err := testcontainers.Run(ctx, c.cfg.Image, opts...)
+	// Docker picks the published host ports from the ephemeral range, where a
+	// client socket of this machine may hold one at that moment: start again.
+	for try := 1; err != nil && try < 3 && strings.Contains(err.Error(), "address already in use"); try++ {
+		c.log.Warn("container start lost a host port race; starting it again", "container", name, "err", err)
+		if ctr != nil {
+			_ = testcontainers.TerminateContainer(ctr)
+		}
+		ctr, err = testcontainers.Run(ctx, c.cfg.Image, opts...)
+	}
 	if ctr != nil {
 		c.mu.Lock()
 		c.containers[name] = ctr
