@@ -61,8 +61,9 @@ type Config struct {
 	// exists only while packets queue, and a larger packet is written whole.
 	WriteBufferSize int `yaml:"writeBufferSize"`
 	// MaxPendingWrites is each connection's outbound queue in packets
-	// (mochi's MaximumClientWritesPending), allocated for the connection's
-	// life: a reply or service call to a device whose queue is full is dropped.
+	// (mochi's MaximumClientWritesPending, 8 bytes a slot), allocated for
+	// the connection's life: a reply or service call to a device whose
+	// queue is full is dropped.
 	MaxPendingWrites int `yaml:"maxPendingWrites"`
 	// LoginBackoff refuses logins from addresses and for devices that failed too often.
 	LoginBackoff Backoff `yaml:"loginBackoff"`
@@ -102,13 +103,15 @@ func DefaultConfig() Config {
 		MaxConnections:      200_000,
 		MaxConnectionsPerIP: 50_000,
 		MaxClientID:         128,
-		// Sized for idle devices (docs/benchmarks.md, issue 13): a
-		// request larger than the read buffer costs a read more, and 64
-		// pending writes leave room for the replies of a connection's
-		// requests in flight and a few service calls.
-		ReadBufferSize:   512,
+		// mochi's buffers and Gale's queue, measured for idle devices in
+		// docs/benchmarks.md (issue 13): a 512-byte read buffer and a
+		// 64-packet queue save 3.6 KB a connection (of ~33 KiB), but cut a
+		// busy connection's throughput by a third to a half and drop more
+		// replies to a device that bursts requests; a fleet of quiet
+		// devices may choose them.
+		ReadBufferSize:   2048,
 		WriteBufferSize:  2048,
-		MaxPendingWrites: 64,
+		MaxPendingWrites: 256,
 		LoginBackoff: Backoff{
 			Window:               time.Minute,
 			MaxFailuresPerIP:     100,

@@ -147,7 +147,7 @@ func idleRun(b *testing.B, n int, profile string) {
 	if err := raiseFileLimit(n + 100); err != nil {
 		b.Skipf("%d connections do not fit: %v", n, err)
 	}
-	r := startIdleRig(b)
+	r := startIdleRig(b, nil)
 	before := measureIdle()
 
 	cmd := exec.Command(os.Args[0], "-test.run", "^TestIdleClientsHelper$", "-test.count", "1")
@@ -193,13 +193,15 @@ func idleRun(b *testing.B, n int, profile string) {
 		n, before.rss>>20, after.rss>>20, before.heap>>20, after.heap>>20, before.stack>>20, after.stack>>20, before.goroutines, after.goroutines)
 }
 
-// startIdleRig starts a broker whose devices are idleDevices, with the
-// default configuration.
-func startIdleRig(b *testing.B) *rig {
-	reg := testRegistry(b, api.ThingModel{
-		Measurepoints: []api.Measurepoint{{ID: "Temp", Type: api.TypeFloat}},
-		Services:      []api.Service{{ID: "stop"}},
-	})
+// startIdleRig starts a broker whose devices are idleDevices (with
+// measurepoints P0…P9), with the default configuration changed by mutate
+// and the GALE_IDLE_* variables.
+func startIdleRig(b *testing.B, mutate func(*Config)) *rig {
+	m := api.ThingModel{Services: []api.Service{{ID: "stop"}}}
+	for i := range 10 {
+		m.Measurepoints = append(m.Measurepoints, api.Measurepoint{ID: fmt.Sprintf("P%d", i), Type: api.TypeFloat})
+	}
+	reg := testRegistry(b, m)
 	cfg := DefaultConfig()
 	cfg.Addr = "127.0.0.1:0"
 	for env, v := range map[string]*int{
@@ -212,6 +214,9 @@ func startIdleRig(b *testing.B) *rig {
 			require.NoError(b, err, env)
 			*v = n
 		}
+	}
+	if mutate != nil {
+		mutate(&cfg)
 	}
 	b.Logf("readBufferSize %d, writeBufferSize %d, maxPendingWrites %d", cfg.ReadBufferSize, cfg.WriteBufferSize, cfg.MaxPendingWrites)
 	prod := &fakeProducer{}
