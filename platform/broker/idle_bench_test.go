@@ -352,21 +352,25 @@ func mqttString(buf *bytes.Buffer, s string) {
 	buf.WriteString(s)
 }
 
-func mqttPacket(header byte, body []byte) []byte {
-	out := []byte{header}
-	n := len(body)
+// fixedHeader is an MQTT fixed header: the type and flags byte, then the
+// remaining length n.
+func fixedHeader(header byte, n int) []byte {
+	b := []byte{header}
 	for {
 		x := byte(n & 0x7f)
 		n >>= 7
 		if n > 0 {
 			x |= 0x80
 		}
-		out = append(out, x)
+		b = append(b, x)
 		if n == 0 {
-			break
+			return b
 		}
 	}
-	return append(out, body...)
+}
+
+func mqttPacket(header byte, body []byte) []byte {
+	return append(fixedHeader(header, len(body)), body...)
 }
 
 // connectPacket is an MQTT 3.1.1 CONNECT with a clean session and cred.
