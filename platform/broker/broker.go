@@ -66,13 +66,17 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	// Devices receive replies and service calls, not floods: a small
 	// outbound queue keeps an idle session's memory low (mochi's default of
 	// 8,192 pending writes costs 64 KiB per session).
-	caps.MaximumClientWritesPending = 256
+	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
 	// Client input (payloads, long ids) stays out of the log.
 	log = newQuietLogger(log)
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		InlineClient: true,
-		Logger:       log.With("component", "mqtt"),
+		// Every connection holds its read buffer for life; the write
+		// buffer exists only while packets queue (docs/benchmarks.md, issue 13).
+		ClientNetReadBufferSize:  cfg.ReadBufferSize,
+		ClientNetWriteBufferSize: cfg.WriteBufferSize,
+		InlineClient:             true,
+		Logger:                   log.With("component", "mqtt"),
 	})
 	m := newMetrics(reg)
 	h := newHook(cfg, server, devices, producer, log, m)

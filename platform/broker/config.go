@@ -51,6 +51,20 @@ type Config struct {
 	MaxConnectionsPerIP int `yaml:"maxConnectionsPerIP"`
 	// MaxClientID is the longest accepted MQTT client id in bytes.
 	MaxClientID int `yaml:"maxClientID"`
+
+	// ReadBufferSize is each connection's read buffer in bytes (mochi's
+	// ClientNetReadBufferSize), held for the connection's life; a packet
+	// larger than it is read past the buffer, not refused.
+	ReadBufferSize int `yaml:"readBufferSize"`
+	// WriteBufferSize is how many bytes of queued outbound packets are
+	// gathered into one write (mochi's ClientNetWriteBufferSize); the buffer
+	// exists only while packets queue, and a larger packet is written whole.
+	WriteBufferSize int `yaml:"writeBufferSize"`
+	// MaxPendingWrites is each connection's outbound queue in packets
+	// (mochi's MaximumClientWritesPending, 8 bytes a slot), allocated for
+	// the connection's life: a reply or service call to a device whose
+	// queue is full is dropped.
+	MaxPendingWrites int `yaml:"maxPendingWrites"`
 	// LoginBackoff refuses logins from addresses and for devices that failed too often.
 	LoginBackoff Backoff `yaml:"loginBackoff"`
 }
@@ -89,6 +103,15 @@ func DefaultConfig() Config {
 		MaxConnections:      200_000,
 		MaxConnectionsPerIP: 50_000,
 		MaxClientID:         128,
+		// mochi's buffers and Gale's queue, measured for idle devices in
+		// docs/benchmarks.md (issue 13): a 512-byte read buffer and a
+		// 64-packet queue save 3.6 KB a connection (of ~33 KiB), but cut a
+		// busy connection's throughput by a third to a half and drop more
+		// replies to a device that bursts requests; a fleet of quiet
+		// devices may choose them.
+		ReadBufferSize:   2048,
+		WriteBufferSize:  2048,
+		MaxPendingWrites: 256,
 		LoginBackoff: Backoff{
 			Window:               time.Minute,
 			MaxFailuresPerIP:     100,
@@ -125,6 +148,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: maxConnections and maxConnectionsPerIP must not be negative", ErrConfig)
 	case c.MaxClientID < 23 || c.MaxClientID > 65535:
 		return fmt.Errorf("%w: maxClientID must be between 23 (MQTT's minimum) and 65535", ErrConfig)
+	case c.ReadBufferSize < 64 || c.ReadBufferSize > 1<<20 || c.WriteBufferSize < 64 || c.WriteBufferSize > 1<<20:
+		return fmt.Errorf("%w: readBufferSize and writeBufferSize must be between 64 and 1048576 bytes", ErrConfig)
+	case c.MaxPendingWrites < 1 || c.MaxPendingWrites > 1<<16:
+		return fmt.Errorf("%w: maxPendingWrites must be between 1 and 65536", ErrConfig)
 	}
 	if err := c.TLS.Validate(); err != nil {
 		return fmt.Errorf("%w: tls: %w", ErrConfig, err)

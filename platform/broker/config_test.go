@@ -45,6 +45,9 @@ func TestConfigValidate(t *testing.T) {
 		{name: "tiny connect packet", mutate: func(c *Config) { c.MaxConnectPacket = 100 }},
 		{name: "negative caps", mutate: func(c *Config) { c.MaxConnectionsPerIP = -1 }},
 		{name: "short client ids", mutate: func(c *Config) { c.MaxClientID = 10 }},
+		{name: "tiny read buffer", mutate: func(c *Config) { c.ReadBufferSize = 16 }},
+		{name: "huge write buffer", mutate: func(c *Config) { c.WriteBufferSize = 2 << 20 }},
+		{name: "no pending writes", mutate: func(c *Config) { c.MaxPendingWrites = 0 }},
 		{name: "back-off without ban time", mutate: func(c *Config) { c.LoginBackoff.BanTime = 0 }},
 		{name: "negative failures", mutate: func(c *Config) { c.LoginBackoff.MaxFailuresPerIP = -1 }},
 	}

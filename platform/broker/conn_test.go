@@ -15,20 +15,7 @@ import (
 )
 
 // connectHeader is the fixed header of a CONNECT announcing n remaining bytes.
-func connectHeader(n int) []byte {
-	b := []byte{0x10}
-	for {
-		x := byte(n & 0x7f)
-		n >>= 7
-		if n > 0 {
-			x |= 0x80
-		}
-		b = append(b, x)
-		if n == 0 {
-			return b
-		}
-	}
-}
+func connectHeader(n int) []byte { return fixedHeader(0x10, n) }
 
 // closedByServer reports whether the server closed c within d.
 func closedByServer(c net.Conn, d time.Duration) bool {
