@@ -49,6 +49,8 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if !s.pipe.acquire() {
 		return pk, packets.ErrRejectPacket
 	}
+	// The timeout is Kafka's: it runs from the hand-over, not from the wait for a place.
+	e.deadline = time.Now().Add(h.cfg.ProduceTimeout)
 	s.pipe.push(e)
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
 	defer cancel()
@@ -124,7 +126,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 	win := window{now: now.UnixMilli(), oldest: now.Add(-h.cfg.MaxSampleAge).UnixMilli(), newest: now.Add(h.cfg.MaxSampleFuture).UnixMilli()}
 	e := &pending{
 		packetID: pk.PacketID, qos: pk.FixedHeader.Qos, topic: pk.TopicName, id: req.ID,
-		start: start, deadline: start.Add(h.cfg.ProduceTimeout),
+		start: start,
 	}
 	key := []byte(dev.ProductKey + "/" + dev.DeviceKey)
 	switch topic.Kind {

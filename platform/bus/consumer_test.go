@@ -14,10 +14,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
+// startKafka starts an embedded Kafka with topic "t" of three partitions.
+func startKafka(t testing.TB) *Embedded {
+	t.Helper()
 	k, err := StartEmbedded("127.0.0.1:0", "", false, 3, "t")
 	require.NoError(t, err)
 	t.Cleanup(k.Close)
+	return k
+}
+
+func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
+	k := startKafka(t)
 	cfg := DefaultConfig()
 	p := NewProducer(k.Addrs(), cfg)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })
@@ -54,9 +61,7 @@ func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
 }
 
 func TestAsyncProducerAcknowledgesEveryMessageInOrder(t *testing.T) {
-	k, err := StartEmbedded("127.0.0.1:0", "", false, 3, "t")
-	require.NoError(t, err)
-	t.Cleanup(k.Close)
+	k := startKafka(t)
 	cfg := DefaultConfig()
 	p := NewAsyncProducer(k.Addrs(), cfg)
 
