@@ -82,7 +82,9 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, ip string) (*ses
 	s := &session{
 		client: cl, pk: login.ProductKey, dk: login.DeviceKey, subs: map[string]bool{},
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.Burst),
+		pipe:    newPipeline(h.cfg.MaxInFlight),
 	}
+	s.pipe.onTimeout = func() { h.drain(s) }
 	if pk.Connect.WillFlag && pk.Connect.WillRetain {
 		return nil, device, "will_retain", errors.New("a retained Will is not accepted")
 	}

@@ -25,9 +25,12 @@ type Devices interface {
 	Topology
 }
 
-// Producer puts messages on Kafka and returns once they are acknowledged.
+// Producer puts messages on Kafka without waiting for them.
 type Producer interface {
-	Produce(ctx context.Context, msgs ...kafka.Message) error
+	// Send queues msg (its Topic set) and calls done exactly once: with nil
+	// once Kafka acknowledged it (acks=all), or with the error. ctx bounds
+	// the queueing only. done must not block.
+	Send(ctx context.Context, msg kafka.Message, done func(error))
 }
 
 // Listener hears about device sessions and service replies (the command dispatcher).
@@ -36,13 +39,14 @@ type Listener interface {
 	// sub-device) subscribes to the device's service calls.
 	DeviceOnline(pk, dk string)
 	// ServiceReply is called with the payload a device sent on thing/service/{service}_reply.
-	ServiceReply(pk, dk, service string, payload []byte)
+	// It runs off the device's read goroutine; ctx carries its timeout.
+	ServiceReply(ctx context.Context, pk, dk, service string, payload []byte)
 }
 
 type nopListener struct{}
 
-func (nopListener) DeviceOnline(string, string)                 {}
-func (nopListener) ServiceReply(string, string, string, []byte) {}
+func (nopListener) DeviceOnline(string, string)                                  {}
+func (nopListener) ServiceReply(context.Context, string, string, string, []byte) {}
 
 // Broker is the MQTT broker with Gale's hooks.
 type Broker struct {
@@ -67,6 +71,9 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	// outbound queue keeps an idle session's memory low (mochi's default of
 	// 8,192 pending writes costs 64 KiB per session).
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
+	// MQTT 5 clients keep no more QoS 1 publishes unacknowledged than the
+	// broker's pipeline takes from one connection.
+	caps.ReceiveMaximum = uint16(cfg.MaxInFlight)
 	// Client input (payloads, long ids) stays out of the log.
 	log = newQuietLogger(log)
 	server := mqtt.New(&mqtt.Options{

@@ -37,6 +37,10 @@ type Config struct {
 	MaxSampleFuture time.Duration `yaml:"maxSampleFuture"`
 	// ProduceTimeout bounds the wait for Kafka's acknowledgement.
 	ProduceTimeout time.Duration `yaml:"produceTimeout"`
+	// MaxInFlight is how many requests of one connection may wait for
+	// Kafka's acknowledgement at once; beyond it, the connection's read
+	// loop waits. It is also the Receive Maximum announced to MQTT 5 clients.
+	MaxInFlight int `yaml:"maxInFlight"`
 
 	// ConnectTimeout is how long a new TCP connection may take to send its
 	// CONNECT packet before it is closed.
@@ -98,6 +102,7 @@ func DefaultConfig() Config {
 		MaxSampleAge:        7 * 24 * time.Hour,
 		MaxSampleFuture:     time.Hour,
 		ProduceTimeout:      10 * time.Second,
+		MaxInFlight:         32,
 		ConnectTimeout:      10 * time.Second,
 		MaxConnectPacket:    8 << 10,
 		MaxConnections:      200_000,
@@ -140,6 +145,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: maxSampleAge and maxSampleFuture must be positive", ErrConfig)
 	case c.ProduceTimeout <= 0:
 		return fmt.Errorf("%w: produceTimeout must be positive", ErrConfig)
+	case c.MaxInFlight < 1 || c.MaxInFlight > 65535:
+		return fmt.Errorf("%w: maxInFlight must be between 1 and 65535", ErrConfig)
 	case c.ConnectTimeout <= 0:
 		return fmt.Errorf("%w: connectTimeout must be positive", ErrConfig)
 	case c.MaxConnectPacket < 256 || c.MaxConnectPacket > 1<<20:

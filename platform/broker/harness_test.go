@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -24,17 +25,18 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 )
 
-// fakeProducer records what the broker puts on Kafka.
+// fakeProducer records what the broker puts on Kafka and acknowledges it at once.
 type fakeProducer struct {
 	mu   sync.Mutex
 	msgs []kafka.Message
 }
 
-func (p *fakeProducer) Produce(_ context.Context, msgs ...kafka.Message) error {
+func (p *fakeProducer) Send(_ context.Context, msg kafka.Message, done func(error)) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.msgs = append(p.msgs, msgs...)
-	return nil
+	msg.Value = bytes.Clone(msg.Value) // the broker reuses the buffer once done ran
+	p.msgs = append(p.msgs, msg)
+	p.mu.Unlock()
+	done(nil)
 }
 
 func (p *fakeProducer) count() int {
@@ -57,7 +59,7 @@ type recorder struct{ replies chan string }
 
 func (*recorder) DeviceOnline(string, string) {}
 
-func (r *recorder) ServiceReply(pk, dk, service string, payload []byte) {
+func (r *recorder) ServiceReply(_ context.Context, pk, dk, service string, payload []byte) {
 	r.replies <- pk + "/" + dk + "/" + service + " " + string(payload)
 }
 
@@ -79,6 +81,15 @@ func testRegistry(t testing.TB, m api.ThingModel) *registry.Registry {
 
 func startRig(t testing.TB, mutate func(*Config)) *rig {
 	t.Helper()
+	prod := &fakeProducer{}
+	r := startRigWith(t, mutate, prod)
+	r.prod = prod
+	return r
+}
+
+// startRigWith is startRig with producer prod in front of Kafka.
+func startRigWith(t testing.TB, mutate func(*Config), prod Producer) *rig {
+	t.Helper()
 	reg := testRegistry(t, api.ThingModel{
 		Measurepoints: []api.Measurepoint{{ID: "Temp", Type: api.TypeFloat}},
 		Events:        []api.Event{{ID: "alarm", Severity: "major"}},
@@ -91,7 +102,6 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 	}
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	prod := &fakeProducer{}
 	b, err := New(cfg, reg, prod, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	reg.WatchDevices(b.DeviceChanged)
@@ -114,7 +124,7 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 	require.Eventually(t, func() bool { return testutil.ToFloat64(b.m.connections) == 1 }, 5*time.Second, 5*time.Millisecond)
 	probe.Close()
 	require.Eventually(t, func() bool { return testutil.ToFloat64(b.m.connections) == 0 }, 5*time.Second, 5*time.Millisecond, "the probe is gone")
-	return &rig{b: b, reg: reg, prod: prod, logs: logs, rec: rec}
+	return &rig{b: b, reg: reg, logs: logs, rec: rec}
 }
 
 // device registers an enabled device of the test product.

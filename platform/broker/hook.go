@@ -26,6 +26,8 @@ type hook struct {
 	now      func() time.Time
 
 	listener Listener
+	// replySlots bounds the command replies being handled at once.
+	replySlots chan struct{}
 	// once remembers the signatures accepted within their window.
 	once *onceCache
 	// flaps bans addresses and devices that fail too many logins.
@@ -48,6 +50,8 @@ type session struct {
 	// subscribed is set once the device subscribed to anything: a device
 	// that never subscribed cannot receive replies, so none are published.
 	subscribed atomic.Bool
+	// pipe holds the connection's requests waiting for Kafka.
+	pipe *pipeline
 }
 
 func newHook(cfg Config, server *mqtt.Server, devices Devices, producer Producer, log *slog.Logger, m *metrics) *hook {
@@ -57,7 +61,9 @@ func newHook(cfg Config, server *mqtt.Server, devices Devices, producer Producer
 		byDevice: map[string]*session{},
 		subOwner: map[string]*session{},
 		listener: nopListener{},
-		bufs:     sync.Pool{New: func() any { return new([]byte) }},
+		// Command replies are rare: a few dozen at once is plenty.
+		replySlots: make(chan struct{}, 64),
+		bufs:       sync.Pool{New: func() any { return new([]byte) }},
 	}
 	window := cfg.LoginSkew
 	if window == 0 {

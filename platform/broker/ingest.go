@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -16,120 +17,234 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 )
 
-// OnPublish validates a device request, puts it on Kafka and replies. It runs
-// on the client's read goroutine before mochi writes the PUBACK, so returning
-// only after Kafka's acknowledgement makes QoS 1 at-least-once end to end.
-// mochi has checked the topic against mayPublish before.
+// OnPublish validates a device request and hands it to Kafka without
+// waiting. It runs on the client's read goroutine before mochi would write
+// the PUBACK: a request put on Kafka returns packets.ErrRejectPacket, so
+// mochi writes no PUBACK (and keeps no inflight state or receive quota for
+// it), and the connection's pipeline writes the PUBACK and the reply once
+// Kafka acknowledged it (acks=all), in the order the PUBLISHes arrived. That
+// keeps QoS 1 at-least-once end to end while one connection has up to
+// Config.MaxInFlight requests on their way. A request answered at once (a
+// refusal, a command reply, a sub-device operation) first waits for those
+// before it, so no acknowledgement overtakes another. mochi has checked the
+// topic against mayPublish before.
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if cl.Net.Inline {
 		return pk, nil
 	}
 	s := h.session(cl)
-	if s == nil {
+	if s == nil || s.pipe.broken.Load() {
 		return pk, packets.ErrRejectPacket
 	}
+	e, err := h.prepare(s, pk)
+	var rej *rejection
+	switch {
+	case errors.As(err, &rej):
+		s.pipe.settle()
+		h.reject(s, pk.TopicName, rej.id, rej.code, rej.reason, rej.message)
+		return pk, packets.CodeSuccessIgnore
+	case e == nil: // answered by prepare
+		return pk, packets.CodeSuccessIgnore
+	}
+	if !s.pipe.acquire() {
+		return pk, packets.ErrRejectPacket
+	}
+	// The timeout is Kafka's: it runs from the hand-over, not from the wait for a place.
+	e.deadline = time.Now().Add(h.cfg.ProduceTimeout)
+	s.pipe.push(e)
+	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
+	defer cancel()
+	h.producer.Send(ctx, e.msg, func(err error) {
+		if e.kind != "event" {
+			v := e.msg.Value
+			h.bufs.Put(&v)
+		}
+		if s.pipe.complete(e, err) {
+			go h.drain(s)
+		}
+	})
+	return pk, packets.ErrRejectPacket
+}
+
+// rejection is a refused request: the reply code, the counted reason and the message.
+type rejection struct {
+	id      string
+	code    int
+	reason  string
+	message string
+}
+
+func (r *rejection) Error() string { return r.reason + ": " + r.message }
+
+func refuse(id string, code int, reason, message string) error {
+	return &rejection{id: id, code: code, reason: reason, message: message}
+}
+
+// prepare validates request pk of session s and encodes its Kafka message.
+// It returns a *rejection for a refused request, and nil and no error for
+// requests it answered itself (command replies and sub-device operations).
+func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 	if pk.FixedHeader.Retain {
 		// A retained message would be delivered again to every later
 		// subscriber: devices publish requests, which are answered once.
-		h.reject(s, pk.TopicName, "", api.CodeBadRequest, "retain", "retained messages are not accepted")
-		return pk, packets.CodeSuccessIgnore
+		return nil, refuse("", api.CodeBadRequest, "retain", "retained messages are not accepted")
 	}
 	topic, err := api.ParseTopic(pk.TopicName)
 	if err != nil {
-		h.reject(s, pk.TopicName, "", api.CodeBadRequest, "bad_topic", err.Error())
-		return pk, packets.CodeSuccessIgnore
+		return nil, refuse("", api.CodeBadRequest, "bad_topic", err.Error())
 	}
 	if topic.Reply {
 		if topic.Kind == api.KindServiceCall {
-			h.listener.ServiceReply(topic.ProductKey, topic.DeviceKey, topic.Name, pk.Payload)
+			s.pipe.settle()
+			h.serviceReply(topic, pk.Payload)
 		}
-		return pk, packets.CodeSuccessIgnore
+		return nil, nil
 	}
 	if len(pk.Payload) > h.cfg.MaxPayload {
-		h.reject(s, pk.TopicName, "", api.CodeTooLarge, "too_large",
+		return nil, refuse("", api.CodeTooLarge, "too_large",
 			fmt.Sprintf("payload of %d bytes is above the limit of %d", len(pk.Payload), h.cfg.MaxPayload))
-		return pk, packets.CodeSuccessIgnore
 	}
 	if !h.admit(s) {
-		h.reject(s, pk.TopicName, "", api.CodeRateLimited, "rate_limited",
+		return nil, refuse("", api.CodeRateLimited, "rate_limited",
 			fmt.Sprintf("device is above its rate limit of %g messages/s", h.cfg.RateLimit))
-		return pk, packets.CodeSuccessIgnore
 	}
 	var req api.Request
 	if err := json.Unmarshal(pk.Payload, &req); err != nil {
-		h.reject(s, pk.TopicName, "", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
-		return pk, packets.CodeSuccessIgnore
+		return nil, refuse("", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
 	}
 	dev, ok := h.devices.Device(topic.ProductKey, topic.DeviceKey)
 	if !ok || !dev.Enabled {
-		h.reject(s, pk.TopicName, req.ID, api.CodeUnauthorized, "unknown_device", "device is not registered or is disabled")
-		return pk, packets.CodeSuccessIgnore
+		return nil, refuse(req.ID, api.CodeUnauthorized, "unknown_device", "device is not registered or is disabled")
 	}
 	model, ok := h.devices.Model(dev.ProductKey)
 	if !ok {
-		h.reject(s, pk.TopicName, req.ID, api.CodeInternal, "no_model", "product has no thing model")
-		return pk, packets.CodeSuccessIgnore
+		return nil, refuse(req.ID, api.CodeInternal, "no_model", "product has no thing model")
 	}
 
 	start := time.Now()
 	now := h.now()
 	win := window{now: now.UnixMilli(), oldest: now.Add(-h.cfg.MaxSampleAge).UnixMilli(), newest: now.Add(h.cfg.MaxSampleFuture).UnixMilli()}
-	var msg kafka.Message
-	kind := ""
+	e := &pending{
+		packetID: pk.PacketID, qos: pk.FixedHeader.Qos, topic: pk.TopicName, id: req.ID,
+		start: start,
+	}
+	key := []byte(dev.ProductKey + "/" + dev.DeviceKey)
 	switch topic.Kind {
 	case api.KindMeasurepointPost, api.KindMeasurepointResume, api.KindMeasurepointResumeBatch:
 		rec := api.Record{
 			Kind: api.RecordPost, Org: dev.Org, Product: dev.ProductKey, Device: dev.DeviceKey, Site: dev.Site,
 			MessageID: req.ID, Received: win.now,
 		}
-		kind = "post"
+		e.kind = "post"
 		if topic.Kind != api.KindMeasurepointPost {
-			rec.Kind, kind = api.RecordResume, "resume"
+			rec.Kind, e.kind = api.RecordResume, "resume"
 		}
 		if code, reason, err := validateSamples(&rec, req.Params, model, win); err != nil {
-			h.reject(s, pk.TopicName, req.ID, code, reason, err.Error())
-			return pk, packets.CodeSuccessIgnore
+			return nil, refuse(req.ID, code, reason, err.Error())
 		}
+		// The buffer goes back to the pool once Kafka is done with it.
 		bp := h.bufs.Get().(*[]byte)
-		defer h.bufs.Put(bp)
-		*bp = api.AppendRecord((*bp)[:0], &rec)
-		msg = kafka.Message{Topic: api.TopicTelemetry, Key: []byte(dev.ProductKey + "/" + dev.DeviceKey), Value: *bp}
-		defer h.m.samples.Add(float64(len(rec.Samples)))
+		e.msg = kafka.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], &rec)}
+		e.samples = len(rec.Samples)
 	case api.KindTopoAdd, api.KindSubLogin, api.KindSubLoginBatch, api.KindSubLogout:
+		s.pipe.settle()
 		h.subDevices(s, topic, pk.TopicName, req)
-		return pk, packets.CodeSuccessIgnore
+		return nil, nil
 	case api.KindEventPost:
 		ev, code, reason, err := validateEvent(dev, topic.Name, req.Params, model, win)
 		if err != nil {
-			h.reject(s, pk.TopicName, req.ID, code, reason, err.Error())
-			return pk, packets.CodeSuccessIgnore
+			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		msg = kafka.Message{Topic: api.TopicEvents, Key: []byte(dev.ProductKey + "/" + dev.DeviceKey), Value: ev}
-		kind = "event"
+		e.msg = kafka.Message{Topic: api.TopicEvents, Key: key, Value: ev}
+		e.kind = "event"
 	default:
-		h.reject(s, pk.TopicName, req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
-		return pk, packets.CodeSuccessIgnore
+		return nil, refuse(req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
 	}
+	return e, nil
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
-	defer cancel()
-	if err := h.producer.Produce(ctx, msg); err != nil {
-		h.m.rejects.WithLabelValues("bus_unavailable").Inc()
-		h.log.Warn("kafka did not take a device message; withholding its PUBACK", "topic", pk.TopicName, "err", err)
-		h.reply(s, pk.TopicName, req.ID, api.CodeUnavailable, "the bus is unavailable; retry")
-		if cl.Properties.ProtocolVersion == 5 {
-			return pk, packets.ErrImplementationSpecificError
+// drain writes the PUBACKs and replies of s's requests that Kafka answered,
+// in arrival order, and gives back their places in the pipeline.
+func (h *hook) drain(s *session) {
+	for {
+		ready := s.pipe.take()
+		if len(ready) == 0 {
+			return
 		}
-		// MQTT 3.1.1 has no negative PUBACK: drop the connection so the client resends.
-		cl.Stop(err)
-		return pk, packets.ErrRejectPacket
+		for _, e := range ready {
+			h.finish(s, e)
+			s.pipe.release()
+		}
 	}
-	h.m.messages.WithLabelValues(kind).Inc()
-	if pk.FixedHeader.Qos > 0 {
-		h.m.puback.Observe(time.Since(start).Seconds())
+}
+
+// finish acknowledges request e once Kafka answered it. A failure gets an
+// error PUBACK on MQTT 5; MQTT 3.1.1 has no negative PUBACK, so the
+// connection closes without one and the client sends the request again,
+// and nothing after it is acknowledged.
+func (h *hook) finish(s *session, e *pending) {
+	if s.pipe.broken.Load() {
+		return
 	}
-	h.reply(s, pk.TopicName, req.ID, api.CodeOK, "")
-	return pk, packets.CodeSuccessIgnore
+	cl := s.client
+	if e.err != nil {
+		h.m.rejects.WithLabelValues("bus_unavailable").Inc()
+		h.log.Warn("kafka did not take a device message; withholding its PUBACK", "topic", e.topic, "err", e.err)
+		h.reply(s, e.topic, e.id, api.CodeUnavailable, "the bus is unavailable; retry")
+		if cl.Properties.ProtocolVersion == 5 {
+			h.ack(cl, e, packets.ErrImplementationSpecificError)
+			return
+		}
+		s.pipe.broken.Store(true)
+		s.pipe.cond.Broadcast() // a read loop waiting for a place gives up
+		cl.Stop(fmt.Errorf("withhold puback: %w", e.err))
+		return
+	}
+	h.m.messages.WithLabelValues(e.kind).Inc()
+	h.m.samples.Add(float64(e.samples))
+	if e.qos > 0 {
+		h.ack(cl, e, packets.CodeSuccess)
+		h.m.puback.Observe(time.Since(e.start).Seconds())
+	}
+	h.reply(s, e.topic, e.id, api.CodeOK, "")
+}
+
+// ack writes the PUBACK (PUBREC for QoS 2) of e with code, as mochi's
+// processPublish would have: QoS 2 stays in flight until the client's PUBREL.
+func (h *hook) ack(cl *mqtt.Client, e *pending, code packets.Code) {
+	ack := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Puback},
+		PacketID:    e.packetID,
+		ReasonCode:  code.Code,
+	}
+	if code.Code >= packets.ErrUnspecifiedError.Code {
+		ack.Properties.ReasonString = code.Reason
+	}
+	if e.qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+		if code.Code < packets.ErrUnspecifiedError.Code {
+			cl.State.Inflight.DecreaseReceiveQuota()
+			if cl.State.Inflight.Set(ack) {
+				atomic.AddInt64(&h.server.Info.Inflight, 1)
+			}
+		}
+	}
+	if err := cl.WritePacket(ack); err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
+		h.log.Debug("puback not written", "topic", e.topic, "err", err)
+	}
+}
+
+// serviceReply hands a device's answer to a command to the listener, off
+// the read goroutine and with a timeout (it writes SQLite and Kafka). At
+// most cap(h.replySlots) run at once; beyond that, the device's read loop waits.
+func (h *hook) serviceReply(topic api.Topic, payload []byte) {
+	h.replySlots <- struct{}{}
+	go func() {
+		defer func() { <-h.replySlots }()
+		ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
+		defer cancel()
+		h.listener.ServiceReply(ctx, topic.ProductKey, topic.DeviceKey, topic.Name, payload)
+	}()
 }
 
 // admit applies the device's rate limit: a device a little over it is

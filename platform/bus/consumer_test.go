@@ -2,8 +2,11 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,10 +14,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
+// startKafka starts an embedded Kafka with topic "t" of three partitions.
+func startKafka(t testing.TB) *Embedded {
+	t.Helper()
 	k, err := StartEmbedded("127.0.0.1:0", "", false, 3, "t")
 	require.NoError(t, err)
 	t.Cleanup(k.Close)
+	return k
+}
+
+func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
+	k := startKafka(t)
 	cfg := DefaultConfig()
 	p := NewProducer(k.Addrs(), cfg)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })
@@ -48,4 +58,52 @@ func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
 	require.Eventually(t, func() bool { return c.Lag() == 15 }, 5*time.Second, 10*time.Millisecond, "lag %d", c.Lag())
 	close(release)
 	require.Eventually(t, func() bool { return c.Lag() == 0 }, 5*time.Second, 10*time.Millisecond, "lag %d", c.Lag())
+}
+
+func TestAsyncProducerAcknowledgesEveryMessageInOrder(t *testing.T) {
+	k := startKafka(t)
+	cfg := DefaultConfig()
+	p := NewAsyncProducer(k.Addrs(), cfg)
+
+	const senders, each = 8, 500
+	acked := make(chan error, senders*each)
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				msg := kafka.Message{Topic: "t", Key: []byte{byte(s)}, Value: fmt.Appendf(nil, "%d", i)}
+				p.Send(context.Background(), msg, func(err error) { acked <- err })
+			}
+		}()
+	}
+	wg.Wait()
+	for range senders * each {
+		require.NoError(t, <-acked)
+	}
+	require.NoError(t, p.Close())
+	p.Send(context.Background(), kafka.Message{Topic: "t"}, func(err error) { acked <- err })
+	require.ErrorIs(t, <-acked, ErrClosed)
+
+	// Every message is on Kafka, and each sender's messages in the order sent.
+	next := make([]int, senders)
+	for part := range 3 {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Addrs(), Topic: "t", Partition: part, MaxWait: 50 * time.Millisecond})
+		t.Cleanup(func() { r.Close() })
+		for {
+			off, err := r.ReadLag(context.Background())
+			require.NoError(t, err)
+			if off == 0 {
+				break
+			}
+			m, err := r.ReadMessage(context.Background())
+			require.NoError(t, err)
+			require.Equal(t, strconv.Itoa(next[m.Key[0]]), string(m.Value), "sender %d", m.Key[0])
+			next[m.Key[0]]++
+		}
+	}
+	for s := range senders {
+		require.Equal(t, each, next[s], "sender %d", s)
+	}
 }

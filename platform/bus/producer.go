@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -22,12 +23,18 @@ type Producer struct {
 // partition 0 so that their consumers see them in the order they were
 // produced (a change log whose entries depend on each other).
 func NewProducer(brokers []string, cfg Config, ordered ...string) *Producer {
+	transport := cfg.transport()
+	return &Producer{transport: transport, w: newWriter(brokers, cfg, transport, ordered)}
+}
+
+// newWriter returns an acks=all writer for brokers that batches for up to
+// cfg.BatchTimeout (the linger) or cfg.BatchSize messages per partition.
+func newWriter(brokers []string, cfg Config, transport *kafka.Transport, ordered []string) *kafka.Writer {
 	b := &orderedBalancer{ordered: map[string]bool{}, byKey: &kafka.Hash{}}
 	for _, t := range ordered {
 		b.ordered[t] = true
 	}
-	transport := cfg.transport()
-	return &Producer{transport: transport, w: &kafka.Writer{
+	return &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
 		Balancer:     b,
 		RequiredAcks: kafka.RequireAll,
@@ -40,7 +47,125 @@ func NewProducer(brokers []string, cfg Config, ordered ...string) *Producer {
 		WriteTimeout:           10 * time.Second,
 		ReadTimeout:            10 * time.Second,
 		Transport:              transport,
-	}}
+	}
+}
+
+// AsyncProducer writes messages without waiting for them: each message's
+// completion is called once all in-sync replicas have it (acks=all) or the
+// write failed. One goroutine takes every message queued meanwhile (up to
+// cfg.BatchSize) and writes them in one call, waiting for it: batches grow
+// with the load and the produce latency, so a slow round trip makes bigger
+// requests rather than a backlog of small ones (kafka-go's async mode
+// closes a batch every BatchTimeout and writes a partition's batches one
+// after another, which queues without bound once a round trip takes longer
+// than the linger). Messages are written in the order they were sent.
+type AsyncProducer struct {
+	w         *kafka.Writer
+	transport *kafka.Transport
+	max       int
+
+	mu     sync.RWMutex // held for reading while sending, for writing to close
+	closed bool
+	queue  chan queued
+	done   chan struct{} // closed when the writing goroutine ended
+}
+
+type queued struct {
+	msg  kafka.Message
+	done func(error)
+}
+
+// ErrClosed fails messages sent to a closed producer.
+var ErrClosed = errors.New("producer closed")
+
+// asyncWriteTimeout bounds one batch's write, retries included.
+const asyncWriteTimeout = time.Minute
+
+// NewAsyncProducer returns an asynchronous producer for brokers, spreading
+// messages over partitions by key; Close stops it.
+func NewAsyncProducer(brokers []string, cfg Config) *AsyncProducer {
+	transport := cfg.transport()
+	p := &AsyncProducer{
+		w: newWriter(brokers, cfg, transport, nil), transport: transport, max: cfg.BatchSize,
+		queue: make(chan queued, cfg.BatchSize), done: make(chan struct{}),
+	}
+	go p.run()
+	return p
+}
+
+// Send queues msg (its Topic set) and calls done exactly once, from the
+// producer's goroutine: with nil once Kafka acknowledged msg, or with the
+// error. Send waits while the queue is full, at most until ctx ends. done
+// must not block, and msg's bytes must stay unchanged until it ran.
+func (p *AsyncProducer) Send(ctx context.Context, msg kafka.Message, done func(error)) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		done(ErrClosed)
+		return
+	}
+	select {
+	case p.queue <- queued{msg: msg, done: done}:
+	case <-ctx.Done():
+		done(fmt.Errorf("queue for kafka: %w", ctx.Err()))
+	}
+}
+
+// run writes the queued messages in batches until the queue is closed and empty.
+func (p *AsyncProducer) run() {
+	defer close(p.done)
+	batch := make([]queued, 0, p.max)
+	msgs := make([]kafka.Message, 0, p.max)
+	for q := range p.queue {
+		batch = append(batch[:0], q)
+	more:
+		for len(batch) < p.max {
+			select {
+			case q, ok := <-p.queue:
+				if !ok {
+					break more
+				}
+				batch = append(batch, q)
+			default:
+				break more
+			}
+		}
+		msgs = msgs[:0]
+		for _, q := range batch {
+			msgs = append(msgs, q.msg)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), asyncWriteTimeout)
+		err := p.w.WriteMessages(ctx, msgs...)
+		cancel()
+		var werrs kafka.WriteErrors
+		perMessage := errors.As(err, &werrs) && len(werrs) == len(batch)
+		for i, q := range batch {
+			e := err
+			if perMessage {
+				e = werrs[i]
+			}
+			if e != nil {
+				e = fmt.Errorf("produce to kafka: %w", e)
+			}
+			q.done(e)
+		}
+		clear(batch)
+		clear(msgs)
+	}
+}
+
+// Close writes the messages still queued (calling their completions) and closes the producer.
+func (p *AsyncProducer) Close() error {
+	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.queue)
+	}
+	p.mu.Unlock()
+	<-p.done
+	err := p.w.Close()
+	p.transport.CloseIdleConnections()
+	return err
 }
 
 // orderedBalancer sends the messages of ordered topics to their first

@@ -290,7 +290,7 @@ func (d *Dispatcher) DeviceOnline(pk, dk string) {
 // vouches for the topic's device), for the command's service, while the
 // command waits for its answer; anything else (a guessed or observed
 // command id) is ignored and counted.
-func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
+func (d *Dispatcher) ServiceReply(ctx context.Context, pk, dk, service string, payload []byte) {
 	var r struct {
 		ID      string          `json:"id"`
 		Code    int             `json:"code"`
@@ -301,7 +301,6 @@ func (d *Dispatcher) ServiceReply(pk, dk, service string, payload []byte) {
 		d.ignore("malformed", pk, dk, service, "")
 		return
 	}
-	ctx := context.Background()
 	c, err := d.store.Command(ctx, r.ID)
 	switch {
 	case errors.Is(err, registry.ErrNotFound):

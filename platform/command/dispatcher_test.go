@@ -92,7 +92,7 @@ func TestRepliesMatchIDDeviceAndService(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(d.ignored.WithLabelValues(tc.reason))
-			d.ServiceReply(tc.pk, tc.dk, tc.service, tc.payload)
+			d.ServiceReply(context.Background(), tc.pk, tc.dk, tc.service, tc.payload)
 			require.Equal(t, before+1, testutil.ToFloat64(d.ignored.WithLabelValues(tc.reason)))
 			got, err := reg.Command(ctx, c.ID)
 			require.NoError(t, err)
@@ -100,11 +100,11 @@ func TestRepliesMatchIDDeviceAndService(t *testing.T) {
 		})
 	}
 
-	d.ServiceReply("wt", "WT01", "stop", reply)
+	d.ServiceReply(context.Background(), "wt", "WT01", "stop", reply)
 	got, err := reg.Command(ctx, c.ID)
 	require.NoError(t, err)
 	require.Equal(t, api.CommandSucceeded, got.Status)
-	d.ServiceReply("wt", "WT01", "stop", []byte(`{"id":"`+c.ID+`","code":500}`))
+	d.ServiceReply(context.Background(), "wt", "WT01", "stop", []byte(`{"id":"`+c.ID+`","code":500}`))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.ignored.WithLabelValues("completed")))
 	got, err = reg.Command(ctx, c.ID)
 	require.NoError(t, err)

@@ -67,6 +67,8 @@ type Node struct {
 	ready    atomic.Bool
 	// kafkaDown is why Kafka was unreachable at the last two checks (nil: reachable).
 	kafkaDown atomic.Pointer[error]
+	// ingest carries device requests from the broker to Kafka, acknowledged asynchronously.
+	ingest *bus.AsyncProducer
 }
 
 type tsdbCloser interface{ Close() error }
@@ -140,7 +142,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	var commands *command.Dispatcher
 	var selfStore storage.Appendable // the TSDB self-monitoring writes to (store role)
 	if cfg.has(RoleIngest) {
-		if n.broker, err = broker.New(cfg.MQTT, n.Registry, n.producer, log.With("component", "broker"), n.reg); err != nil {
+		n.ingest = bus.NewAsyncProducer(n.brokers, cfg.Kafka)
+		if n.broker, err = broker.New(cfg.MQTT, n.Registry, n.ingest, log.With("component", "broker"), n.reg); err != nil {
 			return nil, err
 		}
 		commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
@@ -391,6 +394,11 @@ func (n *Node) advanceRules(ctx context.Context) error {
 func (n *Node) ReloadRules() error { return n.rules.Reload() }
 
 func (n *Node) close() {
+	if n.ingest != nil {
+		if err := n.ingest.Close(); err != nil {
+			n.log.Warn("close ingest producer", "err", err)
+		}
+	}
 	if n.producer != nil {
 		if err := n.producer.Close(); err != nil {
 			n.log.Warn("close producer", "err", err)
