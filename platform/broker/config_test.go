@@ -1,34 +1,22 @@
 package broker
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
+
 	"github.com/gale-iot/gale/platform/api"
 )
 
 func TestConfigFiles(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			require.NoError(t, err)
-			cfg := DefaultConfig()
-			require.NoError(t, api.DecodeYAML(b, &cfg))
-			if strings.HasSuffix(f, ".bad.yaml") {
-				require.ErrorIs(t, cfg.Validate(), ErrConfig)
-				return
-			}
-			require.NoError(t, cfg.Validate())
-		})
-	}
+	testkit.Fixtures(t, "testdata/*.yaml", ErrConfig, func(b []byte) error {
+		cfg := DefaultConfig()
+		require.NoError(t, api.DecodeYAML(b, &cfg))
+		return cfg.Validate()
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -1,31 +1,19 @@
 package node
 
 import (
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 func TestConfigFiles(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			require.NoError(t, err)
-			_, err = ParseConfig(b)
-			if strings.HasSuffix(f, ".bad.yaml") {
-				require.Error(t, err)
-			} else {
-				require.NoError(t, err)
-			}
-		})
-	}
+	testkit.Fixtures(t, "testdata/*.yaml", nil, func(b []byte) error {
+		_, err := ParseConfig(b)
+		return err
+	})
 	cfg, err := LoadConfig("testdata/all-in-one.good.yaml")
 	require.NoError(t, err)
 	require.Equal(t, []string{"kafka:9092"}, cfg.Kafka.Brokers)

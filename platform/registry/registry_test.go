@@ -4,10 +4,11 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 
 	"github.com/gale-iot/gale/platform/api"
 )
@@ -21,21 +22,10 @@ func open(t *testing.T, path string) *Registry {
 }
 
 func TestProductFiles(t *testing.T) {
-	files, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			require.NoError(t, err)
-			_, err = ParseProduct(b)
-			if strings.HasSuffix(f, ".bad.yaml") {
-				require.ErrorIs(t, err, ErrInvalid)
-			} else {
-				require.NoError(t, err)
-			}
-		})
-	}
+	testkit.Fixtures(t, "testdata/*.yaml", ErrInvalid, func(b []byte) error {
+		_, err := ParseProduct(b)
+		return err
+	})
 	shipped, err := ShippedProducts()
 	require.NoError(t, err)
 	keys := []string{}
