@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/gale-iot/gale/platform/edge"
+	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/rules"
@@ -312,7 +313,7 @@ func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) 
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: r.fleet.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := httpapi.DefaultConfig().HTTPServer(r.fleet.Handler(), r.log)
 	go func() { _ = srv.Serve(ln) }()
 	go func() {
 		<-ctx.Done()

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/twins"
 	"github.com/gale-iot/gale/twins/direct"
@@ -79,7 +80,7 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 	mux.Handle("/twins/v1/", fleet.Handler())
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpapi.DefaultConfig().HTTPServer(mux, log)
 
 	fmt.Fprintf(stdout, "Gale twins are running.\n  Control API: http://%s/twins/v1/turbines\n  Cloud:       MQTT %s\n", ln.Addr(), *mqttAddr)
 	g, gctx := errgroup.WithContext(ctx)

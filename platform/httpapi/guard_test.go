@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -177,4 +178,26 @@ func TestConfigValidate(t *testing.T) {
 			require.ErrorIs(t, c.Validate(), ErrConfig)
 		})
 	}
+}
+
+// TestHTTPServerCutsSlowHeaders: a server from Config.HTTPServer (as the
+// twins' control API gets it) closes a connection that never finishes its
+// request headers.
+func TestHTTPServerCutsSlowHeaders(t *testing.T) {
+	srv := Config{ReadHeaderTimeout: 200 * time.Millisecond}.HTTPServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+	require.Equal(t, DefaultConfig().WriteTimeout, srv.WriteTimeout, "zero fields take the defaults")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n") // never the blank line
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	_, err = io.ReadAll(c)
+	var ne net.Error
+	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server kept the slow client past its header timeout")
 }

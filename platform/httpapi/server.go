@@ -105,6 +105,22 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// HTTPServer returns a server of h with c's timeouts and header limit
+// (zero fields take the defaults), logging its errors to log at debug level.
+// Every Gale HTTP listener uses it, so none is open to slow clients.
+func (c Config) HTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	c = c.withDefaults()
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+}
+
 // Deps are what the API serves.
 type Deps struct {
 	Registry *registry.Registry
@@ -248,15 +264,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	srv := &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
-		ReadTimeout:       s.cfg.ReadTimeout,
-		WriteTimeout:      s.cfg.WriteTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
+	srv := s.cfg.HTTPServer(s.handler, s.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
 	s.log.Info("http api listening", "addr", s.Addr(), "tls", s.cfg.TLS.Enabled())
