@@ -199,10 +199,16 @@ type RegistryChange struct {
 	Product *Product `json:"product,omitempty"`
 	Device  *Device  `json:"device,omitempty"`
 	Asset   *Asset   `json:"asset,omitempty"`
-	// TokenName is the name of a token whose hash is Key.
+	// TokenName is the name of a token whose hash is Key (records made
+	// before accounts: such a token is a cluster admin's).
 	TokenName string `json:"tokenName,omitempty"`
-	// SealedSecret is the device's secret encrypted with the cluster key
-	// (AES-GCM): on the change log Device.Secret is always empty.
+	// Token is the token (never its secret) whose SHA-256 hash is Key.
+	Token *Token `json:"token,omitempty"`
+	// User is the user whose name is Key; its password hash travels sealed.
+	User *User `json:"user,omitempty"`
+	// SealedSecret is the device's secret, or the user's password hash,
+	// encrypted with the cluster key (AES-GCM): on the change log
+	// Device.Secret and User.PasswordHash are always empty.
 	SealedSecret []byte `json:"sealedSecret,omitempty"`
 	// Origin is the node that made the change; it applied it already and skips it.
 	Origin string `json:"origin"`
@@ -214,4 +220,63 @@ const (
 	ChangeDevice  = "device"
 	ChangeAsset   = "asset"
 	ChangeToken   = "token"
+	ChangeUser    = "user"
 )
+
+// Roles of tokens and users, from the least to the most allowed.
+const (
+	RoleViewer   = "viewer"
+	RoleOperator = "operator"
+	RoleAdmin    = "admin"
+)
+
+// RoleRank orders roles: viewer 1, operator 2, admin 3; 0 for an unknown role.
+func RoleRank(role string) int {
+	switch role {
+	case RoleViewer:
+		return 1
+	case RoleOperator:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// Token kinds: an API token (an application account) or a user's login session.
+const (
+	TokenAPI     = "api"
+	TokenSession = "session"
+)
+
+// Token is an API token or a login session as the registry keeps it: never
+// its secret, which is shown once when it is made and stored only hashed.
+type Token struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Org scopes the token to one org; empty is all orgs (a cluster token).
+	Org  string `json:"org"`
+	Role string `json:"role"`
+	Kind string `json:"kind"`
+	// User is the user a session belongs to.
+	User      string `json:"user,omitempty"`
+	CreatedAt int64  `json:"createdAt"`
+	// ExpiresAt is in Unix milliseconds; 0 never expires.
+	ExpiresAt int64 `json:"expiresAt,omitempty"`
+	Revoked   bool  `json:"revoked,omitempty"`
+	// LastUsedAt is when this node last authenticated the token (Unix
+	// milliseconds, kept by each node, written at most once a minute).
+	LastUsedAt int64 `json:"lastUsedAt,omitempty"`
+}
+
+// User is a person's account: a name and password, scoped to an org (empty:
+// all orgs) with a role.
+type User struct {
+	Name      string `json:"name"`
+	Org       string `json:"org"`
+	Role      string `json:"role"`
+	CreatedAt int64  `json:"createdAt"`
+	// PasswordHash (bcrypt) is set only inside the registry and is never
+	// answered by the API; on the change log it travels sealed.
+	PasswordHash string `json:"passwordHash,omitempty"`
+}

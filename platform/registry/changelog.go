@@ -120,11 +120,9 @@ func (r *Registry) Apply(ctx context.Context, c api.RegistryChange) error {
 		}
 		r.assets[a.ID] = a
 	case api.ChangeToken:
-		if _, err := r.db.ExecContext(ctx, `INSERT INTO tokens(hash, name, created_at) VALUES (?, ?, ?) ON CONFLICT(hash) DO NOTHING`,
-			c.Key, c.TokenName, time.Now().UnixMilli()); err != nil {
-			return fmt.Errorf("apply token: %w", err)
-		}
-		r.tokens[c.Key] = true
+		return r.applyToken(ctx, c)
+	case api.ChangeUser:
+		return r.applyUser(ctx, c)
 	default:
 		return fmt.Errorf("%w: registry change kind %q", ErrInvalid, c.Kind)
 	}

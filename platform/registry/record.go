@@ -48,6 +48,14 @@ func (k *Keys) SealChange(c api.RegistryChange) ([]byte, error) {
 		d.Secret = ""
 		c.Device = &d
 	}
+	if c.User != nil {
+		u := *c.User
+		if u.PasswordHash != "" {
+			c.SealedSecret = sealAEAD(k.wire, u.PasswordHash, userAD(c.Key))
+		}
+		u.PasswordHash = ""
+		c.User = &u
+	}
 	body, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("encode registry change %s %s: %w", c.Kind, c.Key, err)
@@ -99,8 +107,21 @@ func (k *Keys) OpenChange(key, record []byte) (api.RegistryChange, error) {
 		d.Secret, c.SealedSecret = secret, nil
 		c.Device = &d
 	}
+	if c.User != nil && c.SealedSecret != nil {
+		hash, err := openAEAD(k.wire, c.SealedSecret, userAD(c.Key))
+		if err != nil {
+			return c, fmt.Errorf("user %s: %w", c.Key, err)
+		}
+		u := *c.User
+		u.PasswordHash, c.SealedSecret = hash, nil
+		c.User = &u
+	}
 	return c, nil
 }
+
+// userAD is the additional data sealing a user's password hash: it ties the
+// hash to the user and keeps it from being opened as a device's secret.
+func userAD(name string) string { return "user:" + name }
 
 // checkChange checks that c names one entity consistently.
 func checkChange(c *api.RegistryChange) error {
@@ -110,8 +131,11 @@ func checkChange(c *api.RegistryChange) error {
 	if c.Key == "" {
 		return bad("no key")
 	}
-	if c.SealedSecret != nil && c.Kind != api.ChangeDevice {
-		return bad("a sealed secret on a change that is not a device's")
+	if (c.Device != nil && c.Kind != api.ChangeDevice) || (c.User != nil && c.Kind != api.ChangeUser) || (c.Token != nil && c.Kind != api.ChangeToken) {
+		return bad("fields of another kind of change")
+	}
+	if c.SealedSecret != nil && c.Kind != api.ChangeDevice && c.Kind != api.ChangeUser {
+		return bad("a sealed secret on a change that is not a device's or a user's")
 	}
 	switch c.Kind {
 	case api.ChangeProduct:
@@ -141,6 +165,30 @@ func checkChange(c *api.RegistryChange) error {
 	case api.ChangeToken:
 		if b, err := hex.DecodeString(c.Key); err != nil || len(b) != 32 {
 			return bad("key is not a token hash")
+		}
+		if t := c.Token; t != nil && !c.Deleted {
+			switch {
+			case t.ID == "" || len(t.ID) > MaxNameBytes:
+				return bad("token without a valid id")
+			case api.RoleRank(t.Role) == 0:
+				return bad("token role %q", t.Role)
+			case t.Kind != api.TokenAPI && t.Kind != api.TokenSession:
+				return bad("token kind %q", t.Kind)
+			}
+		}
+	case api.ChangeUser:
+		if c.Deleted {
+			break
+		}
+		switch {
+		case c.User == nil || c.User.Name != c.Key:
+			return bad("no user of that name")
+		case api.RoleRank(c.User.Role) == 0:
+			return bad("user role %q", c.User.Role)
+		case c.User.PasswordHash != "":
+			return bad("plaintext password hash")
+		case c.SealedSecret == nil:
+			return bad("no sealed password hash")
 		}
 	default:
 		return bad("unknown kind")

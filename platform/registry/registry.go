@@ -4,7 +4,6 @@
 package registry
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
@@ -16,7 +15,6 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/gale-iot/gale/platform/api"
 	_ "modernc.org/sqlite" // pure-Go SQLite driver
@@ -40,8 +38,6 @@ CREATE TABLE IF NOT EXISTS devices (
 	secret TEXT NOT NULL, enabled INTEGER NOT NULL, org TEXT NOT NULL, site TEXT NOT NULL,
 	gateway_pk TEXT NOT NULL, gateway_dk TEXT NOT NULL, attributes TEXT NOT NULL, created_at INTEGER NOT NULL,
 	PRIMARY KEY (product_key, device_key));
-CREATE TABLE IF NOT EXISTS tokens (
-	hash TEXT PRIMARY KEY, name TEXT NOT NULL, created_at INTEGER NOT NULL);
 `
 
 // Registry is the device registry. It is safe for concurrent use.
@@ -52,7 +48,9 @@ type Registry struct {
 	products map[string]*Model
 	devices  map[deviceID]*api.Device
 	assets   map[string]api.Asset
-	tokens   map[string]bool
+	tokens   map[string]*tokenEntry // by hash
+	tokenIDs map[string]string      // token id → hash
+	users    map[string]*userEntry
 	publish  Publisher
 	origin   string
 	watch    watchers
@@ -63,6 +61,11 @@ type Registry struct {
 	changeMu sync.Mutex
 	// keys seal device secrets in the database; nil stores them in plaintext.
 	keys *Keys
+
+	// bg tracks the background writes of tokens' last use; Close waits for them.
+	bgMu   sync.Mutex
+	bg     sync.WaitGroup
+	closed bool
 }
 
 // Option configures Open.
@@ -96,9 +99,13 @@ func Open(path string, opts ...Option) (*Registry, error) {
 		return nil, fmt.Errorf("open registry %q: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + alertSchema + commandSchema); err != nil {
+	if _, err := db.Exec(schema + alertSchema + commandSchema + accountSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create registry schema in %q: %w", path, err)
+	}
+	if err := migrateAccounts(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("registry %q: %w", path, err)
 	}
 	r := &Registry{db: db}
 	for _, o := range opts {
@@ -111,14 +118,19 @@ func Open(path string, opts ...Option) (*Registry, error) {
 	return r, nil
 }
 
-// Close closes the database.
-func (r *Registry) Close() error { return r.db.Close() }
+// Close closes the database, after the pending writes of tokens' last use.
+func (r *Registry) Close() error {
+	r.bgMu.Lock()
+	r.closed = true
+	r.bgMu.Unlock()
+	r.bg.Wait()
+	return r.db.Close()
+}
 
 func (r *Registry) load() error {
 	r.products = map[string]*Model{}
 	r.devices = map[deviceID]*api.Device{}
 	r.assets = map[string]api.Asset{}
-	r.tokens = map[string]bool{}
 
 	rows, err := r.db.Query(`SELECT key, name, description, model FROM products`)
 	if err != nil {
@@ -185,19 +197,7 @@ func (r *Registry) load() error {
 	}
 	rows.Close()
 
-	rows, err = r.db.Query(`SELECT hash FROM tokens`)
-	if err != nil {
-		return fmt.Errorf("load tokens: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			return fmt.Errorf("load tokens: %w", err)
-		}
-		r.tokens[h] = true
-	}
-	return rows.Err()
+	return r.loadAccounts()
 }
 
 // randomHex returns n random bytes hex-encoded.
@@ -210,54 +210,6 @@ func randomHex(n int) string {
 func hashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
-}
-
-// CreateToken makes a new API token named name and returns it; only its hash is stored.
-func (r *Registry) CreateToken(ctx context.Context, name string) (string, error) {
-	if err := checkName("token name", name); err != nil {
-		return "", err
-	}
-	token := randomHex(24)
-	h := hashToken(token)
-	r.changeMu.Lock()
-	defer r.changeMu.Unlock()
-	if _, err := r.db.ExecContext(ctx, `INSERT INTO tokens(hash, name, created_at) VALUES (?, ?, ?)`, h, name, time.Now().UnixMilli()); err != nil {
-		return "", fmt.Errorf("store token: %w", err)
-	}
-	r.mu.Lock()
-	r.tokens[h] = true
-	r.mu.Unlock()
-	err := r.keep(ctx, api.RegistryChange{Kind: api.ChangeToken, Key: h, TokenName: name}, func(ctx context.Context) error {
-		r.mu.Lock()
-		delete(r.tokens, h)
-		r.mu.Unlock()
-		if _, err := r.db.ExecContext(ctx, `DELETE FROM tokens WHERE hash = ?`, h); err != nil {
-			return fmt.Errorf("delete token: %w", err)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	return token, nil
-}
-
-// ValidToken reports whether token is a known API token.
-func (r *Registry) ValidToken(token string) bool {
-	if token == "" {
-		return false
-	}
-	h := hashToken(token)
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.tokens[h]
-}
-
-// HasTokens reports whether any API token exists.
-func (r *Registry) HasTokens() bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return len(r.tokens) > 0
 }
 
 func sortedKeys[V any](m map[string]V) []string {
