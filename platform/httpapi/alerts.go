@@ -10,8 +10,8 @@ import (
 )
 
 func (s *Server) routeAlerts(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/alerts", s.listAlerts)
-	mux.HandleFunc("POST /api/v1/alerts/{id}/ack", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /api/v1/alerts", s.listAlerts)
+	s.handle(mux, "POST /api/v1/alerts/{id}/ack", func(w http.ResponseWriter, r *http.Request) {
 		id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "alert id must be a number")
@@ -24,8 +24,14 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 		if !decodeJSON(w, r, &body) {
 			return
 		}
-		if body.User == "" {
-			body.User = "admin"
+		// The acknowledgement is the caller's; only an admin records one for another user.
+		p := principal(r)
+		switch {
+		case body.User == "":
+			body.User = p.Name
+		case body.User != p.Name && !p.Has(api.RoleAdmin):
+			writeError(w, http.StatusForbidden, "only an admin acknowledges for another user; leave user out")
+			return
 		}
 		a, err := s.deps.Registry.AckAlert(r.Context(), id, body.User, body.Comment)
 		if err != nil {
@@ -34,10 +40,10 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, a)
 	})
-	mux.HandleFunc("GET /api/v1/rules", func(w http.ResponseWriter, _ *http.Request) {
+	s.handle(mux, "GET /api/v1/rules", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, s.deps.Rules.Rules())
 	})
-	mux.HandleFunc("POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
+	s.handle(mux, "POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.deps.Rules.Reload(); err != nil {
 			writeError(w, http.StatusBadRequest, "rules not reloaded, the previous rules stay: "+err.Error())
 			return

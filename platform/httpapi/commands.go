@@ -27,8 +27,8 @@ const (
 )
 
 func (s *Server) routeCommands(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/devices/{pk}/{dk}/services/{service}", s.invoke)
-	mux.HandleFunc("GET /api/v1/commands/{id}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /api/v1/devices/{pk}/{dk}/services/{service}", s.invoke)
+	s.handle(mux, "GET /api/v1/commands/{id}", func(w http.ResponseWriter, r *http.Request) {
 		c, err := s.deps.Registry.Command(r.Context(), r.PathValue("id"))
 		if err != nil {
 			writeRegistryError(w, err)

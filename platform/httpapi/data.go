@@ -33,7 +33,7 @@ type HistoryPoint struct {
 }
 
 func (s *Server) routeData(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/latest", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}/latest", func(w http.ResponseWriter, r *http.Request) {
 		pk, dk := r.PathValue("pk"), r.PathValue("dk")
 		if _, ok := s.deps.Registry.Device(pk, dk); !ok {
 			writeError(w, http.StatusNotFound, "device "+pk+"/"+dk+" not found")
@@ -41,7 +41,7 @@ func (s *Server) routeData(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"productKey": pk, "deviceKey": dk, "points": s.deps.Latest.Device(pk + "/" + dk)})
 	})
-	mux.HandleFunc("GET /api/v1/assets/{id}/latest", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /api/v1/assets/{id}/latest", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
 		if _, ok := s.deps.Registry.Asset(id); !ok {
 			writeError(w, http.StatusNotFound, "asset "+id+" not found")
@@ -62,7 +62,7 @@ func (s *Server) routeData(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
-	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}/points/{point}/history", s.history)
+	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}/points/{point}/history", s.history)
 }
 
 // history answers raw samples, or step-aggregated values when step is given.

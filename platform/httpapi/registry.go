@@ -9,10 +9,10 @@ import (
 
 func (s *Server) routeRegistry(mux *http.ServeMux) {
 	reg := s.deps.Registry
-	mux.HandleFunc("GET /api/v1/products", func(w http.ResponseWriter, _ *http.Request) {
+	s.handle(mux, "GET /api/v1/products", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, reg.Products())
 	})
-	mux.HandleFunc("POST /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
 		var p api.Product
 		if !decodeJSON(w, r, &p) {
 			return
@@ -24,7 +24,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		m, _ := reg.Model(p.Key)
 		writeJSON(w, http.StatusCreated, m.Product)
 	})
-	mux.HandleFunc("GET /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
 		m, ok := reg.Model(r.PathValue("pk"))
 		if !ok {
 			writeError(w, http.StatusNotFound, "product "+r.PathValue("pk")+" not found")
@@ -32,7 +32,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, m.Product)
 	})
-	mux.HandleFunc("PUT /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "PUT /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
 		var p api.Product
 		if !decodeJSON(w, r, &p) {
 			return
@@ -51,7 +51,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		m, _ := reg.Model(p.Key)
 		writeJSON(w, http.StatusOK, m.Product)
 	})
-	mux.HandleFunc("DELETE /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "DELETE /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
 		if err := reg.DeleteProduct(r.Context(), r.PathValue("pk")); err != nil {
 			writeRegistryError(w, err)
 			return
@@ -59,13 +59,18 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
-	mux.HandleFunc("GET /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		writeJSON(w, http.StatusOK, reg.Devices(registry.DeviceFilter{
+		devices := reg.Devices(registry.DeviceFilter{
 			ProductKey: q.Get("productKey"), Org: q.Get("org"), Site: q.Get("site"), Gateway: q.Get("gateway"),
-		}))
+		})
+		p := principal(r)
+		for i := range devices {
+			hideSecret(p, &devices[i])
+		}
+		writeJSON(w, http.StatusOK, devices)
 	})
-	mux.HandleFunc("POST /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
 		var in struct {
 			api.Device
 			Enabled *bool `json:"enabled"`
@@ -82,15 +87,16 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusCreated, d)
 	})
-	mux.HandleFunc("GET /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
 		d, ok := reg.Device(r.PathValue("pk"), r.PathValue("dk"))
 		if !ok {
 			writeError(w, http.StatusNotFound, "device "+r.PathValue("pk")+"/"+r.PathValue("dk")+" not found")
 			return
 		}
+		hideSecret(principal(r), &d)
 		writeJSON(w, http.StatusOK, d)
 	})
-	mux.HandleFunc("PATCH /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "PATCH /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
 		var p registry.DevicePatch
 		if !decodeJSON(w, r, &p) {
 			return
@@ -102,7 +108,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, d)
 	})
-	mux.HandleFunc("DELETE /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "DELETE /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
 		if err := reg.DeleteDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk")); err != nil {
 			writeRegistryError(w, err)
 			return
@@ -110,10 +116,10 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
-	mux.HandleFunc("GET /api/v1/assets", func(w http.ResponseWriter, _ *http.Request) {
+	s.handle(mux, "GET /api/v1/assets", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, reg.AssetTree())
 	})
-	mux.HandleFunc("POST /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
+	s.handle(mux, "POST /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
 		var a api.Asset
 		if !decodeJSON(w, r, &a) {
 			return
@@ -125,4 +131,11 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusCreated, a)
 	})
+}
+
+// hideSecret blanks d's secret unless p is an admin of d's org.
+func hideSecret(p registry.Principal, d *api.Device) {
+	if !p.Has(api.RoleAdmin) || !p.InOrg(d.Org) {
+		d.Secret = ""
+	}
 }

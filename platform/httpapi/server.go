@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -173,6 +172,9 @@ type Server struct {
 
 	panics   prometheus.Counter
 	requests *prometheus.CounterVec
+	// routes are the authenticated routes registered, with their roles.
+	routes []Route
+	logins *loginLimiter
 }
 
 // New builds the server's routes.
@@ -196,9 +198,15 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	if err := reg.Register(s.requests); err != nil {
 		return nil, fmt.Errorf("register http metrics: %w", err)
 	}
+	s.logins = newLoginLimiter()
+	if err := reg.Register(s.logins.failures); err != nil {
+		return nil, fmt.Errorf("register http metrics: %w", err)
+	}
 	mux := http.NewServeMux()
 	authed := http.NewServeMux()
 	s.routeRegistry(authed)
+	s.routeAccounts(authed)
+	mux.HandleFunc("POST /api/v1/login", s.login)
 	// A cluster node serves the parts of the API its role has.
 	if deps.Storage != nil {
 		s.routeData(authed)
@@ -206,7 +214,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		if err != nil {
 			return nil, err
 		}
-		authed.Handle("/prometheus/", prom)
+		s.handle(authed, "/prometheus/", prom.ServeHTTP)
 	}
 	if deps.Rules != nil {
 		s.routeAlerts(authed)
@@ -215,7 +223,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 		s.routeCommands(authed)
 	}
 	for pattern, h := range deps.Extra {
-		authed.Handle(pattern, h)
+		s.handleExtra(authed, pattern, h)
 	}
 	authed.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint on this node: "+r.Method+" "+r.URL.Path)
@@ -293,23 +301,6 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// authenticate requires a valid bearer token.
-func (s *Server) authenticate(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || token == "" {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="gale"`)
-			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer TOKEN (the admin token is in DATA/admin.token)")
-			return
-		}
-		if !s.deps.Registry.ValidToken(token) {
-			writeError(w, http.StatusUnauthorized, "invalid token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -330,6 +321,10 @@ func writeRegistryError(w http.ResponseWriter, err error) {
 		status = http.StatusConflict
 	case errors.Is(err, registry.ErrInvalid):
 		status = http.StatusBadRequest
+	case errors.Is(err, registry.ErrForbidden):
+		status = http.StatusForbidden
+	case errors.Is(err, registry.ErrUnauthenticated):
+		status = http.StatusUnauthorized
 	case errors.Is(err, registry.ErrNotAnnounced):
 		// The change log (Kafka) did not take the change, which was undone: retry later.
 		status = http.StatusServiceUnavailable

@@ -1,0 +1,158 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+// RouteRoles is the least role each authenticated route needs: viewers
+// read; operators also run commands, acknowledge alerts and reload rules;
+// admins also change the registry (products, devices, assets, tokens,
+// users) and see device secrets. Every route the API registers must be
+// here (registering one that is not panics), so no route is open by
+// accident; docs/security.md carries the same table.
+var RouteRoles = map[string]string{
+	"GET /api/v1/products":             api.RoleViewer,
+	"POST /api/v1/products":            api.RoleAdmin,
+	"GET /api/v1/products/{pk}":        api.RoleViewer,
+	"PUT /api/v1/products/{pk}":        api.RoleAdmin,
+	"DELETE /api/v1/products/{pk}":     api.RoleAdmin,
+	"GET /api/v1/devices":              api.RoleViewer,
+	"POST /api/v1/devices":             api.RoleAdmin,
+	"GET /api/v1/devices/{pk}/{dk}":    api.RoleViewer, // the secret only to an admin
+	"PATCH /api/v1/devices/{pk}/{dk}":  api.RoleAdmin,
+	"DELETE /api/v1/devices/{pk}/{dk}": api.RoleAdmin,
+	"GET /api/v1/assets":               api.RoleViewer,
+	"POST /api/v1/assets":              api.RoleAdmin,
+
+	"GET /api/v1/devices/{pk}/{dk}/latest":                 api.RoleViewer,
+	"GET /api/v1/assets/{id}/latest":                       api.RoleViewer,
+	"GET /api/v1/devices/{pk}/{dk}/points/{point}/history": api.RoleViewer,
+	"/prometheus/": api.RoleViewer, // reads only, POST queries included
+
+	"GET /api/v1/alerts":           api.RoleViewer,
+	"POST /api/v1/alerts/{id}/ack": api.RoleOperator,
+	"GET /api/v1/rules":            api.RoleViewer,
+	"POST /api/v1/rules/reload":    api.RoleOperator,
+
+	"POST /api/v1/devices/{pk}/{dk}/services/{service}": api.RoleOperator,
+	"GET /api/v1/commands/{id}":                         api.RoleViewer,
+
+	"GET /api/v1/tokens":         api.RoleAdmin,
+	"POST /api/v1/tokens":        api.RoleAdmin,
+	"DELETE /api/v1/tokens/{id}": api.RoleAdmin,
+	"GET /api/v1/users":          api.RoleAdmin,
+	"POST /api/v1/users":         api.RoleAdmin,
+}
+
+// PublicRoutes are served without a token.
+var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz", "GET /readyz"}
+
+// Route is a registered route and the least role it needs.
+type Route struct {
+	Pattern string
+	Role    string
+}
+
+// Routes returns the authenticated routes this server registered, with
+// their roles (the handlers of Deps.Extra under the role of each method).
+func (s *Server) Routes() []Route { return append([]Route(nil), s.routes...) }
+
+// handle registers h at pattern behind the role RouteRoles gives it.
+func (s *Server) handle(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
+	role, ok := RouteRoles[pattern]
+	if !ok {
+		panic("httpapi: route " + pattern + " has no role in RouteRoles")
+	}
+	s.routes = append(s.routes, Route{Pattern: pattern, Role: role})
+	mux.Handle(pattern, authorize(func(*http.Request) string { return role }, h))
+}
+
+// extraRole is the role a handler of Deps.Extra (the twin control API)
+// needs: a viewer reads, an operator changes (injects faults, sets the clock).
+func extraRole(r *http.Request) string {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return api.RoleViewer
+	}
+	return api.RoleOperator
+}
+
+// handleExtra registers a handler of Deps.Extra behind extraRole.
+func (s *Server) handleExtra(mux *http.ServeMux, pattern string, h http.Handler) {
+	s.routes = append(s.routes, Route{Pattern: pattern, Role: "GET " + api.RoleViewer + ", else " + api.RoleOperator})
+	mux.Handle(pattern, authorize(extraRole, h.ServeHTTP))
+}
+
+// authorize answers 403 unless the caller's role is at least role(r).
+func authorize(role func(*http.Request) string, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, ok := PrincipalFrom(r.Context())
+		need := role(r)
+		if !ok {
+			writeError(w, http.StatusUnauthorized, "not authenticated")
+			return
+		}
+		if !p.Has(need) {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %s needs role %s or above; %s %q has role %s",
+				r.Method, r.URL.Path, need, p.Kind, p.Name, p.Role))
+			return
+		}
+		h(w, r)
+	})
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p.
+func WithPrincipal(ctx context.Context, p registry.Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the caller that authenticate put in ctx.
+func PrincipalFrom(ctx context.Context) (registry.Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(registry.Principal)
+	return p, ok
+}
+
+// authenticate resolves the bearer token to its principal, put in the
+// request's context; 401 with a reason for a missing, unknown, expired or
+// revoked token.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || token == "" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gale"`)
+			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer TOKEN (the admin token is in DATA/admin.token; users get one from POST /api/v1/login)")
+			return
+		}
+		p, err := s.deps.Registry.Authenticate(token)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="gale", error="invalid_token"`)
+			msg := "invalid token"
+			switch {
+			case errors.Is(err, registry.ErrTokenExpired):
+				msg = "token expired: get a new one (POST /api/v1/login, or from an admin)"
+			case errors.Is(err, registry.ErrTokenRevoked):
+				msg = "token revoked"
+			}
+			writeError(w, http.StatusUnauthorized, msg)
+			return
+		}
+		r2 := r.WithContext(WithPrincipal(r.Context(), p))
+		// guard counts answers by the pattern the inner mux sets on r2, even on a panic.
+		defer func() { r.Pattern = r2.Pattern }()
+		next.ServeHTTP(w, r2)
+	})
+}
+
+// principal returns the request's caller; routes behind authenticate always have one.
+func principal(r *http.Request) registry.Principal {
+	p, _ := PrincipalFrom(r.Context())
+	return p
+}
