@@ -18,7 +18,8 @@ import (
 //
 // The MAC, with the key derived from the cluster key, covers the version,
 // the Kafka message key and the JSON, so neither can be forged nor a
-// record moved under another key. A device's secret travels sealed.
+// record moved under another key. A device's secret and a user's
+// password hash travel sealed; a token travels as its hash only.
 const ChangeRecordVersion = 1
 
 const macSize = 32
