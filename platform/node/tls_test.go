@@ -68,6 +68,7 @@ func stored(t *testing.T, h *nodetest.Harness, dk string, value float64) bool {
 }
 
 func TestMQTTOverTLS(t *testing.T) {
+	requireTool(t, "mosquitto_pub", "mosquitto-clients") // the counts below need every case run
 	h, files, devs := tlsNode(t, pki.ClientAuthOptional)
 	d1Cert, d1Key := deviceCert(t, files, "d1")
 	tests := []struct {
