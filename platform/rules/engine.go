@@ -211,12 +211,17 @@ func (e *Engine) sourceOf(s *Sample) *source {
 	if c.src != nil && c.source == s.Source && (s.Source != "" || c.product == s.Product && c.device == s.Device) {
 		return c.src
 	}
-	key := s.Source
-	if key == "" {
-		key = s.DeviceKey()
+	var src *source
+	if s.Source != "" {
+		src = e.sources[s.Source]
+	} else {
+		src = e.sources[s.Product+"/"+s.Device] // a lookup: the key stays on the stack
 	}
-	src := e.sources[key]
 	if src == nil {
+		key := s.Source
+		if key == "" {
+			key = s.DeviceKey()
+		}
 		src = &source{Lane: s.Lane, lane: e.lane(s.Lane)}
 		e.sources[key] = src
 	}
