@@ -12,6 +12,15 @@ type Sample struct {
 	Org, Product, Device, Site, Point string
 	Time                              int64 // Unix ms, event time
 	Value                             float64
+	// Source names the ordered stream the sample travels in: the gateway a
+	// sub-device sits behind (its sub-devices share one stream), or the
+	// device itself, and the bus partition, e.g. "gw/GW01@3"; "" is the
+	// device's own stream. Lane is the bus partition ("" for one lane):
+	// what arrived on a lane arrived in order. Received is when the platform
+	// received the sample (the broker's clock, Unix ms; 0: Time). Nodata
+	// rules judge silence with them (see Advance).
+	Source, Lane string
+	Received     int64
 }
 
 // DeviceKey is "productKey/deviceKey".
@@ -63,11 +72,40 @@ type Engine struct {
 	watermark int64
 	devices   map[string]*deviceState
 	groups    []map[string]*groupState // by rule index, for count rules
+
+	// The clocks of nodata rules: per source (the stream a device's samples
+	// travel in) and per lane (bus partition); last caches the source of
+	// the previous sample, as records come in runs of one device.
+	sources map[string]*source
+	lanes   map[string]*lane
+	last    struct {
+		source, product, device string
+		src                     *source
+	}
 }
 
 type deviceState struct {
 	points map[string]pointValue
 	rules  map[int]*ruleState
+	src    *source // the stream the device's samples arrived in last
+	srcKey string
+}
+
+// source is what the engine heard from one stream: its newest event time
+// and its newest arrival time.
+type source struct {
+	Event int64  `json:"event"`
+	Recv  int64  `json:"recv"`
+	Lane  string `json:"lane,omitempty"`
+	lane  *lane
+}
+
+// lane is a bus partition: Done is the arrival time up to which everything
+// sent on it has been observed; Behind says the consumer knows it is not
+// (the partition has unread records), so the wall clock does not move it.
+type lane struct {
+	Done   int64 `json:"done"`
+	Behind bool  `json:"behind,omitempty"`
 }
 
 type groupState struct {
@@ -94,7 +132,7 @@ type ruleState struct {
 
 // NewEngine returns an engine for rules; sites resolves asset scopes (nil: asset scopes match nothing).
 func NewEngine(rules []*Rule, sites AssetSites) *Engine {
-	e := &Engine{devices: map[string]*deviceState{}}
+	e := &Engine{devices: map[string]*deviceState{}, sources: map[string]*source{}, lanes: map[string]*lane{}}
 	e.SetRules(rules, sites)
 	return e
 }
@@ -158,6 +196,62 @@ func (e *Engine) device(key string) *deviceState {
 	return d
 }
 
+func (e *Engine) lane(name string) *lane {
+	l := e.lanes[name]
+	if l == nil {
+		l = &lane{}
+		e.lanes[name] = l
+	}
+	return l
+}
+
+// sourceOf returns the source of s, creating it.
+func (e *Engine) sourceOf(s *Sample) *source {
+	c := &e.last
+	if c.src != nil && c.source == s.Source && (s.Source != "" || c.product == s.Product && c.device == s.Device) {
+		return c.src
+	}
+	var src *source
+	if s.Source != "" {
+		src = e.sources[s.Source]
+	} else {
+		src = e.sources[s.Product+"/"+s.Device] // a lookup: the key stays on the stack
+	}
+	if src == nil {
+		key := s.Source
+		if key == "" {
+			key = s.DeviceKey()
+		}
+		src = &source{Lane: s.Lane, lane: e.lane(s.Lane)}
+		e.sources[key] = src
+	}
+	c.source, c.product, c.device, c.src = s.Source, s.Product, s.Device, src
+	return src
+}
+
+// hear moves the clocks of the sample's source and lane.
+func (e *Engine) hear(s *Sample) *source {
+	src := e.sourceOf(s)
+	recv := s.Received
+	if recv == 0 {
+		recv = s.Time
+	}
+	if s.Time > src.Event {
+		src.Event = s.Time
+	}
+	if recv > src.Recv {
+		src.Recv = recv
+	}
+	if recv > src.lane.Done {
+		src.lane.Done = recv
+	}
+	return src
+}
+
+// Heard records a sample that is not evaluated (one of bad quality) as a
+// sign of life of its source: the stream delivered up to s.Time.
+func (e *Engine) Heard(s Sample) { e.hear(&s) }
+
 // Observe evaluates a live sample. Samples not newer than the last one of
 // their device and point (late or duplicated) are not evaluated; it reports
 // them with ok false.
@@ -165,12 +259,19 @@ func (e *Engine) Observe(s Sample) (out []Transition, ok bool) {
 	if s.Time > e.watermark {
 		e.watermark = s.Time
 	}
+	src := e.hear(&s)
 	rules := e.byPoint[s.Point]
 	if len(rules) == 0 {
 		return nil, true
 	}
 	key := s.DeviceKey()
 	d := e.device(key)
+	if d.src != src {
+		d.src, d.srcKey = src, s.Source
+		if s.Source == "" {
+			d.srcKey = key
+		}
+	}
 	prev, seen := d.points[s.Point]
 	if seen && s.Time <= prev.T {
 		return nil, false
@@ -196,17 +297,22 @@ func (e *Engine) Observe(s Sample) (out []Transition, ok bool) {
 		case TypeNoData:
 			rs := stateOf(d.rules, i, s)
 			if !rs.Firing && rs.Last > 0 && s.Time-rs.Last > r.After.Millis() {
-				// The silence ended before Advance saw it: raise the episode it was.
+				// The device's own stream shows the gap: the episode is
+				// [previous sample + after, this sample), whenever it arrives.
 				rs.Firing, rs.Since = true, rs.Last+r.After.Millis()
 				out = append(out, e.transition(i, Firing, key, rs, rs.Since, prev.V, s.Point))
 			}
 			rs.Last = s.Time
 			if rs.Firing {
-				// A sample that arrives late (other devices moved event time past
-				// the silence first) may be older than the firing: the episode
-				// then ends as it began, never before.
 				rs.Firing = false
-				out = append(out, e.transition(i, Resolved, key, rs, max(s.Time, rs.Since), s.Value, s.Point))
+				at := s.Time
+				if at <= rs.Since {
+					// No gap after all: the episode was raised because the whole
+					// source said nothing (see Advance) and the data was only
+					// late. It ended when the data arrived, never as it began.
+					at = max(s.Received, rs.Since+1)
+				}
+				out = append(out, e.transition(i, Resolved, key, rs, at, s.Value, s.Point))
 			}
 		}
 	}
@@ -343,14 +449,54 @@ func (e *Engine) ObserveEvent(org, product, device, site, event string, t int64)
 	return out
 }
 
-// Advance raises what the passage of event time implies: nodata alerts for
-// silent points, and the resolution of event alerts with no new event.
-// watermark only moves forward; pass 0 to use the newest event time seen.
-func (e *Engine) Advance(watermark int64) []Transition {
-	if watermark > e.watermark {
-		e.watermark = watermark
+// SetLaneBehind says whether the consumer knows lane to have unread records;
+// Advance's clock does not move a lane that is behind.
+func (e *Engine) SetLaneBehind(name string, behind bool) { e.lane(name).Behind = behind }
+
+// SetLanesBehind marks every lane known as behind or not (after a restart,
+// until the consumer has caught up; once it is idle).
+func (e *Engine) SetLanesBehind(behind bool) {
+	for _, l := range e.lanes {
+		l.Behind = behind
 	}
-	now := e.watermark
+}
+
+// slack is how far a source's event time must run past a device's nodata
+// deadline before the device counts as silent: a gateway's sub-devices
+// arrive in near, not strict, event-time order.
+func slack(after int64) int64 { return min(after/4, 15_000) }
+
+// Advance raises what the passage of time implies: nodata alerts for silent
+// points, and the resolution of event alerts with no new event.
+//
+// now > 0 is a clock that every stream not behind has reached (the wall
+// clock less a grace): it moves event time for event rules and the arrival
+// time of every lane not behind. Pass 0 to use what was observed.
+//
+// A nodata rule for device D, whose newest sample of the point is at T,
+// fires with StartedAt T+after (event time) when D's source shows the gap:
+// its event time ran past T+after (+ slack, for near-order) while D's point
+// did not — other sub-devices of D's gateway on the same lane, or other
+// points of D, are current; or when the source said nothing at all for
+// after, in arrival time, on a lane observed up to then (a gateway or
+// device that is down; on an idle lane the wall clock moves arrival time).
+// A source that is merely behind (an edge replaying slowly, a lagging
+// partition) keeps sending or keeps its lane behind, so its devices do not
+// fire however far other devices' event time ran ahead. A gap that neither
+// rule saw is raised, fired and resolved, by the sample that ends it
+// (Observe).
+func (e *Engine) Advance(now int64) []Transition {
+	if now > e.watermark {
+		e.watermark = now
+	}
+	if now > 0 {
+		for _, l := range e.lanes {
+			if !l.Behind && now > l.Done {
+				l.Done = now
+			}
+		}
+	}
+	wm := e.watermark
 	var out []Transition
 	for key, d := range e.devices {
 		for i, rs := range d.rules {
@@ -358,11 +504,16 @@ func (e *Engine) Advance(watermark int64) []Transition {
 			switch {
 			case r.Type == TypeNoData && !rs.Firing:
 				pv, ok := d.points[r.Point]
-				if ok && now-pv.T > r.After.Millis() {
-					rs.Firing, rs.Since = true, pv.T+r.After.Millis()
+				if !ok || d.src == nil {
+					continue
+				}
+				after := r.After.Millis()
+				deadline := pv.T + after
+				if src := d.src; src.Event > deadline+slack(after) || src.lane.Done-src.Recv > after {
+					rs.Firing, rs.Since = true, deadline
 					out = append(out, e.transition(i, Firing, key, rs, rs.Since, pv.V, r.Point))
 				}
-			case r.Type == TypeEvent && rs.Firing && r.ResolveAfter > 0 && now-rs.Last >= r.ResolveAfter.Millis():
+			case r.Type == TypeEvent && rs.Firing && r.ResolveAfter > 0 && wm-rs.Last >= r.ResolveAfter.Millis():
 				out = append(out, e.transition(i, Resolved, key, rs, rs.Last+r.ResolveAfter.Millis(), 0, ""))
 				delete(d.rules, i)
 			}
@@ -400,6 +551,11 @@ type snapshot struct {
 	Latest    map[string]map[string]pointValue   `json:"latest"` // device → point → newest value
 	Rules     map[string]map[string]*ruleState   `json:"rules"`  // rule → key → state
 	Groups    map[string]map[string]groupMembers `json:"groups"` // count rule → group → members
+	// Since issue 13 part 4 (absent in older snapshots: each device is then
+	// its own source, heard last at its newest sample, on lane "").
+	Sources       map[string]*source `json:"sources,omitempty"`       // source → clocks
+	Lanes         map[string]*lane   `json:"lanes,omitempty"`         // lane → arrival clock
+	DeviceSources map[string]string  `json:"deviceSources,omitempty"` // device → source, where not the device itself
 }
 
 type groupMembers struct {
@@ -421,7 +577,14 @@ func (e *Engine) snapshot() snapshot {
 		for i, rs := range d.rules {
 			put(e.rules[i].Name, key, rs)
 		}
+		if d.src != nil && d.srcKey != key {
+			if s.DeviceSources == nil {
+				s.DeviceSources = map[string]string{}
+			}
+			s.DeviceSources[key] = d.srcKey
+		}
 	}
+	s.Sources, s.Lanes = e.sources, e.lanes
 	for i, gs := range e.groups {
 		for group, g := range gs {
 			if s.Groups[e.rules[i].Name] == nil {
@@ -446,8 +609,39 @@ func (e *Engine) restore(s snapshot) {
 	e.watermark = s.Watermark
 	e.devices = map[string]*deviceState{}
 	e.groups = nil
+	e.last.src = nil
+	e.sources, e.lanes = map[string]*source{}, map[string]*lane{}
+	for name, l := range s.Lanes {
+		if l != nil {
+			c := *l
+			e.lanes[name] = &c
+		}
+	}
+	for key, src := range s.Sources {
+		if src != nil {
+			c := *src
+			c.lane = e.lane(c.Lane)
+			e.sources[key] = &c
+		}
+	}
 	for key, pts := range s.Latest {
-		e.device(key).points = pts
+		d := e.device(key)
+		d.points = pts
+		d.srcKey = key
+		if k, ok := s.DeviceSources[key]; ok {
+			d.srcKey = k
+		}
+		d.src = e.sources[d.srcKey]
+		if d.src == nil && len(pts) > 0 {
+			// A snapshot from before sources: the device is its own
+			// source, heard last when its newest sample was (event time).
+			var newest int64
+			for _, pv := range pts {
+				newest = max(newest, pv.T)
+			}
+			d.src = &source{Event: newest, Recv: newest, lane: e.lane("")}
+			e.sources[key], d.srcKey = d.src, key
+		}
 	}
 	for name, keys := range s.Rules {
 		i, ok := index[name]

@@ -7,7 +7,9 @@ import "github.com/gale-iot/gale/platform/api"
 // none flagged with a bad quality (an edge's last good value when a read
 // failed, a sensor the device distrusts): such a value says nothing about
 // the plant now, so it neither trips a threshold nor keeps a no-data rule quiet.
-func liveSamples(rec *api.Record) []Sample {
+//
+// source and lane name the stream the record came in (see Sample).
+func liveSamples(rec *api.Record, source, lane string) []Sample {
 	if rec.Kind != api.RecordPost {
 		return nil
 	}
@@ -16,18 +18,42 @@ func liveSamples(rec *api.Record) []Sample {
 		if s.HasQuality && s.Quality != api.QualityGood {
 			continue
 		}
-		out = append(out, Sample{Org: rec.Org, Product: rec.Product, Device: rec.Device, Site: rec.Site, Point: s.Point, Time: s.Time, Value: s.Value})
+		out = append(out, Sample{Org: rec.Org, Product: rec.Product, Device: rec.Device, Site: rec.Site, Point: s.Point, Time: s.Time, Value: s.Value,
+			Source: source, Lane: lane, Received: rec.Received})
 	}
 	return out
 }
 
-// recordOf wraps one sample in a record, as the broker would have sent it,
-// with a quality flag unless quality is good.
-func recordOf(s Sample, resume bool, quality uint8) api.Record {
+// observeRecord evaluates the live samples of a telemetry record; late
+// counts those not evaluated because a newer sample of their point was seen.
+// The samples left out for their quality still show that the record's
+// source is alive and how far its event time got (Engine.Heard).
+func observeRecord(e *Engine, rec *api.Record, source, lane string, out []Transition) (_ []Transition, late int) {
+	live := liveSamples(rec, source, lane)
+	for _, smp := range live {
+		ts, ok := e.Observe(smp)
+		if !ok {
+			late++
+		}
+		out = append(out, ts...)
+	}
+	if rec.Kind == api.RecordPost && len(live) < len(rec.Samples) {
+		h := Sample{Org: rec.Org, Product: rec.Product, Device: rec.Device, Site: rec.Site, Source: source, Lane: lane, Received: rec.Received}
+		for _, s := range rec.Samples {
+			h.Time = max(h.Time, s.Time)
+		}
+		e.Heard(h)
+	}
+	return out, late
+}
+
+// recordOf wraps one sample in a record, as the broker would have sent it
+// on receiving it at received, with a quality flag unless quality is good.
+func recordOf(s Sample, received int64, resume bool, quality uint8) api.Record {
 	kind := api.RecordPost
 	if resume {
 		kind = api.RecordResume
 	}
-	return api.Record{Kind: kind, Org: s.Org, Product: s.Product, Device: s.Device, Site: s.Site, Received: s.Time,
+	return api.Record{Kind: kind, Org: s.Org, Product: s.Product, Device: s.Device, Site: s.Site, Received: received,
 		Samples: []api.Sample{{Point: s.Point, Time: s.Time, Value: s.Value, Quality: quality, HasQuality: quality != api.QualityGood}}}
 }

@@ -35,26 +35,31 @@ type TestCase struct {
 	BadQuality []TestSeries `yaml:"badQuality"`
 	// RestartAt restarts the engine from its snapshot at these stream times.
 	RestartAt []Duration `yaml:"restartAt"`
-	// Until advances event time to this offset at the end (for nodata and event resolution).
+	// Until advances the clock to this offset at the end, as the wall clock
+	// does when every stream is current (for nodata and event resolution).
 	Until  Duration        `yaml:"until"`
 	Expect []ExpectedAlert `yaml:"expect"`
 }
 
-// TestDevice is a device's identity in a test.
+// TestDevice is a device's identity in a test. Gateway names the gateway a
+// sub-device sits behind: its sub-devices share one stream (see Sample.Source).
 type TestDevice struct {
 	Product string `yaml:"product"`
 	Site    string `yaml:"site"`
 	Org     string `yaml:"org"`
+	Gateway string `yaml:"gateway"`
 }
 
 // TestSeries is a device point's values, one every Interval: numbers,
-// "NxK" for N repeated K times, and "_" for a missing sample.
+// "NxK" for N repeated K times, and "_" (or "_xK") for a missing sample. Delay makes
+// each sample arrive that long after its time (a lagging edge or partition).
 type TestSeries struct {
 	Device   string   `yaml:"device"`
 	Point    string   `yaml:"point"`
 	Start    Duration `yaml:"start"`
 	Interval Duration `yaml:"interval"`
 	Values   string   `yaml:"values"`
+	Delay    Duration `yaml:"delay"`
 }
 
 // TestSample is one sample at At, arriving at Arrive.
@@ -141,7 +146,7 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 		if d.Org == "" {
 			d.Org = "test"
 		}
-		return Sample{Org: d.Org, Product: d.Product, Device: name, Site: d.Site}, nil
+		return Sample{Org: d.Org, Product: d.Product, Device: name, Site: d.Site, Source: d.Gateway}, nil
 	}
 	addSeries := func(series []TestSeries, resume bool, quality uint8) error {
 		for _, s := range series {
@@ -160,7 +165,7 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 				smp := id
 				smp.Point, smp.Value = s.Point, *v
 				smp.Time = testEpoch + s.Start.Millis() + int64(i)*s.Interval.Millis()
-				stream = append(stream, arrival{at: smp.Time, arrive: smp.Time, sample: &smp, resume: resume, quality: quality})
+				stream = append(stream, arrival{at: smp.Time, arrive: smp.Time + s.Delay.Millis(), sample: &smp, resume: resume, quality: quality})
 			}
 		}
 		return nil
@@ -238,12 +243,11 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 			}
 		}
 		if a.sample != nil {
-			// The same path as the consumer: a record whose live samples are evaluated.
-			rec := recordOf(*a.sample, a.resume, a.quality)
-			for _, smp := range liveSamples(&rec) {
-				ts, _ := eng.Observe(smp)
-				record(ts)
-			}
+			// The same path as the consumer: a record whose live samples are
+			// evaluated, received when it arrives.
+			rec := recordOf(*a.sample, a.arrive, a.resume, a.quality)
+			ts, _ := observeRecord(eng, &rec, a.sample.Source, "", nil)
+			record(ts)
 		} else {
 			id, _ := ident(a.event.Device)
 			record(eng.ObserveEvent(id.Org, id.Product, id.Device, id.Site, a.event.Event, a.at))
@@ -260,14 +264,10 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 	return out, nil
 }
 
-// expandValues reads "1 2 3x4 _ 5": nil entries are gaps.
+// expandValues reads "1 2 3x4 _ 5 _x3": nil entries are gaps.
 func expandValues(s string) ([]*float64, error) {
 	var out []*float64
 	for _, f := range strings.Fields(s) {
-		if f == "_" {
-			out = append(out, nil)
-			continue
-		}
 		val, rep, ok := strings.Cut(f, "x")
 		n := 1
 		if ok {
@@ -276,12 +276,16 @@ func expandValues(s string) ([]*float64, error) {
 				return nil, fmt.Errorf("bad repeat %q", f)
 			}
 		}
-		v, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			return nil, fmt.Errorf("bad value %q", f)
+		var v *float64
+		if val != "_" {
+			x, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				return nil, fmt.Errorf("bad value %q", f)
+			}
+			v = &x
 		}
 		for range n {
-			out = append(out, &v)
+			out = append(out, v)
 		}
 	}
 	return out, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -41,6 +42,16 @@ type Service struct {
 	engine *Engine
 	rec    api.Record
 
+	// Streams, for nodata rules: the gateway of each device (from the
+	// registry, when the store is one), the source name of each device and
+	// partition, the lane name of each partition, and when a batch was last
+	// handled (a consumer idle for idleAfter has read every partition).
+	devices    deviceLookup
+	sources    map[sourceKey]string
+	laneNames  []string
+	lastHandle time.Time
+	idleAfter  time.Duration
+
 	samples     prometheus.Counter
 	late        prometheus.Counter
 	transitions *prometheus.CounterVec
@@ -51,6 +62,20 @@ type Service struct {
 
 // stateName is the snapshot's name in the store.
 const stateName = "stream"
+
+// idleAfter is how long the consumer must have handed nothing before every
+// partition counts as read to its end, so that the wall clock moves all lanes.
+const idleAfter = 15 * time.Second
+
+// deviceLookup finds a device in the registry (for the gateway of a sub-device).
+type deviceLookup interface {
+	Device(pk, dk string) (api.Device, bool)
+}
+
+type sourceKey struct {
+	product, device string
+	partition       int
+}
 
 // NewService loads the rule files of dir (see Files) and the engine's saved
 // state. A file that fails validation is refused (logged with file:line) and
@@ -65,6 +90,7 @@ func NewService(ctx context.Context, dir string, sites AssetSites, store AlertSt
 		log.Error("rule file refused; the node runs on without it", "err", err)
 	}
 	s := &Service{store: store, producer: producer, sites: sites, dir: dir, log: log, engine: NewEngine(rules, sites),
+		sources: map[sourceKey]string{}, lastHandle: time.Now(), idleAfter: idleAfter,
 		samples: prometheus.NewCounter(prometheus.CounterOpts{Name: "gale_rules_samples_total", Help: "Live samples evaluated by the event engine."}),
 		late:    prometheus.NewCounter(prometheus.CounterOpts{Name: "gale_rules_late_samples_total", Help: "Samples not evaluated because a newer one of their point was already seen."}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -89,8 +115,40 @@ func NewService(ctx context.Context, dir string, sites AssetSites, store AlertSt
 		if err := s.engine.Restore(snap); err != nil {
 			return nil, err
 		}
+		// Until the consumer shows a partition read to its end (or goes
+		// idle), the wall clock must not declare its devices silent: their
+		// records of the time the node was down are still to be read.
+		s.engine.SetLanesBehind(true)
 	}
+	s.devices, _ = store.(deviceLookup)
 	return s, nil
+}
+
+// lane names m's partition and records whether the consumer has read it to its end.
+func (s *Service) lane(m *kafka.Message) string {
+	for len(s.laneNames) <= m.Partition {
+		s.laneNames = append(s.laneNames, strconv.Itoa(len(s.laneNames)))
+	}
+	name := s.laneNames[m.Partition]
+	s.engine.SetLaneBehind(name, m.HighWaterMark > 0 && m.Offset+1 < m.HighWaterMark)
+	return name
+}
+
+// source names the stream rec came in: its gateway (or itself) and the partition.
+func (s *Service) source(rec *api.Record, partition int) string {
+	k := sourceKey{rec.Product, rec.Device, partition}
+	if name, ok := s.sources[k]; ok {
+		return name
+	}
+	stream := rec.Product + "/" + rec.Device
+	if s.devices != nil {
+		if d, ok := s.devices.Device(rec.Product, rec.Device); ok && d.GatewayDeviceKey != "" {
+			stream = d.GatewayProductKey + "/" + d.GatewayDeviceKey
+		}
+	}
+	name := stream + "@" + strconv.Itoa(partition)
+	s.sources[k] = name
+	return name
 }
 
 // Handle evaluates a batch of telemetry records and device events.
@@ -106,13 +164,10 @@ func (s *Service) Handle(ctx context.Context, batch []kafka.Message) error {
 				s.log.Warn("skipping undecodable telemetry record", "offset", m.Offset, "err", err)
 				continue
 			}
-			for _, smp := range liveSamples(&s.rec) {
-				out, ok := s.engine.Observe(smp)
-				if !ok {
-					s.late.Inc()
-				}
-				ts = append(ts, out...)
-			}
+			lane := s.lane(m)
+			var late int
+			ts, late = observeRecord(s.engine, &s.rec, s.source(&s.rec, m.Partition), lane, ts)
+			s.late.Add(float64(late))
 			s.samples.Add(float64(len(s.rec.Samples)))
 		case api.TopicEvents:
 			var ev api.DeviceEvent
@@ -123,15 +178,22 @@ func (s *Service) Handle(ctx context.Context, batch []kafka.Message) error {
 		}
 	}
 	ts = append(ts, s.engine.Advance(0)...)
+	s.lastHandle = time.Now()
 	s.mu.Unlock()
 	s.evalSeconds.Observe(time.Since(start).Seconds())
 	return s.apply(ctx, ts)
 }
 
-// AdvanceTo moves event time to at least t (wall clock, for nodata rules when
-// every device went silent) and applies what follows.
+// AdvanceTo moves the clock of every partition read to its end to at least t
+// (the wall clock less a grace, for nodata rules when a whole gateway or
+// every device went silent), and event time for event rules, and applies
+// what follows. A partition the consumer has not read to its end keeps the
+// arrival time of its last record read.
 func (s *Service) AdvanceTo(ctx context.Context, t time.Time) error {
 	s.mu.Lock()
+	if time.Since(s.lastHandle) >= s.idleAfter {
+		s.engine.SetLanesBehind(false)
+	}
 	ts := s.engine.Advance(t.UnixMilli())
 	s.mu.Unlock()
 	return s.apply(ctx, ts)
@@ -200,6 +262,7 @@ func (s *Service) Reload() error {
 	}
 	s.mu.Lock()
 	s.engine.SetRules(rules, s.sites)
+	clear(s.sources) // a sub-device may have moved to another gateway
 	s.mu.Unlock()
 	s.rulesLoaded.Set(float64(len(rules)))
 	s.refused.Set(0)
