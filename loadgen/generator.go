@@ -402,7 +402,6 @@ func (g *Generator) stepSearch(ctx context.Context, start time.Time) ([]StepRepo
 	s := g.cfg.Step
 	g.rec.begin(start, 0, 0)
 	var steps []StepReport
-	best := 0.0
 	rate := g.cfg.TotalRate()
 	for range s.MaxSteps {
 		r := rate / float64(len(g.devs))
@@ -423,23 +422,61 @@ func (g *Generator) stepSearch(ctx context.Context, start time.Time) ([]StepRepo
 		st := stepReport(rec.snapshot(), s, g.cfg.QoS == 1)
 		steps = append(steps, st)
 		g.log.Info("step done", "offered", st.Offered, "achieved", st.Achieved, "puback_p99_ms", st.PubackP99, "errors", st.Errors, "pass", st.Pass, "why", st.Why)
-		if !st.Pass || ctx.Err() != nil {
+		if g.progressW != nil {
+			fmt.Fprintln(g.progressW, stepLine(len(steps), st, bestRate(steps)))
+		}
+		if !continueSearch(steps) || ctx.Err() != nil {
 			break
 		}
-		best = st.Achieved
 		rate *= s.Factor
 	}
-	return steps, best
+	return steps, bestRate(steps)
+}
+
+// stepLine is the progress line of step n (from 1) of a search.
+func stepLine(n int, st StepReport, best float64) string {
+	verdict := "pass"
+	if !st.Pass {
+		verdict = "FAIL (" + st.Why + ")"
+	}
+	return fmt.Sprintf("step %2d: offered %7.0f/s achieved %7.0f/s (%5.1f%%) PUBACK p50 %7.1fms p99 %7.1fms errors %d: %s; best so far %.0f/s",
+		n, st.Offered, st.Achieved, 100*ratio(st.Achieved, st.Offered), st.PubackP50, st.PubackP99, st.Errors, verdict, best)
+}
+
+// continueSearch reports whether a search that measured steps goes on: until its first failing step.
+func continueSearch(steps []StepReport) bool {
+	return len(steps) == 0 || steps[len(steps)-1].Pass
+}
+
+// bestRate is a search's result: the highest achieved rate among the
+// passing steps before the first failing one (a step that passes after a
+// failure, by luck of a quieter moment, does not count).
+func bestRate(steps []StepReport) float64 {
+	best := 0.0
+	for _, st := range steps {
+		if !st.Pass {
+			break
+		}
+		best = max(best, st.Achieved)
+	}
+	return best
 }
 
 func stepReport(s snapshot, cfg StepConfig, qos1 bool) StepReport {
-	st := StepReport{Offered: s.offeredRate, Achieved: s.achievedRate, Pass: true}
+	st := StepReport{Offered: s.offeredRate, Achieved: s.achievedRate}
 	if l, ok := s.latency["puback"]; ok {
 		st.PubackP50, st.PubackP99 = l.P50, l.P99
 	}
 	for _, n := range s.errors {
 		st.Errors += n
 	}
+	return judgeStep(st, cfg, qos1)
+}
+
+// judgeStep decides whether measured step st passes: no errors, at least
+// cfg.MinRatio of its offered rate achieved and (QoS 1) PUBACK p99 within cfg.MaxP99.
+func judgeStep(st StepReport, cfg StepConfig, qos1 bool) StepReport {
+	st.Pass, st.Why = true, ""
 	switch {
 	case st.Errors > 0:
 		st.Pass, st.Why = false, fmt.Sprintf("%d errors", st.Errors)

@@ -236,13 +236,16 @@ func (r *Report) text(b *strings.Builder, indent string) {
 			}
 			p("           %10.0f %10.0f %9.2f %9.2f %7d  %s", s.Offered, s.Achieved, s.PubackP50, s.PubackP99, s.Errors, verdict)
 		}
-		p("max sustained rate  %.0f msgs/s", r.MaxSustainedRate)
+		p("max sustained rate  %.0f msgs/s (the highest achieved rate of a passing step before the first failure)", r.MaxSustainedRate)
 	}
 	if r.Baseline != nil {
 		p("baseline (plain broker at %s):", r.Baseline.MQTTAddr)
 		r.Baseline.text(b, indent+"  | ")
 		c := r.Comparison
 		p("vs plain   rate %.2f×, PUBACK p50 %.2f×, p99 %.2f×", c.RateRatio, c.PubackP50Ratio, c.PubackP99Ratio)
+		if r.Steps != nil && r.Baseline.Steps != nil {
+			p("step search  max sustained rate %.0f msgs/s, plain broker %.0f msgs/s: %.2f×", r.MaxSustainedRate, r.Baseline.MaxSustainedRate, c.RateRatio)
+		}
 	}
 	for _, s := range r.SLO {
 		p("slo        %s", s)

@@ -109,8 +109,14 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 			fmt.Sprintf("device is above its rate limit of %g messages/s", h.cfg.RateLimit))
 	}
 	var req api.Request
-	if err := json.Unmarshal(pk.Payload, &req); err != nil {
-		return nil, refuse("", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
+	var post *api.MeasurepointParams
+	if isPost(topic.Kind) {
+		post = decodePost(pk.Payload, &req)
+	}
+	if post == nil {
+		if err := json.Unmarshal(pk.Payload, &req); err != nil {
+			return nil, refuse("", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
+		}
 	}
 	dev, ok := h.devices.Device(topic.ProductKey, topic.DeviceKey)
 	if !ok || !dev.Enabled {
@@ -139,7 +145,15 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		if topic.Kind != api.KindMeasurepointPost {
 			rec.Kind, e.kind = api.RecordResume, "resume"
 		}
-		if code, reason, err := validateSamples(&rec, req.Params, model, win); err != nil {
+		var code int
+		var reason string
+		var err error
+		if post != nil {
+			code, reason, err = validateBatch(&rec, []api.MeasurepointParams{*post}, model, win)
+		} else {
+			code, reason, err = validateSamples(&rec, req.Params, model, win)
+		}
+		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
 		// The buffer goes back to the pool once Kafka is done with it.
@@ -291,6 +305,43 @@ func validateSamples(rec *api.Record, raw json.RawMessage, model *registry.Model
 	default:
 		return api.CodeBadRequest, "bad_json", errors.New("params must be an object or an array of objects")
 	}
+	return validateBatch(rec, batch, model, win)
+}
+
+// isPost reports whether kind is a measurepoint post, resume or resume batch.
+func isPost(kind api.Kind) bool {
+	return kind == api.KindMeasurepointPost || kind == api.KindMeasurepointResume || kind == api.KindMeasurepointResumeBatch
+}
+
+// paramsKey finds the params member, to count it.
+var paramsKey = []byte(`"params"`)
+
+// decodePost decodes a measurepoint request whose params is one object in a
+// single pass (the common form): it sets req's ID, Version and Method and
+// returns the params. It returns nil for anything else, which is then
+// decoded as before (api.Request, then params a second time), with the same
+// replies: malformed JSON, params missing, null or an array, a member named
+// with escapes, or params given twice (a struct decode would merge the two
+// objects' measurepoints where the RawMessage keeps the last).
+func decodePost(payload []byte, req *api.Request) *api.MeasurepointParams {
+	if bytes.Count(payload, paramsKey) != 1 || bytes.IndexByte(payload, '\\') >= 0 {
+		return nil
+	}
+	var r struct {
+		ID      string                 `json:"id"`
+		Version string                 `json:"version"`
+		Method  string                 `json:"method"`
+		Params  api.MeasurepointParams `json:"params"`
+	}
+	if json.Unmarshal(payload, &r) != nil || r.Params.Measurepoints == nil {
+		return nil
+	}
+	req.ID, req.Version, req.Method = r.ID, r.Version, r.Method
+	return &r.Params
+}
+
+// validateBatch validates decoded measurepoint params against model and the time window into rec.
+func validateBatch(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
 	if len(batch) == 0 {
 		return api.CodeBadRequest, "no_points", errors.New("params is an empty array")
 	}

@@ -138,6 +138,8 @@ func (c *rawClient) read(wait time.Duration) (packets.Packet, error) {
 		err = pk.ConnackDecode(body)
 	case packets.Puback:
 		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
 	}
 	return pk, err
 }

@@ -52,22 +52,34 @@ func newWriter(brokers []string, cfg Config, transport *kafka.Transport, ordered
 
 // AsyncProducer writes messages without waiting for them: each message's
 // completion is called once all in-sync replicas have it (acks=all) or the
-// write failed. One goroutine takes every message queued meanwhile (up to
-// cfg.BatchSize) and writes them in one call, waiting for it: batches grow
-// with the load and the produce latency, so a slow round trip makes bigger
-// requests rather than a backlog of small ones (kafka-go's async mode
-// closes a batch every BatchTimeout and writes a partition's batches one
-// after another, which queues without bound once a round trip takes longer
-// than the linger). Messages are written in the order they were sent.
+// write failed.
+//
+// Messages are spread by key over lanes, one per partition (cfg.Partitions),
+// with the writer's own key hash: when the topic has that many partitions a
+// lane feeds exactly one partition. Each lane's goroutine takes every message
+// queued on it meanwhile (up to laneBatch) and writes them in one call,
+// waiting for it, so batches grow with the load and the produce latency, and
+// the lanes' requests are in flight at the same time (one lane used to carry
+// every partition: a write waited for the slowest partition and for the
+// writer's linger before the next could start).
+//
+// Order: messages with the same key go to the same lane, which starts a
+// write only after the previous one returned (retries included), so a key's
+// messages reach Kafka in the order they were sent, as they did with one
+// writer; across keys there is no order, which nothing relies on (a
+// connection's PUBACKs are ordered by the broker's pipeline, whatever order
+// Kafka's acknowledgements come back in).
 type AsyncProducer struct {
 	w         *kafka.Writer
 	transport *kafka.Transport
 	max       int
+	lanes     []chan queued
+	lanesIdx  []int
+	hash      kafka.Hash
 
 	mu     sync.RWMutex // held for reading while sending, for writing to close
 	closed bool
-	queue  chan queued
-	done   chan struct{} // closed when the writing goroutine ended
+	wg     sync.WaitGroup // the lanes' goroutines
 }
 
 type queued struct {
@@ -81,15 +93,37 @@ var ErrClosed = errors.New("producer closed")
 // asyncWriteTimeout bounds one batch's write, retries included.
 const asyncWriteTimeout = time.Minute
 
+// laneBatch is the most messages one lane writes in one call. kafka-go
+// allocates a batch of the writer's BatchSize messages (152 bytes each) for
+// every partition a call writes to, however few it holds: with 2,000 that
+// was 300 KB cleared per partition and call, the largest allocation of the
+// ingest path.
+const laneBatch = 256
+
+// asyncLinger is the writer's batch timeout for the lanes. A lane has
+// already gathered what was queued, and kafka-go adds all of one call's
+// messages under the partition's lock before its timer can close the
+// batch, so the batch goes out at once rather than after cfg.BatchTimeout.
+const asyncLinger = 50 * time.Microsecond
+
 // NewAsyncProducer returns an asynchronous producer for brokers, spreading
 // messages over partitions by key; Close stops it.
 func NewAsyncProducer(brokers []string, cfg Config) *AsyncProducer {
 	transport := cfg.transport()
+	n := max(1, cfg.Partitions)
+	per := max(1, min(laneBatch, cfg.BatchSize))
+	wcfg := cfg
+	wcfg.BatchTimeout, wcfg.BatchSize = asyncLinger, per
 	p := &AsyncProducer{
-		w: newWriter(brokers, cfg, transport, nil), transport: transport, max: cfg.BatchSize,
-		queue: make(chan queued, cfg.BatchSize), done: make(chan struct{}),
+		w: newWriter(brokers, wcfg, transport, nil), transport: transport, max: per,
+		lanes: make([]chan queued, n), lanesIdx: make([]int, n),
 	}
-	go p.run()
+	for i := range p.lanes {
+		p.lanesIdx[i] = i
+		p.lanes[i] = make(chan queued, max(per, cfg.BatchSize/n))
+		p.wg.Add(1)
+		go p.run(p.lanes[i])
+	}
 	return p
 }
 
@@ -104,24 +138,25 @@ func (p *AsyncProducer) Send(ctx context.Context, msg kafka.Message, done func(e
 		done(ErrClosed)
 		return
 	}
+	lane := p.lanes[p.hash.Balance(msg, p.lanesIdx...)]
 	select {
-	case p.queue <- queued{msg: msg, done: done}:
+	case lane <- queued{msg: msg, done: done}:
 	case <-ctx.Done():
 		done(fmt.Errorf("queue for kafka: %w", ctx.Err()))
 	}
 }
 
-// run writes the queued messages in batches until the queue is closed and empty.
-func (p *AsyncProducer) run() {
-	defer close(p.done)
+// run writes the messages queued on lane in batches until it is closed and empty.
+func (p *AsyncProducer) run(lane chan queued) {
+	defer p.wg.Done()
 	batch := make([]queued, 0, p.max)
 	msgs := make([]kafka.Message, 0, p.max)
-	for q := range p.queue {
+	for q := range lane {
 		batch = append(batch[:0], q)
 	more:
 		for len(batch) < p.max {
 			select {
-			case q, ok := <-p.queue:
+			case q, ok := <-lane:
 				if !ok {
 					break more
 				}
@@ -159,10 +194,12 @@ func (p *AsyncProducer) Close() error {
 	p.mu.Lock()
 	if !p.closed {
 		p.closed = true
-		close(p.queue)
+		for _, l := range p.lanes {
+			close(l)
+		}
 	}
 	p.mu.Unlock()
-	<-p.done
+	p.wg.Wait()
 	err := p.w.Close()
 	p.transport.CloseIdleConnections()
 	return err

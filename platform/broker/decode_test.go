@@ -1,0 +1,90 @@
+package broker
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+)
+
+// FuzzDecodePost: the single-pass decode of a measurepoint post, where it
+// answers, agrees with the two-pass decode it short-cuts (api.Request, then
+// params), and so do the samples validated from it.
+func FuzzDecodePost(f *testing.F) {
+	for _, s := range []string{
+		`{"id":"1","method":"thing.measurepoint.post","params":{"measurepoints":{"T":21.5,"On":true,"N":3,"M":2},"time":1732550400000}}`,
+		`{"id":"2","params":{"measurepoints":{"T":{"value":1,"quality":0}}}}`,
+		`{"id":"3","params":[{"measurepoints":{"T":1}}]}`,
+		`{"id":"4","params":{"measurepoints":{"T":1}},"params":{"measurepoints":{"N":2}}}`,
+		`{"id":"5","par\u0061ms":{"measurepoints":{"T":1}},"params":{"measurepoints":{"N":2}}}`,
+		`{"id":"6","params":{"measurepoints":{"T":1},"measurepoints":{"N":2}}}`,
+		`{"id":"7","params":null}`, `{"id":"8"}`, `{"id":9,"params":{"measurepoints":{"T":1}}}`,
+		`{"id":"10","params":{"measurepoints":{"T":1},"time":"x"}}`, `{"ID":"11","Params":{"Measurepoints":{"T":2}}}`,
+		`{"id":"12","params":{"measurepoints":{}}}`, `not json`, `{"id":"13","params":{"measurepoints":null}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	_, model := fuzzModel(f)
+	win := fuzzWindow()
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		var fast api.Request
+		post := decodePost(payload, &fast)
+		if post == nil {
+			return // decoded in two passes, as before
+		}
+		var slow api.Request
+		require.NoError(t, json.Unmarshal(payload, &slow), "the single pass took what the two-pass decode refuses")
+		require.Equal(t, slow.ID, fast.ID)
+		require.Equal(t, slow.Version, fast.Version)
+		require.Equal(t, slow.Method, fast.Method)
+
+		recFast, recSlow := api.Record{Received: win.now}, api.Record{Received: win.now}
+		codeF, reasonF, errF := validateBatch(&recFast, []api.MeasurepointParams{*post}, model, win)
+		codeS, reasonS, errS := validateSamples(&recSlow, slow.Params, model, win)
+		require.Equal(t, codeS, codeF)
+		require.Equal(t, reasonS, reasonF)
+		require.Equal(t, errS == nil, errF == nil, "fast %v, slow %v", errF, errS)
+		if errS == nil {
+			require.ElementsMatch(t, recSlow.Samples, recFast.Samples)
+		}
+	})
+}
+
+// BenchmarkDecodePost compares the two decodes of a post of 10
+// measurepoint members (over the fuzz model's 4 points, so some repeat),
+// validation included.
+//
+//	go test -run '^$' -bench DecodePost -benchmem -count 5 ./platform/broker/
+func BenchmarkDecodePost(b *testing.B) {
+	_, model := fuzzModel(b)
+	win := fuzzWindow()
+	payload := []byte(`{"id":"123","method":"thing.measurepoint.post","params":{"measurepoints":{` +
+		`"T":21.5,"On":true,"N":3,"M":2,"T":22.5,"N":4,"M":1,"On":false,"T":23.5,"N":5},"time":1732550400000}}`)
+	b.Run("two-pass", func(b *testing.B) {
+		for range b.N {
+			var req api.Request
+			if err := json.Unmarshal(payload, &req); err != nil {
+				b.Fatal(err)
+			}
+			rec := api.Record{Received: win.now}
+			if _, _, err := validateSamples(&rec, req.Params, model, win); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("single-pass", func(b *testing.B) {
+		for range b.N {
+			var req api.Request
+			post := decodePost(payload, &req)
+			if post == nil {
+				b.Fatal("not decoded in one pass")
+			}
+			rec := api.Record{Received: win.now}
+			if _, _, err := validateBatch(&rec, []api.MeasurepointParams{*post}, model, win); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
