@@ -118,6 +118,7 @@ type Client struct {
 type ClientConnection struct {
 	Conn     net.Conn      // the net.Conn used to establish the connection
 	bconn    *bufio.Reader // a buffered net.Conn for reading packets
+	first    [1]byte       // [gale fork] the first byte of a packet, read while no buffer is lent (readIdle)
 	outbuf   *bytes.Buffer // a buffer for writing packets
 	Remote   string        // the remote address of the client
 	Listener string        // listener id of the client
@@ -186,8 +187,13 @@ func newClient(c net.Conn, o *ops) *Client {
 	if c != nil {
 		cl.Net = ClientConnection{
 			Conn:   c,
-			bconn:  bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize),
 			Remote: c.RemoteAddr().String(),
+		}
+		if o.readers != nil { // [gale fork] a lent buffer, given back while the client is idle
+			cl.Net.bconn = o.readers.Get().(*bufio.Reader)
+			cl.Net.bconn.Reset(c)
+		} else {
+			cl.Net.bconn = bufio.NewReaderSize(c, o.options.ClientNetReadBufferSize)
 		}
 	}
 
@@ -480,7 +486,13 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 		return ErrConnectionClosed
 	}
 
-	b, err := cl.Net.bconn.ReadByte()
+	var b byte
+	var err error
+	if cl.ops.readers != nil && cl.Net.bconn.Buffered() == 0 {
+		b, err = cl.readIdle()
+	} else {
+		b, err = cl.Net.bconn.ReadByte()
+	}
 	if err != nil {
 		return err
 	}
@@ -502,6 +514,43 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 
 	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(bu+1))
 	return nil
+}
+
+// readIdle reads the first byte of the next packet when nothing is buffered.
+// [gale fork] The read buffer goes back to the server's pool while the client
+// waits, so an idle client holds none (2 KiB by default); the byte is read
+// straight from the connection, and a buffer is taken again for the rest of
+// the packet and whatever follows it. This costs one more read call each time
+// the buffer runs dry, not one per packet on a busy connection.
+//
+// Its frame is small, as it stays on an idle client's stack.
+//
+//go:noinline
+func (cl *Client) readIdle() (byte, error) {
+	cl.returnReader()
+	n, err := cl.Net.Conn.Read(cl.Net.first[:])
+	for n == 0 && err == nil {
+		n, err = cl.Net.Conn.Read(cl.Net.first[:])
+	}
+	cl.borrowReader()
+	return cl.Net.first[0], err
+}
+
+// returnReader gives the client's empty read buffer back to the pool.
+//
+//go:noinline
+func (cl *Client) returnReader() {
+	cl.Net.bconn.Reset(nil)
+	cl.ops.readers.Put(cl.Net.bconn)
+	cl.Net.bconn = nil
+}
+
+// borrowReader takes a read buffer from the pool for the client's connection.
+//
+//go:noinline
+func (cl *Client) borrowReader() {
+	cl.Net.bconn = cl.ops.readers.Get().(*bufio.Reader)
+	cl.Net.bconn.Reset(cl.Net.Conn)
 }
 
 // ReadPacket reads the remaining buffer into an MQTT packet.

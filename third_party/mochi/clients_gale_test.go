@@ -3,6 +3,7 @@ package mqtt
 import (
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -95,4 +96,51 @@ func TestClientsGetByListenerWithConcurrentDeletes(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("GetByListener deadlocked against Delete")
 	}
+}
+
+// [gale fork] An idle client lends its read buffer back to the server's pool
+// and reads the next packet's first byte straight from the connection: packets
+// arrive whole whether they come in one piece, byte by byte after a pause, or
+// back to back.
+func TestClientReadLendsBufferWhileIdle(t *testing.T) {
+	s := New(&Options{Logger: logger, ClientNetReadBufferSize: 16})
+	r, w := net.Pipe()
+	cl := s.NewClient(r, "tcp", "lend", false)
+	cl.Properties.ProtocolVersion = 4
+	got := make(chan packets.Packet, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- cl.Read(func(_ *Client, pk packets.Packet) error {
+			got <- pk
+			return nil
+		})
+	}()
+	ping := []byte{packets.Pingreq << 4, 0}
+	publish := []byte{packets.Publish << 4, 0}
+	publish = append(publish, 0, 5, 'a', '/', 'b', '/', 'c')
+	publish = append(publish, []byte("a payload longer than the 16-byte buffer")...)
+	publish[1] = byte(len(publish) - 2)
+
+	_, err := w.Write(ping)
+	require.NoError(t, err)
+	require.Equal(t, packets.Pingreq, (<-got).FixedHeader.Type)
+
+	for _, b := range publish { // one byte at a time, the first after an idle pause
+		time.Sleep(time.Millisecond)
+		_, err = w.Write([]byte{b})
+		require.NoError(t, err)
+	}
+	pk := <-got
+	require.Equal(t, packets.Publish, pk.FixedHeader.Type)
+	require.Equal(t, "a/b/c", pk.TopicName)
+	require.Equal(t, "a payload longer than the 16-byte buffer", string(pk.Payload))
+
+	_, err = w.Write(append(append(append([]byte{}, ping...), publish...), ping...)) // back to back
+	require.NoError(t, err)
+	require.Equal(t, packets.Pingreq, (<-got).FixedHeader.Type)
+	require.Equal(t, packets.Publish, (<-got).FixedHeader.Type)
+	require.Equal(t, packets.Pingreq, (<-got).FixedHeader.Type)
+
+	_ = w.Close()
+	require.ErrorIs(t, <-done, io.EOF)
 }

@@ -6,6 +6,7 @@
 package mqtt
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -144,6 +146,7 @@ type Server struct {
 	Log          *slog.Logger         // minimal no-alloc logger
 	hooks        *Hooks               // hooks contains hooks for extra functionality such as auth and persistent storage
 	inlineClient *Client              // inlineClient is a special client used for inline subscriptions and inline Publish
+	readers      *sync.Pool           // [gale fork] read buffers lent to clients while bytes are pending (ops.readers)
 }
 
 // loop contains interval tickers for the system events loop.
@@ -162,6 +165,7 @@ type ops struct {
 	info    *system.Info // pointers to server system info
 	hooks   *Hooks       // pointer to the server hooks
 	log     *slog.Logger // a structured logger for the client
+	readers *sync.Pool   // [gale fork] the server's read buffers (*bufio.Reader), lent to clients while bytes are pending
 }
 
 // New returns a new instance of mochi mqtt broker. Optional parameters
@@ -196,6 +200,9 @@ func New(opts *Options) *Server {
 			Log: opts.Logger,
 		},
 	}
+
+	size := opts.ClientNetReadBufferSize
+	s.readers = &sync.Pool{New: func() any { return bufio.NewReaderSize(nil, size) }}
 
 	if s.Options.InlineClient {
 		s.inlineClient = s.NewClient(nil, LocalListener, InlineClientId, true)
@@ -245,6 +252,7 @@ func (s *Server) NewClient(c net.Conn, listener string, id string, inline bool) 
 		info:    s.Info,
 		hooks:   s.hooks,
 		log:     s.Log,
+		readers: s.readers,
 	})
 
 	cl.ID = id
