@@ -147,21 +147,21 @@ type Will struct {
 
 // ClientState tracks the state of the client.
 type ClientState struct {
-	TopicAliases    TopicAliases         // a map of topic aliases
-	stopCause       atomic.Value         // reason for stopping
-	Inflight        *Inflight            // a map of in-flight qos messages
-	Subscriptions   *Subscriptions       // a map of the subscription filters a client maintains
-	disconnected    int64                // the time the client disconnected in unix time, for calculating expiry
-	outbound        chan *packets.Packet // queue for pending outbound packets
-	endOnce         sync.Once            // only end once
-	isTakenOver     atomic.Bool          // used to identify orphaned clients
-	packetID        uint32               // the current highest packetID
-	open            context.Context      // indicate that the client is open for packet exchange
-	cancelOpen      context.CancelFunc   // cancel function for open context
-	outboundQty     int32                // number of messages currently in the outbound queue
-	writing         atomic.Bool          // [gale fork] a goroutine is writing the outbound queue
-	Keepalive       uint16               // the number of seconds the connection can wait
-	ServerKeepalive bool                 // keepalive was set by the server
+	TopicAliases    TopicAliases       // a map of topic aliases
+	stopCause       atomic.Value       // reason for stopping
+	Inflight        *Inflight          // a map of in-flight qos messages
+	Subscriptions   *Subscriptions     // a map of the subscription filters a client maintains
+	disconnected    int64              // the time the client disconnected in unix time, for calculating expiry
+	outbound        outboundQueue      // queue for pending outbound packets ([gale fork] a slice that exists only while packets are queued)
+	endOnce         sync.Once          // only end once
+	isTakenOver     atomic.Bool        // used to identify orphaned clients
+	packetID        uint32             // the current highest packetID
+	open            context.Context    // indicate that the client is open for packet exchange
+	cancelOpen      context.CancelFunc // cancel function for open context
+	outboundQty     int32              // number of messages currently in the outbound queue
+	writing         atomic.Bool        // [gale fork] a goroutine is writing the outbound queue
+	Keepalive       uint16             // the number of seconds the connection can wait
+	ServerKeepalive bool               // keepalive was set by the server
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server
@@ -176,7 +176,7 @@ func newClient(c net.Conn, o *ops) *Client {
 			open:          ctx,
 			cancelOpen:    cancel,
 			Keepalive:     defaultKeepalive,
-			outbound:      make(chan *packets.Packet, o.options.Capabilities.MaximumClientWritesPending),
+			outbound:      outboundQueue{max: int(o.options.Capabilities.MaximumClientWritesPending)},
 		},
 		Properties: ClientProperties{
 			ProtocolVersion: defaultClientProtocolVersion, // default protocol version
@@ -199,6 +199,49 @@ func newClient(c net.Conn, o *ops) *Client {
 
 	return cl
 }
+
+// outboundQueue is a client's queue of packets waiting for the writer.
+// [gale fork] Upstream uses a channel of MaximumClientWritesPending slots, made
+// at connect (2 KiB for 256 slots, held by every idle client); this slice
+// grows as packets queue, up to max, and is dropped once the queue is empty.
+type outboundQueue struct {
+	mu  sync.Mutex
+	q   []*packets.Packet // oldest first; nil while empty
+	n   atomic.Int32      // len(q), for reading without the lock
+	max int               // packets the queue holds at most
+}
+
+// push queues pk, or returns false if the queue is full.
+func (o *outboundQueue) push(pk *packets.Packet) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.q) >= max(o.max, 1) { // upstream's channel of 0 slots handed a packet to its ever-waiting writer
+		return false
+	}
+	o.q = append(o.q, pk)
+	o.n.Store(int32(len(o.q)))
+	return true
+}
+
+// pop returns the oldest queued packet, or nil if none is queued.
+func (o *outboundQueue) pop() *packets.Packet {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.q) == 0 {
+		return nil
+	}
+	pk := o.q[0]
+	o.q[0] = nil
+	o.q = o.q[1:]
+	if len(o.q) == 0 {
+		o.q = nil
+	}
+	o.n.Store(int32(len(o.q)))
+	return pk
+}
+
+// len is the number of queued packets.
+func (o *outboundQueue) len() int { return int(o.n.Load()) }
 
 // WriteLoop writes the pending outbound messages to the client connection and
 // returns once the queue is empty. [gale fork] Upstream runs it as a goroutine
@@ -226,11 +269,7 @@ func (cl *Client) startWriter() {
 func (cl *Client) writePending() {
 	for {
 		for {
-			var pk *packets.Packet
-			select {
-			case pk = <-cl.State.outbound:
-			default:
-			}
+			pk := cl.State.outbound.pop()
 			if pk == nil {
 				break
 			}
@@ -241,7 +280,7 @@ func (cl *Client) writePending() {
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		}
 		cl.State.writing.Store(false)
-		if len(cl.State.outbound) == 0 || !cl.State.writing.CompareAndSwap(false, true) {
+		if cl.State.outbound.len() == 0 || !cl.State.writing.CompareAndSwap(false, true) {
 			return
 		}
 	}
@@ -694,7 +733,7 @@ func (cl *Client) WritePacket(pk packets.Packet) error {
 	n, err := func() (int64, error) {
 		cl.Lock()
 		defer cl.Unlock()
-		if len(cl.State.outbound) == 0 {
+		if cl.State.outbound.len() == 0 {
 			if cl.Net.outbuf == nil {
 				return buf.WriteTo(cl.Net.Conn)
 			}

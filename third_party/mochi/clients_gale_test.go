@@ -56,7 +56,7 @@ func TestLazyWriterDeliversInOrderAndStops(t *testing.T) {
 		t.Fatal("not every packet arrived")
 	}
 	require.Eventually(t, func() bool { return !cl.State.writing.Load() }, time.Second, time.Millisecond)
-	require.Zero(t, len(cl.State.outbound))
+	require.Zero(t, cl.State.outbound.len())
 }
 
 // [gale fork] GetByListener read-locked the clients twice (through Len): a
