@@ -67,9 +67,9 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	// Packets far above the payload limit are dropped by mochi; those just
 	// above it still reach the hook, which answers them with code 413.
 	caps.MaximumPacketSize = uint32(cfg.MaxPayload * 4)
-	// Devices receive replies and service calls, not floods: a small
-	// outbound queue keeps an idle session's memory low (mochi's default of
-	// 8,192 pending writes costs 64 KiB per session).
+	// Devices receive replies and service calls, not floods: a bounded
+	// outbound queue (mochi's default is 8,192 packets). The forked mochi
+	// allocates it only while packets are queued.
 	caps.MaximumClientWritesPending = int32(cfg.MaxPendingWrites)
 	// MQTT 5 clients keep no more QoS 1 publishes unacknowledged than the
 	// broker's pipeline takes from one connection.
@@ -78,8 +78,9 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 	log = newQuietLogger(log)
 	server := mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		// Every connection holds its read buffer for life; the write
-		// buffer exists only while packets queue (docs/benchmarks.md, issue 13).
+		// With the forked mochi (third_party/README.md) a connection holds
+		// its read buffer only while bytes are pending, and the write buffer
+		// exists only while packets queue (docs/benchmarks.md, issue 13).
 		ClientNetReadBufferSize:  cfg.ReadBufferSize,
 		ClientNetWriteBufferSize: cfg.WriteBufferSize,
 		InlineClient:             true,

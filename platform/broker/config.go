@@ -57,17 +57,18 @@ type Config struct {
 	MaxClientID int `yaml:"maxClientID"`
 
 	// ReadBufferSize is each connection's read buffer in bytes (mochi's
-	// ClientNetReadBufferSize), held for the connection's life; a packet
-	// larger than it is read past the buffer, not refused.
+	// ClientNetReadBufferSize), lent from a pool only while bytes are
+	// pending (third_party/README.md), so it costs an idle device nothing; a
+	// packet larger than it is read past the buffer, not refused.
 	ReadBufferSize int `yaml:"readBufferSize"`
 	// WriteBufferSize is how many bytes of queued outbound packets are
 	// gathered into one write (mochi's ClientNetWriteBufferSize); the buffer
 	// exists only while packets queue, and a larger packet is written whole.
 	WriteBufferSize int `yaml:"writeBufferSize"`
-	// MaxPendingWrites is each connection's outbound queue in packets
-	// (mochi's MaximumClientWritesPending, 8 bytes a slot), allocated for
-	// the connection's life: a reply or service call to a device whose
-	// queue is full is dropped.
+	// MaxPendingWrites is the most packets each connection's outbound queue
+	// holds (mochi's MaximumClientWritesPending; the forked mochi grows the
+	// queue as packets are queued and lets it go once empty): a reply or
+	// service call to a device whose queue is full is dropped.
 	MaxPendingWrites int `yaml:"maxPendingWrites"`
 	// LoginBackoff refuses logins from addresses and for devices that failed too often.
 	LoginBackoff Backoff `yaml:"loginBackoff"`
