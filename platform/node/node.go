@@ -85,6 +85,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
 	log = n.log
+	ApplyMemory(cfg.Memory, log)
 	defer func() {
 		if err != nil {
 			n.close()
