@@ -35,6 +35,8 @@ var turbinePoints = []string{
 	turbine.PointIceSt, turbine.PointHz, turbine.PointGriPPV,
 }
 
+var seriesSamples = flag.Int("series.samples", 12, "samples per series of BenchmarkSeriesMemory (a head chunk holds 120)")
+
 var heapProfile = flag.String("series.heapprofile", "", "write a heap profile of BenchmarkSeriesMemory, taken with the TSDB still open, to this file")
 
 // BenchmarkSeriesMemory ingests N distinct series (N/20 turbines of 20
@@ -47,7 +49,10 @@ var heapProfile = flag.String("series.heapprofile", "", "write a heap profile of
 //	go test -run '^$' -bench 'SeriesMemory/series=200000$' -benchtime 1x ./platform/ingest/
 //
 // -args -series.heapprofile FILE writes a heap profile with the TSDB open
-// (go tool pprof -sample_index=inuse_space).
+// (go tool pprof -sample_index=inuse_space); -args -series.samples N sends
+// N samples per series (default 12), longer than the series' creation, so
+// that the GC's steady state (garbage up to GOGC % of the live heap, or the
+// limit) shows in the RSS.
 //
 // The GC runs as the environment says (GOGC, GOMEMLIMIT): a test binary does
 // not apply the node's memory budget, so pass the budget's GOMEMLIMIT to see
@@ -56,7 +61,7 @@ func BenchmarkSeriesMemory(b *testing.B) {
 	for _, n := range []int{50_000, 200_000} {
 		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
 			for range b.N {
-				benchSeriesMemory(b, n, 12)
+				benchSeriesMemory(b, n, *seriesSamples)
 			}
 		})
 	}

@@ -3,36 +3,56 @@ package node
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
 
 // MemoryConfig is the node's memory budget, which the Go runtime holds the
 // process to: its soft memory limit (GOMEMLIMIT) is the budget, and the GC
-// collects at GCPercent (GOGC) of growth over the live heap or at the limit,
-// whichever comes first. A high GCPercent keeps ingest fast while the heap
-// is small; the limit bounds it when many series or sessions make the live
-// heap large. GOMEMLIMIT and GOGC in the environment override both.
+// lets garbage grow over the live heap by GCPercent of it (GOGC) but by no
+// more than GCHeadroom, and never past the limit. A high GCPercent keeps
+// ingest fast while the live heap is small (garbage collection was a
+// quarter of the CPU at GOGC 100, docs/benchmarks.md); the headroom keeps
+// RSS near the live heap when many series or sessions make it large, where
+// GOGC 400 alone let the heap grow to five times what is live. GOMEMLIMIT
+// and GOGC in the environment override the limit and the GC target.
 type MemoryConfig struct {
 	// Limit is the budget in bytes, or with a unit: "2GiB", "512MiB", "1.5GB".
 	// Empty: 90 % of the cgroup's memory limit when the process has one,
-	// else half the machine's memory. "none": no limit (GOGC alone).
+	// else half the machine's memory. "none": no limit.
 	Limit ByteSize `yaml:"limit"`
-	// GCPercent is the GC target while the heap is below the limit (default 400).
+	// GCPercent is the most garbage, in percent of the live heap, the GC
+	// lets accumulate before it collects (GOGC; default 400).
 	GCPercent int `yaml:"gcPercent"`
+	// GCHeadroom caps that garbage in bytes (default 256MiB): with a live
+	// heap over GCHeadroom / GCPercent, GOGC follows it down (to 25 at
+	// least), so the heap peaks at about live + GCHeadroom. "none": no cap.
+	GCHeadroom ByteSize `yaml:"gcHeadroom"`
 }
 
-// DefaultGCPercent is GCPercent's default: the hot path allocates per
-// message, and a higher target trades memory for ingest throughput.
-const DefaultGCPercent = 400
+// Defaults of MemoryConfig.
+const (
+	// DefaultGCPercent: the hot path allocates per message, and a higher
+	// target trades memory for ingest throughput.
+	DefaultGCPercent = 400
+	// DefaultGCHeadroom: 256 MiB of garbage is a GC cycle every few seconds
+	// at full ingest, whatever the live heap.
+	DefaultGCHeadroom ByteSize = 256 << 20
+	// minTunedPercent is the lowest GOGC the headroom sets: below it the GC
+	// would run too often for the memory it saves; the limit still holds.
+	minTunedPercent = 25
+)
 
 // NoLimit is the Limit of a budget that sets none ("none").
 const NoLimit ByteSize = -1
@@ -101,6 +121,9 @@ func (c MemoryConfig) Validate() error {
 	if c.GCPercent < 0 {
 		return fmt.Errorf("%w: memory.gcPercent must not be negative", ErrConfig)
 	}
+	if c.GCHeadroom > 0 && c.GCHeadroom < 16<<20 {
+		return fmt.Errorf("%w: memory.gcHeadroom %s is below 16MiB", ErrConfig, c.GCHeadroom)
+	}
 	if c.Limit > 0 && c.Limit < 64<<20 {
 		return fmt.Errorf("%w: memory.limit %s is below 64MiB: a node cannot run in it", ErrConfig, c.Limit)
 	}
@@ -111,6 +134,9 @@ func (c MemoryConfig) Validate() error {
 type MemoryPolicy struct {
 	Limit     ByteSize // -1: none
 	GCPercent int
+	// GCHeadroom caps the garbage over the live heap (-1: none, and when
+	// GOGC comes from the environment).
+	GCHeadroom ByteSize
 	// LimitFrom and GCFrom say where the values came from: config,
 	// environment, cgroup, machine or default.
 	LimitFrom, GCFrom string
@@ -131,8 +157,44 @@ func ApplyMemory(c MemoryConfig, log *slog.Logger) MemoryPolicy {
 	if p.GCFrom != "environment" {
 		debug.SetGCPercent(p.GCPercent)
 	}
-	log.Info("memory budget", "limit", p.Limit.String(), "limit_from", p.LimitFrom, "gc_percent", p.GCPercent, "gc_from", p.GCFrom)
+	log.Info("memory budget", "limit", p.Limit.String(), "limit_from", p.LimitFrom, "gc_percent", p.GCPercent,
+		"gc_headroom", p.GCHeadroom.String(), "gc_from", p.GCFrom)
 	return p
+}
+
+// TuneGC holds the GC's garbage to p.GCHeadroom: every interval it sets
+// GOGC to the percentage of the live heap that the headroom is, between
+// minTunedPercent and p.GCPercent, until ctx ends. It returns at once when
+// there is no headroom to hold (none, or GOGC from the environment).
+func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration) error {
+	if p.GCHeadroom <= 0 || p.GCFrom == "environment" {
+		return nil
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	current := p.GCPercent
+	for {
+		metrics.Read(live)
+		if pct := tunedPercent(live[0].Value.Uint64(), p.GCHeadroom, p.GCPercent); pct != current {
+			debug.SetGCPercent(pct)
+			current = pct
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// tunedPercent is the GOGC that lets headroom bytes of garbage grow over a
+// live heap of live bytes, between minTunedPercent and max.
+func tunedPercent(live uint64, headroom ByteSize, maxPercent int) int {
+	if live == 0 {
+		return maxPercent
+	}
+	return max(min(maxPercent, int(uint64(headroom)*100/live)), min(minTunedPercent, maxPercent))
 }
 
 // resolveMemory decides the budget: the environment, then the config, then
@@ -162,6 +224,14 @@ func resolveMemory(c MemoryConfig, getenv func(string) string, cgroup, machine i
 		p.GCPercent, p.GCFrom = c.GCPercent, "config"
 	default:
 		p.GCPercent, p.GCFrom = DefaultGCPercent, "default"
+	}
+	switch {
+	case p.GCFrom == "environment":
+		p.GCHeadroom = NoLimit
+	case c.GCHeadroom != 0:
+		p.GCHeadroom = c.GCHeadroom
+	default:
+		p.GCHeadroom = DefaultGCHeadroom
 	}
 	return p
 }

@@ -32,7 +32,7 @@ func TestMemoryConfig(t *testing.T) {
 	cfg, err = ParseConfig([]byte("memory: {limit: 1073741824}\n"))
 	require.NoError(t, err)
 	require.Equal(t, ByteSize(1<<30), cfg.Memory.Limit)
-	for _, bad := range []string{"memory: {limit: lots}\n", "memory: {limit: 1MiB}\n", "memory: {gcPercent: -5}\n"} {
+	for _, bad := range []string{"memory: {limit: lots}\n", "memory: {limit: 1MiB}\n", "memory: {gcPercent: -5}\n", "memory: {gcHeadroom: 1MiB}\n"} {
 		_, err := ParseConfig([]byte(bad))
 		require.ErrorIs(t, err, ErrConfig, bad)
 	}
@@ -47,11 +47,11 @@ func TestResolveMemory(t *testing.T) {
 		cgroup, machine int64
 		want            MemoryPolicy
 	}{
-		{"configured", MemoryConfig{Limit: 2 * gib, GCPercent: 150}, 8 * gib, 24 * gib, MemoryPolicy{2 * gib, 150, "config", "config"}},
-		{"cgroup", MemoryConfig{}, 10 * gib, 24 * gib, MemoryPolicy{9 * gib, DefaultGCPercent, "cgroup", "default"}},
-		{"machine", MemoryConfig{}, 0, 24 * gib, MemoryPolicy{12 * gib, DefaultGCPercent, "machine", "default"}},
-		{"unknown", MemoryConfig{}, 0, 0, MemoryPolicy{NoLimit, DefaultGCPercent, "default", "default"}},
-		{"none", MemoryConfig{Limit: NoLimit}, 8 * gib, 24 * gib, MemoryPolicy{NoLimit, DefaultGCPercent, "config", "default"}},
+		{"configured", MemoryConfig{Limit: 2 * gib, GCPercent: 150, GCHeadroom: gib / 2}, 8 * gib, 24 * gib, MemoryPolicy{2 * gib, 150, gib / 2, "config", "config"}},
+		{"cgroup", MemoryConfig{}, 10 * gib, 24 * gib, MemoryPolicy{9 * gib, DefaultGCPercent, DefaultGCHeadroom, "cgroup", "default"}},
+		{"machine", MemoryConfig{}, 0, 24 * gib, MemoryPolicy{12 * gib, DefaultGCPercent, DefaultGCHeadroom, "machine", "default"}},
+		{"unknown", MemoryConfig{}, 0, 0, MemoryPolicy{NoLimit, DefaultGCPercent, DefaultGCHeadroom, "default", "default"}},
+		{"none", MemoryConfig{Limit: NoLimit, GCHeadroom: NoLimit}, 8 * gib, 24 * gib, MemoryPolicy{NoLimit, DefaultGCPercent, NoLimit, "config", "default"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, resolveMemory(tc.cfg, noEnv, tc.cgroup, tc.machine))
@@ -61,8 +61,28 @@ func TestResolveMemory(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(3 * gib))
 	defer debug.SetGCPercent(debug.SetGCPercent(250))
 	env := func(k string) string { return map[string]string{"GOMEMLIMIT": "3GiB", "GOGC": "250"}[k] }
-	require.Equal(t, MemoryPolicy{3 * gib, 250, "environment", "environment"},
+	require.Equal(t, MemoryPolicy{3 * gib, 250, NoLimit, "environment", "environment"},
 		resolveMemory(MemoryConfig{Limit: gib, GCPercent: 100}, env, 8*gib, 24*gib))
 	debug.SetMemoryLimit(math.MaxInt64)
 	require.Equal(t, NoLimit, resolveMemory(MemoryConfig{}, env, 0, 0).Limit)
+}
+
+func TestTunedPercent(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		live     uint64
+		headroom ByteSize
+		max      int
+		want     int
+	}{
+		{0, 256 * mib, 400, 400},
+		{32 * mib, 256 * mib, 400, 400},  // a small heap keeps the high target
+		{64 * mib, 256 * mib, 400, 400},  // the headroom is exactly 400 %
+		{128 * mib, 256 * mib, 400, 200}, // from there GOGC follows the live heap down
+		{512 * mib, 256 * mib, 400, 50},  // live + 256 MiB, not 5 × live
+		{4096 * mib, 256 * mib, 400, 25}, // but never below 25: the limit holds the rest
+		{4096 * mib, 256 * mib, 10, 10},  // a configured target under the floor is kept
+	} {
+		require.Equal(t, tc.want, tunedPercent(tc.live, tc.headroom, tc.max), "%d MiB live", tc.live/mib)
+	}
 }
