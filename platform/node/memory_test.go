@@ -79,9 +79,9 @@ func TestTunedPercent(t *testing.T) {
 		{32 * mib, 256 * mib, 400, 400},  // a small heap keeps the high target
 		{64 * mib, 256 * mib, 400, 400},  // the headroom is exactly 400 %
 		{128 * mib, 256 * mib, 400, 200}, // from there GOGC follows the live heap down
-		{512 * mib, 256 * mib, 400, 50},  // live + 256 MiB, not 5 × live
-		{4096 * mib, 256 * mib, 400, 25}, // but never below 25: the limit holds the rest
-		{4096 * mib, 256 * mib, 10, 10},  // a configured target under the floor is kept
+		{200 * mib, 256 * mib, 400, 128},
+		{512 * mib, 256 * mib, 400, 100}, // but never below Go's default: the limit holds the rest
+		{4096 * mib, 256 * mib, 50, 50},  // a configured target under the floor is kept
 	} {
 		require.Equal(t, tc.want, tunedPercent(tc.live, tc.headroom, tc.max), "%d MiB live", tc.live/mib)
 	}
