@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
 export GOFLAGS ?= -mod=mod
 
-.PHONY: build run test test-race test-mochi bench images vet fmt clean fuzz
+.PHONY: build run test test-race test-mochi bench bench-mem images vet fmt clean fuzz
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/gale
@@ -28,6 +28,17 @@ test-mochi:
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./...
+
+# Memory per active series through the ingest path (issue 13 part 6), one
+# size per process so RSS is the size's own, under the GC settings of the
+# environment (GOGC, GOMEMLIMIT: a node sets them from memory.*), and TSDB
+# bytes per sample on disk after compaction, a day of twin data (part 7).
+# Figures in docs/benchmarks.md.
+bench-mem:
+	for n in 50000 200000; do \
+		$(GO) test -run '^$$' -bench "SeriesMemory/series=$$n\$$" -benchtime 1x -timeout 10m ./platform/ingest/ || exit 1; \
+	done
+	$(GO) test -run '^$$' -bench DiskBytesPerSample -benchtime 1x -timeout 30m ./platform/tsdb/
 
 # Every Fuzz target of the module, listed by its test binary (nothing to keep
 # up to date), fuzzed for FUZZTIME each: go fuzzes one target per run, so the

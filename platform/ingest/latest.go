@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,37 +24,62 @@ type Point struct {
 
 // Latest is the last value per device and point. It is safe for concurrent use.
 type Latest struct {
-	mu      sync.RWMutex
-	devices map[string]map[string]Point // "pk/dk" → point → value
+	mu sync.RWMutex
+	// "pk/dk" → its points ordered by name: a slice of 40-byte values per
+	// device rather than a map per device, and point names shared with the
+	// writer's series rather than copied from every record.
+	devices map[string][]Point
 }
 
 // NewLatest returns an empty snapshot.
-func NewLatest() *Latest { return &Latest{devices: map[string]map[string]Point{}} }
+func NewLatest() *Latest { return &Latest{devices: map[string][]Point{}} }
 
 // Update records p for device unless a newer value is known.
 func (l *Latest) Update(device string, p Point) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.update(device, p, false)
+}
+
+// updateAll records a batch's values under one lock; their device and
+// point strings are the writer's own, kept as they are rather than copied.
+func (l *Latest) updateAll(us []update) {
+	if len(us) == 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := range us {
+		l.update(us[i].device, us[i].p, true)
+	}
+}
+
+// update records p; shared says that device and p.Point may be kept without a copy.
+func (l *Latest) update(device string, p Point, shared bool) {
 	pts := l.devices[device]
-	if pts == nil {
-		pts = map[string]Point{}
-		l.devices[device] = pts
+	i, found := slices.BinarySearchFunc(pts, p.Point, func(e Point, point string) int { return strings.Compare(e.Point, point) })
+	if found {
+		if p.Time >= pts[i].Time {
+			pts[i].Time, pts[i].Value, pts[i].Quality = p.Time, p.Value, p.Quality
+		}
+		return
 	}
-	if cur, ok := pts[p.Point]; !ok || p.Time >= cur.Time {
-		pts[p.Point] = p
+	if !shared {
+		device, p.Point = strings.Clone(device), strings.Clone(p.Point)
 	}
+	if len(pts) == cap(pts) { // grow by a quarter rather than double: most devices stop at a few dozen points
+		grown := make([]Point, len(pts), len(pts)+max(4, len(pts)/4))
+		copy(grown, pts)
+		pts = grown
+	}
+	l.devices[device] = slices.Insert(pts, i, p)
 }
 
 // Device returns the latest values of device ("pk/dk") ordered by point.
 func (l *Latest) Device(device string) []Point {
 	l.mu.RLock()
-	out := make([]Point, 0, len(l.devices[device]))
-	for _, p := range l.devices[device] {
-		out = append(out, p)
-	}
-	l.mu.RUnlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Point < out[j].Point })
-	return out
+	defer l.mu.RUnlock()
+	return append(make([]Point, 0, len(l.devices[device])), l.devices[device]...)
 }
 
 // Restore fills the snapshot with the newest sample since since of every

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,8 +25,12 @@ type Writer struct {
 	db     storage.Appendable
 	latest *Latest
 	log    *slog.Logger
-	series map[SeriesKey]*seriesRef
-	rec    api.Record
+	// devices holds, per device, the series refs and labels of its points:
+	// one map entry per device rather than per series, found once per record.
+	devices map[deviceKey]*deviceSeries
+	strs    interner
+	rec     api.Record
+	updates []update
 
 	samples  prometheus.Counter
 	rejected *prometheus.CounterVec
@@ -34,15 +39,88 @@ type Writer struct {
 	e2e      prometheus.Histogram
 }
 
-type seriesRef struct {
+// deviceKey identifies a device's series: the labels a record shares among its samples.
+type deviceKey struct{ Org, Site, Product, Device string }
+
+// deviceSeries are the series of one device's points.
+type deviceSeries struct {
+	id     string // "pk/dk", the device's key in Latest
+	series []pointSeries
+	next   int                // index after the last match: devices send their points in the same order
+	index  map[pointKey]int32 // built once a device has many series
+}
+
+type pointKey struct {
+	point   string
+	quality bool
+}
+
+// pointSeries is one series of a device: its labels (whose bytes the TSDB's
+// head shares: stringlabels) and the ref the TSDB returned for them.
+type pointSeries struct {
+	pointKey
 	ref    storage.SeriesRef
 	labels labels.Labels
+}
+
+// indexAbove is how many series a device has before lookups use a map.
+const indexAbove = 32
+
+// find returns the series of point (quality or value), creating it with mk.
+func (d *deviceSeries) find(k pointKey, mk func() pointSeries) *pointSeries {
+	if d.next < len(d.series) && d.series[d.next].pointKey == k {
+		d.next++
+		return &d.series[d.next-1]
+	}
+	if d.index != nil {
+		if i, ok := d.index[k]; ok {
+			d.next = int(i) + 1
+			return &d.series[i]
+		}
+	} else {
+		for i := range d.series {
+			if d.series[i].pointKey == k {
+				d.next = i + 1
+				return &d.series[i]
+			}
+		}
+	}
+	d.series = append(d.series, mk())
+	i := len(d.series) - 1
+	if d.index != nil {
+		d.index[k] = int32(i)
+	} else if len(d.series) > indexAbove {
+		d.index = make(map[pointKey]int32, len(d.series))
+		for j := range d.series {
+			d.index[d.series[j].pointKey] = int32(j)
+		}
+	}
+	d.next = i + 1
+	return &d.series[i]
+}
+
+// interner shares the strings that repeat across devices (org, site,
+// product, point names) instead of keeping each record's copy.
+type interner map[string]string
+
+func (in interner) get(s string) string {
+	if v, ok := in[s]; ok {
+		return v
+	}
+	s = strings.Clone(s)
+	in[s] = s
+	return s
+}
+
+type update struct {
+	device string
+	p      Point
 }
 
 // NewWriter returns a writer into db that updates latest.
 func NewWriter(db storage.Appendable, latest *Latest, log *slog.Logger, reg prometheus.Registerer) *Writer {
 	w := &Writer{
-		db: db, latest: latest, log: log, series: map[SeriesKey]*seriesRef{},
+		db: db, latest: latest, log: log, devices: map[deviceKey]*deviceSeries{}, strs: interner{},
 		samples: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gale_ingest_samples_total", Help: "Samples appended to the TSDB.",
 		}),
@@ -71,11 +149,7 @@ func NewWriter(db storage.Appendable, latest *Latest, log *slog.Logger, reg prom
 func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
 	start := time.Now()
 	app := w.db.Appender(ctx)
-	type update struct {
-		device string
-		p      Point
-	}
-	updates := make([]update, 0, len(batch)*8)
+	updates := w.updates[:0]
 	var oldestLive int64 = math.MaxInt64
 	for i := range batch {
 		if err := api.DecodeRecord(batch[i].Value, &w.rec); err != nil {
@@ -88,20 +162,21 @@ func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
 		if r.Kind == api.RecordPost && r.Received < oldestLive {
 			oldestLive = r.Received
 		}
-		device := r.Product + "/" + r.Device
+		d := w.device(r)
 		for _, s := range r.Samples {
-			if w.append(app, r, s, false, s.Value) && s.HasQuality {
-				w.append(app, r, s, true, float64(s.Quality))
+			point, ok := w.append(app, d, r, s, false, s.Value)
+			if ok && s.HasQuality {
+				w.append(app, d, r, s, true, float64(s.Quality))
 			}
-			updates = append(updates, update{device, Point{Point: s.Point, Time: s.Time, Value: s.Value, Quality: s.Quality}})
+			updates = append(updates, update{d.id, Point{Point: point, Time: s.Time, Value: s.Value, Quality: s.Quality}})
 		}
 	}
 	if err := app.Commit(); err != nil {
 		return fmt.Errorf("commit tsdb batch: %w", err)
 	}
-	for _, u := range updates {
-		w.latest.Update(u.device, u.p)
-	}
+	w.latest.updateAll(updates)
+	clear(updates) // drop the references until the next batch
+	w.updates = updates[:0]
 	now := time.Now()
 	w.commit.Observe(now.Sub(start).Seconds())
 	if oldestLive != math.MaxInt64 {
@@ -110,23 +185,35 @@ func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
 	return nil
 }
 
-// append adds one sample, reusing the cached series reference; it reports whether the sample was stored.
-func (w *Writer) append(app storage.Appender, r *api.Record, s api.Sample, quality bool, v float64) bool {
-	key := KeyOf(r, s.Point, quality)
-	sr := w.series[key]
-	if sr == nil {
-		sr = &seriesRef{labels: key.Labels()}
-		w.series[key] = sr
+// device returns the series of r's device, creating its entry on first sight.
+func (w *Writer) device(r *api.Record) *deviceSeries {
+	k := deviceKey{r.Org, r.Site, r.Product, r.Device}
+	if d := w.devices[k]; d != nil {
+		return d
 	}
-	ref, err := app.Append(sr.ref, sr.labels, s.Time, v)
+	k = deviceKey{w.strs.get(r.Org), w.strs.get(r.Site), w.strs.get(r.Product), strings.Clone(r.Device)}
+	// Its first record usually carries all of its points: size for them.
+	d := &deviceSeries{id: r.Product + "/" + r.Device, series: make([]pointSeries, 0, len(r.Samples))}
+	w.devices[k] = d
+	return d
+}
+
+// append adds one sample to its series in d, reusing the series' ref; it
+// returns the shared copy of the point's name and whether the sample was stored.
+func (w *Writer) append(app storage.Appender, d *deviceSeries, r *api.Record, s api.Sample, quality bool, v float64) (string, bool) {
+	ps := d.find(pointKey{s.Point, quality}, func() pointSeries {
+		point := w.strs.get(s.Point)
+		return pointSeries{pointKey: pointKey{point, quality}, labels: KeyOf(r, point, quality).Labels()}
+	})
+	ref, err := app.Append(ps.ref, ps.labels, s.Time, v)
 	if err != nil {
 		w.rejected.WithLabelValues(rejectReason(err)).Inc()
 		w.log.Debug("sample refused by tsdb", "device", r.Device, "point", s.Point, "time", s.Time, "err", err)
-		return false
+		return ps.point, false
 	}
-	sr.ref = ref
+	ps.ref = ref
 	w.samples.Inc()
-	return true
+	return ps.point, true
 }
 
 func rejectReason(err error) string {

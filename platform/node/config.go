@@ -41,6 +41,8 @@ type Config struct {
 	// (SeedDemo: org, site, shipped products, gateways, turbines, met mast;
 	// what exists is kept). In a cluster, give it to one node.
 	SeedDemo Demo `yaml:"seedDemo"`
+	// Memory is the process's memory budget (GOMEMLIMIT) and GC target (GOGC).
+	Memory MemoryConfig `yaml:"memory"`
 	// SelfMonitoring stores the node's own metrics in its TSDB (store role), job "gale".
 	SelfMonitoring selfmon.Config `yaml:"selfMonitoring"`
 	// RemoteWrite lists Prometheus-compatible endpoints a store node ships its telemetry to.
@@ -163,7 +165,7 @@ func (c *Config) Complete() error {
 	// A sample older than the TSDB's out-of-order window would be refused by
 	// the TSDB after being acknowledged, so the broker refuses it up front.
 	c.MQTT.MaxSampleAge = c.TSDB.OutOfOrderWindow
-	for _, err := range []error{c.HTTP.Validate(), c.Query.Validate(), c.MQTT.Validate(), c.Kafka.Validate(), c.TSDB.Validate()} {
+	for _, err := range []error{c.Memory.Validate(), c.HTTP.Validate(), c.Query.Validate(), c.MQTT.Validate(), c.Kafka.Validate(), c.TSDB.Validate()} {
 		if err != nil {
 			return err
 		}

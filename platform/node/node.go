@@ -85,6 +85,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 	}
 	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
 	log = n.log
+	memory := ApplyMemory(cfg.Memory, log)
+	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second) })
 	defer func() {
 		if err != nil {
 			n.close()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/util/compression"
 )
 
 // Config configures the TSDB.
@@ -44,14 +45,30 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// maxBlockDuration is the longest block compaction makes (Prometheus's cap).
+const maxBlockDuration = 31 * 24 * time.Hour
+
+// Options returns the TSDB options of cfg. Unlike tsdb.DefaultOptions, whose
+// blocks never grow past 2 h (MaxBlockDuration = MinBlockDuration), blocks
+// are compacted as Prometheus compacts them: up to a tenth of the retention
+// (2 h, 6 h, 18 h, 54 h …, at most 31 days), so a month is a few dozen
+// blocks, not 360, each with its own copy of the index. The WAL is
+// snappy-compressed, as Prometheus's is by default.
+func Options(cfg Config) *tsdb.Options {
+	opts := tsdb.DefaultOptions()
+	opts.OutOfOrderTimeWindow = cfg.OutOfOrderWindow.Milliseconds()
+	opts.RetentionDuration = cfg.Retention.Milliseconds()
+	opts.MaxBlockDuration = max(opts.MinBlockDuration, min(cfg.Retention/10, maxBlockDuration).Milliseconds())
+	opts.WALCompression = compression.Snappy
+	return opts
+}
+
 // Open opens (or creates) the TSDB in cfg.Dir.
 func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*tsdb.DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	opts := tsdb.DefaultOptions()
-	opts.OutOfOrderTimeWindow = cfg.OutOfOrderWindow.Milliseconds()
-	opts.RetentionDuration = cfg.Retention.Milliseconds()
+	opts := Options(cfg)
 	db, err := tsdb.Open(cfg.Dir, log.With("component", "tsdb"), reg, opts, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open tsdb %q: %w", cfg.Dir, err)

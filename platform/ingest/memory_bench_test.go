@@ -1,0 +1,152 @@
+package ingest_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/ingest"
+	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
+	"github.com/gale-iot/gale/twins/turbine"
+)
+
+// turbinePoints are the 20 points a turbine publishes.
+var turbinePoints = []string{
+	turbine.PointW, turbine.PointVAr, turbine.PointTurSt, turbine.PointDmdW, turbine.PointTotWh,
+	turbine.PointRotSpd, turbine.PointPtAngBl1, turbine.PointPtAngBl2, turbine.PointPtAngBl3,
+	turbine.PointGnSpd, turbine.PointGnTmpSta, turbine.PointGbxOil, turbine.PointShfBrg1,
+	turbine.PointWdSpd, turbine.PointWdDir, turbine.PointNacDir, turbine.PointExTmp,
+	turbine.PointIceSt, turbine.PointHz, turbine.PointGriPPV,
+}
+
+var seriesSamples = flag.Int("series.samples", 12, "samples per series of BenchmarkSeriesMemory (a head chunk holds 120)")
+
+var heapProfile = flag.String("series.heapprofile", "", "write a heap profile of BenchmarkSeriesMemory, taken with the TSDB still open, to this file")
+
+// BenchmarkSeriesMemory ingests N distinct series (N/20 turbines of 20
+// points, 100 turbines a site) through the real path, Kafka messages into
+// ingest.Writer into the TSDB, samplesPerSeries samples each, and reports
+// the process's RSS and the live heap (after a GC) it added per series.
+// Each size frees what the previous one left first (debug.FreeOSMemory), but
+// run one size per process for clean RSS figures:
+//
+//	go test -run '^$' -bench 'SeriesMemory/series=200000$' -benchtime 1x ./platform/ingest/
+//
+// -args -series.heapprofile FILE writes a heap profile with the TSDB open
+// (go tool pprof -sample_index=inuse_space); -args -series.samples N sends
+// N samples per series (default 12), longer than the series' creation, so
+// that the GC's steady state (garbage up to GOGC % of the live heap, or the
+// limit) shows in the RSS.
+//
+// The GC runs as the environment says (GOGC, GOMEMLIMIT): a test binary does
+// not apply the node's memory budget, so pass the budget's GOMEMLIMIT to see
+// what a node would hold.
+func BenchmarkSeriesMemory(b *testing.B) {
+	for _, n := range []int{50_000, 200_000} {
+		b.Run(fmt.Sprintf("series=%d", n), func(b *testing.B) {
+			for range b.N {
+				benchSeriesMemory(b, n, *seriesSamples)
+			}
+		})
+	}
+}
+
+func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss0, heap0 := rssBytes(b), liveHeap()
+	db := tsdbtest.Open(b)
+	latest := ingest.NewLatest()
+	w := ingest.NewWriter(db, latest, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	devices := series / len(turbinePoints)
+	start := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	const batchSize = 100 // records per consumer batch
+	batch := make([]kafka.Message, 0, batchSize)
+	var buf []byte
+	ctx := context.Background()
+	flush := func() {
+		require.NoError(b, w.Handle(ctx, batch))
+		batch = batch[:0]
+	}
+	t0 := time.Now()
+	rec := api.Record{Kind: api.RecordPost, Org: "demo", Product: "wind-turbine", Samples: make([]api.Sample, len(turbinePoints))}
+	for round := range samplesPerSeries {
+		ts := start + int64(round)*10_000
+		for d := range devices {
+			rec.Device, rec.Site = fmt.Sprintf("WT%05d", d), fmt.Sprintf("site-%03d", d/100)
+			rec.MessageID, rec.Received = strconv.Itoa(round), ts
+			for i, p := range turbinePoints {
+				rec.Samples[i] = api.Sample{Point: p, Time: ts, Value: float64(d%97) + float64(round)*0.25 + float64(i)}
+			}
+			buf = api.AppendRecord(buf[:0], &rec)
+			batch = append(batch, kafka.Message{Value: append([]byte(nil), buf...)})
+			if len(batch) == batchSize {
+				flush()
+			}
+		}
+		if len(batch) > 0 {
+			flush()
+		}
+	}
+	elapsed := time.Since(t0)
+	rssHeld := rssBytes(b) // as the GC left it, no forced collection
+	runtime.GC()
+	rss1, heap1 := rssBytes(b), liveHeap()
+	require.Equal(b, uint64(series), db.Head().NumSeries())
+	if *heapProfile != "" {
+		f, err := os.Create(*heapProfile)
+		require.NoError(b, err)
+		require.NoError(b, pprof.Lookup("heap").WriteTo(f, 0))
+		require.NoError(b, f.Close())
+	}
+	perSeries := func(v, base uint64) float64 { return (float64(v) - float64(base)) / float64(series) }
+	b.ReportMetric(perSeries(rssHeld, rss0), "rss-B/series")
+	b.ReportMetric(perSeries(rss1, rss0), "rss-after-gc-B/series")
+	b.ReportMetric(perSeries(heap1, heap0), "live-heap-B/series")
+	b.ReportMetric(float64(series*samplesPerSeries)/elapsed.Seconds(), "samples/s")
+	b.Logf("%d series, %d samples each in %s: RSS %d → %d MiB (%d MiB after a GC), live heap %d → %d MiB; GOGC=%q GOMEMLIMIT=%q",
+		series, samplesPerSeries, elapsed.Round(time.Millisecond), rss0>>20, rssHeld>>20, rss1>>20, heap0>>20, heap1>>20,
+		os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
+	runtime.KeepAlive(w)
+	runtime.KeepAlive(latest)
+}
+
+// rssBytes reads the process's resident set size from /proc/self/status.
+func rssBytes(b *testing.B) uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			require.NoError(b, err)
+			return kb << 10
+		}
+	}
+	b.Skip("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// liveHeap is the heap marked live by the last GC.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}

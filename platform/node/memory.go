@@ -1,0 +1,289 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MemoryConfig is the node's memory budget, which the Go runtime holds the
+// process to: its soft memory limit (GOMEMLIMIT) is the budget, and the GC
+// lets garbage grow over the live heap by GCPercent of it (GOGC) but by no
+// more than GCHeadroom, and never past the limit. A high GCPercent keeps
+// ingest fast while the live heap is small (garbage collection was a
+// quarter of the CPU at GOGC 100, docs/benchmarks.md); the headroom keeps
+// RSS near the live heap when many series or sessions make it large, where
+// GOGC 400 alone let the heap grow to five times what is live. GOMEMLIMIT
+// and GOGC in the environment override the limit and the GC target.
+type MemoryConfig struct {
+	// Limit is the budget in bytes, or with a unit: "2GiB", "512MiB", "1.5GB".
+	// Empty: 90 % of the cgroup's memory limit when the process has one,
+	// else half the machine's memory. "none": no limit.
+	Limit ByteSize `yaml:"limit"`
+	// GCPercent is the most garbage, in percent of the live heap, the GC
+	// lets accumulate before it collects (GOGC; default 400).
+	GCPercent int `yaml:"gcPercent"`
+	// GCHeadroom caps that garbage in bytes (default 256MiB): with a live
+	// heap over GCHeadroom / GCPercent, GOGC follows it down (to 100 at
+	// least), so the heap peaks at about live + max(GCHeadroom, live).
+	// "none": no cap.
+	GCHeadroom ByteSize `yaml:"gcHeadroom"`
+}
+
+// Defaults of MemoryConfig.
+const (
+	// DefaultGCPercent: the hot path allocates per message, and a higher
+	// target trades memory for ingest throughput.
+	DefaultGCPercent = 400
+	// DefaultGCHeadroom: 256 MiB of garbage is a GC cycle every few seconds
+	// at full ingest, whatever the live heap.
+	DefaultGCHeadroom ByteSize = 256 << 20
+	// minTunedPercent is the lowest GOGC the headroom sets, Go's default:
+	// a live heap made large by something else than series (a Kafka backlog
+	// held in the embedded broker: 1.7 GB) at GOGC 25 had the GC marking it
+	// several times a second and ingest stalled, which kept the backlog
+	// (docs/benchmarks.md). Below 100 the limit alone holds the heap.
+	minTunedPercent = 100
+)
+
+// NoLimit is the Limit of a budget that sets none ("none").
+const NoLimit ByteSize = -1
+
+// ByteSize is a number of bytes, written as an integer or with a unit (B,
+// KB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024).
+type ByteSize int64
+
+var byteUnits = []struct {
+	suffix string
+	mult   float64
+}{
+	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+}
+
+// ParseByteSize parses "2GiB", "512MiB", "1.5GB", "1048576" or "none" (NoLimit).
+func ParseByteSize(s string) (ByteSize, error) {
+	s = strings.TrimSpace(s)
+	if s == "none" {
+		return NoLimit, nil
+	}
+	num, mult := s, 1.0
+	for _, u := range byteUnits {
+		if v, ok := strings.CutSuffix(s, u.suffix); ok {
+			num, mult = strings.TrimSpace(v), u.mult
+			break
+		}
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
+		return 0, fmt.Errorf("%w: byte size %q: want a non-negative number with an optional unit (KiB, MiB, GiB, KB, MB, GB) or none", ErrConfig, s)
+	}
+	return ByteSize(f * mult), nil
+}
+
+// UnmarshalYAML accepts an integer or a string ParseByteSize reads.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := ParseByteSize(s)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+// String writes b in the largest binary unit that divides it, or "none".
+func (b ByteSize) String() string {
+	if b < 0 {
+		return "none"
+	}
+	for i := 3; i >= 0; i-- { // TiB down to KiB
+		if m := ByteSize(byteUnits[i].mult); b >= m && b%m == 0 {
+			return strconv.FormatInt(int64(b/m), 10) + byteUnits[i].suffix
+		}
+	}
+	return strconv.FormatInt(int64(b), 10) + "B"
+}
+
+// Validate checks c.
+func (c MemoryConfig) Validate() error {
+	if c.GCPercent < 0 {
+		return fmt.Errorf("%w: memory.gcPercent must not be negative", ErrConfig)
+	}
+	if c.GCHeadroom > 0 && c.GCHeadroom < 16<<20 {
+		return fmt.Errorf("%w: memory.gcHeadroom %s is below 16MiB", ErrConfig, c.GCHeadroom)
+	}
+	if c.Limit > 0 && c.Limit < 64<<20 {
+		return fmt.Errorf("%w: memory.limit %s is below 64MiB: a node cannot run in it", ErrConfig, c.Limit)
+	}
+	return nil
+}
+
+// MemoryPolicy is what ApplyMemory set, and why.
+type MemoryPolicy struct {
+	Limit     ByteSize // -1: none
+	GCPercent int
+	// GCHeadroom caps the garbage over the live heap (-1: none, and when
+	// GOGC comes from the environment).
+	GCHeadroom ByteSize
+	// LimitFrom and GCFrom say where the values came from: config,
+	// environment, cgroup, machine or default.
+	LimitFrom, GCFrom string
+}
+
+// ApplyMemory sets the process's soft memory limit and GC target from c,
+// unless GOMEMLIMIT or GOGC are in the environment (they win). It is
+// process-wide: the last node started in a process sets it.
+func ApplyMemory(c MemoryConfig, log *slog.Logger) MemoryPolicy {
+	p := resolveMemory(c, os.Getenv, cgroupMemoryLimit(), machineMemory())
+	if p.LimitFrom != "environment" {
+		limit := int64(math.MaxInt64)
+		if p.Limit > 0 {
+			limit = int64(p.Limit)
+		}
+		debug.SetMemoryLimit(limit)
+	}
+	if p.GCFrom != "environment" {
+		debug.SetGCPercent(p.GCPercent)
+	}
+	log.Info("memory budget", "limit", p.Limit.String(), "limit_from", p.LimitFrom, "gc_percent", p.GCPercent,
+		"gc_headroom", p.GCHeadroom.String(), "gc_from", p.GCFrom)
+	return p
+}
+
+// TuneGC holds the GC's garbage to p.GCHeadroom: every interval it sets
+// GOGC to the percentage of the live heap that the headroom is, between
+// minTunedPercent and p.GCPercent, until ctx ends. It returns at once when
+// there is no headroom to hold (none, or GOGC from the environment).
+func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration) error {
+	if p.GCHeadroom <= 0 || p.GCFrom == "environment" {
+		return nil
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	current := p.GCPercent
+	for {
+		metrics.Read(live)
+		if pct := tunedPercent(live[0].Value.Uint64(), p.GCHeadroom, p.GCPercent); pct != current {
+			debug.SetGCPercent(pct)
+			current = pct
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// tunedPercent is the GOGC that lets headroom bytes of garbage grow over a
+// live heap of live bytes, between minTunedPercent and max.
+func tunedPercent(live uint64, headroom ByteSize, maxPercent int) int {
+	if live == 0 {
+		return maxPercent
+	}
+	return max(min(maxPercent, int(uint64(headroom)*100/live)), min(minTunedPercent, maxPercent))
+}
+
+// resolveMemory decides the budget: the environment, then the config, then
+// 90 % of the cgroup's limit, then half the machine's memory (0: unknown).
+func resolveMemory(c MemoryConfig, getenv func(string) string, cgroup, machine int64) MemoryPolicy {
+	var p MemoryPolicy
+	switch {
+	case getenv("GOMEMLIMIT") != "":
+		p.Limit, p.LimitFrom = ByteSize(debug.SetMemoryLimit(-1)), "environment"
+		if p.Limit == math.MaxInt64 {
+			p.Limit = NoLimit
+		}
+	case c.Limit != 0:
+		p.Limit, p.LimitFrom = c.Limit, "config"
+	case cgroup > 0:
+		p.Limit, p.LimitFrom = ByteSize(cgroup/10*9), "cgroup"
+	case machine > 0:
+		p.Limit, p.LimitFrom = ByteSize(machine/2), "machine"
+	default:
+		p.Limit, p.LimitFrom = NoLimit, "default"
+	}
+	switch {
+	case getenv("GOGC") != "":
+		p.GCPercent, p.GCFrom = debug.SetGCPercent(-1), "environment"
+		debug.SetGCPercent(p.GCPercent)
+	case c.GCPercent != 0:
+		p.GCPercent, p.GCFrom = c.GCPercent, "config"
+	default:
+		p.GCPercent, p.GCFrom = DefaultGCPercent, "default"
+	}
+	switch {
+	case p.GCFrom == "environment":
+		p.GCHeadroom = NoLimit
+	case c.GCHeadroom != 0:
+		p.GCHeadroom = c.GCHeadroom
+	default:
+		p.GCHeadroom = DefaultGCHeadroom
+	}
+	return p
+}
+
+// cgroupMemoryLimit returns the memory limit of the process's cgroup (v2,
+// else v1), or 0 when it has none or it cannot be read.
+func cgroupMemoryLimit() int64 {
+	var files []string
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if path, ok := strings.CutPrefix(line, "0::"); ok { // v2
+				files = append(files, filepath.Join("/sys/fs/cgroup", path, "memory.max"))
+			} else if _, path, ok := strings.Cut(line, ":memory:"); ok { // v1
+				files = append(files, filepath.Join("/sys/fs/cgroup/memory", path, "memory.limit_in_bytes"))
+			}
+		}
+	}
+	files = append(files, "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		v, err := strconv.ParseInt(string(bytes.TrimSpace(b)), 10, 64)
+		if err != nil || v <= 0 || v >= 1<<60 { // "max", or v1's "unlimited" (a page-rounded MaxInt64)
+			continue
+		}
+		return v
+	}
+	return 0
+}
+
+// machineMemory returns MemTotal from /proc/meminfo, or 0.
+func machineMemory() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}

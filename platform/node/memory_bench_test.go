@@ -1,0 +1,153 @@
+package node_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
+	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/node/nodetest"
+)
+
+var (
+	nodeSeries      = flag.Int("node.series", 50_000, "series of BenchmarkNodeSeriesMemory (20 a turbine)")
+	nodeSamples     = flag.Int("node.samples", 12, "samples per series of BenchmarkNodeSeriesMemory")
+	nodeHeapProfile = flag.String("node.heapprofile", "", "write BenchmarkNodeSeriesMemory's heap profile, node running, to this file")
+)
+
+// BenchmarkNodeSeriesMemory is BenchmarkSeriesMemory (platform/ingest) on a
+// whole node (role all: embedded Kafka, TSDB writer, streaming and PromQL
+// rules with the shipped wind-farm rules, HTTP API): -node.series series
+// of registered turbines (20 points each, demo org and site) are produced
+// to gale.telemetry as the broker would (no MQTT connections, whose cost
+// is issue 13 part 2's), every consumer reads them, and the benchmark
+// reports the RSS and live heap the node added per series. The node sets
+// the GC from its memory budget (memory.*) unless GOGC or GOMEMLIMIT are
+// in the environment.
+//
+//	go test -run '^$' -bench NodeSeriesMemory -benchtime 1x -timeout 20m ./platform/node/ -args -node.series=200000
+func BenchmarkNodeSeriesMemory(b *testing.B) {
+	for range b.N {
+		benchNodeSeriesMemory(b, *nodeSeries, *nodeSamples)
+	}
+}
+
+func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
+	points := []string{"WTUR.W", "WTUR.VAr", "WTUR.TurSt", "WTUR.DmdW", "WTUR.TotWh", "WROT.RotSpd",
+		"WROT.PtAngValBl1", "WROT.PtAngValBl2", "WROT.PtAngValBl3", "WGEN.GnSpd", "WGEN.GnTmpSta",
+		"WTRM.TrmTmpGbxOil", "WTRM.TrmTmpShfBrg1", "WNAC.WdSpd", "WNAC.WdDir", "WNAC.Dir", "WNAC.ExTmp",
+		"WNAC.IceSt", "WCNV.Hz", "WCNV.GriPPV"}
+	devices := series / len(points)
+	cfg := nodetest.Config(b)
+	cfg.SeedDemo = node.Demo{Turbines: 1} // the shipped products, the demo org and site
+	h := nodetest.Start(b, cfg)
+
+	// Register the turbines (4 at a time through the API).
+	keys := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for d := range keys {
+				h.CreateDevice(b, api.Device{ProductKey: "wind-turbine", DeviceKey: fmt.Sprintf("T%05d", d), Site: node.DemoSite})
+			}
+		})
+	}
+	t0 := time.Now()
+	for d := range devices {
+		keys <- d
+	}
+	close(keys)
+	wg.Wait()
+	b.Logf("registered %d turbines in %s", devices, time.Since(t0).Round(time.Millisecond))
+
+	runtime.GC()
+	debug.FreeOSMemory()
+	rss0, heap0 := rss(b), liveHeapBytes()
+	start0 := ingested(b, h)
+	prod := bus.NewProducer(h.Node.KafkaAddrs(), cfg.Kafka)
+	defer prod.Close()
+	ctx := context.Background()
+	start := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+	rec := api.Record{Kind: api.RecordPost, Org: node.DemoOrg, Site: node.DemoSite, Product: "wind-turbine", Samples: make([]api.Sample, len(points))}
+	msgs := make([]kafka.Message, 0, 500)
+	t0 = time.Now()
+	for round := range samplesPerSeries {
+		ts := start + int64(round)*10_000
+		for d := range devices {
+			rec.Device, rec.MessageID, rec.Received = fmt.Sprintf("T%05d", d), strconv.Itoa(round), ts
+			for i, p := range points {
+				rec.Samples[i] = api.Sample{Point: p, Time: ts, Value: float64(d%97) + float64(round)*0.25 + float64(i)}
+			}
+			msgs = append(msgs, kafka.Message{Topic: api.TopicTelemetry, Key: []byte(rec.Product + "/" + rec.Device), Value: api.AppendRecord(nil, &rec)})
+			if len(msgs) == cap(msgs) {
+				require.NoError(b, prod.Produce(ctx, msgs...))
+				msgs = msgs[:0]
+			}
+		}
+	}
+	if len(msgs) > 0 {
+		require.NoError(b, prod.Produce(ctx, msgs...))
+	}
+	want := start0 + float64(series*samplesPerSeries)
+	require.Eventually(b, func() bool { return ingested(b, h) >= want }, 10*time.Minute, 100*time.Millisecond)
+	elapsed := time.Since(t0)
+	time.Sleep(5 * time.Second) // the rules consumer and a checkpoint catch up
+	rssHeld := rss(b)
+	runtime.GC()
+	rss1, heap1 := rss(b), liveHeapBytes()
+	if *nodeHeapProfile != "" {
+		f, err := os.Create(*nodeHeapProfile)
+		require.NoError(b, err)
+		require.NoError(b, pprof.Lookup("heap").WriteTo(f, 0))
+		require.NoError(b, f.Close())
+	}
+	gc := debug.SetGCPercent(-1) // reads it, and puts it back
+	debug.SetGCPercent(gc)
+	per := func(v, base uint64) float64 { return (float64(v) - float64(base)) / float64(series) }
+	b.ReportMetric(per(rssHeld, rss0), "rss-B/series")
+	b.ReportMetric(per(rss1, rss0), "rss-after-gc-B/series")
+	b.ReportMetric(per(heap1, heap0), "live-heap-B/series")
+	b.ReportMetric(float64(series*samplesPerSeries)/elapsed.Seconds(), "samples/s")
+	b.Logf("%d series (%d turbines), %d samples each in %s: RSS %d → %d MiB (%d MiB after a GC), live heap %d → %d MiB; GOGC %d, GOMEMLIMIT %s",
+		series, devices, samplesPerSeries, elapsed.Round(time.Millisecond), rss0>>20, rssHeld>>20, rss1>>20, heap0>>20, heap1>>20,
+		gc, node.ByteSize(debug.SetMemoryLimit(-1)))
+}
+
+// rss reads the process's resident set size from /proc/self/status.
+func rss(b *testing.B) uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skipf("no /proc/self/status: %v", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			require.NoError(b, err)
+			return kb << 10
+		}
+	}
+	b.Skip("no VmRSS in /proc/self/status")
+	return 0
+}
+
+// liveHeapBytes is the heap marked live by the last GC.
+func liveHeapBytes() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
