@@ -72,6 +72,7 @@ func ExportedMetrics() []Metric {
 		{"gale_command_roundtrip_seconds", Histogram, JobNode},
 		{"gale_http_requests_total", Counter, JobNode},
 		{"gale_http_panics_total", Counter, JobNode},
+		{"gale_http_login_failures_total", Counter, JobNode},
 		{"gale_query_refused_total", Counter, JobNode},
 		{"gale_rule_files_refused", Gauge, JobNode},
 		{"gale_promql_rule_panics_total", Counter, JobNode},
