@@ -504,18 +504,22 @@ func (u *uplink) replayPass(ctx context.Context) (retry bool, err error) {
 // were are deleted: backfill is stored by sample time, so the order in
 // which a retried run arrives does not matter).
 func (u *uplink) resumeAll(ctx context.Context, dev *device.Device, runs [][]Item) (sent bool, err error) {
-	calls := make([]*device.Call, len(runs))
-	for i, run := range runs {
+	calls := make([]*device.Call, 0, len(runs))
+	sent = true
+	for _, run := range runs {
 		pk, dk := run[0].ProductKey, run[0].DeviceKey
-		calls[i], err = dev.Start(api.MeasurepointResumeBatchTopic(pk, dk), api.Request{ID: dev.NewID(), Version: "1.0",
+		call, err := dev.Start(api.MeasurepointResumeBatchTopic(pk, dk), api.Request{ID: dev.NewID(), Version: "1.0",
 			Method: "thing.measurepoint.resume.batch", Params: resumeParams(run)})
-		if err != nil {
-			return false, nil // cannot encode: never happens with raw params
+		if err != nil { // params that are not JSON: stays queued, retried
+			u.log.Warn("resume/batch not encoded", "device", dk, "err", err)
+			sent = false
+			break
 		}
+		calls = append(calls, call)
 	}
+	runs = runs[:len(calls)]
 	wctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
 	defer cancel()
-	sent = true
 	for i, run := range runs {
 		r, werr := calls[i].Wait(wctx)
 		err := outcome(api.MeasurepointResumeBatchTopic(run[0].ProductKey, run[0].DeviceKey), r, werr)
