@@ -15,6 +15,8 @@ func TestParseTopic(t *testing.T) {
 		{topic: "/sys/pk/dk/thing/measurepoint/post", want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk"}},
 		{topic: "/sys/pk/dk/thing/measurepoint/post_reply", want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
 		{topic: "/sys/pk/dk/thing/measurepoint/resume", want: Topic{Kind: KindMeasurepointResume, ProductKey: "pk", DeviceKey: "dk"}},
+		{topic: "/sys/pk/dk/thing/measurepoint/post/batch", want: Topic{Kind: KindMeasurepointPostBatch, ProductKey: "pk", DeviceKey: "dk"}},
+		{topic: "/sys/pk/dk/thing/measurepoint/post/batch_reply", want: Topic{Kind: KindMeasurepointPostBatch, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
 		{topic: "/sys/pk/dk/thing/measurepoint/resume/batch", want: Topic{Kind: KindMeasurepointResumeBatch, ProductKey: "pk", DeviceKey: "dk"}},
 		{topic: "/sys/pk/dk/thing/event/fault/post", want: Topic{Kind: KindEventPost, ProductKey: "pk", DeviceKey: "dk", Name: "fault"}},
 		{topic: "/sys/pk/dk/thing/service/setPowerLimit", want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit"}},

@@ -35,7 +35,7 @@ func FuzzParseLogin(f *testing.F) {
 
 func FuzzParseTopic(f *testing.F) {
 	for _, s := range []string{
-		"/sys/pk/dk/thing/measurepoint/post", "/sys/pk/dk/thing/measurepoint/resume/batch", "/sys/pk/dk/thing/event/e/post_reply",
+		"/sys/pk/dk/thing/measurepoint/post", "/sys/pk/dk/thing/measurepoint/post/batch", "/sys/pk/dk/thing/measurepoint/resume/batch", "/sys/pk/dk/thing/event/e/post_reply",
 		"/sys/pk/dk/thing/service/s", "/ext/session/gw/g/combine/login/batch", "/ext/session//g/combine/login", "_reply", "/sys////",
 	} {
 		f.Add(s)

@@ -26,6 +26,18 @@ type MeasurepointParams struct {
 	Time int64 `json:"time,omitempty"`
 }
 
+// SubDeviceMeasurepoints is one entry of a thing.measurepoint.post.batch:
+// the sample of device (ProductKey, DeviceKey) at Time, which is the
+// gateway itself or one of the sub-devices logged in through it. Entries
+// of one device keep their order.
+type SubDeviceMeasurepoints struct {
+	ProductKey    string                     `json:"productKey"`
+	DeviceKey     string                     `json:"deviceKey"`
+	Measurepoints map[string]json.RawMessage `json:"measurepoints"`
+	// Time is the sample time in Unix milliseconds; zero means the broker's receive time.
+	Time int64 `json:"time,omitempty"`
+}
+
 // QualityValue is the object form of a measurepoint value.
 type QualityValue struct {
 	Value   json.RawMessage `json:"value"`

@@ -39,10 +39,16 @@ const (
 	KindSubLogin
 	KindSubLoginBatch
 	KindSubLogout
+	// KindMeasurepointPostBatch is a gateway's live samples of several of
+	// its sub-devices (and itself) in one message (EnOS
+	// thing.measurepoint.post.batch). Last, so that the numbers of the
+	// others (in fuzz corpora) stay.
+	KindMeasurepointPostBatch
 )
 
 var kindSuffix = map[string]Kind{
 	"thing/measurepoint/post":         KindMeasurepointPost,
+	"thing/measurepoint/post/batch":   KindMeasurepointPostBatch,
 	"thing/measurepoint/resume":       KindMeasurepointResume,
 	"thing/measurepoint/resume/batch": KindMeasurepointResumeBatch,
 	"thing/attribute/update":          KindAttributeUpdate,
@@ -124,6 +130,13 @@ func DevicePrefix(productKey, deviceKey string) string {
 // MeasurepointPostTopic is the topic a device posts telemetry on.
 func MeasurepointPostTopic(productKey, deviceKey string) string {
 	return DevicePrefix(productKey, deviceKey) + "thing/measurepoint/post"
+}
+
+// MeasurepointPostBatchTopic is the topic on which gateway (productKey,
+// deviceKey) posts live samples of its logged-in sub-devices (and its own)
+// in one message; its params are a []SubDeviceMeasurepoints.
+func MeasurepointPostBatchTopic(productKey, deviceKey string) string {
+	return MeasurepointPostTopic(productKey, deviceKey) + "/batch"
 }
 
 // MeasurepointResumeTopic is the topic a device backfills offline data on.

@@ -158,3 +158,56 @@ func FuzzGuardHeader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPostBatch feeds a gateway's thing.measurepoint.post.batch params to
+// the broker: no panic, and what is accepted is one valid live record per
+// entry, only for the gateway and the sub-device logged in through it.
+func FuzzPostBatch(f *testing.F) {
+	for _, s := range []string{
+		`[{"productKey":"sensor","deviceKey":"sub","measurepoints":{"T":21.5,"On":true},"time":1732550400000},{"productKey":"sensor","deviceKey":"gw","measurepoints":{"N":3}}]`,
+		`[{"productKey":"sensor","deviceKey":"other","measurepoints":{"T":1}}]`,
+		`[{"productKey":"sensor","deviceKey":"sub","measurepoints":{"T":{"value":1,"quality":300}}}]`,
+		`[{"productKey":"","deviceKey":"sub","measurepoints":{"T":1}}]`, `[{}]`, `[]`, `null`, `{"measurepoints":{"T":1}}`,
+		`[{"productKey":"sensor","deviceKey":"sub","measurepoints":{"T":1},"time":-1}]`,
+	} {
+		f.Add([]byte(s))
+	}
+	reg, model := fuzzModel(f)
+	for _, dk := range []string{"gw", "sub", "other"} {
+		_, err := reg.CreateDevice(context.Background(), api.Device{ProductKey: testProduct, DeviceKey: dk, Org: "org", Enabled: true})
+		require.NoError(f, err)
+	}
+	win := fuzzWindow()
+	server := mqtt.New(&mqtt.Options{Logger: quietTestLogger()})
+	h := newHook(DefaultConfig(), server, reg, nil, quietTestLogger(), newMetrics(prometheusRegistry()))
+	s := &session{pk: testProduct, dk: "gw", subs: map[string]bool{testProduct + "/sub": true}}
+	f.Fuzz(func(t *testing.T, params []byte) {
+		msgs, n, err := h.postBatch(s, &api.Request{ID: "1", Params: params}, win)
+		if err != nil {
+			var rej *rejection
+			require.ErrorAs(t, err, &rej)
+			require.NotZero(t, rej.code)
+			require.NotEmpty(t, rej.reason)
+			require.Empty(t, msgs)
+			return
+		}
+		require.NotEmpty(t, msgs)
+		samples := 0
+		for _, m := range msgs {
+			require.Equal(t, api.TopicTelemetry, m.Topic)
+			var rec api.Record
+			require.NoError(t, api.DecodeRecord(m.Value, &rec))
+			require.Equal(t, api.RecordPost, rec.Kind)
+			require.Contains(t, []string{"gw", "sub"}, rec.Device, "never a device not logged in through the gateway")
+			require.Equal(t, testProduct+"/"+rec.Device, string(m.Key))
+			require.NotEmpty(t, rec.Samples)
+			for _, smp := range rec.Samples {
+				_, known := model.Point(smp.Point)
+				require.True(t, known, smp.Point)
+				require.NoError(t, win.check(smp.Time))
+			}
+			samples += len(rec.Samples)
+		}
+		require.Equal(t, n, samples)
+	})
+}

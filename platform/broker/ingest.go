@@ -54,15 +54,18 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	s.pipe.push(e)
 	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
 	defer cancel()
-	h.producer.Send(ctx, e.msg, func(err error) {
-		if e.kind != "event" {
-			v := e.msg.Value
-			h.bufs.Put(&v)
-		}
-		if s.pipe.complete(e, err) {
-			go h.drain(s)
-		}
-	})
+	e.left = len(e.msgs)
+	for i := range e.msgs {
+		h.producer.Send(ctx, e.msgs[i], func(err error) {
+			if e.kind != "event" {
+				v := e.msgs[i].Value
+				h.bufs.Put(&v)
+			}
+			if s.pipe.completeOne(e, err) {
+				go h.drain(s)
+			}
+		})
+	}
 	return pk, packets.ErrRejectPacket
 }
 
@@ -156,10 +159,14 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		// The buffer goes back to the pool once Kafka is done with it.
-		bp := h.bufs.Get().(*[]byte)
-		e.msg = kafka.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], &rec)}
+		e.msgs = []kafka.Message{h.telemetry(key, &rec)}
 		e.samples = len(rec.Samples)
+	case api.KindMeasurepointPostBatch:
+		msgs, n, err := h.postBatch(s, &req, win)
+		if err != nil {
+			return nil, err
+		}
+		e.msgs, e.samples, e.kind = msgs, n, "post"
 	case api.KindTopoAdd, api.KindSubLogin, api.KindSubLoginBatch, api.KindSubLogout:
 		s.pipe.settle()
 		h.subDevices(s, topic, pk.TopicName, req)
@@ -169,12 +176,77 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		e.msg = kafka.Message{Topic: api.TopicEvents, Key: key, Value: ev}
+		e.msgs = []kafka.Message{{Topic: api.TopicEvents, Key: key, Value: ev}}
 		e.kind = "event"
 	default:
 		return nil, refuse(req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
 	}
 	return e, nil
+}
+
+// telemetry encodes rec for gale.telemetry in a pooled buffer, which goes
+// back to the pool once Kafka is done with it.
+func (h *hook) telemetry(key []byte, rec *api.Record) kafka.Message {
+	bp := h.bufs.Get().(*[]byte)
+	return kafka.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], rec)}
+}
+
+// postBatch validates the entries of a gateway's thing.measurepoint.post.batch
+// and encodes one live record per entry, so that every consumer sees each
+// sample exactly as if its device had posted it alone. Each entry passes
+// the ACL of its device's own measurepoint/post topic (the gateway itself
+// or a sub-device logged in through this session) and the same validation
+// as a post; one bad entry refuses the whole request, with nothing produced.
+// It returns the messages and their number of samples.
+func (h *hook) postBatch(s *session, req *api.Request, win window) ([]kafka.Message, int, error) {
+	var entries []api.SubDeviceMeasurepoints
+	raw := bytes.TrimSpace(req.Params)
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, 0, refuse(req.ID, api.CodeBadRequest, "bad_json", "params must be an array of {productKey, deviceKey, measurepoints, time}")
+	}
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return nil, 0, refuse(req.ID, api.CodeBadRequest, "bad_json", "params: "+err.Error())
+	}
+	if len(entries) == 0 {
+		return nil, 0, refuse(req.ID, api.CodeBadRequest, "no_points", "params is an empty array")
+	}
+	msgs := make([]kafka.Message, 0, len(entries))
+	fail := func(code int, reason, message string) ([]kafka.Message, int, error) {
+		for _, m := range msgs {
+			v := m.Value
+			h.bufs.Put(&v)
+		}
+		return nil, 0, refuse(req.ID, code, reason, message)
+	}
+	samples := 0
+	for i, en := range entries {
+		if en.ProductKey == "" || en.DeviceKey == "" {
+			return fail(api.CodeBadRequest, "bad_json", fmt.Sprintf("params[%d]: productKey and deviceKey are required", i))
+		}
+		if !h.mayPublish(s, api.MeasurepointPostTopic(en.ProductKey, en.DeviceKey)) {
+			return fail(api.CodeUnauthorized, "acl_publish",
+				fmt.Sprintf("params[%d]: %s/%s is neither this gateway nor a sub-device logged in through it", i, cut(en.ProductKey), cut(en.DeviceKey)))
+		}
+		dev, ok := h.devices.Device(en.ProductKey, en.DeviceKey)
+		if !ok || !dev.Enabled {
+			return fail(api.CodeUnauthorized, "unknown_device", fmt.Sprintf("params[%d]: device is not registered or is disabled", i))
+		}
+		model, ok := h.devices.Model(dev.ProductKey)
+		if !ok {
+			return fail(api.CodeInternal, "no_model", fmt.Sprintf("params[%d]: product has no thing model", i))
+		}
+		rec := api.Record{
+			Kind: api.RecordPost, Org: dev.Org, Product: dev.ProductKey, Device: dev.DeviceKey, Site: dev.Site,
+			MessageID: req.ID, Received: win.now,
+		}
+		p := []api.MeasurepointParams{{Measurepoints: en.Measurepoints, Time: en.Time}}
+		if code, reason, err := validateParams(&rec, p, model, win); err != nil {
+			return fail(code, reason, fmt.Sprintf("params[%d]: %v", i, err))
+		}
+		msgs = append(msgs, h.telemetry([]byte(dev.ProductKey+"/"+dev.DeviceKey), &rec))
+		samples += len(rec.Samples)
+	}
+	return msgs, samples, nil
 }
 
 // drain writes the PUBACKs and replies of s's requests that Kafka answered,
@@ -345,6 +417,12 @@ func validateBatch(rec *api.Record, batch []api.MeasurepointParams, model *regis
 	if len(batch) == 0 {
 		return api.CodeBadRequest, "no_points", errors.New("params is an empty array")
 	}
+	return validateParams(rec, batch, model, win)
+}
+
+// validateParams validates parsed measurepoint params against model and
+// the time window into rec (see validateSamples).
+func validateParams(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
 	for _, p := range batch {
 		if len(p.Measurepoints) == 0 {
 			return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")

@@ -14,7 +14,9 @@ var errProduceTimeout = errors.New("kafka did not acknowledge within the produce
 
 // pending is a device request handed to Kafka, waiting for its acknowledgement.
 type pending struct {
-	msg      kafka.Message
+	// msgs are the Kafka messages of the request: one, or one per entry of
+	// a post/batch. The request is answered once Kafka answered them all.
+	msgs     []kafka.Message
 	packetID uint16
 	qos      byte
 	topic    string // the request topic, answered on its _reply topic
@@ -24,6 +26,10 @@ type pending struct {
 	start    time.Time
 	deadline time.Time
 
+	// left counts the messages Kafka has not answered; firstErr is the
+	// first failure among them. Both are guarded by pipeline.mu.
+	left     int
+	firstErr error
 	// done and err are guarded by pipeline.mu.
 	done bool
 	err  error
@@ -146,6 +152,23 @@ func (p *pipeline) complete(e *pending, err error) bool {
 	}
 	e.done, e.err = true, err
 	return p.startDrain()
+}
+
+// completeOne records Kafka's answer for one of e's messages, and completes
+// e with the first failure once all are answered (see complete).
+func (p *pipeline) completeOne(e *pending, err error) bool {
+	p.mu.Lock()
+	if err != nil && e.firstErr == nil {
+		e.firstErr = err
+	}
+	e.left--
+	last := e.left <= 0
+	err = e.firstErr
+	p.mu.Unlock()
+	if !last {
+		return false
+	}
+	return p.complete(e, err)
 }
 
 // startDrain marks a drain as running if one is needed; p.mu is held.

@@ -276,6 +276,51 @@ func (d *Device) RequestRaw(ctx context.Context, topic, id string, payload []byt
 	}
 }
 
+// Call is a request sent by Start whose reply is still to be awaited with Wait.
+type Call struct {
+	d     *Device
+	key   string
+	topic string
+	tok   paho.Token
+	ch    chan api.Reply
+}
+
+// Start publishes req on topic at QoS 1 and returns without waiting for
+// its PUBACK or reply, so that several requests are in flight on the
+// connection at once. Requests started one after another by one goroutine
+// go out on the wire in that order, and the broker acknowledges them in
+// that order. Every Call must be waited for, or its reply slot stays.
+func (d *Device) Start(topic string, req api.Request) (*Call, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	c := &Call{d: d, key: api.ReplyTopic(topic) + "\x00" + req.ID, topic: topic, ch: make(chan api.Reply, 1)}
+	d.mu.Lock()
+	d.pending[c.key] = c.ch
+	d.mu.Unlock()
+	c.tok = d.client.Publish(topic, 1, false, b)
+	return c, nil
+}
+
+// Wait returns the reply of the request, once it was acknowledged.
+func (c *Call) Wait(ctx context.Context) (api.Reply, error) {
+	defer func() {
+		c.d.mu.Lock()
+		delete(c.d.pending, c.key)
+		c.d.mu.Unlock()
+	}()
+	if err := wait(ctx, c.tok); err != nil {
+		return api.Reply{}, fmt.Errorf("publish %s: %w", c.topic, err)
+	}
+	select {
+	case r := <-c.ch:
+		return r, nil
+	case <-ctx.Done():
+		return api.Reply{}, fmt.Errorf("waiting for reply on %s: %w", api.ReplyTopic(c.topic), ctx.Err())
+	}
+}
+
 // MeasurepointRequest builds a thing.measurepoint.post (or resume) request.
 func (d *Device) MeasurepointRequest(method string, t time.Time, points map[string]any) api.Request {
 	params, _ := json.Marshal(map[string]any{"measurepoints": points, "time": t.UnixMilli()})

@@ -86,6 +86,11 @@ type CloudConfig struct {
 	KeepAlive time.Duration `yaml:"keep_alive"`
 	// ReconnectMax caps the back-off between connection attempts (default 10s).
 	ReconnectMax time.Duration `yaml:"reconnect_max"`
+	// MaxInFlight is how many messages (post/batch or resume/batch) the
+	// gateway has on their way at once, waiting for their PUBACK and reply
+	// (default 16; keep it at or below the broker's maxInFlight, 32 by
+	// default, or the broker holds the rest back).
+	MaxInFlight int `yaml:"max_in_flight"`
 }
 
 // CloudTLS is the edge's TLS towards the cloud.
@@ -145,6 +150,10 @@ type QueueConfig struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 	// ReplayBatch is the number of samples per resume/batch message (default 100).
 	ReplayBatch int `yaml:"replay_batch"`
+	// LiveBatch is the most samples per live measurepoint/post/batch
+	// message (default 100). Live sends what is queued: a gateway that
+	// keeps up sends small batches, one that fell behind large ones.
+	LiveBatch int `yaml:"live_batch"`
 	// Fsync makes every queued sample survive a power loss, not only a
 	// crash of the process, at the cost of one fsync per sample.
 	Fsync bool `yaml:"fsync"`
@@ -173,6 +182,8 @@ const (
 	DefaultModbusTimeout  = time.Second
 	DefaultQueueBytes     = 256 << 20
 	DefaultReplayBatch    = 100
+	DefaultLiveBatch      = 100
+	DefaultMaxInFlight    = 16
 	DefaultHAInterval     = 500 * time.Millisecond
 	DefaultHATimeout      = 2 * time.Second
 )
@@ -240,6 +251,12 @@ func (c *Config) Default() {
 	if c.Queue.ReplayBatch == 0 {
 		c.Queue.ReplayBatch = DefaultReplayBatch
 	}
+	if c.Queue.LiveBatch == 0 {
+		c.Queue.LiveBatch = DefaultLiveBatch
+	}
+	if c.Cloud.MaxInFlight == 0 {
+		c.Cloud.MaxInFlight = DefaultMaxInFlight
+	}
 	if c.HA != nil {
 		if c.HA.Interval == 0 {
 			c.HA.Interval = DefaultHAInterval
@@ -281,8 +298,8 @@ func (c Config) Validate() error {
 	if err := c.validateServices(maps); err != nil {
 		return err
 	}
-	if c.Queue.MaxBytes < 64<<10 || c.Queue.ReplayBatch < 1 || c.Queue.ReplayBatch > 1000 {
-		return fmt.Errorf("%w: max_bytes must be at least 64 KiB and replay_batch in 1…1000", ErrQueue)
+	if c.Queue.MaxBytes < 64<<10 || c.Queue.ReplayBatch < 1 || c.Queue.ReplayBatch > 1000 || c.Queue.LiveBatch < 1 || c.Queue.LiveBatch > 1000 {
+		return fmt.Errorf("%w: max_bytes must be at least 64 KiB and replay_batch and live_batch in 1…1000", ErrQueue)
 	}
 	if c.HA != nil {
 		return c.HA.validate()
@@ -298,6 +315,8 @@ func (c CloudConfig) validate() error {
 		return fmt.Errorf("%w: set one of token and token_file", ErrCloud)
 	case c.PublishTimeout <= 0 || c.KeepAlive <= 0 || c.ReconnectMax <= 0:
 		return fmt.Errorf("%w: publish_timeout, keep_alive and reconnect_max must be positive", ErrCloud)
+	case c.MaxInFlight < 1 || c.MaxInFlight > 1000:
+		return fmt.Errorf("%w: max_in_flight must be in 1…1000", ErrCloud)
 	}
 	u, err := url.Parse(c.APIURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

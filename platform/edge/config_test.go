@@ -31,6 +31,8 @@ func TestConfigFiles(t *testing.T) {
 		"mapfile-product":      edge.ErrUnit,
 		"service-point":        edge.ErrService,
 		"queue":                edge.ErrQueue,
+		"live-batch":           edge.ErrQueue,
+		"max-in-flight":        edge.ErrCloud,
 		"ha":                   edge.ErrHA,
 		"stale":                edge.ErrStale,
 		"tls-cert-without-key": edge.ErrCloud,

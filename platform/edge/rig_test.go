@@ -446,7 +446,7 @@ func (p *proxy) Published(topic string) []published {
 }
 
 // latest returns the newest sample of device (pk, dk) carrying point that
-// the proxy saw, posted or resumed.
+// the proxy saw, posted (alone or in gateway GW01's post/batch) or resumed.
 func (p *proxy) latest(t *testing.T, pk, dk, point string) api.MeasurepointParams {
 	t.Helper()
 	var newest api.MeasurepointParams
@@ -466,6 +466,17 @@ func (p *proxy) latest(t *testing.T, pk, dk, point string) api.MeasurepointParam
 				if _, ok := s.Measurepoints[point]; ok && s.Time > newest.Time {
 					newest = s
 				}
+			}
+		}
+	}
+	for _, m := range p.Published(api.MeasurepointPostBatchTopic("modbus-gateway", "GW01")) {
+		var req struct {
+			Params []api.SubDeviceMeasurepoints `json:"params"`
+		}
+		require.NoError(t, json.Unmarshal(m.Payload, &req))
+		for _, s := range req.Params {
+			if _, ok := s.Measurepoints[point]; ok && s.ProductKey == pk && s.DeviceKey == dk && s.Time > newest.Time {
+				newest = api.MeasurepointParams{Measurepoints: s.Measurepoints, Time: s.Time}
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,21 +33,33 @@ var (
 // uplink is the gateway's MQTT session and the two loops that empty the
 // queue through it:
 //
-//   - live posts new samples on measurepoint/post, one at a time in order;
+//   - live posts new samples on the gateway's measurepoint/post/batch
+//     (EnOS thing.measurepoint.post.batch: samples of several sub-devices
+//     in one message), in queue order;
 //   - replay sends the backlog on measurepoint/resume/batch, oldest first.
+//
+// Both keep up to MaxInFlight messages on their way at once: they publish
+// a window of messages in queue order from one goroutine (so they go out,
+// reach Kafka and are acknowledged in that order) and then collect the
+// replies in the same order. One round-trip thus carries up to
+// MaxInFlight × batch samples, where one message per round-trip capped a
+// gateway at a few hundred samples a second.
 //
 // The backlog is every queued item with id <= mark: live moves mark past
 // each item it is done with, so an item it could not post (offline, timeout,
 // error) stays queued and becomes backlog, and every item queued before a
 // start is backlog. Ids above mark belong to live alone, ids at or below it
-// to replay alone, so no sample is sent by both.
+// to replay alone, so no sample is sent by both. Live moves mark past a
+// window only once every message of the window was answered (or failed).
 type uplink struct {
 	cfg       CloudConfig
 	tls       *tls.Config // nil: plaintext
 	gw        Identity
 	subs      []Unit
 	q         *Queue
-	batch     int
+	batch     int // samples per resume/batch message
+	liveBatch int // samples per post/batch message
+	window    int // messages in flight
 	log       *slog.Logger
 	m         *metrics
 	onService device.ServiceHandler
@@ -62,6 +75,7 @@ type uplink struct {
 
 func newUplink(cfg Config, tlsCfg *tls.Config, subs []Unit, q *Queue, log *slog.Logger, m *metrics, onService device.ServiceHandler) (*uplink, error) {
 	u := &uplink{cfg: cfg.Cloud, tls: tlsCfg, gw: cfg.Gateway, subs: subs, q: q, batch: cfg.Queue.ReplayBatch,
+		liveBatch: max(1, cfg.Queue.LiveBatch), window: max(1, cfg.Cloud.MaxInFlight),
 		log: log.With("component", "uplink"), m: m, onService: onService}
 	last, err := q.LastID()
 	if err != nil {
@@ -207,6 +221,13 @@ func (u *uplink) send(ctx context.Context, pk, dk, topic, method string, params 
 	ctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
 	defer cancel()
 	r, err := dev.Request(ctx, topic, api.Request{ID: dev.NewID(), Version: "1.0", Method: method, Params: params})
+	return outcome(topic, r, err)
+}
+
+// outcome turns a request's reply or error into nil, an error wrapping
+// errRejected (a 4xx other than 429: resending cannot help) or another
+// error (resending may help).
+func outcome(topic string, r api.Reply, err error) error {
 	switch {
 	case err != nil:
 		return err
@@ -229,7 +250,7 @@ func (u *uplink) live(ctx context.Context) error {
 			}
 			u.mark.Store(last) // everything queued while offline is backlog
 		} else {
-			items, err := u.q.Items(u.mark.Load(), math.MaxInt64, 64)
+			items, err := u.q.Items(u.mark.Load(), math.MaxInt64, u.window*u.liveBatch)
 			if err != nil {
 				return err
 			}
@@ -249,11 +270,81 @@ func (u *uplink) live(ctx context.Context) error {
 	}
 }
 
-// post sends items on measurepoint/post; it returns only queue errors.
+// maxBatchBytes bounds the params of one batch message, well below the
+// broker's default payload limit (256 KiB).
+const maxBatchBytes = 128 << 10
+
+// post sends items, a window of the queue above mark, in post/batch
+// messages, all in flight at once, then moves mark past them: what the
+// cloud acknowledged or refused is deleted, what was not sent or not
+// answered stays queued as backlog. It returns only queue errors.
 func (u *uplink) post(ctx context.Context, items []Item) error {
+	defer u.mark.Store(items[len(items)-1].ID)
+	dev, logged := u.current()
+	var send []Item
+	left := false
+	for _, it := range items {
+		if dev != nil && logged[it.ProductKey+"/"+it.DeviceKey] {
+			send = append(send, it)
+		} else {
+			left = true // not logged in (or offline): backlog
+		}
+	}
+	type flight struct {
+		batch []Item
+		call  *device.Call
+	}
+	topic := api.MeasurepointPostBatchTopic(u.gw.ProductKey, u.gw.DeviceKey)
+	var flights []flight
+	for _, b := range batches(send, u.liveBatch, maxBatchBytes) {
+		call, err := dev.Start(topic, api.Request{ID: dev.NewID(), Version: "1.0", Method: "thing.measurepoint.post.batch", Params: postBatchParams(b)})
+		if err != nil { // cannot encode: send them alone below
+			flights = append(flights, flight{batch: b})
+			continue
+		}
+		flights = append(flights, flight{batch: b, call: call})
+	}
+	ctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
+	defer cancel()
+	for _, f := range flights {
+		err := errRejected
+		if f.call != nil {
+			r, werr := f.call.Wait(ctx)
+			err = outcome(topic, r, werr)
+		}
+		switch {
+		case err == nil:
+			u.m.published.WithLabelValues(pathPost).Add(float64(len(f.batch)))
+			if err := u.q.Delete(ids(f.batch)...); err != nil {
+				return err
+			}
+		case errors.Is(err, errRejected):
+			// The cloud refuses the whole batch for one bad sample: post
+			// them one by one so that only the refused ones are dropped.
+			u.log.Debug("post/batch refused; posting its samples alone", "samples", len(f.batch), "err", err)
+			if err := u.postEach(ctx, f.batch); err != nil {
+				return err
+			}
+		default:
+			left = true
+			u.log.Debug("live post not acknowledged; its samples become backlog", "samples", len(f.batch), "err", err)
+		}
+	}
+	if left {
+		u.backlog.Notify()
+	}
+	return nil
+}
+
+// postEach sends items one per measurepoint/post message, deleting those
+// acknowledged or refused; the others stay queued (mark is moved past them
+// by post). It returns only queue errors.
+func (u *uplink) postEach(ctx context.Context, items []Item) error {
+	left := false
 	for _, it := range items {
 		if ctx.Err() != nil {
-			return nil
+			left = true
+			break
 		}
 		err := u.send(ctx, it.ProductKey, it.DeviceKey, api.MeasurepointPostTopic(it.ProductKey, it.DeviceKey), "thing.measurepoint.post", it.Params)
 		switch {
@@ -263,16 +354,85 @@ func (u *uplink) post(ctx context.Context, items []Item) error {
 			u.m.rejected.Inc()
 			u.log.Warn("sample refused; dropped", "device", it.DeviceKey, "time", it.Time, "err", err)
 		default:
-			u.mark.Store(it.ID)
-			u.backlog.Notify()
+			left = true
 			continue
 		}
-		u.mark.Store(it.ID)
 		if err := u.q.Delete(it.ID); err != nil {
 			return err
 		}
 	}
+	if left {
+		u.backlog.Notify()
+	}
 	return nil
+}
+
+// current returns the session (nil while offline) and the sub-devices
+// logged in on it; the map is never changed once set, only replaced.
+func (u *uplink) current() (*device.Device, map[string]bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.dev, u.logged
+}
+
+// batches splits items, in order, into runs of at most n items whose
+// params total at most size bytes (a run has at least one item).
+func batches(items []Item, n, size int) [][]Item {
+	var out [][]Item
+	start, total := 0, 0
+	for i, it := range items {
+		if i > start && (i-start == n || total+len(it.Params) > size) {
+			out = append(out, items[start:i])
+			start, total = i, 0
+		}
+		total += len(it.Params)
+	}
+	if start < len(items) {
+		out = append(out, items[start:])
+	}
+	return out
+}
+
+// postBatchParams encodes items as thing.measurepoint.post.batch params:
+// each item's {"measurepoints":…,"time":…} with its productKey and
+// deviceKey in front.
+func postBatchParams(items []Item) []byte {
+	n := 2
+	for _, it := range items {
+		n += len(it.Params) + len(it.ProductKey) + len(it.DeviceKey) + 40
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, it := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"productKey":`...)
+		b = appendJSONString(b, it.ProductKey)
+		b = append(b, `,"deviceKey":`...)
+		b = appendJSONString(b, it.DeviceKey)
+		p := bytes.TrimSpace(it.Params)
+		if len(p) > 1 && p[0] == '{' && !bytes.Equal(bytes.TrimSpace(p[1:]), []byte("}")) {
+			b = append(b, ',')
+			b = append(b, p[1:]...)
+		} else {
+			b = append(b, '}') // not an object with fields: the cloud refuses it, and postEach sorts it out
+		}
+	}
+	return append(b, ']')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a string always encodes
+	return append(b, q...)
+}
+
+func ids(items []Item) []int64 {
+	out := make([]int64, len(items))
+	for i, it := range items {
+		out[i] = it.ID
+	}
+	return out
 }
 
 // replay sends the backlog whenever the session is up and there is some.
@@ -303,31 +463,93 @@ func (u *uplink) replay(ctx context.Context) error {
 }
 
 // replayPass sends the backlog once through, oldest first, in resume/batch
-// messages of one device each, and deletes each batch once acknowledged.
-// Samples of sub-devices not logged in stay queued. retry is set when a
-// send failed; err reports queue failures only.
+// messages of one device each, up to MaxInFlight of them on their way at
+// once, and deletes each batch once acknowledged. Samples of sub-devices
+// not logged in stay queued. retry is set when a send failed; err reports
+// queue failures only.
 func (u *uplink) replayPass(ctx context.Context) (retry bool, err error) {
 	after := int64(0)
 	for ctx.Err() == nil && u.online() {
-		items, err := u.q.Items(after, u.mark.Load(), 8*u.batch)
+		items, err := u.q.Items(after, u.mark.Load(), u.window*u.batch)
 		if err != nil || len(items) == 0 {
 			return false, err
 		}
 		after = items[len(items)-1].ID
+		dev, logged := u.current()
+		if dev == nil {
+			return false, nil
+		}
+		var runs [][]Item
 		for _, run := range byDevice(items, u.batch) {
-			if u.device(run[0].ProductKey, run[0].DeviceKey) == nil {
-				continue
+			if logged[run[0].ProductKey+"/"+run[0].DeviceKey] {
+				runs = append(runs, run)
 			}
-			sent, err := u.resume(ctx, run)
-			if err != nil {
-				return false, err
-			}
-			if !sent {
-				return true, nil
-			}
+		}
+		sent, err := u.resumeAll(ctx, dev, runs)
+		if err != nil {
+			return false, err
+		}
+		if !sent {
+			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// resumeAll sends runs (each of one device) in resume/batch messages, all
+// in flight at once, in order, and deletes each run once acknowledged. If
+// the cloud refuses a run, its samples are resent alone so that only the
+// refused ones are dropped. sent is false if a run was not acknowledged:
+// it stays queued, and so do the runs after it that were not (those that
+// were are deleted: backfill is stored by sample time, so the order in
+// which a retried run arrives does not matter).
+func (u *uplink) resumeAll(ctx context.Context, dev *device.Device, runs [][]Item) (sent bool, err error) {
+	calls := make([]*device.Call, 0, len(runs))
+	sent = true
+	for _, run := range runs {
+		pk, dk := run[0].ProductKey, run[0].DeviceKey
+		call, err := dev.Start(api.MeasurepointResumeBatchTopic(pk, dk), api.Request{ID: dev.NewID(), Version: "1.0",
+			Method: "thing.measurepoint.resume.batch", Params: resumeParams(run)})
+		if err != nil { // params that are not JSON: stays queued, retried
+			u.log.Warn("resume/batch not encoded", "device", dk, "err", err)
+			sent = false
+			break
+		}
+		calls = append(calls, call)
+	}
+	runs = runs[:len(calls)]
+	wctx, cancel := context.WithTimeout(ctx, u.cfg.PublishTimeout)
+	defer cancel()
+	for i, run := range runs {
+		r, werr := calls[i].Wait(wctx)
+		err := outcome(api.MeasurepointResumeBatchTopic(run[0].ProductKey, run[0].DeviceKey), r, werr)
+		switch {
+		case err == nil:
+			u.m.published.WithLabelValues(pathResume).Add(float64(len(run)))
+			if err := u.q.Delete(ids(run)...); err != nil {
+				return false, err
+			}
+		case errors.Is(err, errRejected):
+			if ok, err := u.resume(ctx, run); err != nil {
+				return false, err
+			} else if !ok {
+				sent = false
+			}
+		default:
+			u.log.Debug("replay interrupted", "device", run[0].DeviceKey, "err", err)
+			sent = false
+		}
+	}
+	return sent, nil
+}
+
+// resumeParams is the resume/batch params of run: its samples' params in an array.
+func resumeParams(run []Item) []byte {
+	params := make([][]byte, len(run))
+	for i, it := range run {
+		params[i] = it.Params
+	}
+	return append(append([]byte{'['}, bytes.Join(params, []byte{','})...), ']')
 }
 
 // resume sends a run of one device's samples in one resume/batch message
@@ -335,17 +557,11 @@ func (u *uplink) replayPass(ctx context.Context) (retry bool, err error) {
 // sample is resent alone so that only the refused ones are dropped.
 func (u *uplink) resume(ctx context.Context, run []Item) (sent bool, err error) {
 	pk, dk := run[0].ProductKey, run[0].DeviceKey
-	params := make([][]byte, len(run))
-	ids := make([]int64, len(run))
-	for i, it := range run {
-		params[i], ids[i] = it.Params, it.ID
-	}
-	body := append(append([]byte{'['}, bytes.Join(params, []byte{','})...), ']')
-	err = u.send(ctx, pk, dk, api.MeasurepointResumeBatchTopic(pk, dk), "thing.measurepoint.resume.batch", body)
+	err = u.send(ctx, pk, dk, api.MeasurepointResumeBatchTopic(pk, dk), "thing.measurepoint.resume.batch", resumeParams(run))
 	switch {
 	case err == nil:
 		u.m.published.WithLabelValues(pathResume).Add(float64(len(run)))
-		return true, u.q.Delete(ids...)
+		return true, u.q.Delete(ids(run)...)
 	case errors.Is(err, errRejected) && len(run) > 1:
 		for _, it := range run {
 			if sent, err := u.resume(ctx, []Item{it}); err != nil || !sent {
@@ -356,7 +572,7 @@ func (u *uplink) resume(ctx context.Context, run []Item) (sent bool, err error) 
 	case errors.Is(err, errRejected):
 		u.m.rejected.Inc()
 		u.log.Warn("backfilled sample refused; dropped", "device", dk, "time", run[0].Time, "err", err)
-		return true, u.q.Delete(ids...)
+		return true, u.q.Delete(ids(run)...)
 	}
 	u.log.Debug("replay interrupted", "device", dk, "err", err)
 	return false, nil

@@ -1,0 +1,428 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/node/nodetest"
+)
+
+// gatewayRig is an uplink of gateway GW with sub-devices S01… of product
+// bench-sensor (benchPoints float points each), a queue, and a Gale node
+// reached through a proxy that can cut the connection.
+type gatewayRig struct {
+	h     *nodetest.Harness
+	proxy *cutProxy
+	cfg   Config
+	subs  []Unit
+	q     *Queue
+	m     *metrics
+	up    *uplink
+}
+
+const benchPoints = 20
+
+func newGatewayRig(tb testing.TB, devices int, mutate func(*Config)) *gatewayRig {
+	tb.Helper()
+	h := nodetest.Start(tb, nodetest.Config(tb))
+	points := make([]string, benchPoints)
+	for i := range points {
+		points[i] = fmt.Sprintf("P%02d", i)
+	}
+	h.SetupProduct(tb, "bench-sensor", points...)
+	require.Equal(tb, http.StatusCreated, h.Do(tb, http.MethodPost, "/api/v1/products", api.Product{Key: "bench-gw"}, nil))
+	gw := h.CreateDevice(tb, api.Device{ProductKey: "bench-gw", DeviceKey: "GW", Site: "test-site"})
+	r := &gatewayRig{h: h, proxy: newCutProxy(tb, h.MQTTAddr())}
+	for i := range devices {
+		d := h.CreateDevice(tb, api.Device{ProductKey: "bench-sensor", DeviceKey: fmt.Sprintf("S%02d", i+1), Site: "test-site"})
+		u := Unit{ProductKey: d.ProductKey, Secret: d.Secret}
+		u.Device = d.DeviceKey
+		r.subs = append(r.subs, u)
+	}
+	r.cfg = Config{
+		Gateway: Identity{ProductKey: "bench-gw", DeviceKey: "GW", Secret: gw.Secret},
+		Cloud:   CloudConfig{MQTTAddr: r.proxy.Addr(), PublishTimeout: 10 * time.Second, KeepAlive: 15 * time.Second, ReconnectMax: 200 * time.Millisecond},
+		Queue:   QueueConfig{MaxBytes: 1 << 30},
+	}
+	r.cfg.Default()
+	if mutate != nil {
+		mutate(&r.cfg)
+	}
+	q, err := OpenQueue(filepath.Join(tb.TempDir(), "queue.db"), r.cfg.Queue.MaxBytes, false)
+	require.NoError(tb, err)
+	tb.Cleanup(func() { q.Close() })
+	r.q = q
+	r.m = newMetrics(prometheus.NewRegistry(), q.Len)
+	return r
+}
+
+// start runs the uplink (session, live and replay) until the test ends.
+func (r *gatewayRig) start(tb testing.TB) {
+	tb.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("GALE_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	up, err := newUplink(r.cfg, nil, r.subs, r.q, log, r.m, nil)
+	require.NoError(tb, err)
+	r.up = up
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, f := range []func(context.Context) error{up.run, up.live, up.replay} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil {
+				tb.Error(err)
+			}
+		}()
+	}
+	tb.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+}
+
+// waitOnline waits until the session is up with every sub-device logged in.
+func (r *gatewayRig) waitOnline(tb testing.TB) {
+	tb.Helper()
+	require.Eventually(tb, func() bool {
+		dev, logged := r.up.current()
+		return dev != nil && len(logged) == len(r.subs)
+	}, 20*time.Second, 2*time.Millisecond)
+}
+
+// push queues sample seq of sub-device i at time t: every point is seq.
+func (r *gatewayRig) push(tb testing.TB, i int, t time.Time, seq int) {
+	params := fmt.Appendf(nil, `{"measurepoints":{`)
+	for p := range benchPoints {
+		if p > 0 {
+			params = append(params, ',')
+		}
+		params = fmt.Appendf(params, `"P%02d":%d`, p, seq)
+	}
+	params = fmt.Appendf(params, `},"time":%d}`, t.UnixMilli())
+	_, err := r.q.Push(Item{ProductKey: "bench-sensor", DeviceKey: r.subs[i].Device, Time: t.UnixMilli(), Params: params})
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// waitEmpty waits until the queue is empty, that is every sample acknowledged.
+func (r *gatewayRig) waitEmpty(tb testing.TB, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if n, _ := r.q.Len(); n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			n, _ := r.q.Len()
+			tb.Fatalf("%d samples still queued after %s", n, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Live samples go out in post/batch messages that keep each device's
+// samples in order, and a disconnect in the middle loses nothing: what was
+// in flight or queued meanwhile is replayed through resume, and every
+// sample is in the TSDB once, with its value.
+func TestGatewayBatchesKeepOrderAcrossDisconnect(t *testing.T) {
+	const devices, perDevice = 5, 400
+	r := newGatewayRig(t, devices, nil)
+	r.start(t)
+	r.waitOnline(t)
+
+	base := time.Now().Add(-time.Minute).Truncate(time.Second)
+	pushed := make(chan struct{})
+	go func() {
+		defer close(pushed)
+		for n := range perDevice {
+			for i := range devices {
+				r.push(t, i, base.Add(time.Duration(n)*10*time.Millisecond), n)
+			}
+			if n == perDevice/3 {
+				r.proxy.Cut() // with samples in flight
+			}
+			if n == perDevice/2 {
+				r.proxy.Restore()
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	<-pushed
+	r.waitEmpty(t, 60*time.Second)
+
+	// On the wire: each device's live samples in order, in batches.
+	live, batched := map[string][]int64{}, 0
+	for _, m := range r.proxy.published(api.MeasurepointPostBatchTopic("bench-gw", "GW")) {
+		var req struct {
+			Params []api.SubDeviceMeasurepoints `json:"params"`
+		}
+		require.NoError(t, json.Unmarshal(m, &req))
+		if len(req.Params) > 1 {
+			batched++
+		}
+		for _, s := range req.Params {
+			live[s.DeviceKey] = append(live[s.DeviceKey], s.Time)
+		}
+	}
+	require.Positive(t, batched, "samples went out in batches")
+	for dk, times := range live {
+		for i := 1; i < len(times); i++ {
+			require.Less(t, times[i-1], times[i], "live samples of %s out of order", dk)
+		}
+	}
+	resumed := 0
+	for i := range devices {
+		resumed += len(r.proxy.published(api.MeasurepointResumeBatchTopic("bench-sensor", r.subs[i].Device)))
+	}
+	require.Positive(t, resumed, "the outage was replayed through resume")
+
+	// In the TSDB: every sample, once, with its value.
+	wantSum := float64(perDevice * (perDevice - 1) / 2)
+	at := base.Add(perDevice * 10 * time.Millisecond)
+	require.Eventually(t, func() bool {
+		res := r.h.Query(t, `count_over_time(P07[5m])`, at)
+		sums := r.h.Query(t, `sum_over_time(P07[5m])`, at)
+		if len(res) != devices || len(sums) != devices {
+			return false
+		}
+		for i := range res {
+			if res[i].Float() != perDevice || sums[i].Float() != wantSum {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 100*time.Millisecond, "every sample of every device is stored once")
+}
+
+// BenchmarkGatewayLive measures how many samples a second one gateway
+// carries live: b.N samples of benchPoints points, spread over the
+// sub-devices, pushed to the queue as fast as it takes them while the
+// uplink runs; the clock stops once the queue is empty (every sample
+// acknowledged by the node, after Kafka has it).
+func BenchmarkGatewayLive(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			r := newGatewayRig(b, 10, bc.mutate)
+			r.start(b)
+			r.waitOnline(b)
+			now := time.Now().Add(-time.Duration(b.N/10) * time.Millisecond)
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			for n := range b.N {
+				r.push(b, n%10, now.Add(time.Duration(n/10)*time.Millisecond), n)
+			}
+			r.waitEmpty(b, 10*time.Minute)
+			b.StopTimer()
+			reportRate(b, r, cpuTime()-cpu0)
+		})
+	}
+}
+
+// BenchmarkGatewayReplay measures how many samples a second one gateway
+// replays: b.N samples queued before it starts (a backlog), sent through
+// resume/batch; the clock runs from the start (connect and login included)
+// until the queue is empty.
+func BenchmarkGatewayReplay(b *testing.B) {
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			r := newGatewayRig(b, 10, bc.mutate)
+			now := time.Now().Add(-time.Hour)
+			for n := range b.N {
+				r.push(b, n%10, now.Add(time.Duration(n/10)*time.Millisecond), n)
+			}
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			r.start(b)
+			r.waitEmpty(b, 10*time.Minute)
+			b.StopTimer()
+			reportRate(b, r, cpuTime()-cpu0)
+		})
+	}
+}
+
+// benchCases: the defaults, and one message of one sample (live) or one
+// batch (replay) per round-trip, as the gateway did before.
+var benchCases = []struct {
+	name   string
+	mutate func(*Config)
+}{
+	{"default", nil},
+	{"one-in-flight", func(c *Config) { c.Cloud.MaxInFlight, c.Queue.LiveBatch = 1, 1 }},
+}
+
+// reportRate reports samples/s and points/s, and samples per CPU-second
+// of the whole process (edge, broker, Kafka, TSDB and rules: everything
+// runs in it), which says more than samples/s on a machine shared with
+// other work.
+func reportRate(b *testing.B, r *gatewayRig, cpu time.Duration) {
+	s := b.Elapsed().Seconds()
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(b.N)/s, "samples/s")
+	b.ReportMetric(float64(b.N*benchPoints)/s, "points/s")
+	b.ReportMetric(float64(b.N)/cpu.Seconds(), "samples/cpu-s")
+	if n, _ := r.q.Len(); n != 0 || math.IsNaN(s) {
+		b.Fatalf("%d samples left", n)
+	}
+}
+
+// cpuTime is the user and system CPU time of the process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// cutProxy forwards TCP connections to upstream and records the MQTT
+// PUBLISHes clients send; Cut drops every connection and refuses new ones
+// until Restore.
+type cutProxy struct {
+	l        net.Listener
+	upstream string
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]bool
+	pubs  []proxyPub
+}
+
+type proxyPub struct {
+	topic   string
+	payload []byte
+}
+
+func newCutProxy(tb testing.TB, upstream string) *cutProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(tb, err)
+	p := &cutProxy{l: l, upstream: upstream, conns: map[net.Conn]bool{}}
+	go p.accept()
+	tb.Cleanup(func() {
+		l.Close()
+		p.Cut()
+	})
+	return p
+}
+
+func (p *cutProxy) Addr() string { return p.l.Addr().String() }
+
+func (p *cutProxy) accept() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		cut := p.cut
+		p.mu.Unlock()
+		up, err := net.Dial("tcp", p.upstream)
+		if cut || err != nil {
+			c.Close()
+			if up != nil {
+				up.Close()
+			}
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[up] = true, true
+		p.mu.Unlock()
+		go func() {
+			_, _ = io.Copy(c, up)
+			c.Close()
+		}()
+		go p.forward(c, up)
+	}
+}
+
+// forward copies MQTT packets from client to broker, recording PUBLISHes.
+func (p *cutProxy) forward(c, up net.Conn) {
+	defer up.Close()
+	var hdr [1]byte
+	for {
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		frame := []byte{hdr[0]}
+		n, mult := 0, 1
+		for range 4 {
+			var b [1]byte
+			if _, err := io.ReadFull(c, b[:]); err != nil {
+				return
+			}
+			frame = append(frame, b[0])
+			n += int(b[0]&127) * mult
+			mult *= 128
+			if b[0]&128 == 0 {
+				break
+			}
+		}
+		body := make([]byte, n)
+		if _, err := io.ReadFull(c, body); err != nil {
+			return
+		}
+		if hdr[0]>>4 == 3 && len(body) >= 2 { // PUBLISH
+			tl := int(body[0])<<8 | int(body[1])
+			rest := body[2+tl:]
+			if (hdr[0]>>1)&3 > 0 {
+				rest = rest[2:]
+			}
+			p.mu.Lock()
+			p.pubs = append(p.pubs, proxyPub{topic: string(body[2 : 2+tl]), payload: rest})
+			p.mu.Unlock()
+		}
+		if _, err := up.Write(append(frame, body...)); err != nil {
+			return
+		}
+	}
+}
+
+// Cut drops every connection and refuses new ones.
+func (p *cutProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
+// Restore accepts connections again.
+func (p *cutProxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
+// published returns the payloads clients published on topic, in wire order.
+func (p *cutProxy) published(topic string) [][]byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out [][]byte
+	for _, m := range p.pubs {
+		if m.topic == topic {
+			out = append(out, m.payload)
+		}
+	}
+	return out
+}
