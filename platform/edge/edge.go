@@ -32,6 +32,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/device"
+	"github.com/gale-iot/gale/platform/httpapi"
 )
 
 // Clock is the time source of poll ticks and sample times: the wall clock
@@ -129,7 +130,7 @@ func (e *Edge) Handler() http.Handler {
 // queue and serves until ctx ends: always active without HA, otherwise
 // while elected. It returns nil on cancellation.
 func (e *Edge) Run(ctx context.Context) error {
-	if err := os.MkdirAll(e.cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(e.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
 	plans, err := e.plans(ctx)
@@ -162,7 +163,7 @@ func (e *Edge) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("edge http: %w", err)
 		}
-		srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		srv := httpapi.DefaultConfig().HTTPServer(e.Handler(), e.log)
 		g.Go(func() error {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("edge http: %w", err)

@@ -93,7 +93,7 @@ func (c *modelCache) fetch(ctx context.Context, pk string) (api.Product, error) 
 
 // save writes the model atomically (temp file, then rename).
 func (c *modelCache) save(p api.Product) error {
-	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
 		return err
 	}
 	b, err := json.MarshalIndent(p, "", "  ")
