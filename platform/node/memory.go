@@ -35,7 +35,7 @@ type MemoryConfig struct {
 	// GCPercent is the most garbage, in percent of the live heap, the GC
 	// lets accumulate before it collects (GOGC; default 400).
 	GCPercent int `yaml:"gcPercent"`
-	// GCHeadroom caps that garbage in bytes (default 256MiB): with a live
+	// GCHeadroom caps that garbage in bytes (default 1GiB): with a live
 	// heap over GCHeadroom / GCPercent, GOGC follows it down (to 100 at
 	// least), so the heap peaks at about live + max(GCHeadroom, live).
 	// "none": no cap.
@@ -47,9 +47,11 @@ const (
 	// DefaultGCPercent: the hot path allocates per message, and a higher
 	// target trades memory for ingest throughput.
 	DefaultGCPercent = 400
-	// DefaultGCHeadroom: 256 MiB of garbage is a GC cycle every few seconds
-	// at full ingest, whatever the live heap.
-	DefaultGCHeadroom ByteSize = 256 << 20
+	// DefaultGCHeadroom: 1 GiB of garbage keeps GOGC at 400 up to a live
+	// heap of 256 MiB, which ingest at 10,000-20,000 msgs/s needs (256 MiB
+	// cost half of PUBACK p99 and a fifth of the throughput at 20,000,
+	// docs/benchmarks.md); a node short of memory sets it lower.
+	DefaultGCHeadroom ByteSize = 1 << 30
 	// minTunedPercent is the lowest GOGC the headroom sets, Go's default:
 	// a live heap made large by something else than series (a Kafka backlog
 	// held in the embedded broker: 1.7 GB) at GOGC 25 had the GC marking it
