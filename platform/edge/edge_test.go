@@ -343,10 +343,10 @@ func TestModbusFaultIsIsolated(t *testing.T) {
 				require.Zero(t, metric(t, e, "gale_edge_poll_errors_total", map[string]string{"device": dk}), "%s has no errors", dk)
 			}
 			waitMetric(t, e, "gale_edge_queue_depth", nil, equal(0), "not all posted")
-			wt02 := c.proxy.latest(t, "wind-turbine", "WT02", "WTUR.W").Measurepoints
+			wt02 := c.latest(t, "wind-turbine", "WT02", "WTUR.W").Measurepoints
 			require.Equal(t, "1", qualityOf(t, wt02["WTUR.W"]), "WT02's power is flagged bad")
 			require.NotContains(t, wt02, "WTUR.TurSt", "a point without quality in the model is left out while bad")
-			require.Equal(t, "null", qualityOf(t, c.proxy.latest(t, "wind-turbine", "WT01", "WTUR.W").Measurepoints["WTUR.W"]), "WT01's is not flagged")
+			require.Equal(t, "null", qualityOf(t, c.latest(t, "wind-turbine", "WT01", "WTUR.W").Measurepoints["WTUR.W"]), "WT01's is not flagged")
 			require.Eventually(t, func() bool {
 				q := series(t, c.h, `WTUR_W_quality{device="WT02"}[5s]`, clk.Now())["WTUR_W_quality"]
 				return len(q) > 0 && q[len(q)-1].V == api.QualityBad
@@ -355,7 +355,7 @@ func TestModbusFaultIsIsolated(t *testing.T) {
 			require.NoError(t, g.Clear("", 0))
 			s.step(35) // past the longest back-off after timeouts
 			waitMetric(t, e, "gale_edge_queue_depth", nil, equal(0), "not all posted")
-			require.Equal(t, "null", qualityOf(t, c.proxy.latest(t, "wind-turbine", "WT02", "WTUR.W").Measurepoints["WTUR.W"]), "WT02 recovers")
+			require.Equal(t, "null", qualityOf(t, c.latest(t, "wind-turbine", "WT02", "WTUR.W").Measurepoints["WTUR.W"]), "WT02 recovers")
 		})
 	}
 }
@@ -382,7 +382,7 @@ func TestBadTargetAndSubDeviceAreIsolated(t *testing.T) {
 	require.Zero(t, metric(t, e, "gale_edge_samples_total", map[string]string{"device": "WT09"}), "never read: nothing to send")
 	waitMetric(t, e, "gale_edge_queue_depth", nil, equal(0), "the good units' samples are sent")
 	require.Equal(t, float64(3*41+2*5), metric(t, e, "gale_edge_samples_total", nil))
-	require.Equal(t, "null", qualityOf(t, c.proxy.latest(t, "wind-turbine", "WT01", "WTUR.W").Measurepoints["WTUR.W"]))
+	require.Equal(t, "null", qualityOf(t, c.latest(t, "wind-turbine", "WT01", "WTUR.W").Measurepoints["WTUR.W"]))
 }
 
 // qualityOf returns the quality of a measurepoint value ("null" for a bare value).

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 )
@@ -28,7 +28,7 @@ import (
 // reached through a proxy that can cut the connection.
 type gatewayRig struct {
 	h     *nodetest.Harness
-	proxy *cutProxy
+	proxy *testkit.MQTTProxy
 	cfg   Config
 	subs  []Unit
 	q     *Queue
@@ -48,7 +48,7 @@ func newGatewayRig(tb testing.TB, devices int, mutate func(*Config)) *gatewayRig
 	h.SetupProduct(tb, "bench-sensor", points...)
 	require.Equal(tb, http.StatusCreated, h.Do(tb, http.MethodPost, "/api/v1/products", api.Product{Key: "bench-gw"}, nil))
 	gw := h.CreateDevice(tb, api.Device{ProductKey: "bench-gw", DeviceKey: "GW", Site: "test-site"})
-	r := &gatewayRig{h: h, proxy: newCutProxy(tb, h.MQTTAddr())}
+	r := &gatewayRig{h: h, proxy: testkit.NewMQTTProxy(tb, h.MQTTAddr())}
 	for i := range devices {
 		d := h.CreateDevice(tb, api.Device{ProductKey: "bench-sensor", DeviceKey: fmt.Sprintf("S%02d", i+1), Site: "test-site"})
 		u := Unit{ProductKey: d.ProductKey, Secret: d.Secret}
@@ -172,11 +172,11 @@ func TestGatewayBatchesKeepOrderAcrossDisconnect(t *testing.T) {
 
 	// On the wire: each device's live samples in order, in batches.
 	live, batched := map[string][]int64{}, 0
-	for _, m := range r.proxy.published(api.MeasurepointPostBatchTopic("bench-gw", "GW")) {
+	for _, m := range r.proxy.Published(api.MeasurepointPostBatchTopic("bench-gw", "GW")) {
 		var req struct {
 			Params []api.SubDeviceMeasurepoints `json:"params"`
 		}
-		require.NoError(t, json.Unmarshal(m, &req))
+		require.NoError(t, json.Unmarshal(m.Payload, &req))
 		if len(req.Params) > 1 {
 			batched++
 		}
@@ -192,7 +192,7 @@ func TestGatewayBatchesKeepOrderAcrossDisconnect(t *testing.T) {
 	}
 	resumed := 0
 	for i := range devices {
-		resumed += len(r.proxy.published(api.MeasurepointResumeBatchTopic("bench-sensor", r.subs[i].Device)))
+		resumed += len(r.proxy.Published(api.MeasurepointResumeBatchTopic("bench-sensor", r.subs[i].Device)))
 	}
 	require.Positive(t, resumed, "the outage was replayed through resume")
 
@@ -292,137 +292,4 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// cutProxy forwards TCP connections to upstream and records the MQTT
-// PUBLISHes clients send; Cut drops every connection and refuses new ones
-// until Restore.
-type cutProxy struct {
-	l        net.Listener
-	upstream string
-
-	mu    sync.Mutex
-	cut   bool
-	conns map[net.Conn]bool
-	pubs  []proxyPub
-}
-
-type proxyPub struct {
-	topic   string
-	payload []byte
-}
-
-func newCutProxy(tb testing.TB, upstream string) *cutProxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(tb, err)
-	p := &cutProxy{l: l, upstream: upstream, conns: map[net.Conn]bool{}}
-	go p.accept()
-	tb.Cleanup(func() {
-		l.Close()
-		p.Cut()
-	})
-	return p
-}
-
-func (p *cutProxy) Addr() string { return p.l.Addr().String() }
-
-func (p *cutProxy) accept() {
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		cut := p.cut
-		p.mu.Unlock()
-		up, err := net.Dial("tcp", p.upstream)
-		if cut || err != nil {
-			c.Close()
-			if up != nil {
-				up.Close()
-			}
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = true, true
-		p.mu.Unlock()
-		go func() {
-			_, _ = io.Copy(c, up)
-			c.Close()
-		}()
-		go p.forward(c, up)
-	}
-}
-
-// forward copies MQTT packets from client to broker, recording PUBLISHes.
-func (p *cutProxy) forward(c, up net.Conn) {
-	defer up.Close()
-	var hdr [1]byte
-	for {
-		if _, err := io.ReadFull(c, hdr[:]); err != nil {
-			return
-		}
-		frame := []byte{hdr[0]}
-		n, mult := 0, 1
-		for range 4 {
-			var b [1]byte
-			if _, err := io.ReadFull(c, b[:]); err != nil {
-				return
-			}
-			frame = append(frame, b[0])
-			n += int(b[0]&127) * mult
-			mult *= 128
-			if b[0]&128 == 0 {
-				break
-			}
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(c, body); err != nil {
-			return
-		}
-		if hdr[0]>>4 == 3 && len(body) >= 2 { // PUBLISH
-			tl := int(body[0])<<8 | int(body[1])
-			rest := body[2+tl:]
-			if (hdr[0]>>1)&3 > 0 {
-				rest = rest[2:]
-			}
-			p.mu.Lock()
-			p.pubs = append(p.pubs, proxyPub{topic: string(body[2 : 2+tl]), payload: rest})
-			p.mu.Unlock()
-		}
-		if _, err := up.Write(append(frame, body...)); err != nil {
-			return
-		}
-	}
-}
-
-// Cut drops every connection and refuses new ones.
-func (p *cutProxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// Restore accepts connections again.
-func (p *cutProxy) Restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
-// published returns the payloads clients published on topic, in wire order.
-func (p *cutProxy) published(topic string) [][]byte {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out [][]byte
-	for _, m := range p.pubs {
-		if m.topic == topic {
-			out = append(out, m.payload)
-		}
-	}
-	return out
 }

@@ -3,7 +3,6 @@ package edge_test
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/edge"
@@ -74,7 +74,7 @@ func quiet() *slog.Logger {
 // sub-devices WT01, WT02 and MM01, behind a proxy that can cut the edge off.
 type cloud struct {
 	h       *nodetest.Harness
-	proxy   *proxy
+	proxy   *testkit.MQTTProxy
 	secrets map[string]string // device key → secret
 }
 
@@ -95,7 +95,7 @@ func startCloudWith(t *testing.T, cfg node.Config) *cloud {
 	for _, p := range products {
 		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/products", p, nil))
 	}
-	c := &cloud{h: h, proxy: newProxy(t, h.MQTTAddr()), secrets: map[string]string{}}
+	c := &cloud{h: h, proxy: testkit.NewMQTTProxy(t, h.MQTTAddr()), secrets: map[string]string{}}
 	for _, d := range []api.Device{
 		{ProductKey: "modbus-gateway", DeviceKey: "GW01"},
 		{ProductKey: "wind-turbine", DeviceKey: "WT01"},
@@ -311,147 +311,13 @@ func scrape(t *testing.T, r io.Reader, series string) float64 {
 	return sum
 }
 
-// proxy forwards MQTT connections to the broker. Cut drops them and
-// refuses new ones until Restore; it records what clients publish.
-type proxy struct {
-	l        net.Listener
-	upstream string
-
-	mu        sync.Mutex
-	cut       bool
-	conns     map[net.Conn]bool
-	published []published
-}
-
-type published struct {
-	Topic   string
-	Payload []byte
-}
-
-func newProxy(t *testing.T, upstream string) *proxy {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &proxy{l: l, upstream: upstream, conns: map[net.Conn]bool{}}
-	go p.accept()
-	t.Cleanup(func() {
-		l.Close()
-		p.Cut()
-	})
-	return p
-}
-
-func (p *proxy) Addr() string { return p.l.Addr().String() }
-
-func (p *proxy) accept() {
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		cut := p.cut
-		p.mu.Unlock()
-		if cut {
-			c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.upstream)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[up] = true, true
-		p.mu.Unlock()
-		go func() {
-			_, _ = io.Copy(c, up)
-			c.Close()
-		}()
-		go p.forward(c, up)
-	}
-}
-
-// forward copies MQTT packets from client to broker, recording PUBLISHes.
-func (p *proxy) forward(c, up net.Conn) {
-	defer up.Close()
-	r := bufio.NewReader(c)
-	for {
-		h, err := r.ReadByte()
-		if err != nil {
-			return
-		}
-		frame := []byte{h}
-		n, mult := 0, 1
-		for range 4 {
-			b, err := r.ReadByte()
-			if err != nil {
-				return
-			}
-			frame = append(frame, b)
-			n += int(b&127) * mult
-			mult *= 128
-			if b&128 == 0 {
-				break
-			}
-		}
-		body := make([]byte, n)
-		if _, err := io.ReadFull(r, body); err != nil {
-			return
-		}
-		if h>>4 == 3 && len(body) >= 2 { // PUBLISH
-			tl := int(binary.BigEndian.Uint16(body))
-			rest := body[2+tl:]
-			if (h>>1)&3 > 0 {
-				rest = rest[2:] // packet id
-			}
-			p.mu.Lock()
-			p.published = append(p.published, published{Topic: string(body[2 : 2+tl]), Payload: rest})
-			p.mu.Unlock()
-		}
-		if _, err := up.Write(append(frame, body...)); err != nil {
-			return
-		}
-	}
-}
-
-// Cut drops every connection and refuses new ones.
-func (p *proxy) Cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = true
-	for c := range p.conns {
-		c.Close()
-	}
-	clear(p.conns)
-}
-
-// Restore accepts connections again.
-func (p *proxy) Restore() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.cut = false
-}
-
-// Published returns what clients published on topic.
-func (p *proxy) Published(topic string) []published {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var out []published
-	for _, m := range p.published {
-		if m.Topic == topic {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // latest returns the newest sample of device (pk, dk) carrying point that
 // the proxy saw, posted (alone or in gateway GW01's post/batch) or resumed.
-func (p *proxy) latest(t *testing.T, pk, dk, point string) api.MeasurepointParams {
+func (c *cloud) latest(t *testing.T, pk, dk, point string) api.MeasurepointParams {
 	t.Helper()
 	var newest api.MeasurepointParams
 	for _, topic := range []string{api.MeasurepointPostTopic(pk, dk), api.MeasurepointResumeBatchTopic(pk, dk)} {
-		for _, m := range p.Published(topic) {
+		for _, m := range c.proxy.Published(topic) {
 			var req struct {
 				Params json.RawMessage `json:"params"`
 			}
@@ -469,7 +335,7 @@ func (p *proxy) latest(t *testing.T, pk, dk, point string) api.MeasurepointParam
 			}
 		}
 	}
-	for _, m := range p.Published(api.MeasurepointPostBatchTopic("modbus-gateway", "GW01")) {
+	for _, m := range c.proxy.Published(api.MeasurepointPostBatchTopic("modbus-gateway", "GW01")) {
 		var req struct {
 			Params []api.SubDeviceMeasurepoints `json:"params"`
 		}
