@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/registry"
 )
@@ -124,22 +125,8 @@ func measureIdle() idleMem {
 	debug.FreeOSMemory()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return idleMem{rss: vmRSS(), heap: ms.HeapInuse, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
-}
-
-// vmRSS is this process's resident set in bytes.
-func vmRSS() uint64 {
-	data, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	rss, _ := testkit.RSS() // 0 where it cannot be read
+	return idleMem{rss: rss, heap: ms.HeapInuse, stack: ms.StackInuse, goroutines: runtime.NumGoroutine()}
 }
 
 func idleRun(b *testing.B, n int, profile string) {

@@ -9,10 +9,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
@@ -70,7 +69,7 @@ func BenchmarkSeriesMemory(b *testing.B) {
 func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	runtime.GC()
 	debug.FreeOSMemory()
-	rss0, heap0 := rssBytes(b), liveHeap()
+	rss0, heap0 := rssOf(b), testkit.LiveHeap()
 	db := tsdbtest.Open(b)
 	latest := ingest.NewLatest()
 	w := ingest.NewWriter(db, latest, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
@@ -105,9 +104,9 @@ func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 		}
 	}
 	elapsed := time.Since(t0)
-	rssHeld := rssBytes(b) // as the GC left it, no forced collection
+	rssHeld := rssOf(b) // as the GC left it, no forced collection
 	runtime.GC()
-	rss1, heap1 := rssBytes(b), liveHeap()
+	rss1, heap1 := rssOf(b), testkit.LiveHeap()
 	require.Equal(b, uint64(series), db.Head().NumSeries())
 	if *heapProfile != "" {
 		f, err := os.Create(*heapProfile)
@@ -127,26 +126,11 @@ func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	runtime.KeepAlive(latest)
 }
 
-// rssBytes reads the process's resident set size from /proc/self/status.
-func rssBytes(b *testing.B) uint64 {
-	data, err := os.ReadFile("/proc/self/status")
+// rssOf is the process's RSS; the benchmark is skipped where it cannot be read.
+func rssOf(b *testing.B) uint64 {
+	v, err := testkit.RSS()
 	if err != nil {
-		b.Skipf("no /proc/self/status: %v", err)
+		b.Skipf("no RSS: %v", err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			require.NoError(b, err)
-			return kb << 10
-		}
-	}
-	b.Skip("no VmRSS in /proc/self/status")
-	return 0
-}
-
-// liveHeap is the heap marked live by the last GC.
-func liveHeap() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
+	return v
 }

@@ -7,10 +7,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
@@ -77,7 +76,7 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 
 	runtime.GC()
 	debug.FreeOSMemory()
-	rss0, heap0 := rss(b), liveHeapBytes()
+	rss0, heap0 := rssOf(b), testkit.LiveHeap()
 	start0 := ingested(b, h)
 	prod := bus.NewProducer(h.Node.KafkaAddrs(), cfg.Kafka)
 	defer prod.Close()
@@ -107,9 +106,9 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	require.Eventually(b, func() bool { return ingested(b, h) >= want }, 10*time.Minute, 100*time.Millisecond)
 	elapsed := time.Since(t0)
 	time.Sleep(5 * time.Second) // the rules consumer and a checkpoint catch up
-	rssHeld := rss(b)
+	rssHeld := rssOf(b)
 	runtime.GC()
-	rss1, heap1 := rss(b), liveHeapBytes()
+	rss1, heap1 := rssOf(b), testkit.LiveHeap()
 	if *nodeHeapProfile != "" {
 		f, err := os.Create(*nodeHeapProfile)
 		require.NoError(b, err)
@@ -128,26 +127,11 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 		gc, node.ByteSize(debug.SetMemoryLimit(-1)))
 }
 
-// rss reads the process's resident set size from /proc/self/status.
-func rss(b *testing.B) uint64 {
-	data, err := os.ReadFile("/proc/self/status")
+// rssOf is the process's RSS; the benchmark is skipped where it cannot be read.
+func rssOf(b *testing.B) uint64 {
+	v, err := testkit.RSS()
 	if err != nil {
-		b.Skipf("no /proc/self/status: %v", err)
+		b.Skipf("no RSS: %v", err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			require.NoError(b, err)
-			return kb << 10
-		}
-	}
-	b.Skip("no VmRSS in /proc/self/status")
-	return 0
-}
-
-// liveHeapBytes is the heap marked live by the last GC.
-func liveHeapBytes() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
+	return v
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/loadgen"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/node/nodetest"
@@ -225,7 +226,8 @@ func (e *env) resources() resources {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return resources{goroutines: runtime.NumGoroutine(), heap: ms.HeapInuse, rss: rss()}
+	rss, _ := testkit.RSS() // 0 where it cannot be read
+	return resources{goroutines: runtime.NumGoroutine(), heap: ms.HeapInuse, rss: rss}
 }
 
 // settle waits up to 15 s for the goroutines to come back near start's
@@ -248,22 +250,6 @@ func (e *env) settle(start resources) resources {
 // changes), four goroutines each (kafka-go's and the embedded Kafka's ends),
 // about 20 connections here. A leak per attack connection would be hundreds.
 const goroutineSlack = 100
-
-// rss reads the process's resident set size from /proc (0 elsewhere).
-func rss() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			var kb uint64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
 
 // report renders the figures as the Markdown table docs/security.md shows.
 func (e *env) report(results []result, good *loadgen.Report, start, end resources) string {
