@@ -80,14 +80,7 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, newToken{Token: t, Secret: secret})
 	})
 	s.handle(mux, "GET /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		p := principal(r)
-		out := []api.Token{}
-		for _, t := range reg.Tokens() {
-			if p.InOrg(t.Org) {
-				out = append(out, t)
-			}
-		}
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Tokens(), func(t api.Token) string { return t.Org }))
 	})
 	s.handle(mux, "DELETE /api/v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
@@ -135,14 +128,7 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, u)
 	})
 	s.handle(mux, "GET /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
-		p := principal(r)
-		out := []api.User{}
-		for _, u := range reg.Users() {
-			if p.InOrg(u.Org) {
-				out = append(out, u)
-			}
-		}
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Users(), func(u api.User) string { return u.Org }))
 	})
 }
 

@@ -156,3 +156,16 @@ func principal(r *http.Request) registry.Principal {
 	p, _ := PrincipalFrom(r.Context())
 	return p
 }
+
+// inCallersOrgs is the items of the orgs the caller of r may see (never
+// nil, so an empty list is [] in JSON).
+func inCallersOrgs[T any](r *http.Request, items []T, org func(T) string) []T {
+	p := principal(r)
+	out := []T{}
+	for _, it := range items {
+		if p.InOrg(org(it)) {
+			out = append(out, it)
+		}
+	}
+	return out
+}
