@@ -38,6 +38,30 @@ type newToken struct {
 	Secret string `json:"token"`
 }
 
+// grantable is the org of a new token or user (the caller's when org is
+// nil) if the caller may grant role in it; otherwise it answers 400 for an
+// unknown role or 403 for a grant beyond the caller's own.
+func grantable(w http.ResponseWriter, r *http.Request, org *string, role string) (string, bool) {
+	p := principal(r)
+	o := p.Org
+	if org != nil {
+		o = *org
+	}
+	if role == "" {
+		writeError(w, http.StatusBadRequest, "role is required: viewer, operator or admin")
+		return "", false
+	}
+	if api.RoleRank(role) == 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("role %q, want viewer, operator or admin", role))
+		return "", false
+	}
+	if err := registry.CheckGrant(p, o, role); err != nil {
+		writeError(w, http.StatusForbidden, err.Error())
+		return "", false
+	}
+	return o, true
+}
+
 func (s *Server) routeAccounts(mux *http.ServeMux) {
 	reg := s.deps.Registry
 	s.handle(mux, "POST /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
@@ -45,10 +69,9 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		if !decodeJSON(w, r, &in) {
 			return
 		}
-		p := principal(r)
-		org := p.Org
-		if in.Org != nil {
-			org = *in.Org
+		org, ok := grantable(w, r, in.Org, in.Role)
+		if !ok {
+			return
 		}
 		ttl := defaultTokenTTL
 		if in.ExpiresIn != "" {
@@ -58,18 +81,6 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 				return
 			}
 			ttl = d
-		}
-		if in.Role == "" {
-			writeError(w, http.StatusBadRequest, "role is required: viewer, operator or admin")
-			return
-		}
-		if api.RoleRank(in.Role) == 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("role %q, want viewer, operator or admin", in.Role))
-			return
-		}
-		if err := registry.CheckGrant(p, org, in.Role); err != nil {
-			writeError(w, http.StatusForbidden, err.Error())
-			return
 		}
 		secret, t, err := reg.IssueToken(r.Context(), registry.TokenSpec{Name: in.Name, Org: org, Role: in.Role, TTL: ttl})
 		if err != nil {
@@ -107,17 +118,8 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		if !decodeJSON(w, r, &in) {
 			return
 		}
-		p := principal(r)
-		org := p.Org
-		if in.Org != nil {
-			org = *in.Org
-		}
-		if api.RoleRank(in.Role) == 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("role %q, want viewer, operator or admin", in.Role))
-			return
-		}
-		if err := registry.CheckGrant(p, org, in.Role); err != nil {
-			writeError(w, http.StatusForbidden, err.Error())
+		org, ok := grantable(w, r, in.Org, in.Role)
+		if !ok {
 			return
 		}
 		u, err := reg.CreateUser(r.Context(), registry.UserSpec{Name: in.Name, Password: in.Password, Org: org, Role: in.Role})
