@@ -1,12 +1,15 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/rules"
 )
 
 func (s *Server) routeAlerts(mux *http.ServeMux) {
@@ -33,6 +36,11 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 			writeError(w, http.StatusForbidden, "only an admin acknowledges for another user; leave user out")
 			return
 		}
+		// Another org's alert is answered as a missing one.
+		if a, err := s.deps.Registry.Alert(r.Context(), id); err != nil || !p.InOrg(a.Org) {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("alert %d not found", id))
+			return
+		}
 		a, err := s.deps.Registry.AckAlert(r.Context(), id, body.User, body.Comment)
 		if err != nil {
 			writeRegistryError(w, err)
@@ -40,8 +48,8 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, a)
 	})
-	s.handle(mux, "GET /api/v1/rules", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, s.deps.Rules.Rules())
+	s.handle(mux, "GET /api/v1/rules", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.Rules(), s.ruleOrg))
 	})
 	s.handle(mux, "POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.deps.Rules.Reload(); err != nil {
@@ -55,7 +63,8 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 // listAlerts answers /api/v1/alerts?state=&severity=&site=&rule=&source=&since=&until=&limit=.
 func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := registry.AlertFilter{State: q.Get("state"), Severity: q.Get("severity"), Site: q.Get("site"), Rule: q.Get("rule"), Source: q.Get("source")}
+	p := principal(r)
+	f := registry.AlertFilter{Org: p.Org, State: q.Get("state"), Severity: q.Get("severity"), Site: q.Get("site"), Rule: q.Get("rule"), Source: q.Get("source")}
 	switch f.State {
 	case "", api.AlertFiring, api.AlertResolved, api.AlertPending:
 	default:
@@ -83,7 +92,7 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 	if f.State == api.AlertPending {
 		out := []api.Alert{}
 		for _, a := range s.deps.Rules.Pending() {
-			if (f.Severity == "" || a.Severity == f.Severity) && (f.Site == "" || a.Site == f.Site) && (f.Rule == "" || a.Rule == f.Rule) {
+			if p.InOrg(a.Org) && (f.Severity == "" || a.Severity == f.Severity) && (f.Site == "" || a.Site == f.Site) && (f.Rule == "" || a.Rule == f.Rule) {
 				out = append(out, a)
 			}
 		}
@@ -96,4 +105,27 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, alerts)
+}
+
+// ruleOrg is the one org a rule is confined to, "" for a rule of several
+// orgs or of the whole fleet (listed to cluster accounts only): a PromQL
+// rule's org label; a streaming rule's asset's org, or its devices' org.
+func (s *Server) ruleOrg(ri rules.RuleInfo) string {
+	if ri.Org != "" || ri.Scope.Asset == "" && len(ri.Scope.Devices) == 0 {
+		return ri.Org
+	}
+	if ri.Scope.Asset != "" {
+		a, _ := s.deps.Registry.Asset(ri.Scope.Asset)
+		return a.Org
+	}
+	org := ""
+	for i, key := range ri.Scope.Devices {
+		pk, dk, _ := strings.Cut(key, "/")
+		d, ok := s.deps.Registry.Device(pk, dk)
+		if !ok || i > 0 && d.Org != org {
+			return ""
+		}
+		org = d.Org
+	}
+	return org
 }

@@ -51,6 +51,17 @@ var RouteRoles = map[string]string{
 	"POST /api/v1/users":         api.RoleAdmin,
 }
 
+// ClusterRoutes need, besides their role, a cluster account (one of all
+// orgs): they change what every org shares, the product library and the
+// rule files. Every other route confines its reads and changes to the
+// caller's org (another org's objects answer 404).
+var ClusterRoutes = map[string]bool{
+	"POST /api/v1/products":        true,
+	"PUT /api/v1/products/{pk}":    true,
+	"DELETE /api/v1/products/{pk}": true,
+	"POST /api/v1/rules/reload":    true,
+}
+
 // PublicRoutes are served without a token.
 var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz", "GET /readyz"}
 
@@ -58,6 +69,8 @@ var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz"
 type Route struct {
 	Pattern string
 	Role    string
+	// Cluster is set for a route that needs a cluster account (all orgs).
+	Cluster bool
 }
 
 // Routes returns the authenticated routes this server registered, with
@@ -70,8 +83,8 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, h http.HandlerFunc) 
 	if !ok {
 		panic("httpapi: route " + pattern + " has no role in RouteRoles")
 	}
-	s.routes = append(s.routes, Route{Pattern: pattern, Role: role})
-	mux.Handle(pattern, authorize(func(*http.Request) string { return role }, h))
+	s.routes = append(s.routes, Route{Pattern: pattern, Role: role, Cluster: ClusterRoutes[pattern]})
+	mux.Handle(pattern, authorize(func(*http.Request) string { return role }, ClusterRoutes[pattern], h))
 }
 
 // extraRole is the role a handler of Deps.Extra (the twin control API)
@@ -83,14 +96,16 @@ func extraRole(r *http.Request) string {
 	return api.RoleOperator
 }
 
-// handleExtra registers a handler of Deps.Extra behind extraRole.
+// handleExtra registers a handler of Deps.Extra behind extraRole, for
+// cluster accounts only: the twins it controls are not an org's.
 func (s *Server) handleExtra(mux *http.ServeMux, pattern string, h http.Handler) {
-	s.routes = append(s.routes, Route{Pattern: pattern, Role: "GET " + api.RoleViewer + ", else " + api.RoleOperator})
-	mux.Handle(pattern, authorize(extraRole, h.ServeHTTP))
+	s.routes = append(s.routes, Route{Pattern: pattern, Role: "GET " + api.RoleViewer + ", else " + api.RoleOperator, Cluster: true})
+	mux.Handle(pattern, authorize(extraRole, true, h.ServeHTTP))
 }
 
-// authorize answers 403 unless the caller's role is at least role(r).
-func authorize(role func(*http.Request) string, h http.HandlerFunc) http.Handler {
+// authorize answers 403 unless the caller's role is at least role(r) and,
+// for a cluster route, the caller is of all orgs.
+func authorize(role func(*http.Request) string, cluster bool, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, ok := PrincipalFrom(r.Context())
 		need := role(r)
@@ -101,6 +116,11 @@ func authorize(role func(*http.Request) string, h http.HandlerFunc) http.Handler
 		if !p.Has(need) {
 			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %s needs role %s or above; %s %q has role %s",
 				r.Method, r.URL.Path, need, p.Kind, p.Name, p.Role))
+			return
+		}
+		if cluster && !p.AllOrgs() {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %s acts for every org and needs a cluster account; %s %q is of org %s",
+				r.Method, r.URL.Path, p.Kind, p.Name, p.Org))
 			return
 		}
 		h(w, r)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -44,25 +46,33 @@ func (fakeCommands) Wait(context.Context, string) (api.Command, error) {
 }
 
 // acctServer is a server with every part of the API (fake rules and
-// commands) over a registry with orgs acme and beta, device sensor/d1 in
-// acme, and a token of each kind of caller.
+// commands) over a registry with orgs acme and beta, device sensor/d1 at
+// site north of acme with a series, an alert and a command, an acme token
+// to revoke, and a token of each kind of caller.
 type acctServer struct {
 	srv    *Server
 	url    string
 	reg    *registry.Registry
 	prom   *prometheus.Registry
 	tokens map[string]string // caller → bearer token ("" none)
+	// alert, command and token are the ids of acme's alert, command and spare token.
+	alert          int64
+	command, token string
 }
 
-// The callers of the matrix, and the role each has ("" none).
-var callers = []struct{ name, role string }{
-	{"none", ""},
-	{"expired", ""},
-	{"revoked", ""},
-	{"viewer", api.RoleViewer},
-	{"operator", api.RoleOperator},
-	{"admin", api.RoleAdmin},
-	{"cluster-admin", api.RoleAdmin},
+// The callers of the matrix, the role and the org each has ("" none; org "" is all orgs).
+var callers = []struct{ name, role, org string }{
+	{"none", "", ""},
+	{"expired", "", ""},
+	{"revoked", "", ""},
+	{"viewer", api.RoleViewer, "acme"},
+	{"operator", api.RoleOperator, "acme"},
+	{"admin", api.RoleAdmin, "acme"},
+	{"beta-viewer", api.RoleViewer, "beta"},
+	{"beta-operator", api.RoleOperator, "beta"},
+	{"beta-admin", api.RoleAdmin, "beta"},
+	{"cluster-viewer", api.RoleViewer, ""},
+	{"cluster-admin", api.RoleAdmin, ""},
 }
 
 func startAcctServer(t *testing.T) *acctServer {
@@ -86,10 +96,19 @@ func startAcctServer(t *testing.T) *acctServer {
 	tokens := map[string]string{"none": ""}
 	tokens["cluster-admin"], err = rg.CreateToken(ctx, "root")
 	require.NoError(t, err)
-	for _, role := range []string{api.RoleViewer, api.RoleOperator, api.RoleAdmin} {
-		tokens[role], _, err = rg.IssueToken(ctx, registry.TokenSpec{Name: role, Org: "acme", Role: role, TTL: time.Hour})
-		require.NoError(t, err)
+	for _, c := range callers {
+		if c.role != "" && c.name != "cluster-admin" {
+			tokens[c.name], _, err = rg.IssueToken(ctx, registry.TokenSpec{Name: c.name, Org: c.org, Role: c.role, TTL: time.Hour})
+			require.NoError(t, err)
+		}
 	}
+	_, spare, err := rg.IssueToken(ctx, registry.TokenSpec{Name: "spare", Org: "acme", Role: api.RoleViewer})
+	require.NoError(t, err)
+	alert, _, err := rg.FireAlert(ctx, api.Alert{Rule: "hot", Severity: "major", Source: "stream", Key: "sensor/d1", Device: "sensor/d1",
+		Site: "north", Org: "acme", StartedAt: 1, FiredAt: 1})
+	require.NoError(t, err)
+	require.NoError(t, rg.CreateCommand(ctx, api.Command{ID: "c0ffee", ProductKey: "sensor", DeviceKey: "d1", Service: "reboot",
+		CreatedAt: time.Now().UnixMilli(), ExpiresAt: time.Now().Add(time.Hour).UnixMilli()}))
 	var revoked api.Token
 	tokens["revoked"], revoked, err = rg.IssueToken(ctx, registry.TokenSpec{Name: "gone", Org: "acme", Role: api.RoleAdmin})
 	require.NoError(t, err)
@@ -102,7 +121,12 @@ func startAcctServer(t *testing.T) *acctServer {
 		Token: &api.Token{ID: "texpired", Name: "old", Org: "acme", Role: api.RoleAdmin, Kind: api.TokenAPI,
 			CreatedAt: time.Now().Add(-2 * time.Hour).UnixMilli(), ExpiresAt: time.Now().Add(-time.Hour).UnixMilli()}}))
 
-	db, _ := tsdbtest.OpenWithSeries(t, 2)
+	db := tsdbtest.Open(t)
+	app := db.Appender(ctx)
+	_, err = app.Append(0, labels.FromStrings(labels.MetricName, "T", "org", "acme", "site", "north", "product", "sensor", "device", "d1", "point", "T"),
+		time.Now().UnixMilli(), 21)
+	require.NoError(t, err)
+	require.NoError(t, app.Commit())
 	srv, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Registry: rg, Storage: db, Engine: tsdbtest.NewEngine(t, tsdb.QueryConfig{}, log, prom),
 		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom,
 		Extra: map[string]http.Handler{"/twins/v1/clock": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -118,7 +142,7 @@ func startAcctServer(t *testing.T) *acctServer {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return &acctServer{srv: srv, url: "http://" + srv.Addr(), reg: rg, prom: prom, tokens: tokens}
+	return &acctServer{srv: srv, url: "http://" + srv.Addr(), reg: rg, prom: prom, tokens: tokens, alert: alert.ID, command: "c0ffee", token: spare.ID}
 }
 
 // call sends body (JSON-encoded unless a string) with token and returns the status and the body.
@@ -147,17 +171,41 @@ func (s *acctServer) call(t *testing.T, token, method, path string, body any) (i
 	return resp.StatusCode, out
 }
 
-// samplePath fills a route pattern's wildcards with sample values.
-func samplePath(path string) string {
+// samplePath fills a route pattern's wildcards with acme's objects; acme
+// reports whether the path names one (a device, asset, alert, command or token of acme).
+func (s *acctServer) samplePath(path string) (string, bool) {
 	if path == "/prometheus/" {
-		return "/prometheus/api/v1/labels"
+		return "/prometheus/api/v1/series?match[]=" + url.QueryEscape(`{__name__=~".+"}`), false
 	}
-	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", "1", "{service}", "reboot", "{point}", "T").Replace(path)
+	id := "1"
+	switch {
+	case strings.HasPrefix(path, "/api/v1/assets/"):
+		id = "north"
+	case strings.HasPrefix(path, "/api/v1/alerts/"):
+		id = fmt.Sprint(s.alert)
+	case strings.HasPrefix(path, "/api/v1/commands/"):
+		id = s.command
+	case strings.HasPrefix(path, "/api/v1/tokens/"):
+		id = s.token
+	}
+	acme := strings.Contains(path, "{dk}") || strings.Contains(path, "{id}")
+	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", id, "{service}", "reboot", "{point}", "T").Replace(path), acme
+}
+
+// ownData is what a list answers an acme or cluster caller (and never a beta one).
+var ownData = map[string]string{
+	"/api/v1/devices": `"d1"`,
+	"/api/v1/assets":  `"north"`,
+	"/api/v1/alerts":  `"acme"`,
+	"/prometheus/":    `"acme"`,
 }
 
 // TestRoleEndpointMatrix sends every authenticated route of the API as each
 // kind of caller: no, an expired or a revoked token get 401; a role below
-// the route's gets 403; a role at or above it gets anything but 401 or 403.
+// the route's gets 403, and so does a caller of one org on a route for all
+// orgs; a caller of another org gets 404 for acme's objects and sees
+// nothing of acme in lists; acme's and cluster callers get anything but
+// 401 or 403, acme's objects and acme's data in lists.
 func TestRoleEndpointMatrix(t *testing.T) {
 	s := startAcctServer(t)
 
@@ -175,8 +223,14 @@ func TestRoleEndpointMatrix(t *testing.T) {
 	sort.Strings(registered)
 	sort.Strings(table)
 	require.Equal(t, table, registered)
+	for p := range ClusterRoutes {
+		require.Contains(t, RouteRoles, p)
+	}
 
-	type request struct{ method, path, role string }
+	type request struct {
+		method, path, role, list string
+		cluster, acme           bool
+	}
 	var requests []request
 	for _, rt := range s.srv.Routes() {
 		method, path, ok := strings.Cut(rt.Pattern, " ")
@@ -184,10 +238,12 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			method, path = http.MethodGet, rt.Pattern
 		}
 		if _, inTable := RouteRoles[rt.Pattern]; !inTable { // a Deps.Extra handler: role by method
-			requests = append(requests, request{http.MethodGet, path, api.RoleViewer}, request{http.MethodPost, path, api.RoleOperator})
+			requests = append(requests, request{method: http.MethodGet, path: path, role: api.RoleViewer, cluster: rt.Cluster},
+				request{method: http.MethodPost, path: path, role: api.RoleOperator, cluster: rt.Cluster})
 			continue
 		}
-		requests = append(requests, request{method, samplePath(path), rt.Role})
+		sample, acme := s.samplePath(path)
+		requests = append(requests, request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path]})
 	}
 	require.Greater(t, len(requests), len(RouteRoles))
 
@@ -205,9 +261,32 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			case api.RoleRank(c.role) < api.RoleRank(rq.role):
 				require.Equal(t, http.StatusForbidden, code, what)
 				require.Contains(t, string(b), "needs role "+rq.role, what)
+			case rq.cluster && c.org != "":
+				require.Equal(t, http.StatusForbidden, code, what)
+				require.Contains(t, string(b), "needs a cluster account", what)
+			case c.org == "beta" && rq.acme:
+				require.Equal(t, http.StatusNotFound, code, what)
+				require.NotContains(t, string(b), "acme", what)
 			default:
 				require.NotContains(t, []int{http.StatusUnauthorized, http.StatusForbidden}, code, what)
 				require.Less(t, code, 500, what)
+				if rq.method == http.MethodGet && rq.acme {
+					require.Equal(t, http.StatusOK, code, what)
+				}
+			}
+			if code == http.StatusNoContent && rq.method == http.MethodDelete && rq.acme { // put back what was deleted
+				_, err := s.reg.CreateDevice(context.Background(), api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
+				require.NoError(t, err)
+			}
+			if rq.method != http.MethodGet || c.role == "" {
+				continue
+			}
+			if c.org == "beta" && !rq.acme { // (a 404 names the object asked for)
+				for _, acme := range []string{`"d1"`, "acme", "north"} {
+					require.NotContains(t, string(b), acme, what)
+				}
+			} else if rq.list != "" {
+				require.Contains(t, string(b), rq.list, what)
 			}
 		}
 	}
@@ -364,15 +443,15 @@ func TestUsersAndLogin(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, string(b))
 	require.NoError(t, json.Unmarshal(b, &session))
 	require.InDelta(t, time.Now().Add(registry.SessionTTL).UnixMilli(), session.ExpiresAt, 5000)
-	code, _ = s.call(t, session.Token, http.MethodPost, "/api/v1/rules/reload", nil)
-	require.Equal(t, http.StatusOK, code, "an operator reloads rules")
+	code, _ = s.call(t, session.Token, http.MethodGet, "/api/v1/rules", nil)
+	require.Equal(t, http.StatusOK, code, "an operator reads rules")
 	code, b = s.call(t, session.Token, http.MethodPost, "/api/v1/products", api.Product{Key: "x"})
 	require.Equal(t, http.StatusForbidden, code)
 	require.Contains(t, string(b), `session \"ops\" has role operator`)
 	// An operator acknowledges as itself only.
 	code, _ = s.call(t, session.Token, http.MethodPost, "/api/v1/alerts/1/ack", map[string]string{"user": "someone-else"})
 	require.Equal(t, http.StatusForbidden, code)
-	code, _ = s.call(t, session.Token, http.MethodPost, "/api/v1/alerts/1/ack", map[string]string{"user": "ops"})
+	code, _ = s.call(t, session.Token, http.MethodPost, "/api/v1/alerts/999/ack", map[string]string{"user": "ops"})
 	require.Equal(t, http.StatusNotFound, code)
 
 	// Failures are counted and, after a few, locked out for a doubling time.

@@ -34,6 +34,11 @@ func (s *Server) routeCommands(mux *http.ServeMux) {
 			writeRegistryError(w, err)
 			return
 		}
+		// A command is its device's org's; one of a deleted device only a cluster account's.
+		if d, ok := s.deps.Registry.Device(c.ProductKey, c.DeviceKey); !principal(r).AllOrgs() && (!ok || !principal(r).InOrg(d.Org)) {
+			writeError(w, http.StatusNotFound, "command "+c.ID+" not found")
+			return
+		}
 		writeJSON(w, http.StatusOK, c)
 	})
 }
@@ -56,6 +61,9 @@ func (s *Server) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	if timeout > maxCommandTimeout || ttl > maxCommandTTL {
 		writeError(w, http.StatusBadRequest, "timeout is at most 5m and ttl at most 168h")
+		return
+	}
+	if _, ok := s.device(w, r); !ok {
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))

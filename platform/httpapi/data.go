@@ -34,16 +34,15 @@ type HistoryPoint struct {
 
 func (s *Server) routeData(mux *http.ServeMux) {
 	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}/latest", func(w http.ResponseWriter, r *http.Request) {
-		pk, dk := r.PathValue("pk"), r.PathValue("dk")
-		if _, ok := s.deps.Registry.Device(pk, dk); !ok {
-			writeError(w, http.StatusNotFound, "device "+pk+"/"+dk+" not found")
+		d, ok := s.device(w, r)
+		if !ok {
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"productKey": pk, "deviceKey": dk, "points": s.deps.Latest.Device(pk + "/" + dk)})
+		writeJSON(w, http.StatusOK, map[string]any{"productKey": d.ProductKey, "deviceKey": d.DeviceKey, "points": s.deps.Latest.Device(d.ProductKey + "/" + d.DeviceKey)})
 	})
 	s.handle(mux, "GET /api/v1/assets/{id}/latest", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		if _, ok := s.deps.Registry.Asset(id); !ok {
+		if a, ok := s.deps.Registry.Asset(id); !ok || !principal(r).InOrg(a.Org) {
 			writeError(w, http.StatusNotFound, "asset "+id+" not found")
 			return
 		}
@@ -55,7 +54,7 @@ func (s *Server) routeData(mux *http.ServeMux) {
 		}
 		out := []deviceLatest{}
 		sub := s.deps.Registry.Subtree(id)
-		for _, d := range s.deps.Registry.Devices(registry.DeviceFilter{}) {
+		for _, d := range inCallersOrgs(r, s.deps.Registry.Devices(registry.DeviceFilter{}), func(d api.Device) string { return d.Org }) {
 			if sub[d.Site] || sub[d.Org] {
 				out = append(out, deviceLatest{d.ProductKey, d.DeviceKey, d.Site, s.deps.Latest.Device(d.ProductKey + "/" + d.DeviceKey)})
 			}
@@ -68,8 +67,7 @@ func (s *Server) routeData(mux *http.ServeMux) {
 // history answers raw samples, or step-aggregated values when step is given.
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 	pk, dk, point := r.PathValue("pk"), r.PathValue("dk"), r.PathValue("point")
-	if _, ok := s.deps.Registry.Device(pk, dk); !ok {
-		writeError(w, http.StatusNotFound, "device "+pk+"/"+dk+" not found")
+	if _, ok := s.device(w, r); !ok {
 		return
 	}
 	q := r.URL.Query()

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/scrape"
-	"github.com/prometheus/prometheus/storage"
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/gale-iot/gale/platform/tsdb"
@@ -43,9 +42,9 @@ func newPromAPI(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Register
 	ready := func(f http.HandlerFunc) http.HandlerFunc { return f }
 	a := v1.NewAPI(
 		deps.Engine,
-		queryable{deps.Storage},
+		orgQueryable{deps.Storage},
 		nil, // no remote-write receiver
-		deps.Storage,
+		orgQueryable{deps.Storage},
 		func(context.Context) v1.ScrapePoolsRetriever { return noTargets{} },
 		func(context.Context) v1.TargetRetriever { return noTargets{} },
 		func(context.Context) v1.AlertmanagerRetriever { return noTargets{} },
@@ -57,7 +56,7 @@ func newPromAPI(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Register
 		"",
 		false, false, 0,
 		log.With("component", "promapi"),
-		func(context.Context) v1.RulesRetriever { return deps.PromRules },
+		rulesFor(deps.PromRules),
 		0, 0, 0,
 		false,
 		cors,
@@ -87,6 +86,15 @@ func newPromAPI(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Register
 	mux.Handle("/prometheus/", r)
 	for _, p := range []string{"/series", "/labels", "/label/{name}/values", "/query_exemplars"} {
 		mux.Handle("/prometheus/api/v1"+p, limited)
+	}
+	mux.Handle("/prometheus/api/v1/rules", confineRules(deps.Engine.Parser(), r))
+	mux.Handle("GET /prometheus/api/v1/alerts", orgAlerts(deps.PromRules, r))
+	// Remote read and write, OTLP and the TSDB's own statistics are not served:
+	// they would read or write series past the org matcher and the query limits.
+	for _, p := range []string{"/read", "/write", "/otlp/", "/status/tsdb", "/status/tsdb/"} {
+		mux.HandleFunc("/prometheus/api/v1"+p, func(w http.ResponseWriter, r *http.Request) {
+			writePromError(w, http.StatusNotFound, errors.New(r.URL.Path+" is not served by Gale"))
+		})
 	}
 	return mux, nil
 }
@@ -147,17 +155,13 @@ func limitReads(engine QueryEngine, next http.Handler) http.Handler {
 // writePromError answers in the Prometheus API's error format.
 func writePromError(w http.ResponseWriter, status int, err error) {
 	typ := "unavailable"
-	if status == http.StatusBadRequest {
+	switch status {
+	case http.StatusBadRequest:
 		typ = "bad_data"
+	case http.StatusNotFound:
+		typ = "not_found"
 	}
 	writeJSON(w, status, map[string]string{"status": "error", "errorType": typ, "error": err.Error()})
-}
-
-// queryable adapts the TSDB to the API's sample-and-chunk interface.
-type queryable struct{ Storage }
-
-func (q queryable) ChunkQuerier(int64, int64) (storage.ChunkQuerier, error) {
-	return nil, errors.New("chunk queries (remote read) are not served")
 }
 
 type noTargets struct{}

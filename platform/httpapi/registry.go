@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -64,6 +65,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		devices := reg.Devices(registry.DeviceFilter{
 			ProductKey: q.Get("productKey"), Org: q.Get("org"), Site: q.Get("site"), Gateway: q.Get("gateway"),
 		})
+		devices = inCallersOrgs(r, devices, func(d api.Device) string { return d.Org })
 		p := principal(r)
 		for i := range devices {
 			hideSecret(p, &devices[i])
@@ -80,6 +82,19 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		d := in.Device
 		d.Enabled = in.Enabled == nil || *in.Enabled
+		p := principal(r)
+		if !p.AllOrgs() {
+			if d.Org == "" {
+				d.Org = p.Org
+			}
+			if d.Org != p.Org {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates devices of org %s only", p.Kind, p.Name, p.Org, p.Org))
+				return
+			}
+		}
+		if !s.placeable(w, r, d) {
+			return
+		}
 		d, err := reg.CreateDevice(r.Context(), d)
 		if err != nil {
 			writeRegistryError(w, err)
@@ -88,9 +103,8 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, d)
 	})
 	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
-		d, ok := reg.Device(r.PathValue("pk"), r.PathValue("dk"))
+		d, ok := s.device(w, r)
 		if !ok {
-			writeError(w, http.StatusNotFound, "device "+r.PathValue("pk")+"/"+r.PathValue("dk")+" not found")
 			return
 		}
 		hideSecret(principal(r), &d)
@@ -101,6 +115,14 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		if !decodeJSON(w, r, &p) {
 			return
 		}
+		cur, ok := s.device(w, r)
+		if !ok {
+			return
+		}
+		p.ApplyTo(&cur)
+		if !s.placeable(w, r, cur) {
+			return
+		}
 		d, err := reg.PatchDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk"), p)
 		if err != nil {
 			writeRegistryError(w, err)
@@ -109,6 +131,9 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, d)
 	})
 	s.handle(mux, "DELETE /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := s.device(w, r); !ok {
+			return
+		}
 		if err := reg.DeleteDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk")); err != nil {
 			writeRegistryError(w, err)
 			return
@@ -116,13 +141,23 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		w.WriteHeader(http.StatusNoContent)
 	})
 
-	s.handle(mux, "GET /api/v1/assets", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, reg.AssetTree())
+	s.handle(mux, "GET /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.AssetTree(), func(a *api.Asset) string { return a.Org }))
 	})
 	s.handle(mux, "POST /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
 		var a api.Asset
 		if !decodeJSON(w, r, &a) {
 			return
+		}
+		if p := principal(r); !p.AllOrgs() {
+			if a.Kind == api.AssetOrg {
+				writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates sites of its org; orgs are made by a cluster admin", p.Kind, p.Name, p.Org))
+				return
+			}
+			if parent, ok := reg.Asset(a.Parent); !ok || parent.Org != p.Org {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid: parent %q does not exist", a.Parent))
+				return
+			}
 		}
 		a, err := reg.PutAsset(r.Context(), a)
 		if err != nil {
@@ -131,6 +166,41 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusCreated, a)
 	})
+}
+
+// device returns the device of r's path, answering 404 when there is none
+// or it is of an org the caller does not see (whose devices it may not know of).
+func (s *Server) device(w http.ResponseWriter, r *http.Request) (api.Device, bool) {
+	pk, dk := r.PathValue("pk"), r.PathValue("dk")
+	d, ok := s.deps.Registry.Device(pk, dk)
+	if !ok || !principal(r).InOrg(d.Org) {
+		writeError(w, http.StatusNotFound, "device "+pk+"/"+dk+" not found")
+		return api.Device{}, false
+	}
+	return d, true
+}
+
+// placeable answers 400 unless the site and gateway (if any) a caller with
+// an org places device d at are of its org; another org's are answered as
+// the registry answers missing ones.
+func (s *Server) placeable(w http.ResponseWriter, r *http.Request, d api.Device) bool {
+	p := principal(r)
+	if p.AllOrgs() {
+		return true
+	}
+	if d.Site != "" {
+		if a, ok := s.deps.Registry.Asset(d.Site); !ok || a.Org != p.Org {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid: site %q does not exist", d.Site))
+			return false
+		}
+	}
+	if d.GatewayDeviceKey != "" {
+		if g, ok := s.deps.Registry.Device(d.GatewayProductKey, d.GatewayDeviceKey); !ok || g.Org != p.Org {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid: gateway %s/%s does not exist", d.GatewayProductKey, d.GatewayDeviceKey))
+			return false
+		}
+	}
+	return true
 }
 
 // hideSecret blanks d's secret unless p is an admin of d's org.

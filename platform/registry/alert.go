@@ -68,6 +68,8 @@ func (r *Registry) ResolveAlert(ctx context.Context, rule, key string, startedAt
 // AlertFilter selects alerts; empty fields match everything.
 type AlertFilter struct {
 	State, Severity, Site, Rule, Source string
+	// Org, when set, keeps the alerts of that org only.
+	Org string
 	// Since and Until bound the firing time (Unix ms); zero is open.
 	Since, Until int64
 	Limit        int
@@ -77,7 +79,7 @@ type AlertFilter struct {
 func (r *Registry) Alerts(ctx context.Context, f AlertFilter) ([]api.Alert, error) {
 	var where []string
 	var args []any
-	for col, v := range map[string]string{"state": f.State, "severity": f.Severity, "site": f.Site, "rule": f.Rule, "source": f.Source} {
+	for col, v := range map[string]string{"state": f.State, "severity": f.Severity, "site": f.Site, "rule": f.Rule, "source": f.Source, "org": f.Org} {
 		if v != "" {
 			where = append(where, col+" = ?")
 			args = append(args, v)
@@ -113,6 +115,15 @@ func (r *Registry) Alerts(ctx context.Context, f AlertFilter) ([]api.Alert, erro
 		out = append(out, a)
 	}
 	return out, rows.Err()
+}
+
+// Alert returns alert id.
+func (r *Registry) Alert(ctx context.Context, id int64) (api.Alert, error) {
+	a, err := scanAlert(r.db.QueryRowContext(ctx, `SELECT `+alertColumns+` FROM alerts WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("alert %d %w", id, ErrNotFound)
+	}
+	return a, err
 }
 
 // AckAlert acknowledges alert id by user with comment.

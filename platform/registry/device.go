@@ -160,12 +160,7 @@ func (r *Registry) patchDevice(ctx context.Context, pk, dk string, p DevicePatch
 		return api.Device{}, fmt.Errorf("device %s/%s %w", pk, dk, ErrNotFound)
 	}
 	d := *cur
-	set(&d.Name, p.Name)
-	set(&d.Enabled, p.Enabled)
-	set(&d.Site, p.Site)
-	set(&d.GatewayProductKey, p.GatewayProductKey)
-	set(&d.GatewayDeviceKey, p.GatewayDeviceKey)
-	set(&d.Attributes, p.Attributes)
+	p.ApplyTo(&d)
 	if err := r.checkPlacement(&d); err != nil {
 		return d, err
 	}
@@ -174,6 +169,16 @@ func (r *Registry) patchDevice(ctx context.Context, pk, dk string, p DevicePatch
 	}
 	r.devices[deviceID{pk, dk}] = &d
 	return d, nil
+}
+
+// ApplyTo sets the fields of d that p changes.
+func (p DevicePatch) ApplyTo(d *api.Device) {
+	set(&d.Name, p.Name)
+	set(&d.Enabled, p.Enabled)
+	set(&d.Site, p.Site)
+	set(&d.GatewayProductKey, p.GatewayProductKey)
+	set(&d.GatewayDeviceKey, p.GatewayDeviceKey)
+	set(&d.Attributes, p.Attributes)
 }
 
 func set[T any](dst *T, v *T) {

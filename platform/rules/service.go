@@ -279,6 +279,8 @@ type RuleInfo struct {
 	Expr     string `json:"expr,omitempty"`
 	For      string `json:"for,omitempty"`
 	Scope    Scope  `json:"scope"`
+	// Org is a PromQL rule's org label: all it records or alerts is of that org.
+	Org string `json:"org,omitempty"`
 }
 
 // Rules lists the loaded rules.

@@ -26,7 +26,7 @@ func (s Set) Rules() []RuleInfo {
 	}
 	for _, g := range s.PromQL.RuleGroups() {
 		for _, r := range g.Rules() {
-			info := RuleInfo{Name: r.Name(), Type: "promql-recording", Location: g.File(), Expr: r.Query().String()}
+			info := RuleInfo{Name: r.Name(), Type: "promql-recording", Location: g.File(), Expr: r.Query().String(), Org: r.Labels().Get("org")}
 			if a, ok := r.(*promrules.AlertingRule); ok {
 				info.Type, info.Severity = "promql-alerting", a.Labels().Get("severity")
 				if d := a.HoldDuration(); d > 0 {
