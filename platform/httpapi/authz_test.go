@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -517,5 +518,45 @@ func TestRoutePolicy(t *testing.T) {
 			want = api.RoleViewer
 		}
 		require.Equal(t, want, role, pattern)
+	}
+}
+
+// TestOrgQueryableNeedsACaller: the Prometheus API's reads of the TSDB fail
+// without a caller in their context, read an org's series only for a caller
+// of that org, and everything for a cluster account.
+func TestOrgQueryableNeedsACaller(t *testing.T) {
+	db, now := tsdbtest.OpenWithSeries(t, 2)
+	q, err := orgQueryable{db}.Querier(0, now.UnixMilli())
+	require.NoError(t, err)
+	defer q.Close()
+	all := labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, ".+")
+	count := func(ctx context.Context) (int, error) {
+		set := q.Select(ctx, false, nil, all)
+		n := 0
+		for set.Next() {
+			n++
+		}
+		return n, set.Err()
+	}
+	_, err = count(context.Background())
+	require.ErrorIs(t, err, errNoCaller)
+	_, _, err = q.LabelNames(context.Background(), nil)
+	require.ErrorIs(t, err, errNoCaller)
+	_, _, err = q.LabelValues(context.Background(), "device", nil)
+	require.ErrorIs(t, err, errNoCaller)
+	_, err = orgQueryable{db}.ExemplarQuerier(context.Background())
+	require.ErrorIs(t, err, errNoCaller)
+
+	for org, want := range map[string]int{"": 2, "demo": 2, "other": 0} {
+		ctx := WithPrincipal(context.Background(), registry.Principal{Name: "x", Org: org, Role: api.RoleViewer})
+		n, err := count(ctx)
+		require.NoError(t, err)
+		require.Equal(t, want, n, org)
+		values, _, err := q.LabelValues(ctx, "org", nil)
+		require.NoError(t, err)
+		require.Equal(t, want > 0, slices.Contains(values, "demo"), org)
+		names, _, err := q.LabelNames(ctx, nil)
+		require.NoError(t, err)
+		require.Equal(t, want > 0, slices.Contains(names, "device"), org)
 	}
 }
