@@ -560,3 +560,52 @@ func TestOrgQueryableNeedsACaller(t *testing.T) {
 		require.Equal(t, want > 0, slices.Contains(names, "device"), org)
 	}
 }
+
+// TestOrgAdminChangesItsOrgOnly: an org's admin creates, moves and deletes
+// devices and creates sites of its org only; another org's site, gateway or
+// parent is answered as a missing one; orgs and products are a cluster admin's.
+func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
+	s := startAcctServer(t)
+	ctx := context.Background()
+	_, err := s.reg.PutAsset(ctx, api.Asset{ID: "south", Kind: api.AssetSite, Parent: "beta"})
+	require.NoError(t, err)
+	_, err = s.reg.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "b1", Site: "south", Enabled: true})
+	require.NoError(t, err)
+	admin := s.tokens["admin"] // of acme
+
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		want         int
+		says         string
+	}{
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "a2"}, http.StatusCreated, `"org":"acme"`},
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "a3", "site": "north"}, http.StatusCreated, `"site":"north"`},
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "x", "org": "beta"}, http.StatusForbidden, "devices of org acme only"},
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "x", "site": "south"}, http.StatusBadRequest, `site \"south\" does not exist`},
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "x", "gatewayProductKey": "sensor", "gatewayDeviceKey": "b1"},
+			http.StatusBadRequest, "gateway sensor/b1 does not exist"},
+		{http.MethodPatch, "/api/v1/devices/sensor/d1", map[string]any{"site": "south"}, http.StatusBadRequest, `site \"south\" does not exist`},
+		{http.MethodPatch, "/api/v1/devices/sensor/d1", map[string]any{"gatewayProductKey": "sensor", "gatewayDeviceKey": "b1"}, http.StatusBadRequest, "does not exist"},
+		{http.MethodPatch, "/api/v1/devices/sensor/b1", map[string]any{"enabled": false}, http.StatusNotFound, "not found"},
+		{http.MethodDelete, "/api/v1/devices/sensor/b1", nil, http.StatusNotFound, "not found"},
+		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "east", "kind": "site", "parent": "north"}, http.StatusCreated, `"org":"acme"`},
+		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "west", "kind": "site", "parent": "south"}, http.StatusBadRequest, `parent \"south\" does not exist`},
+		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "gamma", "kind": "org"}, http.StatusForbidden, "orgs are made by a cluster admin"},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "mine"}, http.StatusForbidden, "needs a cluster account"},
+		{http.MethodDelete, "/api/v1/products/sensor", nil, http.StatusForbidden, "needs a cluster account"},
+	} {
+		code, b := s.call(t, admin, tc.method, tc.path, tc.body)
+		require.Equal(t, tc.want, code, "%s %s %v: %s", tc.method, tc.path, tc.body, b)
+		require.Contains(t, string(b), tc.says, "%s %s %v", tc.method, tc.path, tc.body)
+		require.NotContains(t, string(b), "beta", "%s %s %v", tc.method, tc.path, tc.body)
+	}
+	d, ok := s.reg.Device("sensor", "b1")
+	require.True(t, ok)
+	require.True(t, d.Enabled)
+	// A cluster admin still places anything anywhere.
+	code, b := s.call(t, s.tokens["cluster-admin"], http.MethodPatch, "/api/v1/devices/sensor/a2", map[string]any{"site": "south"})
+	require.Equal(t, http.StatusBadRequest, code, "a device does not change org: %s", b)
+	code, b = s.call(t, s.tokens["cluster-admin"], http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "b2", "site": "south"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+}
