@@ -230,7 +230,7 @@ func TestRoleEndpointMatrix(t *testing.T) {
 
 	type request struct {
 		method, path, role, list string
-		cluster, acme           bool
+		cluster, acme            bool
 	}
 	var requests []request
 	for _, rt := range s.srv.Routes() {
