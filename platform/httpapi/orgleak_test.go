@@ -241,6 +241,15 @@ func TestNoReadCrossesOrgs(t *testing.T) {
 	_, b = do(viewer, http.MethodGet, "/prometheus/api/v1/alerts", nil)
 	require.Contains(t, b, `"alertname":"TurbineProducing"`, "a shared rule's alerts of acme")
 	require.Contains(t, b, `"alertname":"AcmeProducing"`)
+	// Escaped paths reach the same confinement (or none at all).
+	code, b = do(viewer, http.MethodGet, "/prometheus/api/v1/%72ules", nil)
+	require.Equal(t, http.StatusOK, code, b)
+	require.NotContains(t, b, "TurbineProducing")
+	noBeta("escaped rules path", b)
+	for _, path := range []string{"/prometheus/api%2Fv1/rules", "/prometheus/api%2fv1/alerts", "/prometheus/api/v1%2Fseries?match[]=up"} {
+		code, b = do(viewer, http.MethodGet, path, nil)
+		require.Equal(t, http.StatusBadRequest, code, "%s: %s", path, b)
+	}
 	// Remote read and the TSDB's statistics are not served.
 	for _, path := range []string{"/prometheus/api/v1/read", "/prometheus/api/v1/status/tsdb"} {
 		code, _ := do(root, http.MethodPost, path, nil)

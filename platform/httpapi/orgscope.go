@@ -116,11 +116,20 @@ func withMatcher(ms []*labels.Matcher, m *labels.Matcher) []*labels.Matcher {
 // orgRules serves Prometheus's rules and alerts endpoints to a caller with
 // an org: only the alerting rules whose own labels carry its org (so do all
 // of their alerts, and all the series a recording rule with that label
-// writes). Rules without an org label are the cluster's: their alerts reach
-// an org through orgAlerts, the ALERTS series and /api/v1/alerts.
+// writes), and the rule groups only to a request that confineRules
+// confined to them. Rules without an org label are the cluster's: their
+// alerts reach an org through orgAlerts, the ALERTS series and /api/v1/alerts.
 type orgRules struct {
 	v1.RulesRetriever
-	org string
+	org      string
+	confined bool
+}
+
+func (r orgRules) RuleGroups() []*promrules.Group {
+	if !r.confined {
+		return nil
+	}
+	return r.RulesRetriever.RuleGroups()
 }
 
 func (r orgRules) AlertingRules() []*promrules.AlertingRule {
@@ -144,9 +153,13 @@ func rulesFor(all v1.RulesRetriever) func(context.Context) v1.RulesRetriever {
 		case p.AllOrgs():
 			return all
 		}
-		return orgRules{all, p.Org}
+		_, confined := ctx.Value(rulesConfinedKey{}).(bool)
+		return orgRules{all, p.Org, confined}
 	}
 }
+
+// rulesConfinedKey marks a request whose rule matchers confineRules confined to the caller's org.
+type rulesConfinedKey struct{}
 
 // orgAlerts answers /alerts to a caller with an org: the active alerts of
 // every alerting rule whose labels carry its org, in Prometheus's format.
@@ -207,7 +220,7 @@ func confineRules(pp parser.Parser, next http.Handler) http.Handler {
 			confined = append(confined, selector(withMatcher(ms, m)))
 		}
 		q["match[]"] = confined
-		r2 := r.Clone(r.Context())
+		r2 := r.Clone(context.WithValue(r.Context(), rulesConfinedKey{}, true))
 		r2.URL.RawQuery, r2.Form = q.Encode(), nil
 		next.ServeHTTP(w, r2)
 	})

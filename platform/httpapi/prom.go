@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/grafana/regexp"
@@ -96,7 +97,14 @@ func newPromAPI(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Register
 			writePromError(w, http.StatusNotFound, errors.New(r.URL.Path+" is not served by Gale"))
 		})
 	}
-	return mux, nil
+	// An escaped slash would route past the handlers above to Prometheus's own (its router reads the unescaped path).
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(strings.ToLower(r.URL.EscapedPath()), "%2f") {
+			writePromError(w, http.StatusBadRequest, errors.New("an escaped slash in the path is not served"))
+			return
+		}
+		mux.ServeHTTP(w, r)
+	}), nil
 }
 
 // corsRegexp anchors origin as Prometheus's --web.cors.origin does; empty
