@@ -69,7 +69,9 @@ func apiCall(t *testing.T, base, token, method, path string, body any) (int, str
 // MQTT, Kafka and the TSDB, then has a viewer and an operator of acme try
 // every way to read beta's data or command its turbine: PromQL tricks,
 // the series, label, rule and alert endpoints, and REST. Nothing of beta
-// comes back, while the same calls return acme's data.
+// comes back, while the same calls return acme's data. That the engine
+// hands each Select the request's context (with the caller) shows here:
+// without it every query would fail, with a wrong one it would see beta.
 func TestNoReadCrossesOrgs(t *testing.T) {
 	cfg := nodetest.Config(t)
 	require.NoError(t, cfg.Complete())
