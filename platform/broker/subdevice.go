@@ -99,10 +99,10 @@ const (
 	purposeLogin = "login "
 )
 
-// verifySub checks a sub-device exists, is enabled and belongs to the org
-// of gateway session s, and that its entry is signed with its secret at a
-// fresh timestamp not used before for purpose. It returns the timestamp,
-// or the counted reason of a refusal.
+// verifySub checks a sub-device exists and is enabled, that its entry is
+// signed with its secret at a fresh timestamp not used before for purpose,
+// and that it belongs to the org of gateway session s. It returns the
+// timestamp, or the counted reason of a refusal.
 func (h *hook) verifySub(s *session, sub api.SubDeviceAuth, purpose string) (int64, string, error) {
 	key := sub.ProductKey + "/" + sub.DeviceKey
 	d, ok := h.devices.Device(sub.ProductKey, sub.DeviceKey)
@@ -113,8 +113,6 @@ func (h *hook) verifySub(s *session, sub api.SubDeviceAuth, purpose string) (int
 		return 0, "bad_subdevice", fmt.Errorf("sub-device %s is disabled", key)
 	case !sub.Verify(d.Secret):
 		return 0, "bad_subdevice", fmt.Errorf("sub-device %s: signature does not match", key)
-	case !h.sameOrg(s, d):
-		return 0, "subdevice_org", fmt.Errorf("sub-device %s belongs to another org than this gateway", key)
 	}
 	ts, err := h.freshString(sub.Timestamp, h.now())
 	if err != nil {
@@ -122,6 +120,9 @@ func (h *hook) verifySub(s *session, sub api.SubDeviceAuth, purpose string) (int
 	}
 	if !h.once.check(key, purpose+sub.Sign, ts) {
 		return 0, "replay", fmt.Errorf("sub-device %s: signature used before", key)
+	}
+	if !h.sameOrg(s, d) {
+		return 0, "subdevice_org", fmt.Errorf("sub-device %s belongs to another org than this gateway", key)
 	}
 	return ts, "", nil
 }
