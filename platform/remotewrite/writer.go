@@ -65,9 +65,9 @@ type Writer struct {
 	body   []byte // pb, snappy-compressed
 
 	sent, rejected, dropped prometheus.Counter
-	requests       *prometheus.CounterVec
-	retries        prometheus.Counter
-	duration       prometheus.Histogram
+	requests                *prometheus.CounterVec
+	retries                 prometheus.Counter
+	duration                prometheus.Histogram
 }
 
 // series is one telemetry series, its org and its samples in the current batch.
