@@ -119,3 +119,16 @@ func TestAuditLog(t *testing.T) {
 }
 
 func jsonNumber(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// FuzzCreatedID reads ids from answers, cut anywhere: no panic, and the id
+// is made of the answer's own bytes.
+func FuzzCreatedID(f *testing.F) {
+	for _, s := range []string{`{"id":"t1","token":"secret"}`, `{"key":"wt","model":{"measurepoints":[`, `{"productKey":"wt","deviceKey":"WT01"}`,
+		`{"id":42}`, `{"name":"ops"}`, `[1,2]`, `{"id":`, `"x"`, ``, `{"id":"\u00e9\"x"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		id := createdID(answer)
+		require.LessOrEqual(t, len(id), len(answer)+1, "at most the answer (and a '/')")
+	})
+}
