@@ -102,7 +102,7 @@ func TestLiveNode(t *testing.T) {
 		checkExportedMetrics(t, h.Node.Registerer().(prometheus.Gatherer))
 	})
 	t.Run("Grafana data source health check", func(t *testing.T) {
-		grafanaHealthCheck(t, h)
+		grafanaHealthCheck(t, h, h.Token)
 	})
 	t.Run("every panel query returns data", func(t *testing.T) {
 		for _, d := range shippedDashboards(t) {
@@ -138,15 +138,7 @@ func TestLiveNode(t *testing.T) {
 		}
 	})
 	t.Run("gale dashboards check", func(t *testing.T) {
-		// Dashboards of thing data only: Gale's own metrics reach its TSDB once self-monitoring is wired into the node.
-		dir := t.TempDir()
-		var files []string
-		for _, d := range shippedDashboards(t) {
-			if d.File == "turbine.json" || d.File == "wind-farm.json" {
-				files = append(files, filepath.Join(dir, d.File))
-				require.NoError(t, os.WriteFile(files[len(files)-1], d.JSON, 0o644))
-			}
-		}
+		files := thingDashboards(t)
 		var stdout, stderr strings.Builder
 		args := append([]string{"check", "--url", h.BaseURL, "--token-file", h.Node.TokenFile, "--range", "5m", "--var", "device=" + faulted}, files...)
 		require.NoError(t, Main(ctx, args, &stdout, &stderr), stdout.String())
@@ -155,6 +147,27 @@ func TestLiveNode(t *testing.T) {
 		stdout.Reset()
 		err := Main(ctx, []string{"check", "--url", "http://" + freeAddr(t), "--token-file", h.Node.TokenFile}, &stdout, &stderr)
 		require.ErrorContains(t, err, "cannot query Gale at http://127.0.0.1:")
+	})
+	t.Run("an org's viewer token pushed to Grafana", func(t *testing.T) {
+		var tok struct{ Token string }
+		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/tokens", map[string]any{"name": "grafana", "org": "demo", "role": "viewer"}, &tok))
+		file := filepath.Join(t.TempDir(), "viewer.token")
+		require.NoError(t, os.WriteFile(file, []byte(tok.Token+"\n"), 0o600))
+		g, srv := newFakeGrafana(t, "sa-token")
+		var stdout, stderr strings.Builder
+		require.NoError(t, Main(ctx, []string{"push", "--grafana-url", srv.URL, "--token", "sa-token", "--gale-url", h.BaseURL, "--gale-token-file", file}, &stdout, &stderr))
+		// Grafana queries Gale with the data source as pushed: its URL and header.
+		ds := g.datasources[DatasourceUID]
+		require.Equal(t, h.BaseURL+"/prometheus", ds["url"])
+		viewer, ok := strings.CutPrefix(ds["secureJsonData"].(map[string]any)["httpHeaderValue1"].(string), "Bearer ")
+		require.True(t, ok)
+		require.Equal(t, tok.Token, viewer)
+		grafanaHealthCheck(t, h, viewer)
+		stdout.Reset()
+		args := append([]string{"check", "--url", h.BaseURL, "--token-file", file, "--range", "5m", "--var", "device=" + faulted}, thingDashboards(t)...)
+		require.NoError(t, Main(ctx, args, &stdout, &stderr), stdout.String())
+		require.Equal(t, "2 dashboards OK\n", stdout.String())
+		require.Equal(t, http.StatusForbidden, doAs(t, h, viewer, http.MethodPost, "/api/v1/tokens"), "the token Grafana holds changes nothing")
 	})
 	t.Run("Prometheus scrapes Gale with the shipped config", func(t *testing.T) {
 		prom := startPrometheus(t, h.Node.HTTPAddr())
@@ -170,6 +183,32 @@ func TestLiveNode(t *testing.T) {
 			requireOnlyEdgeProblems(t, d, problems)
 		}
 	})
+}
+
+// thingDashboards writes the dashboards of thing data only (turbine and
+// wind farm) to files and returns their paths: the others also read Gale's
+// own metrics, which reach only the test's self-monitoring TSDB.
+func thingDashboards(t *testing.T) []string {
+	dir := t.TempDir()
+	var files []string
+	for _, d := range shippedDashboards(t) {
+		if d.File == "turbine.json" || d.File == "wind-farm.json" {
+			files = append(files, filepath.Join(dir, d.File))
+			require.NoError(t, os.WriteFile(files[len(files)-1], d.JSON, 0o644))
+		}
+	}
+	return files
+}
+
+// doAs sends method path with token and an empty JSON body, and returns the status.
+func doAs(t *testing.T, h *nodetest.Harness, token, method, path string) int {
+	req, err := http.NewRequest(method, h.BaseURL+path, strings.NewReader("{}"))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func checkOptions(d *Dashboard) CheckOptions {
@@ -401,8 +440,8 @@ func checkExportedMetrics(t *testing.T, g prometheus.Gatherer) {
 
 // grafanaHealthCheck sends what Grafana's Prometheus data source sends when
 // it is saved and tested: an instant query 1+1 (POST, time 4), buildinfo,
-// and the metric browser's label values.
-func grafanaHealthCheck(t *testing.T, h *nodetest.Harness) {
+// and the metric browser's label values, with the data source's token.
+func grafanaHealthCheck(t *testing.T, h *nodetest.Harness, token string) {
 	call := func(method, path string, form url.Values, token string) (int, map[string]any) {
 		var body io.Reader
 		if form != nil {
@@ -423,17 +462,17 @@ func grafanaHealthCheck(t *testing.T, h *nodetest.Harness) {
 		require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
 		return resp.StatusCode, out
 	}
-	status, out := call(http.MethodPost, "/api/v1/query", url.Values{"query": {"1+1"}, "time": {"4"}}, h.Token)
+	status, out := call(http.MethodPost, "/api/v1/query", url.Values{"query": {"1+1"}, "time": {"4"}}, token)
 	require.Equal(t, http.StatusOK, status, "%v", out)
 	require.Equal(t, "success", out["status"])
 	require.Equal(t, map[string]any{"resultType": "scalar", "result": []any{4.0, "2"}}, out["data"])
 
-	status, out = call(http.MethodGet, "/api/v1/status/buildinfo", nil, h.Token)
+	status, out = call(http.MethodGet, "/api/v1/status/buildinfo", nil, token)
 	require.Equal(t, http.StatusOK, status, "%v", out)
 	require.Equal(t, "success", out["status"])
 	require.NotEmpty(t, out["data"].(map[string]any)["version"])
 
-	status, out = call(http.MethodGet, "/api/v1/label/__name__/values", nil, h.Token)
+	status, out = call(http.MethodGet, "/api/v1/label/__name__/values", nil, token)
 	require.Equal(t, http.StatusOK, status)
 	require.Contains(t, out["data"], "WTUR_W")
 

@@ -178,6 +178,8 @@ type Command struct {
 	ExpiresAt int64           `json:"expiresAt"`
 	SentAt    int64           `json:"sentAt,omitempty"`
 	RepliedAt int64           `json:"repliedAt,omitempty"`
+	// Org is the device's org, set on the commands' Kafka records.
+	Org string `json:"org,omitempty"`
 }
 
 // Command statuses.

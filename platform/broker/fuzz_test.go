@@ -182,7 +182,7 @@ func FuzzPostBatch(f *testing.F) {
 	h := newHook(DefaultConfig(), server, reg, nil, quietTestLogger(), newMetrics(prometheusRegistry()))
 	s := &session{pk: testProduct, dk: "gw", subs: map[string]bool{testProduct + "/sub": true}}
 	f.Fuzz(func(t *testing.T, params []byte) {
-		msgs, n, err := h.postBatch(s, &api.Request{ID: "1", Params: params}, win)
+		msgs, n, err := h.postBatch(s, "org", &api.Request{ID: "1", Params: params}, win)
 		if err != nil {
 			var rej *rejection
 			require.ErrorAs(t, err, &rej)
@@ -198,6 +198,7 @@ func FuzzPostBatch(f *testing.F) {
 			var rec api.Record
 			require.NoError(t, api.DecodeRecord(m.Value, &rec))
 			require.Equal(t, api.RecordPost, rec.Kind)
+			require.Equal(t, "org", rec.Org)
 			require.Contains(t, []string{"gw", "sub"}, rec.Device, "never a device not logged in through the gateway")
 			require.Equal(t, testProduct+"/"+rec.Device, string(m.Key))
 			require.NotEmpty(t, rec.Samples)

@@ -162,7 +162,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		e.msgs = []kafka.Message{h.telemetry(key, &rec)}
 		e.samples = len(rec.Samples)
 	case api.KindMeasurepointPostBatch:
-		msgs, n, err := h.postBatch(s, &req, win)
+		msgs, n, err := h.postBatch(s, dev.Org, &req, win)
 		if err != nil {
 			return nil, err
 		}
@@ -196,9 +196,10 @@ func (h *hook) telemetry(key []byte, rec *api.Record) kafka.Message {
 // sample exactly as if its device had posted it alone. Each entry passes
 // the ACL of its device's own measurepoint/post topic (the gateway itself
 // or a sub-device logged in through this session) and the same validation
-// as a post; one bad entry refuses the whole request, with nothing produced.
-// It returns the messages and their number of samples.
-func (h *hook) postBatch(s *session, req *api.Request, win window) ([]kafka.Message, int, error) {
+// as a post, and must be of the gateway's org; one bad entry refuses the
+// whole request, with nothing produced. Each record carries its own
+// device's org. It returns the messages and their number of samples.
+func (h *hook) postBatch(s *session, org string, req *api.Request, win window) ([]kafka.Message, int, error) {
 	var entries []api.SubDeviceMeasurepoints
 	raw := bytes.TrimSpace(req.Params)
 	if len(raw) == 0 || raw[0] != '[' {
@@ -230,6 +231,9 @@ func (h *hook) postBatch(s *session, req *api.Request, win window) ([]kafka.Mess
 		dev, ok := h.devices.Device(en.ProductKey, en.DeviceKey)
 		if !ok || !dev.Enabled {
 			return fail(api.CodeUnauthorized, "unknown_device", fmt.Sprintf("params[%d]: device is not registered or is disabled", i))
+		}
+		if dev.Org != org {
+			return fail(api.CodeUnauthorized, "subdevice_org", fmt.Sprintf("params[%d]: device belongs to another org than this gateway", i))
 		}
 		model, ok := h.devices.Model(dev.ProductKey)
 		if !ok {

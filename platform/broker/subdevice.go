@@ -28,7 +28,7 @@ func (h *hook) subDevices(s *session, topic api.Topic, name string, req api.Requ
 		// refused request changes nothing and can be sent again in parts.
 		stamps := make([]int64, len(subs))
 		for i, sub := range subs {
-			ts, reason, err := h.verifySub(sub, purposeTopo)
+			ts, reason, err := h.verifySub(s, sub, purposeTopo)
 			if err != nil {
 				h.reject(s, name, req.ID, api.CodeUnauthorized, reason, err.Error())
 				return
@@ -99,10 +99,11 @@ const (
 	purposeLogin = "login "
 )
 
-// verifySub checks a sub-device exists and is enabled, and that its entry
-// is signed with its secret at a fresh timestamp not used before for
-// purpose. It returns the timestamp, or the counted reason of a refusal.
-func (h *hook) verifySub(sub api.SubDeviceAuth, purpose string) (int64, string, error) {
+// verifySub checks a sub-device exists and is enabled, that its entry is
+// signed with its secret at a fresh timestamp not used before for purpose,
+// and that it belongs to the org of gateway session s. It returns the
+// timestamp, or the counted reason of a refusal.
+func (h *hook) verifySub(s *session, sub api.SubDeviceAuth, purpose string) (int64, string, error) {
 	key := sub.ProductKey + "/" + sub.DeviceKey
 	d, ok := h.devices.Device(sub.ProductKey, sub.DeviceKey)
 	switch {
@@ -120,6 +121,9 @@ func (h *hook) verifySub(sub api.SubDeviceAuth, purpose string) (int64, string, 
 	if !h.once.check(key, purpose+sub.Sign, ts) {
 		return 0, "replay", fmt.Errorf("sub-device %s: signature used before", key)
 	}
+	if !h.sameOrg(s, d) {
+		return 0, "subdevice_org", fmt.Errorf("sub-device %s belongs to another org than this gateway", key)
+	}
 	return ts, "", nil
 }
 
@@ -127,7 +131,7 @@ func (h *hook) verifySub(sub api.SubDeviceAuth, purpose string) (int64, string, 
 // behind that gateway. A sub-device logged in through another session of
 // another gateway is logged out there.
 func (h *hook) login(s *session, sub api.SubDeviceAuth) (string, error) {
-	ts, reason, err := h.verifySub(sub, purposeLogin)
+	ts, reason, err := h.verifySub(s, sub, purposeLogin)
 	if err != nil {
 		return reason, err
 	}
@@ -149,4 +153,13 @@ func (h *hook) login(s *session, sub api.SubDeviceAuth) (string, error) {
 	}
 	h.m.messages.WithLabelValues("sub_login").Inc()
 	return "", nil
+}
+
+// sameOrg reports whether device d belongs to the org of gateway session s,
+// as the registry has them now: a gateway may carry only its own org's
+// sub-devices, even when it can sign for another org's. A device's org
+// cannot change (the registry refuses it), so a login stays valid.
+func (h *hook) sameOrg(s *session, d api.Device) bool {
+	gw, ok := h.devices.Device(s.pk, s.dk)
+	return ok && gw.Org == d.Org
 }

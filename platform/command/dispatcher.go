@@ -240,8 +240,11 @@ func (d *Dispatcher) Handle(ctx context.Context, batch []kafka.Message) error {
 	return nil
 }
 
-// announce tells every node a command's new status.
+// announce tells every node a command's new status, with its device's org.
 func (d *Dispatcher) announce(ctx context.Context, c api.Command) error {
+	if dev, ok := d.store.Device(c.ProductKey, c.DeviceKey); ok {
+		c.Org = dev.Org
+	}
 	b, _ := json.Marshal(c)
 	return d.producer.Produce(ctx, kafka.Message{Topic: api.TopicCommands, Key: []byte(c.ProductKey + "/" + c.DeviceKey), Value: b})
 }

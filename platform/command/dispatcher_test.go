@@ -2,6 +2,7 @@ package command
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -38,10 +39,15 @@ func (f *fakeDownlink) sent() []string {
 	return append([]string(nil), f.topics...)
 }
 
-// loopback hands produced commands straight back to the dispatcher, as gale.commands would.
-type loopback struct{ d *Dispatcher }
+// loopback hands produced commands straight back to the dispatcher, as
+// gale.commands would, and keeps them.
+type loopback struct {
+	d    *Dispatcher
+	msgs []kafka.Message
+}
 
 func (l *loopback) Produce(ctx context.Context, msgs ...kafka.Message) error {
+	l.msgs = append(l.msgs, msgs...)
 	if l.d == nil {
 		return nil
 	}
@@ -109,6 +115,16 @@ func TestRepliesMatchIDDeviceAndService(t *testing.T) {
 	got, err = reg.Command(ctx, c.ID)
 	require.NoError(t, err)
 	require.Equal(t, 200, got.Code, "a second reply changes nothing")
+
+	// Every record on gale.commands (queued, sent, answered) carries the device's org.
+	var statuses []string
+	for _, m := range d.producer.(*loopback).msgs {
+		var c api.Command
+		require.NoError(t, json.Unmarshal(m.Value, &c))
+		require.Equal(t, "org", c.Org, c.Status)
+		statuses = append(statuses, c.Status)
+	}
+	require.Equal(t, []string{api.CommandQueued, api.CommandSent, api.CommandSucceeded}, statuses)
 }
 
 // Commands to a disabled device are refused, and queued ones are not sent.

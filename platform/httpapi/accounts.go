@@ -164,6 +164,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, registry.ErrBadCredentials) {
 		s.logins.failures.WithLabelValues(loginBadCredentials).Inc()
 		s.logins.fail(keys...)
+		s.auditLogin(r, in.User, http.StatusUnauthorized)
 		writeError(w, http.StatusUnauthorized, "wrong user name or password")
 		return
 	}

@@ -49,6 +49,7 @@ var RouteRoles = map[string]string{
 	"DELETE /api/v1/tokens/{id}": api.RoleAdmin,
 	"GET /api/v1/users":          api.RoleAdmin,
 	"POST /api/v1/users":         api.RoleAdmin,
+	"GET /api/v1/audit":          api.RoleAdmin,
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all

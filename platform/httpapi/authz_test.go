@@ -129,7 +129,7 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 	srv, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Registry: rg, Storage: db, Engine: tsdbtest.NewEngine(t, tsdb.QueryConfig{}, log, prom),
-		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom,
+		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom, Audit: openAudit(t),
 		Extra: map[string]http.Handler{"/twins/v1/clock": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
 		})},
@@ -511,7 +511,7 @@ func TestRoutePolicy(t *testing.T) {
 	for pattern, role := range RouteRoles {
 		want := api.RoleAdmin
 		switch {
-		case strings.Contains(pattern, "/tokens") || strings.Contains(pattern, "/users"):
+		case strings.Contains(pattern, "/tokens") || strings.Contains(pattern, "/users") || pattern == "GET /api/v1/audit":
 		case operator[pattern]:
 			want = api.RoleOperator
 		case strings.HasPrefix(pattern, "GET ") || pattern == "/prometheus/":

@@ -22,6 +22,7 @@ import (
 	v1 "github.com/prometheus/prometheus/web/api/v1"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/audit"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
@@ -135,6 +136,8 @@ type Deps struct {
 	Ready func() error
 	// Extra mounts more handlers by pattern (e.g. the twin control API).
 	Extra map[string]http.Handler
+	// Audit, when set, records changes and failed logins and serves GET /api/v1/audit.
+	Audit *audit.Log
 }
 
 // Rules is the event engine as the API needs it.
@@ -222,13 +225,16 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	if deps.Commands != nil {
 		s.routeCommands(authed)
 	}
+	if deps.Audit != nil {
+		s.routeAudit(authed)
+	}
 	for pattern, h := range deps.Extra {
 		s.handleExtra(authed, pattern, h)
 	}
 	authed.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint on this node: "+r.Method+" "+r.URL.Path)
 	})
-	mux.Handle("/", s.authenticate(authed))
+	mux.Handle("/", s.authenticate(s.audited(authed)))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(deps.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

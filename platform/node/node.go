@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/audit"
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/command"
@@ -63,6 +64,7 @@ type Node struct {
 	broker   *broker.Broker
 	rules    rules.Set
 	http     *httpapi.Server
+	audit    *audit.Log
 	runners  []func(context.Context) error
 	ready    atomic.Bool
 	// kafkaDown is why Kafka was unreachable at the last two checks (nil: reachable).
@@ -140,7 +142,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]htt
 		}
 	}
 
-	deps := httpapi.Deps{Registry: n.Registry, Gatherer: n.reg, Ready: n.readiness, Extra: extra}
+	if n.audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.db"), audit.DefaultMaxEntries); err != nil {
+		return nil, err
+	}
+	deps := httpapi.Deps{Registry: n.Registry, Gatherer: n.reg, Ready: n.readiness, Extra: extra, Audit: n.audit}
 	var commands *command.Dispatcher
 	var selfStore storage.Appendable // the TSDB self-monitoring writes to (store role)
 	if cfg.has(RoleIngest) {
@@ -418,6 +423,11 @@ func (n *Node) close() {
 	}
 	if n.kafka != nil {
 		n.kafka.Close()
+	}
+	if n.audit != nil {
+		if err := n.audit.Close(); err != nil {
+			n.log.Warn("close audit log", "err", err)
+		}
 	}
 	if n.Registry != nil {
 		if err := n.Registry.Close(); err != nil {

@@ -23,6 +23,12 @@ type Config struct {
 	URL string `yaml:"url"`
 	// Headers are set on every request, e.g. X-Scope-OrgID for a Mimir tenant.
 	Headers map[string]string `yaml:"headers"`
+	// TenantHeader, when set (e.g. X-Scope-OrgID, Mimir's), sends each org's
+	// series in requests of their own with this header set to the org: one
+	// tenant per org. Samples without an org, or whose org is not a valid
+	// tenant id, are dropped and counted (outcome "dropped"), never sent
+	// under another tenant.
+	TenantHeader string `yaml:"tenantHeader"`
 	// BearerTokenFile holds a token sent as "Authorization: Bearer"; it is
 	// read for every request, so the token can be rotated in place.
 	BearerTokenFile string `yaml:"bearerTokenFile"`
@@ -47,7 +53,12 @@ const (
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("invalid remote write config")
 
-var validName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var (
+	validName  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	headerName = regexp.MustCompile(`^[A-Za-z0-9-]{1,128}$`)
+	// validTenant is Mimir's rule for a tenant id (but "." and "..").
+	validTenant = regexp.MustCompile(`^[A-Za-z0-9!._*'()-]{1,150}$`)
+)
 
 // Validate checks c; zero values are valid and stand for the defaults.
 func (c Config) Validate() error {
@@ -61,6 +72,18 @@ func (c Config) Validate() error {
 	for h := range c.Headers {
 		if _, ok := promconfig.ReservedHeaders[http.CanonicalHeaderKey(h)]; ok {
 			return fmt.Errorf("%w: %s: header %q is set by remote write itself (use bearerTokenFile for authorization)", ErrConfig, c.Name, h)
+		}
+	}
+	if c.TenantHeader != "" {
+		key := http.CanonicalHeaderKey(c.TenantHeader)
+		_, reserved := promconfig.ReservedHeaders[key]
+		if !headerName.MatchString(c.TenantHeader) || reserved {
+			return fmt.Errorf("%w: %s: tenantHeader %q: want a header name remote write does not set itself", ErrConfig, c.Name, c.TenantHeader)
+		}
+		for h := range c.Headers {
+			if http.CanonicalHeaderKey(h) == key {
+				return fmt.Errorf("%w: %s: header %q is also the tenantHeader", ErrConfig, c.Name, h)
+			}
 		}
 	}
 	switch {

@@ -64,15 +64,16 @@ type Writer struct {
 	pb     []byte // the request marshalled
 	body   []byte // pb, snappy-compressed
 
-	sent, rejected prometheus.Counter
-	requests       *prometheus.CounterVec
-	retries        prometheus.Counter
-	duration       prometheus.Histogram
+	sent, rejected, dropped prometheus.Counter
+	requests                *prometheus.CounterVec
+	retries                 prometheus.Counter
+	duration                prometheus.Histogram
 }
 
-// series is one telemetry series and its samples in the current batch.
+// series is one telemetry series, its org and its samples in the current batch.
 type series struct {
 	labels  []prompb.Label
+	org     string
 	samples []prompb.Sample
 }
 
@@ -86,11 +87,11 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Writer, erro
 	endpoint := prometheus.Labels{"endpoint": cfg.Name}
 	samples := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gale_remote_write_samples_total", ConstLabels: endpoint,
-		Help: "Samples the endpoint accepted (sent) or refused with a 4xx that retrying cannot cure, such as 400 (rejected).",
+		Help: "Samples the endpoint accepted (sent) or refused with a 4xx that retrying cannot cure, such as 400 (rejected), and samples not sent for want of a valid org under tenantHeader (dropped).",
 	}, []string{"outcome"})
 	w := &Writer{
 		cfg: cfg, log: log, client: &http.Client{}, series: map[ingest.SeriesKey]*series{},
-		sent: samples.WithLabelValues("sent"), rejected: samples.WithLabelValues("rejected"),
+		sent: samples.WithLabelValues("sent"), rejected: samples.WithLabelValues("rejected"), dropped: samples.WithLabelValues("dropped"),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_remote_write_requests_total", ConstLabels: endpoint,
 			Help: `Remote-write requests by HTTP status code ("error": no response).`,
@@ -136,7 +137,7 @@ func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
 func (w *Writer) add(k ingest.SeriesKey, t int64, v float64) {
 	s := w.series[k]
 	if s == nil {
-		s = &series{labels: prompb.FromLabels(k.Labels(), nil)}
+		s = &series{labels: prompb.FromLabels(k.Labels(), nil), org: k.Org}
 		w.series[k] = s
 	}
 	if len(s.samples) == 0 {
@@ -152,18 +153,46 @@ func (w *Writer) reset() {
 	w.active = w.active[:0]
 }
 
-// flush sends the batch's samples in requests of at most MaxSamplesPerSend.
+// flush sends the batch's samples in requests of at most MaxSamplesPerSend;
+// with a TenantHeader, each org's series go in requests of their own.
 func (w *Writer) flush(ctx context.Context) error {
+	if w.cfg.TenantHeader == "" {
+		return w.flushTenant(ctx, "", w.active)
+	}
+	slices.SortStableFunc(w.active, func(a, b *series) int { return strings.Compare(a.org, b.org) })
+	for rest := w.active; len(rest) > 0; {
+		org := rest[0].org
+		n := 1
+		for n < len(rest) && rest[n].org == org {
+			n++
+		}
+		if validTenant.MatchString(org) && org != "." && org != ".." {
+			if err := w.flushTenant(ctx, org, rest[:n]); err != nil {
+				return err
+			}
+		} else {
+			for _, s := range rest[:n] {
+				w.dropped.Add(float64(len(inOrder(s.samples))))
+			}
+			w.log.Warn("samples without a valid org are not sent under tenantHeader", "org", org, "series", n)
+		}
+		rest = rest[n:]
+	}
+	return nil
+}
+
+// flushTenant sends the samples of series under tenant ("" without a TenantHeader).
+func (w *Writer) flushTenant(ctx context.Context, tenant string, active []*series) error {
 	n := 0
 	w.req.Timeseries = w.req.Timeseries[:0]
-	for _, s := range w.active {
+	for _, s := range active {
 		samples := inOrder(s.samples)
 		for len(samples) > 0 {
 			k := min(len(samples), w.cfg.MaxSamplesPerSend-n)
 			w.req.Timeseries = append(w.req.Timeseries, prompb.TimeSeries{Labels: s.labels, Samples: samples[:k]})
 			samples, n = samples[k:], n+k
 			if n == w.cfg.MaxSamplesPerSend {
-				if err := w.send(ctx, n); err != nil {
+				if err := w.send(ctx, tenant, n); err != nil {
 					return err
 				}
 				n, w.req.Timeseries = 0, w.req.Timeseries[:0]
@@ -173,7 +202,7 @@ func (w *Writer) flush(ctx context.Context) error {
 	if n == 0 {
 		return nil
 	}
-	return w.send(ctx, n)
+	return w.send(ctx, tenant, n)
 }
 
 // inOrder sorts a series' samples by time, as receivers refuse a series that
@@ -184,14 +213,14 @@ func inOrder(s []prompb.Sample) []prompb.Sample {
 	return slices.CompactFunc(s, func(a, b prompb.Sample) bool { return a.Timestamp == b.Timestamp })
 }
 
-// send delivers w.req, holding n samples, until the endpoint accepts it
+// send delivers w.req, holding n samples of tenant, until the endpoint accepts it
 // (2xx) or refuses the samples themselves (a 4xx such as 400: retrying
 // cannot help, e.g. samples out of order or outside its window); it retries
 // anything else with capped exponential backoff until ctx is cancelled:
 // 5xx, 429, no answer, and the 401, 403 and 404 of an endpoint that is
 // misconfigured rather than the data wrong (fixing the URL or the
 // credentials then ships what waited in Kafka, instead of losing it).
-func (w *Writer) send(ctx context.Context, n int) error {
+func (w *Writer) send(ctx context.Context, tenant string, n int) error {
 	size := w.req.Size()
 	w.pb = slices.Grow(w.pb[:0], size)[:size]
 	if _, err := w.req.MarshalToSizedBuffer(w.pb); err != nil {
@@ -200,7 +229,7 @@ func (w *Writer) send(ctx context.Context, n int) error {
 	w.body = snappy.Encode(w.body[:cap(w.body)], w.pb)
 	backoff := w.cfg.MinBackoff
 	for attempt := 1; ; attempt++ {
-		code, msg, err := w.post(ctx)
+		code, msg, err := w.post(ctx, tenant)
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -243,8 +272,8 @@ func retryable(code int) bool {
 	return false
 }
 
-// post sends w.body once and returns the status and the start of the body.
-func (w *Writer) post(ctx context.Context) (code int, msg string, err error) {
+// post sends w.body of tenant once and returns the status and the start of the body.
+func (w *Writer) post(ctx context.Context, tenant string) (code int, msg string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(w.body))
@@ -253,6 +282,9 @@ func (w *Writer) post(ctx context.Context) (code int, msg string, err error) {
 	}
 	for k, v := range w.cfg.Headers {
 		req.Header.Set(k, v)
+	}
+	if w.cfg.TenantHeader != "" {
+		req.Header.Set(w.cfg.TenantHeader, tenant)
 	}
 	req.Header.Set("Content-Encoding", "snappy")
 	req.Header.Set("Content-Type", "application/x-protobuf")

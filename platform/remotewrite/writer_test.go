@@ -37,6 +37,7 @@ type receiver struct {
 	mu       sync.Mutex
 	statuses []int
 	requests []*prompb.WriteRequest // accepted ones
+	tenants  []string               // their X-Scope-OrgID
 	headers  http.Header            // of the last request
 }
 
@@ -68,6 +69,7 @@ func newReceiver(t testing.TB, statuses ...int) *receiver {
 		}
 		if status/100 == 2 {
 			rcv.requests = append(rcv.requests, &req)
+			rcv.tenants = append(rcv.tenants, r.Header.Get("X-Scope-OrgID"))
 		}
 		http.Error(w, "scripted answer", status)
 	}))
@@ -199,6 +201,43 @@ func TestSeriesMatchTheTSDBWriter(t *testing.T) {
 	require.Equal(t, "0.1.0", h.Get("X-Prometheus-Remote-Write-Version"))
 }
 
+// With tenantHeader, each org's samples arrive only under its own tenant,
+// all of them; samples without a valid org are dropped and counted.
+func TestTenantPerOrg(t *testing.T) {
+	now := time.Now().UnixMilli()
+	rec := func(org, device string, n int) api.Record {
+		r := api.Record{Kind: api.RecordPost, Org: org, Product: "p", Device: device, Received: now}
+		for i := range n {
+			r.Samples = append(r.Samples, api.Sample{Point: "A", Time: now - int64(i), Value: float64(i)})
+		}
+		return r
+	}
+	batch := records(rec("acme", "a1", 3), rec("rival", "r1", 2), rec("acme", "a2", 4), rec("", "none", 2), rec("bad org", "x", 1), rec("rival", "r2", 1))
+	rcv := newReceiver(t)
+	w := newWriter(t, Config{URL: rcv.URL, TenantHeader: "x-scope-orgid", MaxSamplesPerSend: 4})
+	require.NoError(t, w.Handle(context.Background(), batch))
+
+	got := map[string]map[string]int{} // tenant → device → samples
+	var b labels.ScratchBuilder
+	rcv.mu.Lock()
+	for i, req := range rcv.requests {
+		tenant := rcv.tenants[i]
+		for _, ts := range req.Timeseries {
+			ls := ts.ToLabels(&b, nil)
+			require.Equal(t, tenant, ls.Get("org"), "a series under another org's tenant")
+			if got[tenant] == nil {
+				got[tenant] = map[string]int{}
+			}
+			got[tenant][ls.Get("device")] += len(ts.Samples)
+		}
+	}
+	rcv.mu.Unlock()
+	require.Equal(t, map[string]map[string]int{"acme": {"a1": 3, "a2": 4}, "rival": {"r1": 2, "r2": 1}}, got)
+	require.Equal(t, []int{4, 3, 3}, rcv.sizes(), "acme in two requests of at most 4, rival in one")
+	require.Equal(t, 10.0, testutil.ToFloat64(w.sent))
+	require.Equal(t, 3.0, testutil.ToFloat64(w.dropped), "the org-less and the invalid org's samples")
+}
+
 func TestBatchesAreSplitInTimeOrder(t *testing.T) {
 	now := time.Now().UnixMilli()
 	r := api.Record{Kind: api.RecordResume, Org: "o", Product: "p", Device: "d", Site: "s", Received: now}
@@ -310,6 +349,12 @@ func TestConfigValidate(t *testing.T) {
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, false},
 		{"min above max backoff", func(c *Config) { c.MinBackoff, c.MaxBackoff = time.Second, time.Millisecond }, false},
 		{"negative batch", func(c *Config) { c.MaxSamplesPerSend = -1 }, false},
+		{"tenant header", func(c *Config) { c.TenantHeader = "X-Scope-OrgID" }, true},
+		{"tenant header also a header", func(c *Config) {
+			c.TenantHeader, c.Headers = "X-Scope-OrgID", map[string]string{"x-scope-orgid": "t1"}
+		}, false},
+		{"reserved tenant header", func(c *Config) { c.TenantHeader = "Content-Type" }, false},
+		{"tenant header not a name", func(c *Config) { c.TenantHeader = "X Org:" }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good

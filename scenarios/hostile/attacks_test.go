@@ -62,6 +62,7 @@ var attacks = []attack{
 	{name: "publish on another device's topics / forged service call", counts: []string{messageRefused("acl_publish")}, run: crossPublish},
 	{name: "forged command reply (another device's command id)", counts: []string{`gale_command_replies_ignored_total{reason="wrong_device"}`}, run: forgedReply},
 	{name: "sub-device with a forged or stale signature", counts: []string{messageRefused("bad_subdevice"), messageRefused("stale_timestamp")}, run: forgedSubDevice},
+	{name: "sub-device of another org, correctly signed", counts: []string{messageRefused("subdevice_org")}, run: crossOrgSubDevice},
 	{name: "oversize payload after login", counts: []string{messageRefused("too_large")}, run: oversizePayload},
 	{name: "disabled device keeps its session / gets commands", counts: []string{connectRefused("session_revoked")}, run: disabledDevice},
 	{name: "HTTP without or with a forged token", counts: []string{`gale_http_requests_total{code="401"}`}, run: badTokens},
@@ -482,8 +483,25 @@ func forgedReply(ctx context.Context, e *env, p party) outcome {
 	return o
 }
 
-func forgedSubDevice(ctx context.Context, e *env, p party) outcome {
-	g, f := p.gateway, e.foreign
+func forgedSubDevice(_ context.Context, e *env, p party) outcome {
+	f := e.foreign
+	return e.subDeviceRequests(p, []api.SubDeviceAuth{
+		api.SignSubDevice(f.ProductKey, f.DeviceKey, "not-the-secret", stamp()),                          // forged
+		api.SignSubDevice(f.ProductKey, f.DeviceKey, f.Secret, time.Now().Add(-2*time.Hour).UnixMilli()), // stale (captured)
+	})
+}
+
+// crossOrgSubDevice is a gateway that knows the secret of another org's
+// device (a leaked or shared secret) and signs it correctly, fresh.
+func crossOrgSubDevice(_ context.Context, e *env, p party) outcome {
+	f := e.foreign
+	return e.subDeviceRequests(p, []api.SubDeviceAuth{api.SignSubDevice(f.ProductKey, f.DeviceKey, f.Secret, stamp())})
+}
+
+// subDeviceRequests sends each signed entry in a topo/add and a
+// combine/login of p's gateway; an attempt gets through if it is accepted.
+func (e *env) subDeviceRequests(p party, entries []api.SubDeviceAuth) outcome {
+	g := p.gateway
 	c, err := e.pahoClient(p.gateway, p.host, nil)
 	if err != nil {
 		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
@@ -502,10 +520,6 @@ func forgedSubDevice(ctx context.Context, e *env, p party) outcome {
 			replies <- r
 		}
 	}).WaitTimeout(5 * time.Second)
-	entries := []api.SubDeviceAuth{
-		api.SignSubDevice(f.ProductKey, f.DeviceKey, "not-the-secret", stamp()),                          // forged
-		api.SignSubDevice(f.ProductKey, f.DeviceKey, f.Secret, time.Now().Add(-2*time.Hour).UnixMilli()), // stale (captured)
-	}
 	o := outcome{attempts: 2 * len(entries)}
 	for i, sub := range entries {
 		for j, topic := range []string{api.TopoAddTopic(g.ProductKey, g.DeviceKey), api.SessionPrefix(g.ProductKey, g.DeviceKey) + "combine/login"} {

@@ -1,0 +1,134 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/audit"
+	"github.com/gale-iot/gale/platform/registry"
+)
+
+// openAudit opens an audit log in a temporary directory.
+func openAudit(t *testing.T) *audit.Log {
+	t.Helper()
+	l, err := audit.Open(filepath.Join(t.TempDir(), "audit.db"), audit.DefaultMaxEntries)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, l.Close()) })
+	return l
+}
+
+// A change, a command, an acknowledgement, a failed login and an admin's
+// read of a device secret are in the audit log with their actor; readers
+// are admins only, and an org admin reads only its org's entries.
+func TestAuditLog(t *testing.T) {
+	s := startAcctServer(t)
+	ctx := context.Background()
+	root, admin, operator, viewer := s.tokens["cluster-admin"], s.tokens["admin"], s.tokens["operator"], s.tokens["viewer"]
+	_, err := s.reg.CreateUser(ctx, registry.UserSpec{Name: "alice", Password: "correct horse battery", Org: "acme", Role: api.RoleViewer})
+	require.NoError(t, err)
+	alert, _, err := s.reg.FireAlert(ctx, api.Alert{Rule: "hot", Severity: "major", Source: "stream", Key: "sensor/d1", Device: "sensor/d1", Org: "acme", FiredAt: time.Now().UnixMilli()})
+	require.NoError(t, err)
+
+	code, b := s.call(t, admin, http.MethodPost, "/api/v1/devices", api.Device{ProductKey: "sensor", DeviceKey: "d2", Site: "north"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+	code, b = s.call(t, admin, http.MethodPost, "/api/v1/tokens", map[string]any{"name": "ci", "role": "viewer"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+	var tok struct{ ID, Token string }
+	require.NoError(t, json.Unmarshal(b, &tok))
+	code, _ = s.call(t, operator, http.MethodPost, "/api/v1/devices/sensor/d1/services/reboot", "{}")
+	require.Equal(t, http.StatusNotFound, code, "the fake dispatcher knows no device")
+	code, b = s.call(t, operator, http.MethodPost, "/api/v1/alerts/"+jsonNumber(alert.ID)+"/ack", map[string]string{"comment": "on it"})
+	require.Equal(t, http.StatusOK, code, string(b))
+	code, _ = s.call(t, viewer, http.MethodPost, "/api/v1/rules/reload", nil)
+	require.Equal(t, http.StatusForbidden, code)
+	code, _ = s.call(t, "", http.MethodPost, "/api/v1/login", map[string]string{"user": "alice", "password": "wrong"})
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = s.call(t, admin, http.MethodGet, "/api/v1/devices/sensor/d1", nil) // shows the secret
+	require.Equal(t, http.StatusOK, code)
+	code, _ = s.call(t, viewer, http.MethodGet, "/api/v1/devices/sensor/d1", nil) // does not
+	require.Equal(t, http.StatusOK, code)
+	code, _ = s.call(t, root, http.MethodPost, "/api/v1/assets", api.Asset{ID: "gamma", Kind: api.AssetOrg})
+	require.Equal(t, http.StatusCreated, code)
+
+	read := func(token, query string) []audit.Entry {
+		t.Helper()
+		code, b := s.call(t, token, http.MethodGet, "/api/v1/audit"+query, nil)
+		require.Equal(t, http.StatusOK, code, string(b))
+		require.NotContains(t, string(b), tok.Token, "a token's secret is never in the log")
+		var out []audit.Entry
+		require.NoError(t, json.Unmarshal(b, &out))
+		return out
+	}
+	type row struct {
+		Actor, Org, Route, Target string
+		Status                    int
+	}
+	rows := func(es []audit.Entry) []row {
+		var out []row
+		for _, e := range es {
+			require.Equal(t, "127.0.0.1", e.Client)
+			require.InDelta(t, time.Now().UnixMilli(), e.Time, 60_000)
+			out = append(out, row{e.Actor, e.Org, e.Route, e.Target, e.Status})
+		}
+		return out
+	}
+	acme := []row{
+		{"admin", "acme", "GET /api/v1/devices/{pk}/{dk}", "sensor/d1", 200},
+		{"alice", "acme", "POST /api/v1/login", "", 401},
+		{"viewer", "acme", "POST /api/v1/rules/reload", "", 403},
+		{"operator", "acme", "POST /api/v1/alerts/{id}/ack", jsonNumber(alert.ID), 200},
+		{"operator", "acme", "POST /api/v1/devices/{pk}/{dk}/services/{service}", "sensor/d1/reboot", 404},
+		{"admin", "acme", "POST /api/v1/tokens", tok.ID, 201},
+		{"admin", "acme", "POST /api/v1/devices", "sensor/d2", 201},
+	}
+	all := read(root, "")
+	require.Equal(t, append([]row{{"root", "", "POST /api/v1/assets", "gamma", 201}}, acme...), rows(all), "newest first")
+	require.Equal(t, acme, rows(read(admin, "")), "an org admin reads its org's entries only")
+	byLogin := read(root, "?actor=alice")
+	require.Len(t, byLogin, 1)
+	require.Equal(t, "login", byLogin[0].Kind)
+	require.Empty(t, byLogin[0].TokenID)
+	require.Len(t, read(root, "?actor="+all[1].TokenID), 3, "by token id: the org admin's three")
+	require.Equal(t, rows(all[:2]), rows(read(root, "?limit=2")))
+	require.Empty(t, read(root, "?since="+time.Now().Add(time.Minute).Format(time.RFC3339)))
+	require.Len(t, read(root, "?since="+time.Now().Add(-time.Minute).Format(time.RFC3339)), len(all))
+
+	for _, tc := range []struct {
+		token, query string
+		want         int
+	}{
+		{viewer, "", http.StatusForbidden},
+		{operator, "", http.StatusForbidden},
+		{"", "", http.StatusUnauthorized},
+		{root, "?limit=0", http.StatusBadRequest},
+		{root, "?limit=100000", http.StatusBadRequest},
+		{root, "?limit=x", http.StatusBadRequest},
+		{root, "?since=yesterday", http.StatusBadRequest},
+	} {
+		code, b := s.call(t, tc.token, http.MethodGet, "/api/v1/audit"+tc.query, nil)
+		require.Equal(t, tc.want, code, "%s: %s", tc.query, b)
+		require.Contains(t, string(b), `"error"`)
+	}
+}
+
+func jsonNumber(n int64) string { b, _ := json.Marshal(n); return string(b) }
+
+// FuzzCreatedID reads ids from answers, cut anywhere: no panic, and the id
+// is made of the answer's own bytes.
+func FuzzCreatedID(f *testing.F) {
+	for _, s := range []string{`{"id":"t1","token":"secret"}`, `{"key":"wt","model":{"measurepoints":[`, `{"productKey":"wt","deviceKey":"WT01"}`,
+		`{"id":42}`, `{"name":"ops"}`, `[1,2]`, `{"id":`, `"x"`, ``, `{"id":"\u00e9\"x"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, answer []byte) {
+		id := createdID(answer)
+		require.LessOrEqual(t, len(id), len(answer)+1, "at most the answer (and a '/')")
+	})
+}
