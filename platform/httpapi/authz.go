@@ -49,10 +49,14 @@ var RouteRoles = map[string]string{
 	"DELETE /api/v1/tokens/{id}": api.RoleAdmin,
 	"GET /api/v1/users":          api.RoleAdmin,
 	"POST /api/v1/users":         api.RoleAdmin,
+
+	"GET /api/v1/me":     api.RoleViewer, // the caller's own name, org and role (the console's sign-in)
+	"GET /api/v1/stream": api.RoleViewer, // live latest values and firing alerts of the caller's orgs (server-sent events)
 }
 
-// PublicRoutes are served without a token.
-var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz", "GET /readyz"}
+// PublicRoutes are served without a token (the web console's page and
+// assets hold no data; its every API call carries the user's token).
+var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz", "GET /readyz", "GET /", "GET /console/app.js"}
 
 // Route is a registered route and the least role it needs.
 type Route struct {

@@ -149,8 +149,11 @@ func (s *acctServer) call(t *testing.T, token, method, path string, body any) (i
 
 // samplePath fills a route pattern's wildcards with sample values.
 func samplePath(path string) string {
-	if path == "/prometheus/" {
+	switch path {
+	case "/prometheus/":
 		return "/prometheus/api/v1/labels"
+	case "/api/v1/stream":
+		return path + "?once=true"
 	}
 	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", "1", "{service}", "reboot", "{point}", "T").Replace(path)
 }
