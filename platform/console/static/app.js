@@ -297,14 +297,16 @@ function fleetPage(main) {
   main.append(h("div", { class: "head" }, h("h1", {}, "Fleet"), liveBadge()),
     h("div", { class: "grid cols-fleet" },
       h("aside", { class: "panel" }, h("h2", {}, "Assets"), assetTree()),
-      h("div", { class: "grid" }, kpis,
-        h("section", { class: "panel", "aria-label": "Farm map" }, h("h2", {}, "Farm map"), mapBox),
-        h("section", { class: "panel scroll" }, h("h2", {}, "Turbines"), h("table", { id: "turbines" },
-          h("thead", {}, h("tr", {}, ["Turbine", "Site", "State", "Power kW", "Wind m/s", "Setpoint kW", "Gateway"].map((t, i) => h("th", { class: i >= 3 && i <= 5 ? "num" : "" }, t)))), tbody)))));
+      h("div", { class: "grid", style: "align-content:start" }, kpis,
+        h("div", { class: "grid cols-map" },
+          h("section", { class: "panel", "aria-label": "Farm map" }, h("h2", {}, "Farm map"), mapBox,
+            h("div", { class: "legend", style: "margin-top:10px" }, Object.entries(STATE_COLORS).map(([st, c]) => h("span", {}, h("span", { class: "dot", style: "background:" + c }), st)), h("span", {}, "· size: power"))),
+          h("section", { class: "panel scroll" }, h("h2", {}, "Turbines"), h("table", { id: "turbines" },
+            h("thead", {}, h("tr", {}, ["Turbine", "Site", "State", "Power kW", "Wind m/s", "Setpoint kW", "Gateway"].map((t, i) => h("th", { class: i >= 3 && i <= 5 ? "num" : "" }, t)))), tbody))))));
   const map = farmMap(turbines, state.devices.filter(d => d.productKey === "met-mast"));
   mapBox.append(map.svg);
   const update = () => {
-    kpis.replaceChildren(...sites().map(s => siteKpis(s, turbines.filter(d => d.site === s.id))));
+    kpis.replaceChildren(...sites().flatMap(s => siteKpis(s, turbines.filter(d => d.site === s.id))));
     for (const d of turbines) {
       const id = deviceId(d), c = rows[id], st = stateName(val(id, "WTUR.TurSt")), p = val(id, "WTUR.W");
       c.state.replaceChildren(h("span", { class: "badge s-" + st }, st));
@@ -352,9 +354,11 @@ function farmMap(turbines, masts) {
   const placed = turbines.concat(masts).filter(d => d.attributes && typeof d.attributes.x === "number");
   if (!placed.length) return { svg: h("p", { class: "empty" }, "No layout coordinates (attributes x and y) on these devices."), update() {} };
   const xs = placed.map(d => d.attributes.x), ys = placed.map(d => d.attributes.y);
-  const pad = 260, x0 = Math.min(...xs) - pad, x1 = Math.max(...xs) + pad, y0 = Math.min(...ys) - pad, y1 = Math.max(...ys) + pad;
-  const W = 900, Hh = Math.max(220, Math.min(520, W * (y1 - y0) / (x1 - x0)));
-  const sx = x => (x - x0) / (x1 - x0) * W, sy = y => Hh - (y - y0) / (y1 - y0) * Hh;
+  // One scale for both axes (metres stay square), the farm centred in the frame.
+  const pad = 300, x0 = Math.min(...xs) - pad, x1 = Math.max(...xs) + pad, y0 = Math.min(...ys) - pad, y1 = Math.max(...ys) + pad;
+  const W = 600, Hh = 640, k = Math.min(W / (x1 - x0), Hh / (y1 - y0));
+  const ox = (W - (x1 - x0) * k) / 2, oy = (Hh - (y1 - y0) * k) / 2;
+  const sx = x => ox + (x - x0) * k, sy = y => Hh - oy - (y - y0) * k;
   const svg = Chart.el("svg", { viewBox: `0 0 ${W} ${Hh.toFixed(0)}`, role: "group", "aria-label": "Farm map: turbines coloured by state, sized by power" });
   const marks = {};
   for (const d of placed) {
@@ -367,7 +371,7 @@ function farmMap(turbines, masts) {
       ? Chart.el("rect", { x: cx - 6, y: cy - 6, width: 12, height: 12, fill: "#8a97a5" })
       : Chart.el("circle", { cx, cy, r: 8, fill: STATE_COLORS.unknown });
     const title = Chart.el("title", {}, d.deviceKey);
-    g.append(shape, title, Chart.el("text", { x: cx, y: cy + 26, "text-anchor": "middle" }, d.deviceKey));
+    g.append(shape, title, Chart.el("text", { x: cx + 22, y: cy + 4 }, d.deviceKey));
     svg.append(g);
     marks[deviceId(d)] = { d, shape, title };
   }
@@ -555,7 +559,7 @@ function commandsPage(main, pk, dk) {
     const [p, k] = sel.value.split("/");
     box.replaceChildren(commandForm(p, k, state.products[p].model.services));
   };
-  main.append(h("section", { class: "panel" }, h("div", { class: "inline" }, h("label", {}, "Device", sel)), h("hr", { class: "muted", style: "border-color:#2b3642" }), box));
+  main.append(h("section", { class: "panel narrow grid" }, h("div", { class: "inline" }, h("label", {}, "Device", sel)), box));
   if (withServices.length) draw(); else box.append(h("p", { class: "empty" }, "No device offers services."));
 }
 
@@ -592,14 +596,15 @@ function alertsPage(main) {
   };
   const episode = async (a, ack) => {
     tbody.querySelectorAll("tr").forEach(tr => tr.classList.toggle("sel", tr.dataset.alert === String(a.id)));
-    const events = [["condition began", a.startedAt], ["fired", a.firedAt], ["resolved", a.resolvedAt], [a.ackedBy ? `acknowledged by ${a.ackedBy}${a.ackComment ? ": “" + a.ackComment + "”" : ""}` : "", a.ackedAt]].filter(e => e[0] && e[1]).sort((x, y) => x[1] - y[1]);
+    // In lifecycle order: the episode's times are event (device) time, the acknowledgement's the node's clock.
+    const events = [["condition began", a.startedAt], ["fired", a.firedAt], ["resolved", a.resolvedAt], [a.ackedBy ? `acknowledged by ${a.ackedBy}${a.ackComment ? ": “" + a.ackComment + "”" : ""}` : "", a.ackedAt]].filter(e => e[0] && e[1]);
     const others = h("ul", { class: "timeline" });
-    detail.replaceChildren(h("h2", {}, `Episode #${a.id} · ${a.rule}`),
+    detail.replaceChildren(...[h("h2", {}, `Episode #${a.id} · ${a.rule}`),
       h("dl", { class: "kv" }, h("dt", {}, "About"), h("dd", {}, a.device || a.key), h("dt", {}, "Severity"), h("dd", {}, a.severity),
         h("dt", {}, "State"), h("dd", {}, a.state), h("dt", {}, "Value"), h("dd", {}, fmtNum(a.value, 3)), a.message ? [h("dt", {}, "Message"), h("dd", {}, a.message)] : null),
       h("h2", { style: "margin-top:16px" }, "History"), h("ul", { class: "timeline" }, events.map(([what, t]) => h("li", {}, what, h("div", { class: "muted" }, fmtTime(t))))),
       can("operator") && !a.ackedBy && a.id ? ackForm(a, () => load().then(() => api("GET", "/api/v1/alerts?limit=500")).then(r => { const n = r.data.find(x => x.id === a.id); if (n) episode(n); }), ack) : null,
-      h("h2", { style: "margin-top:16px" }, "Earlier episodes of this rule here"), others);
+      h("h2", { style: "margin-top:16px" }, "Earlier episodes of this rule here"), others].filter(Boolean));
     try {
       const r = await api("GET", "/api/v1/alerts?" + new URLSearchParams({ rule: a.rule, limit: "100" }));
       const prev = r.data.filter(x => x.key === a.key && x.id !== a.id).slice(0, 10);
