@@ -268,6 +268,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.shot("turbine")
 	c.run("edges", 10*time.Second, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
 	c.shot("edges")
+	c.run("registry: reload the rules", 15*time.Second, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
+		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "only an admin enables and disables devices")
+	c.shot("registry")
 
 	// A viewer signed in with an API token sees no command button nor acknowledge.
 	var viewer struct {
@@ -282,6 +286,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.shot("viewer")
 	c.run("viewer's alerts", 15*time.Second, chromedp.Navigate(c.base+"/#/alerts"), chromedp.WaitVisible(chromedp.CSS(`#alerts tbody tr[data-alert]`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open, #ack-form').length`))
+	c.run("viewer's registry", 10*time.Second, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device').length`))
 	c.run("viewer's commands", 10*time.Second, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command').length`))
 

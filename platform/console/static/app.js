@@ -634,24 +634,51 @@ function ackForm(a, done, focus) {
 
 function registryPage(main) {
   const products = Object.values(state.products);
+  const devRows = h("tbody");
+  const drawDevices = () => devRows.replaceChildren(...state.devices.map(d => h("tr", { "data-device": deviceId(d) },
+    h("td", {}, h("a", { href: `#/device/${d.productKey}/${d.deviceKey}` }, d.deviceKey)), h("td", {}, d.productKey),
+    h("td", {}, d.org), h("td", {}, d.site || "–"), h("td", {}, d.gatewayDeviceKey || "–"),
+    h("td", {}, can("admin") ? h("button", { type: "button", class: "ghost toggle-device", "aria-pressed": String(d.enabled), onclick: ev => toggle(ev, d) }, d.enabled ? "enabled · disable" : "disabled · enable") : d.enabled ? "yes" : "no"))));
+  // toggle enables or disables a device (admins): a disabled device loses its session at once.
+  const toggle = async (ev, d) => {
+    ev.target.disabled = true;
+    try {
+      const r = await api("PATCH", `/api/v1/devices/${encodeURIComponent(d.productKey)}/${encodeURIComponent(d.deviceKey)}`, { enabled: !d.enabled });
+      Object.assign(d, r.data);
+      drawDevices();
+    } catch (e) { ev.target.disabled = false; ev.target.after(h("div", { class: "form-error", role: "alert" }, e.message)); }
+  };
+  const ruleRows = h("tbody");
+  const ruleMsg = h("div", { "aria-live": "polite" });
+  const drawRules = list => ruleRows.replaceChildren(...list.map(r => h("tr", {}, h("td", {}, r.name), h("td", {}, r.type), h("td", {}, h("span", { class: "sev-" + r.severity }, r.severity)),
+    h("td", { class: "muted" }, r.point || r.expr || ""), h("td", {}, r.for || ""), h("td", { class: "muted" }, r.location))));
+  api("GET", "/api/v1/rules").then(r => drawRules(r.data)).catch(e => ruleMsg.replaceChildren(h("div", { class: "form-error" }, e.message)));
+  const reload = async ev => {
+    ev.target.disabled = true;
+    try {
+      drawRules((await api("POST", "/api/v1/rules/reload")).data);
+      ruleMsg.replaceChildren(h("div", { class: "form-ok" }, "Rules reloaded."));
+    } catch (e) { ruleMsg.replaceChildren(h("div", { class: "form-error", role: "alert" }, e.message)); } finally { ev.target.disabled = false; }
+  };
   main.append(h("div", { class: "head" }, h("h1", {}, "Registry")),
     h("div", { class: "grid" },
       h("section", { class: "panel scroll" }, h("h2", {}, "Products and thing models"), h("table", {},
         h("thead", {}, h("tr", {}, ["Product", "Name", "Measurepoints", "Events", "Services"].map(t => h("th", {}, t)))),
         h("tbody", {}, products.map(p => h("tr", {}, h("td", {}, p.productKey), h("td", {}, p.name || ""), h("td", {}, String((p.model.measurepoints || []).length)),
           h("td", {}, (p.model.events || []).map(e => e.id).join(", ")), h("td", {}, (p.model.services || []).map(s => s.id).join(", "))))))),
+      h("section", { class: "panel scroll" }, h("div", { class: "head" }, h("h2", {}, "Rules"), can("operator") ? h("button", { type: "button", id: "rules-reload", onclick: reload }, "Reload rules") : null),
+        ruleMsg, h("table", {}, h("thead", {}, h("tr", {}, ["Rule", "Type", "Severity", "Point or expression", "For", "File"].map(t => h("th", {}, t)))), ruleRows)),
       h("section", { class: "panel scroll" }, h("h2", {}, "Devices"), h("table", {},
-        h("thead", {}, h("tr", {}, ["Device", "Product", "Org", "Site", "Gateway", "Enabled"].map(t => h("th", {}, t)))),
-        h("tbody", {}, state.devices.map(d => h("tr", {}, h("td", {}, h("a", { href: `#/device/${d.productKey}/${d.deviceKey}` }, d.deviceKey)), h("td", {}, d.productKey),
-          h("td", {}, d.org), h("td", {}, d.site || "–"), h("td", {}, d.gatewayDeviceKey || "–"), h("td", {}, d.enabled ? "yes" : "no"))))))),
-    h("p", { class: "muted" }, "Import of thing models, device creation and secret rotation, rules and routes are not in the console yet: use the API (README)."));
+        h("thead", {}, h("tr", {}, ["Device", "Product", "Org", "Site", "Gateway", "Enabled"].map(t => h("th", {}, t)))), devRows))),
+    h("p", { class: "muted" }, "Importing thing models, creating devices, rotating secrets and routes are not in the console yet: use the API (README)."));
+  drawDevices();
 }
 
 function edgesPage(main) {
   const gws = state.devices.filter(d => d.productKey === "modbus-gateway");
   const tbody = h("tbody");
   main.append(h("div", { class: "head" }, h("h1", {}, "Edges"), liveBadge()),
-    h("section", { class: "panel scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Gateway", "Site", "State", "Sub-devices reporting", "Queue depth", "Poll latency ms", "Last seen"].map(t => h("th", {}, t)))), tbody)));
+    h("section", { class: "panel scroll" }, h("table", {}, h("thead", {}, h("tr", {}, ["Gateway", "Site", "State", "Sub-devices reporting", "Queue depth", "Poll latency ms", "Last seen"].map((t, i) => h("th", { class: i === 4 || i === 5 ? "num" : "" }, t)))), tbody)));
   const update = () => tbody.replaceChildren(...gws.map(g => {
     const subs = state.devices.filter(d => d.gatewayDeviceKey === g.deviceKey && d.gatewayProductKey === g.productKey);
     const live = subs.filter(d => Date.now() - (state.seen[deviceId(d)] || 0) < 30000).length;
