@@ -27,6 +27,10 @@ import (
 	"github.com/gale-iot/gale/twins"
 )
 
+// step bounds one step in the browser: generous, for a loaded machine and the race detector (a
+// sign-in checks a bcrypt hash); a passing run takes about 20 s in all.
+const step = 45 * time.Second
+
 // maxFirstLoad bounds the bytes over the wire of the fleet page's first
 // load (page, scripts, styles, API calls; the live stream excepted).
 const maxFirstLoad = 300 << 10
@@ -130,12 +134,12 @@ func (c *console) shot(name string) {
 func (c *console) signIn(user, secret string) {
 	c.t.Helper()
 	if user == "" {
-		c.run("sign in with a token", 10*time.Second, chromedp.WaitVisible(chromedp.CSS(`#tab-token`)), chromedp.Click(chromedp.CSS(`#tab-token`)),
-			chromedp.SendKeys(chromedp.CSS(`#token`), secret), chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`#who`)))
+		c.run("sign in with a token", step, chromedp.WaitVisible(chromedp.CSS(`#tab-token`)), chromedp.Click(chromedp.CSS(`#tab-token`)),
+			chromedp.SendKeys(chromedp.CSS(`#token`), secret), chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`#signout`)))
 		return
 	}
-	c.run("sign in", 10*time.Second, chromedp.WaitVisible(chromedp.CSS(`#user`)), chromedp.SendKeys(chromedp.CSS(`#user`), user),
-		chromedp.SendKeys(chromedp.CSS(`#password`), secret), chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`#who`)))
+	c.run("sign in", step, chromedp.WaitVisible(chromedp.CSS(`#user`)), chromedp.SendKeys(chromedp.CSS(`#user`), user),
+		chromedp.SendKeys(chromedp.CSS(`#password`), secret), chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`#signout`)))
 }
 
 // waitJS evaluates js in the page until ok accepts its value or the timeout passes, and returns the value.
@@ -175,9 +179,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// A wrong password is shown next to the password field.
-	c.run("open the console", 15*time.Second, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
+	c.run("open the console", step, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
 	c.shot("signin")
-	c.run("wrong password", 10*time.Second, chromedp.SendKeys(chromedp.CSS(`#user`), "ops"), chromedp.SendKeys(chromedp.CSS(`#password`), "not-the-password"),
+	c.run("wrong password", step, chromedp.SendKeys(chromedp.CSS(`#user`), "ops"), chromedp.SendKeys(chromedp.CSS(`#password`), "not-the-password"),
 		chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`label .field-error`)))
 	require.Contains(t, eval[string](c, `document.querySelector('label .field-error').textContent`), "wrong user name or password")
 
@@ -188,7 +192,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.mu.Lock()
 	c.bytes = 0
 	c.mu.Unlock()
-	c.run("reload", 10*time.Second, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
+	c.run("reload", step, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
 	c.signIn("ops", "operator-pass-1")
 	powers := waitJS(c, "20 turbines with live power", powersJS, 30*time.Second, func(powers map[string]string) bool {
 		n := 0
@@ -209,7 +213,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// A fault's alert shows; acknowledging it in the page changes it in the API.
 	require.Equal(t, http.StatusOK, h.Do(t, http.MethodPost, "/twins/v1/turbines/WT05/faults", map[string]string{"fault": "grid_loss"}, nil))
-	c.run("alerts page", 5*time.Second, chromedp.Navigate(c.base+"/#/alerts"))
+	c.run("alerts page", step, chromedp.Navigate(c.base+"/#/alerts"))
 	rows := waitJS(c, "the grid-frequency alert of WT05", `[...document.querySelectorAll('#alerts tbody tr')].map(r => r.dataset.alert + ' ' + r.textContent)`,
 		30*time.Second, func(rows []string) bool {
 			for _, r := range rows {
@@ -227,7 +231,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	require.NotZero(t, id)
 	sel := fmt.Sprintf(`#alerts tr[data-alert="%d"] .ack-open`, id)
-	c.run("acknowledge", 10*time.Second, chromedp.Click(chromedp.CSS(sel)), chromedp.WaitVisible(chromedp.CSS(`#ack-comment`)),
+	c.run("acknowledge", step, chromedp.Click(chromedp.CSS(sel)), chromedp.WaitVisible(chromedp.CSS(`#ack-comment`)),
 		chromedp.SendKeys(chromedp.CSS(`#ack-comment`), "grid operator informed"), chromedp.Click(chromedp.CSS(`#ack-submit`)),
 		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#alerts tr[data-alert="%d"] td.ack:not(:has(button))`, id))))
 	var alerts []api.Alert
@@ -246,7 +250,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 	}
 	require.Greater(t, before, 1000.0, "a turbine producing over 1 MW to curtail")
-	c.run("command form", 15*time.Second, chromedp.Navigate(c.base+"/#/commands/wind-turbine/"+target), chromedp.WaitVisible(chromedp.CSS(`#service`)),
+	c.run("command form", step, chromedp.Navigate(c.base+"/#/commands/wind-turbine/"+target), chromedp.WaitVisible(chromedp.CSS(`#service`)),
 		chromedp.SetValue(chromedp.CSS(`#service`), "setPowerLimit"), chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 			_, err := chromedp.Evaluate[bool](`document.querySelector('#service').dispatchEvent(new Event('change'))`)(ctx, t)
 			return err
@@ -254,21 +258,26 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`input[name=limit]`)), chromedp.SendKeys(chromedp.CSS(`input[name=limit]`), "500"), chromedp.Click(chromedp.CSS(`.run-command`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-status=succeeded]`)))
 	c.shot("commands")
-	c.run("fleet", 5*time.Second, chromedp.Navigate(c.base+"/#/fleet"))
+	c.run("fleet", step, chromedp.Navigate(c.base+"/#/fleet"))
 	powers = waitJS(c, target+" curtailed in the live view", powersJS, 30*time.Second, func(powers map[string]string) bool {
 		v, err := strconv.ParseFloat(powers[target], 64)
 		return err == nil && v <= 510
 	})
 	t.Logf("%s: %.0f kW before, %s kW after setPowerLimit 500", target, before, powers[target])
 	c.shot("fleet") // with WT05 tripped by the grid loss and the curtailed turbine
+	// On a phone's width the page reflows: nothing wider than the screen but scrolling tables.
+	c.run("phone width", step, chromedp.EmulateViewport(414, 896), chromedp.Sleep(300*time.Millisecond))
+	require.LessOrEqual(t, eval[int](c, `document.documentElement.scrollWidth`), 414)
+	c.shot("fleet-phone")
+	c.run("desktop width", step, chromedp.EmulateViewport(1440, 1000))
 
 	// The turbine page: live values, history, power curve.
-	c.run("turbine page", 20*time.Second, chromedp.Navigate(c.base+"/#/device/wind-turbine/"+target),
+	c.run("turbine page", step, chromedp.Navigate(c.base+"/#/device/wind-turbine/"+target),
 		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.line`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.model`)))
 	c.shot("turbine")
-	c.run("edges", 10*time.Second, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	c.run("edges", step, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
 	c.shot("edges")
-	c.run("registry: reload the rules", 15*time.Second, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
+	c.run("registry: reload the rules", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
 		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "only an admin enables and disables devices")
 	c.shot("registry")
@@ -278,17 +287,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		Token string `json:"token"`
 	}
 	require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/tokens", map[string]string{"name": "wall", "org": node.DemoOrg, "role": api.RoleViewer}, &viewer))
-	c.run("sign out", 10*time.Second, chromedp.Click(chromedp.CSS(`#signout`)))
+	c.run("sign out", step, chromedp.Click(chromedp.CSS(`#signout`)))
 	c.signIn("", viewer.Token)
-	c.run("viewer's turbine page", 15*time.Second, chromedp.Navigate(c.base+"/#/device/wind-turbine/"+target),
+	c.run("viewer's turbine page", step, chromedp.Navigate(c.base+"/#/device/wind-turbine/"+target),
 		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open').length`))
 	c.shot("viewer")
-	c.run("viewer's alerts", 15*time.Second, chromedp.Navigate(c.base+"/#/alerts"), chromedp.WaitVisible(chromedp.CSS(`#alerts tbody tr[data-alert]`)))
+	c.run("viewer's alerts", step, chromedp.Navigate(c.base+"/#/alerts"), chromedp.WaitVisible(chromedp.CSS(`#alerts tbody tr[data-alert]`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open, #ack-form').length`))
-	c.run("viewer's registry", 10*time.Second, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
+	c.run("viewer's registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device').length`))
-	c.run("viewer's commands", 10*time.Second, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
+	c.run("viewer's commands", step, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command').length`))
 
 	c.mu.Lock()
