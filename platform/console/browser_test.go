@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -271,8 +272,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.shot("fleet-phone")
 	c.run("desktop width", step, chromedp.EmulateViewport(1440, 1000))
 
-	// The turbine page: live values, history, power curve.
-	c.run("turbine page", step, chromedp.Navigate(c.base+"/#/device/wind-turbine/"+target),
+	// The turbine page, reached with the keyboard from the farm map.
+	c.run("turbine page", step, chromedp.Focus(chromedp.CSS(`.map .t[data-device="`+target+`"]`)), chromedp.KeyEvent(kb.Enter),
 		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.line`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.model`)))
 	c.shot("turbine")
 	c.run("edges", step, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
