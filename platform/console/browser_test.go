@@ -182,6 +182,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A wrong password is shown next to the password field.
 	c.run("open the console", step, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
 	c.shot("signin")
+	require.False(t, eval[bool](c, `!!document.querySelector('.top:not([hidden])') && document.querySelector('.top').offsetHeight > 0`), "no navigation before sign-in")
 	c.run("wrong password", step, chromedp.SendKeys(chromedp.CSS(`#user`), "ops"), chromedp.SendKeys(chromedp.CSS(`#password`), "not-the-password"),
 		chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`label .field-error`)))
 	require.Contains(t, eval[string](c, `document.querySelector('label .field-error').textContent`), "wrong user name or password")

@@ -121,7 +121,8 @@ function signInPage(message) {
     form.querySelector("input").focus();
   };
   main.replaceChildren(h("div", { class: "signin" }, h("div", { class: "panel" },
-    h("h1", {}, "Sign in to Gale"),
+    h("div", { class: "brand", style: "margin-bottom:18px" }, h("span", { class: "logo", "aria-hidden": "true" }), "Gale"),
+    h("h1", {}, "Sign in"), h("p", { class: "muted", style: "margin:-8px 0 18px" }, "Operations console for your fleet, alerts and commands."),
     message ? h("p", { class: "form-error", role: "alert" }, message) : null,
     tabs, body)));
   draw();
