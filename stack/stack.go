@@ -49,6 +49,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := describeFleet(ctx, n.Registry, fleet.Config()); err != nil {
+		return nil, err
+	}
 	secret := func(pk, dk string) (string, error) {
 		d, ok := n.Registry.Device(pk, dk)
 		if !ok {

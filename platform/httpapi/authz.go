@@ -50,6 +50,9 @@ var RouteRoles = map[string]string{
 	"GET /api/v1/users":          api.RoleAdmin,
 	"POST /api/v1/users":         api.RoleAdmin,
 	"GET /api/v1/audit":          api.RoleAdmin,
+
+	"GET /api/v1/me":     api.RoleViewer, // the caller's own name, org and role (the console's sign-in)
+	"GET /api/v1/stream": api.RoleViewer, // live latest values and firing alerts of the caller's orgs (server-sent events)
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all
@@ -63,8 +66,9 @@ var ClusterRoutes = map[string]bool{
 	"POST /api/v1/rules/reload":    true,
 }
 
-// PublicRoutes are served without a token.
-var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz", "GET /readyz"}
+// PublicRoutes are served without a token (the web console's page and
+// assets hold no data; its every API call carries the user's token).
+var PublicRoutes = []string{"POST /api/v1/login", "GET /metrics", "GET /healthz", "GET /readyz", "GET /", "GET /console/app.js"}
 
 // Route is a registered route and the least role it needs.
 type Route struct {

@@ -178,6 +178,9 @@ func (s *acctServer) samplePath(path string) (string, bool) {
 	if path == "/prometheus/" {
 		return "/prometheus/api/v1/series?match[]=" + url.QueryEscape(`{__name__=~".+"}`), false
 	}
+	if path == "/api/v1/stream" {
+		return path + "?once=true", false
+	}
 	id := "1"
 	switch {
 	case strings.HasPrefix(path, "/api/v1/assets/"):

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -178,6 +179,8 @@ type Server struct {
 	// routes are the authenticated routes registered, with their roles.
 	routes []Route
 	logins *loginLimiter
+	// streams counts the open GET /api/v1/stream answers.
+	streams atomic.Int64
 }
 
 // New builds the server's routes.
@@ -209,6 +212,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	authed := http.NewServeMux()
 	s.routeRegistry(authed)
 	s.routeAccounts(authed)
+	s.routeConsole(mux, authed)
 	mux.HandleFunc("POST /api/v1/login", s.login)
 	// A cluster node serves the parts of the API its role has.
 	if deps.Storage != nil {

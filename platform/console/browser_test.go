@@ -1,0 +1,312 @@
+package console_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/node"
+	"github.com/gale-iot/gale/platform/node/nodetest"
+	"github.com/gale-iot/gale/stack"
+	"github.com/gale-iot/gale/twins"
+)
+
+// step bounds one step in the browser: generous, for a loaded machine and the race detector (a
+// sign-in checks a bcrypt hash); a passing run takes about 20 s in all.
+const step = 45 * time.Second
+
+// maxFirstLoad bounds the bytes over the wire of the fleet page's first
+// load (page, scripts, styles, API calls; the live stream excepted).
+const maxFirstLoad = 300 << 10
+
+// console is the stack under test and the browser driving its console.
+type console struct {
+	t      *testing.T
+	h      *nodetest.Harness
+	base   string
+	shots  string
+	ctx    context.Context
+	mu     sync.Mutex
+	urls   []string
+	bytes  float64
+	errors []string
+}
+
+// startConsole runs `gale up`'s stack (node with the 20-turbine twin fleet at
+// speed 20) in-process and a headless chromium against it.
+func startConsole(t *testing.T) *console {
+	chromium := nodetest.RequireTool(t, "chromium", "chromium")
+	cfg := nodetest.Config(t)
+	cfg.SeedDemo = node.Demo{Turbines: 20}
+	fleet, err := twins.DemoConfig(20, 0, "127.0.0.1:0")
+	require.NoError(t, err)
+	fleet.Speed = 20
+	require.NoError(t, cfg.Complete())
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := stack.New(ctx, stack.Config{Node: cfg, Fleet: fleet}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		cancel()
+		require.NoError(t, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	tok, err := os.ReadFile(st.Node.TokenFile)
+	require.NoError(t, err)
+	h := &nodetest.Harness{Node: st.Node, Config: cfg, Token: strings.TrimSpace(string(tok)), BaseURL: st.Node.APIURL(), Client: http.DefaultClient}
+	nodetest.WaitOK(t, h.BaseURL+"/readyz", 30*time.Second)
+
+	shots := os.Getenv("GALE_CONSOLE_SHOTS")
+	if shots == "" {
+		shots = filepath.Join("..", "..", "ci", "reports", "console")
+	}
+	require.NoError(t, os.MkdirAll(shots, 0o755))
+
+	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]), chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.WindowSize(1440, 1000), chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("no-pings", true), chromedp.Flag("dns-prefetch-disable", true))
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	c := &console{t: t, h: h, base: h.BaseURL, shots: shots}
+	bctx, bcancel := chromedp.NewContext(actx, chromedp.WithListener(func(ev any) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		switch e := ev.(type) {
+		case *network.EventRequestWillBeSent:
+			c.urls = append(c.urls, e.Request.URL)
+		case *network.EventLoadingFinished:
+			c.bytes += e.EncodedDataLength
+		case *runtime.EventExceptionThrown:
+			c.errors = append(c.errors, e.ExceptionDetails.Text)
+		}
+	}))
+	t.Cleanup(func() { bcancel(); acancel() })
+	c.ctx = bctx
+	require.NoError(t, chromedp.Do(bctx)) // start the browser on the test's context, not on a step's timeout
+	return c
+}
+
+// run runs browser steps with a deadline.
+func (c *console) run(what string, timeout time.Duration, steps ...chromedp.Action[chromedp.Void]) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, timeout)
+	defer cancel()
+	require.NoError(c.t, chromedp.Do(ctx, steps...), what)
+}
+
+// eval evaluates js in the page.
+func eval[T any](c *console, js string) T {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	require.NoError(c.t, err, js)
+	return v
+}
+
+// shot saves a PNG of the whole page as name.png.
+func (c *console) shot(name string) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(c.t, err, name)
+	require.NoError(c.t, os.WriteFile(filepath.Join(c.shots, name+".png"), png, 0o644))
+}
+
+// signIn signs in at / with a user and password, or with an API token when user is empty.
+func (c *console) signIn(user, secret string) {
+	c.t.Helper()
+	if user == "" {
+		c.run("sign in with a token", step, chromedp.WaitVisible(chromedp.CSS(`#tab-token`)), chromedp.Click(chromedp.CSS(`#tab-token`)),
+			chromedp.SendKeys(chromedp.CSS(`#token`), secret), chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`#signout`)))
+		return
+	}
+	c.run("sign in", step, chromedp.WaitVisible(chromedp.CSS(`#user`)), chromedp.SendKeys(chromedp.CSS(`#user`), user),
+		chromedp.SendKeys(chromedp.CSS(`#password`), secret), chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`#signout`)))
+}
+
+// waitJS evaluates js in the page until ok accepts its value or the timeout passes, and returns the value.
+func waitJS[T any](c *console, what, js string, timeout time.Duration, ok func(T) bool) T {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+		cancel()
+		if err == nil && ok(v) {
+			return v
+		}
+		require.True(c.t, time.Now().Before(deadline), "%s: not within %s (last: %v, %v)", what, timeout, v, err)
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// powers reads the fleet page's turbine table: device key → power (kW) as shown.
+const powersJS = `Object.fromEntries([...document.querySelectorAll('#turbines tbody tr')].map(r => [r.dataset.device, r.querySelector('.power').dataset.value]))`
+
+// TestConsoleInBrowser drives the console in chromium against a node with
+// the twin fleet: sign-in errors, the fleet with live power, a fault's alert,
+// its acknowledgement reaching the API, a curtailment from the command
+// form showing in the live view, and a viewer without command buttons.
+func TestConsoleInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node with the twin fleet and a browser")
+	}
+	c := startConsole(t)
+	h := c.h
+	for _, u := range []map[string]string{
+		{"name": "ops", "password": "operator-pass-1", "org": node.DemoOrg, "role": api.RoleOperator},
+		{"name": "watcher", "password": "viewer-pass-12", "org": node.DemoOrg, "role": api.RoleViewer},
+	} {
+		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/users", u, nil))
+	}
+
+	// A wrong password is shown next to the password field.
+	c.run("open the console", step, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
+	c.shot("signin")
+	require.False(t, eval[bool](c, `!!document.querySelector('.top:not([hidden])') && document.querySelector('.top').offsetHeight > 0`), "no navigation before sign-in")
+	c.run("wrong password", step, chromedp.SendKeys(chromedp.CSS(`#user`), "ops"), chromedp.SendKeys(chromedp.CSS(`#password`), "not-the-password"),
+		chromedp.Click(chromedp.CSS(`#signin`)), chromedp.WaitVisible(chromedp.CSS(`label .field-error`)))
+	require.Contains(t, eval[string](c, `document.querySelector('label .field-error').textContent`), "wrong user name or password")
+
+	// The fleet: 20 turbines, each with live power.
+	// The first load, measured without the browser's cache, from the page to the fleet with its live values.
+	_, err := chromedp.Call(c.ctx, network.SetCacheDisabled, network.SetCacheDisabledParams{CacheDisabled: true})
+	require.NoError(t, err)
+	c.mu.Lock()
+	c.bytes = 0
+	c.mu.Unlock()
+	c.run("reload", step, chromedp.Navigate(c.base+"/"), chromedp.WaitVisible(chromedp.CSS(`#user`)))
+	c.signIn("ops", "operator-pass-1")
+	powers := waitJS(c, "20 turbines with live power", powersJS, 30*time.Second, func(powers map[string]string) bool {
+		n := 0
+		for _, p := range powers {
+			if p != "" {
+				n++
+			}
+		}
+		return len(powers) == 20 && n == 20
+	})
+	c.mu.Lock()
+	firstLoad := c.bytes
+	c.mu.Unlock()
+	t.Logf("fleet page first load: %.0f bytes over the wire", firstLoad)
+	require.Less(t, firstLoad, float64(maxFirstLoad))
+	require.Greater(t, firstLoad, 0.0)
+	require.Equal(t, 20, eval[int](c, `document.querySelectorAll('.map circle').length`), "every turbine on the farm map")
+
+	// A fault's alert shows; acknowledging it in the page changes it in the API.
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodPost, "/twins/v1/turbines/WT05/faults", map[string]string{"fault": "grid_loss"}, nil))
+	c.run("alerts page", step, chromedp.Navigate(c.base+"/#/alerts"))
+	rows := waitJS(c, "the grid-frequency alert of WT05", `[...document.querySelectorAll('#alerts tbody tr')].map(r => r.dataset.alert + ' ' + r.textContent)`,
+		30*time.Second, func(rows []string) bool {
+			for _, r := range rows {
+				if strings.Contains(r, "grid-frequency") && strings.Contains(r, "wind-turbine/WT05") {
+					return true
+				}
+			}
+			return false
+		})
+	var id int64
+	for _, r := range rows {
+		if strings.Contains(r, "grid-frequency") && strings.Contains(r, "wind-turbine/WT05") {
+			id, _ = strconv.ParseInt(strings.Fields(r)[0], 10, 64)
+		}
+	}
+	require.NotZero(t, id)
+	sel := fmt.Sprintf(`#alerts tr[data-alert="%d"] .ack-open`, id)
+	c.run("acknowledge", step, chromedp.Click(chromedp.CSS(sel)), chromedp.WaitVisible(chromedp.CSS(`#ack-comment`)),
+		chromedp.SendKeys(chromedp.CSS(`#ack-comment`), "grid operator informed"), chromedp.Click(chromedp.CSS(`#ack-submit`)),
+		chromedp.WaitVisible(chromedp.CSS(fmt.Sprintf(`#alerts tr[data-alert="%d"] td.ack:not(:has(button))`, id))))
+	var alerts []api.Alert
+	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/api/v1/alerts?rule=grid-frequency", nil, &alerts))
+	i := slices.IndexFunc(alerts, func(a api.Alert) bool { return a.ID == id })
+	require.GreaterOrEqual(t, i, 0)
+	require.Equal(t, "ops", alerts[i].AckedBy)
+	require.Equal(t, "grid operator informed", alerts[i].AckComment)
+	c.shot("alerts")
+
+	// Curtailing a turbine from the command form drops its power in the live view.
+	target, before := "", 0.0
+	for k, p := range powers {
+		if v, _ := strconv.ParseFloat(p, 64); v > before && k != "WT05" {
+			target, before = k, v
+		}
+	}
+	require.Greater(t, before, 1000.0, "a turbine producing over 1 MW to curtail")
+	c.run("command form", step, chromedp.Navigate(c.base+"/#/commands/wind-turbine/"+target), chromedp.WaitVisible(chromedp.CSS(`#service`)),
+		chromedp.SetValue(chromedp.CSS(`#service`), "setPowerLimit"), chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := chromedp.Evaluate[bool](`document.querySelector('#service').dispatchEvent(new Event('change'))`)(ctx, t)
+			return err
+		}),
+		chromedp.WaitVisible(chromedp.CSS(`input[name=limit]`)), chromedp.SendKeys(chromedp.CSS(`input[name=limit]`), "500"), chromedp.Click(chromedp.CSS(`.run-command`)),
+		chromedp.WaitVisible(chromedp.CSS(`[data-status=succeeded]`)))
+	c.shot("commands")
+	c.run("fleet", step, chromedp.Navigate(c.base+"/#/fleet"))
+	powers = waitJS(c, target+" curtailed in the live view", powersJS, 30*time.Second, func(powers map[string]string) bool {
+		v, err := strconv.ParseFloat(powers[target], 64)
+		return err == nil && v <= 510
+	})
+	t.Logf("%s: %.0f kW before, %s kW after setPowerLimit 500", target, before, powers[target])
+	c.shot("fleet") // with WT05 tripped by the grid loss and the curtailed turbine
+	// On a phone's width the page reflows: nothing wider than the screen but scrolling tables.
+	c.run("phone width", step, chromedp.EmulateViewport(414, 896), chromedp.Sleep(300*time.Millisecond))
+	require.LessOrEqual(t, eval[int](c, `document.documentElement.scrollWidth`), 414)
+	c.shot("fleet-phone")
+	c.run("desktop width", step, chromedp.EmulateViewport(1440, 1000))
+
+	// The turbine page, reached with the keyboard from the farm map.
+	c.run("turbine page", step, chromedp.Focus(chromedp.CSS(`.map .t[data-device="`+target+`"]`)), chromedp.KeyEvent(kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.line`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.model`)))
+	c.shot("turbine")
+	c.run("edges", step, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	c.shot("edges")
+	c.run("registry: reload the rules", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
+		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "only an admin enables and disables devices")
+	c.shot("registry")
+
+	// A viewer signed in with an API token sees no command button nor acknowledge.
+	var viewer struct {
+		Token string `json:"token"`
+	}
+	require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/tokens", map[string]string{"name": "wall", "org": node.DemoOrg, "role": api.RoleViewer}, &viewer))
+	c.run("sign out", step, chromedp.Click(chromedp.CSS(`#signout`)))
+	c.signIn("", viewer.Token)
+	c.run("viewer's turbine page", step, chromedp.Navigate(c.base+"/#/device/wind-turbine/"+target),
+		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open').length`))
+	c.shot("viewer")
+	c.run("viewer's alerts", step, chromedp.Navigate(c.base+"/#/alerts"), chromedp.WaitVisible(chromedp.CSS(`#alerts tbody tr[data-alert]`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open, #ack-form').length`))
+	c.run("viewer's registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device').length`))
+	c.run("viewer's commands", step, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command').length`))
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, u := range c.urls {
+		require.True(t, strings.HasPrefix(u, c.base+"/") || strings.HasPrefix(u, "data:"), "a request to another host: %s", u)
+	}
+	require.Empty(t, c.errors, "script errors in the page")
+	t.Logf("%d requests, all to %s", len(c.urls), c.base)
+}
