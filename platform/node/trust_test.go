@@ -160,16 +160,16 @@ func TestForgedRegistryRecordsChangeNothing(t *testing.T) {
 			require.NoError(t, k.produce(api.TopicRegistry, "token/"+hash, shaped))
 
 			require.Eventually(t, func() bool {
-				return metric(t, h, `gale_registry_changes_rejected_total{reason="malformed"}`) == 1 &&
-					metric(t, h, `gale_registry_changes_rejected_total{reason="bad_mac"}`) == 1
+				return h.Metric(t, `gale_registry_changes_rejected_total{reason="malformed"}`) == 1 &&
+					h.Metric(t, `gale_registry_changes_rejected_total{reason="bad_mac"}`) == 1
 			}, 15*time.Second, 50*time.Millisecond, "both forged records are refused and counted")
-			require.Equal(t, 0.0, metric(t, h, `gale_registry_changes_rejected_total{reason="not_applied"}`))
+			require.Equal(t, 0.0, h.Metric(t, `gale_registry_changes_rejected_total{reason="not_applied"}`))
 			require.False(t, h.Node.Registry.ValidToken(forged))
 			forgedClient := *h
 			forgedClient.Token = forged
 			require.Equal(t, http.StatusUnauthorized, forgedClient.Do(t, http.MethodGet, "/api/v1/devices", nil, nil), "the forged token opens nothing")
 			require.Eventually(t, func() bool {
-				return metric(t, h, `gale_kafka_consumer_lag{group="gale-registry-local"}`) == 0
+				return h.Metric(t, `gale_kafka_consumer_lag{group="gale-registry-local"}`) == 0
 			}, 15*time.Second, 50*time.Millisecond, "the registry consumer committed past the forged records")
 
 			log := k.readAll(api.TopicRegistry)
