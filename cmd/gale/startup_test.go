@@ -49,6 +49,7 @@ func TestStartupFailuresEndInOneLine(t *testing.T) {
 		{"data dir not writable", up(filepath.Join(file, "data")), "gale: create data dir: mkdir " + file + ": not a directory", 1},
 		{"bad flag", []string{"up", "--no-such-flag"}, "gale: flag provided but not defined: -no-such-flag ('gale up -h' lists the flags)", 2},
 		{"bad flag value", []string{"up", "--turbines", "many"}, `gale: invalid value "many" for flag -turbines: parse error ('gale up -h' lists the flags)`, 2},
+		{"loadgen bad flag", []string{"loadgen", "--nope"}, "gale loadgen: flag provided but not defined: -nope ('gale loadgen -h' lists the flags)", 2},
 		{"stray argument", []string{"cloud", "--config", badConfig, "now"}, `gale: unexpected argument "now" ('gale cloud -h' lists the flags)`, 2},
 		{"bad config file", []string{"cloud", "--config", badConfig}, "gale: invalid node config: yaml: unmarshal errors: line 3: field nope not found in type broker.Config", 1},
 		{"missing config file", []string{"cloud", "--config", filepath.Join(dir, "missing.yaml")}, "gale: read node config: open " + filepath.Join(dir, "missing.yaml") + ": no such file or directory", 1},
