@@ -20,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
@@ -243,27 +244,12 @@ func TestChangeNotOnTheLogIsRefused(t *testing.T) {
 }
 
 func TestEmbeddedKafkaStaysOnLoopbackWithoutSASL(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*node.Config)
-		want error
-	}{
-		{"loopback", func(*node.Config) {}, nil},
-		{"all interfaces", func(c *node.Config) { c.Kafka.EmbeddedAddr = "0.0.0.0:9092" }, bus.ErrOpenEmbedded},
-		{"all interfaces with sasl", func(c *node.Config) {
+	testkit.Edits(t, node.DefaultConfig, (*node.Config).Complete, []testkit.Edit[node.Config]{
+		testkit.Case("loopback", func(*node.Config) {}, nil),
+		testkit.Case("all interfaces", func(c *node.Config) { c.Kafka.EmbeddedAddr = "0.0.0.0:9092" }, bus.ErrOpenEmbedded),
+		testkit.Case("all interfaces with sasl", func(c *node.Config) {
 			c.Kafka.EmbeddedAddr = "0.0.0.0:9092"
 			c.Kafka.SASL = bus.SASLConfig{Mechanism: bus.ScramSHA256, Username: "gale", PasswordFile: "/run/secrets/kafka"}
-		}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := node.DefaultConfig()
-			tc.edit(&cfg)
-			err := cfg.Complete()
-			if tc.want == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorIs(t, err, tc.want)
-		})
-	}
+		}, nil),
+	})
 }
