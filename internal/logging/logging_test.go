@@ -1,4 +1,4 @@
-package logging
+package logging_test
 
 import (
 	"bytes"
@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/logging"
 )
 
 func TestLibraryDemotesInfoToDebug(t *testing.T) {
@@ -18,7 +20,7 @@ func TestLibraryDemotesInfoToDebug(t *testing.T) {
 		{slog.LevelDebug, []string{"level=DEBUG msg=replaying", "level=DEBUG msg=details", "level=WARN msg=careful"}, nil},
 	} {
 		var buf bytes.Buffer
-		log := Library(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})).With("component", "tsdb"))
+		log := logging.Library(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: tc.level})).With("component", "tsdb"))
 		log.Info("replaying")
 		log.Debug("details")
 		log.Warn("careful")
