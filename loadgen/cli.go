@@ -24,9 +24,59 @@ var ErrSLOFailed = errors.New("SLO failed")
 // reports, and returns an error (failed SLO clauses included) for a
 // non-zero exit.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	cfg := DefaultConfig()
+	o, err := parseArgs(args, stderr)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slo, err := ParseSLO(o.slo)
+	if err != nil {
+		return fmt.Errorf("--slo: %w", err)
+	}
+	if !o.cfg.Plain {
+		tok, err := os.ReadFile(o.tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		o.cfg.Token = string(bytes.TrimSpace(tok))
+	}
+	var progress io.Writer
+	if !o.quiet {
+		progress = stderr
+	}
+	g, err := New(o.cfg, log, progress)
+	if err != nil {
+		return err
+	}
+	rep, err := g.Run(ctx)
+	if err != nil {
+		return err
+	}
+	rep.SLO = slo.Evaluate(rep)
+	if err := o.write(rep, stdout); err != nil {
+		return err
+	}
+	return verdict(rep)
+}
+
+// options are Main's flags: the run's Config and what to do with its report.
+type options struct {
+	cfg                                    Config
+	tokenFile, reportJSON, reportHTML, slo string
+	logLevel                               string
+	quiet                                  bool
+}
+
+// parseArgs parses Main's flags; a mistake is one line on stderr and ErrUsage.
+func parseArgs(args []string, stderr io.Writer) (options, error) {
+	o := options{cfg: DefaultConfig()}
+	cfg := &o.cfg
 	fs := flag.NewFlagSet("gale loadgen", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", cfg.MQTTAddr, "MQTT broker, host:port")
 	fs.BoolVar(&cfg.TLS, "tls", false, "connect over TLS (implied by --ca-file and --cert-file)")
 	fs.StringVar(&cfg.TLSCAFile, "ca-file", "", "PEM file of the CA that signed the broker's and an https API's certificates (default: system roots; gale up --tls: DATA/tls/ca.crt)")
@@ -35,7 +85,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.TLSKeyFile, "key-file", "", "client key for mutual TLS, with the same placeholders as --cert-file")
 	fs.BoolVar(&cfg.TLSInsecure, "tls-insecure", false, "skip TLS certificate verification")
 	fs.StringVar(&cfg.APIURL, "api-url", cfg.APIURL, "Gale HTTP API (registry and Prometheus-compatible queries)")
-	tokenFile := fs.String("token-file", "data/admin.token", "file holding the API token (gale up writes DATA/admin.token)")
+	fs.StringVar(&o.tokenFile, "token-file", "data/admin.token", "file holding the API token (gale up writes DATA/admin.token)")
 	fs.BoolVar(&cfg.Plain, "plain", false, "plain MQTT broker: anonymous logins, no registry, no end-to-end probes, no loss ledger")
 	fs.StringVar(&cfg.ComparePlain, "compare-plain", "", "after the run, run the same profile (TLS settings included) against this plain MQTT broker (host:port) and report the ratios")
 	fs.IntVar(&cfg.Devices, "devices", cfg.Devices, "devices, each its own connection (with --devices-file: the first N; default all)")
@@ -70,17 +120,23 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Step.MaxP99, "step-max-p99", cfg.Step.MaxP99, "a step fails when its PUBACK p99 is above this")
 	fs.Float64Var(&cfg.Step.MinRatio, "step-min-ratio", cfg.Step.MinRatio, "a step fails when it achieves less than this fraction of its offered rate")
 	fs.IntVar(&cfg.Step.MaxSteps, "step-max", cfg.Step.MaxSteps, "most steps")
-	reportJSON := fs.String("report-json", "", "write the JSON report to this file")
-	reportHTML := fs.String("report-html", "", "write the HTML report (inline SVG plots) to this file")
-	sloExpr := fs.String("slo", "", `fail (non-zero exit) unless the run meets this, e.g. 'p99_e2e<250ms,loss=0,errors=0,rate>=9500'`)
-	quiet := fs.Bool("quiet", false, "no live progress line")
-	logLevel := fs.String("log-level", "warn", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return ErrUsage
-	}
-	if fs.NArg() > 0 {
+	fs.StringVar(&o.reportJSON, "report-json", "", "write the JSON report to this file")
+	fs.StringVar(&o.reportHTML, "report-html", "", "write the HTML report (inline SVG plots) to this file")
+	fs.StringVar(&o.slo, "slo", "", `fail (non-zero exit) unless the run meets this, e.g. 'p99_e2e<250ms,loss=0,errors=0,rate>=9500'`)
+	fs.BoolVar(&o.quiet, "quiet", false, "no live progress line")
+	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		return o, ErrUsage
+	case err != nil:
+		fmt.Fprintf(stderr, "gale loadgen: %v ('gale loadgen -h' lists the flags)\n", err)
+		return o, ErrUsage
+	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "gale loadgen: unexpected argument %q\n", fs.Arg(0))
-		return ErrUsage
+		return o, ErrUsage
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -90,48 +146,27 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if cfg.Count > 0 && !set["duration"] {
 		cfg.Duration = 0
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
-	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	slo, err := ParseSLO(*sloExpr)
-	if err != nil {
-		return fmt.Errorf("--slo: %w", err)
-	}
-	if !cfg.Plain {
-		tok, err := os.ReadFile(*tokenFile)
-		if err != nil {
-			return fmt.Errorf("--token-file: %w", err)
-		}
-		cfg.Token = string(bytes.TrimSpace(tok))
-	}
-	var progress io.Writer
-	if !*quiet {
-		progress = stderr
-	}
-	g, err := New(cfg, log, progress)
-	if err != nil {
-		return err
-	}
-	rep, err := g.Run(ctx)
-	if err != nil {
-		return err
-	}
-	rep.SLO = slo.Evaluate(rep)
+	return o, nil
+}
+
+// write prints the report's summary to stdout and writes the report files asked for.
+func (o options) write(rep *Report, stdout io.Writer) error {
 	if err := rep.WriteText(stdout); err != nil {
 		return err
 	}
-	if *reportJSON != "" {
-		if err := rep.WriteJSON(*reportJSON); err != nil {
+	if o.reportJSON != "" {
+		if err := rep.WriteJSON(o.reportJSON); err != nil {
 			return err
 		}
 	}
-	if *reportHTML != "" {
-		if err := rep.WriteHTML(*reportHTML); err != nil {
-			return err
-		}
+	if o.reportHTML != "" {
+		return rep.WriteHTML(o.reportHTML)
 	}
+	return nil
+}
+
+// verdict is the run's error for a non-zero exit: interrupted, or the SLO clauses it missed.
+func verdict(rep *Report) error {
 	if rep.Interrupted {
 		return errors.New("interrupted")
 	}

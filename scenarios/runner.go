@@ -68,8 +68,10 @@ type runner struct {
 	t0     time.Time // sim time at the start of the timeline
 	wall0  time.Time
 
-	mu          sync.Mutex
-	bg          sync.WaitGroup
+	mu sync.Mutex
+	// bg are the background steps, which end before the assertions; serving
+	// the goroutines that serve until the run ends (the twin control API).
+	bg, serving sync.WaitGroup
 	partitioned map[string]string // node → what it is cut off from
 	loads       map[string]*loadRun
 	storms      map[string]*stormRun
@@ -161,6 +163,10 @@ func (r *runner) run(ctx context.Context) (res Result, err error) {
 		return Result{}, err
 	}
 
+	defer func() {
+		stop()
+		r.serving.Wait()
+	}()
 	plantDone := make(chan error, 1)
 	if err := r.startPlant(runCtx, dir, plantDone); err != nil {
 		return Result{}, err
@@ -314,11 +320,11 @@ func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) 
 		return err
 	}
 	srv := httpapi.DefaultConfig().HTTPServer(r.fleet.Handler(), r.log)
-	go func() { _ = srv.Serve(ln) }()
-	go func() {
+	r.serving.Go(func() { _ = srv.Serve(ln) })
+	r.serving.Go(func() {
 		<-ctx.Done()
 		srv.Close()
-	}()
+	})
 	r.twins = &client{base: "http://" + ln.Addr().String(), http: r.api.http}
 
 	tokenFile := filepath.Join(dir, "admin.token") // for the edges

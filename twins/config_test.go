@@ -1,13 +1,12 @@
 package twins
 
 import (
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/twins/farm"
 	"github.com/gale-iot/gale/twins/modbus"
@@ -35,25 +34,13 @@ func TestLoadGoodAndBad(t *testing.T) {
 		"fault-both.bad.yaml":       ErrScheduledFault,
 		"fault-mast.bad.yaml":       ErrScheduledFault,
 	}
-	files, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
-	for _, f := range files {
-		name := filepath.Base(f)
-		t.Run(name, func(t *testing.T) {
-			c, err := Load(f)
-			if strings.HasSuffix(name, ".good.yaml") {
-				require.NoError(t, err)
-				require.NotEmpty(t, c.Farms)
-				return
-			}
-			want, ok := bad[name]
-			require.True(t, ok, "add %s to the table", name)
-			require.Error(t, err)
-			if want != nil {
-				require.ErrorIs(t, err, want)
-			}
-		})
-	}
+	testkit.FixtureTable(t, "testdata/*.yaml", bad, func(t *testing.T, path string) error {
+		c, err := Load(path)
+		if err == nil {
+			require.NotEmpty(t, c.Farms)
+		}
+		return err
+	})
 }
 
 func TestConfigDefaults(t *testing.T) {

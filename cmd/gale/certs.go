@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -13,7 +14,7 @@ import (
 // runCerts manages the development CA of DATA/tls (the one gale up --tls makes).
 func runCerts(_ context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(newFlagSet("certs").Output(), "usage: gale certs init|device [flags]\n\n  init    make (or keep) the development CA and server certificate in DATA/tls\n  device  issue a device certificate (CN productKey/deviceKey) from that CA")
+		fmt.Fprintln(os.Stderr, "usage: gale certs init|device [flags]\n\n  init    make (or keep) the development CA and server certificate in DATA/tls\n  device  issue a device certificate (CN productKey/deviceKey) from that CA")
 		return errUsage
 	}
 	fs := newFlagSet("certs " + args[0])
@@ -38,8 +39,7 @@ func runCerts(_ context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		if *pk == "" || *dk == "" {
-			fmt.Fprintln(fs.Output(), "gale certs device: --pk and --dk are required")
-			return errUsage
+			return usageError{"certs device: --pk and --dk are required"}
 		}
 		files := pki.DevFilesIn(filepath.Join(*dataDir, "tls"))
 		ca, err := pki.LoadCA(files.CA, files.CAKey)
@@ -57,6 +57,5 @@ func runCerts(_ context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "Device %s/%s:\n  cert: %s\n  key:  %s\n  CA:   %s\n", *pk, *dk, certFile, keyFile, files.CA)
 		return nil
 	}
-	fmt.Fprintf(fs.Output(), "gale certs: unknown subcommand %q (want init or device)\n", args[0])
-	return errUsage
+	return usageError{fmt.Sprintf("certs: unknown subcommand %q (want init or device)", args[0])}
 }

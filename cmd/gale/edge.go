@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"github.com/gale-iot/gale/platform/edge"
@@ -17,9 +16,7 @@ func runEdge(ctx context.Context, args []string, _ io.Writer) error {
 		return err
 	}
 	if *path == "" {
-		fmt.Fprintln(fs.Output(), "gale edge: --config FILE is required")
-		fs.Usage()
-		return errUsage
+		return usageError{"edge: --config FILE is required"}
 	}
 	cfg, err := edge.Load(*path)
 	if err != nil {

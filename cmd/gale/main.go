@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 )
 
@@ -41,8 +42,15 @@ var commands = []command{
 	}},
 }
 
-// errUsage marks errors already explained by a usage message.
+// errUsage marks errors already explained by a usage message, and usage
+// errors (exit code 2).
 var errUsage = errors.New("usage")
+
+// usageError is a command-line mistake explained in one line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string        { return e.msg }
+func (e usageError) Is(target error) bool { return target == errUsage }
 
 // Gale's default GOGC and soft memory limit: the hot path allocates per
 // message, and a higher GC target trades memory for throughput (measured in
@@ -65,10 +73,16 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		if err != errUsage { // a bare errUsage follows a usage message already printed
-			fmt.Fprintln(os.Stderr, "gale:", err)
+			fmt.Fprintln(os.Stderr, "gale:", oneLine(err))
 		}
 		os.Exit(exitCode(err))
 	}
+}
+
+// oneLine is err's message on one line: a failure ends with one line that
+// names its cause, even when the cause (a YAML decoder's) spans several.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
 func exitCode(err error) int {
@@ -101,23 +115,36 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "\nRun 'gale COMMAND -h' for a command's flags.")
 }
 
-// newFlagSet returns a flag set that reports errors instead of exiting.
+// newFlagSet returns a flag set that reports errors instead of exiting
+// and prints its flags only when asked (-h).
 func newFlagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet("gale "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parseFlags reports a mistake in one line
 	return fs
 }
 
-// parseFlags parses args, turning flag errors into usage errors.
+// parseFlags parses args, which are flags only.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return errUsage
-		}
-		return errUsage
+	if err := flagError(fs, fs.Parse(args)); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "gale: unexpected argument %q\n", fs.Arg(0))
+		return usageError{fmt.Sprintf("unexpected argument %q ('%s -h' lists the flags)", fs.Arg(0), fs.Name())}
+	}
+	return nil
+}
+
+// flagError turns fs.Parse's err into Gale's: -h prints the flags, a
+// mistake is a one-line usage error.
+func flagError(fs *flag.FlagSet, err error) error {
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(os.Stderr)
+		fmt.Fprintf(os.Stderr, "usage of %s:\n", fs.Name())
+		fs.PrintDefaults()
 		return errUsage
+	case err != nil:
+		return usageError{fmt.Sprintf("%v ('%s -h' lists the flags)", err, fs.Name())}
 	}
 	return nil
 }

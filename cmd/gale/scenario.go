@@ -23,8 +23,8 @@ func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := newFlagSet("scenario run")
 	junit := fs.String("junit", "", "write a JUnit XML report (one test case per assertion) to `FILE`")
 	level := fs.String("log-level", "error", "log level of the stack: debug, info, warn or error")
-	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+	if err := flagError(fs, fs.Parse(args[1:])); err != nil {
+		return err
 	}
 	files := fs.Args()
 	if len(files) == 0 {

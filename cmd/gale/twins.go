@@ -40,8 +40,7 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if *configFile == "" {
-		fmt.Fprintln(fs.Output(), "gale twins: --config FILE is required")
-		return errUsage
+		return usageError{"twins: --config FILE is required"}
 	}
 	var tlsCfg *tls.Config
 	if *useTLS || *caFile != "" {

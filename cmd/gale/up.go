@@ -86,10 +86,15 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	n := st.Node
-	hup := make(chan os.Signal, 1)
+	hup, reloaded := make(chan os.Signal, 1), make(chan struct{})
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	defer func() {
+		signal.Stop(hup) // no more sends: hup may close
+		close(hup)
+		<-reloaded
+	}()
 	go func() {
+		defer close(reloaded)
 		for range hup {
 			if err := n.ReloadRules(); err != nil {
 				log.Error("rules not reloaded; the previous rules stay", "err", err)

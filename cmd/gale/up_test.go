@@ -18,6 +18,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/pki"
@@ -39,7 +40,7 @@ type galeProc struct {
 	dataDir, http, mqtt string
 	kafka               string
 	token               string
-	stderr              *bytes.Buffer
+	stderr              *testkit.SyncBuffer
 	// tls runs gale up --tls; client then trusts DATA/tls/ca.crt.
 	tls    bool
 	client *http.Client
@@ -62,7 +63,7 @@ func freeAddr(t *testing.T) string {
 
 func startGale(t *testing.T, p *galeProc, extra ...string) {
 	t.Helper()
-	p.stderr = new(bytes.Buffer)
+	p.stderr = new(testkit.SyncBuffer)
 	args := append([]string{"up", "--data-dir", p.dataDir, "--http-addr", p.http, "--mqtt-addr", p.mqtt,
 		"--kafka-addr", p.kafka, "--modbus-addr", "127.0.0.1:0", "--turbines", "2", "--log-level", "warn"}, extra...)
 	p.client = http.DefaultClient

@@ -14,21 +14,41 @@ import (
 // nil), any other file none.
 func Fixtures(t *testing.T, glob string, bad error, parse func(b []byte) error) {
 	t.Helper()
+	fixtures(t, glob, func(string) (error, bool) { return bad, true }, func(_ *testing.T, path string) error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return parse(b)
+	})
+}
+
+// FixtureTable runs load on every file glob matches (at least one), each as
+// a subtest: a *.bad.yaml file must be in bad and give an error wrapping
+// its entry (nil: any error), any other file none. load may assert more.
+func FixtureTable(t *testing.T, glob string, bad map[string]error, load func(t *testing.T, path string) error) {
+	t.Helper()
+	fixtures(t, glob, func(name string) (error, bool) { err, ok := bad[name]; return err, ok }, load)
+}
+
+func fixtures(t *testing.T, glob string, bad func(name string) (error, bool), load func(t *testing.T, path string) error) {
+	t.Helper()
 	files, err := filepath.Glob(glob)
 	require.NoError(t, err)
 	require.NotEmpty(t, files, "no file matches %s", glob)
 	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			b, err := os.ReadFile(f)
-			require.NoError(t, err)
-			err = parse(b)
-			switch {
-			case !strings.HasSuffix(f, ".bad.yaml"):
+		name := filepath.Base(f)
+		t.Run(name, func(t *testing.T) {
+			err := load(t, f)
+			if !strings.HasSuffix(name, ".bad.yaml") {
 				require.NoError(t, err)
-			case bad != nil:
-				require.ErrorIs(t, err, bad)
-			default:
-				require.Error(t, err)
+				return
+			}
+			want, ok := bad(name)
+			require.True(t, ok, "add %s to the table", name)
+			require.Error(t, err)
+			if want != nil {
+				require.ErrorIs(t, err, want)
 			}
 		})
 	}

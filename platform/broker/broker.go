@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/gale-iot/gale/internal/logging"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
@@ -84,7 +85,7 @@ func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg p
 		ClientNetReadBufferSize:  cfg.ReadBufferSize,
 		ClientNetWriteBufferSize: cfg.WriteBufferSize,
 		InlineClient:             true,
-		Logger:                   log.With("component", "mqtt"),
+		Logger:                   logging.Library(log.With("component", "mqtt")),
 	})
 	m := newMetrics(reg)
 	h := newHook(cfg, server, devices, producer, log, m)
@@ -125,6 +126,15 @@ func (b *Broker) Listen() error {
 
 // Addr returns the bound listen address (after Listen).
 func (b *Broker) Addr() string { return b.ln.Addr().String() }
+
+// CloseListener releases the listener of a broker that Listened but never
+// Ran (Run's end closes it otherwise).
+func (b *Broker) CloseListener() error {
+	if b.ln == nil {
+		return nil
+	}
+	return b.ln.Close()
+}
 
 // Run serves MQTT until ctx is cancelled.
 func (b *Broker) Run(ctx context.Context) error {

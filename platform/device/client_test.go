@@ -1,7 +1,6 @@
 package device_test
 
 import (
-	"bufio"
 	"context"
 	"log/slog"
 	"net"
@@ -25,23 +24,6 @@ func freeAddr(t testing.TB) string {
 	require.NoError(t, err)
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// metric reads a sample of the node's /metrics, 0 when absent.
-func metric(t testing.TB, h *nodetest.Harness, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(h.BaseURL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
-	return 0
 }
 
 // run runs c until the test ends.
@@ -116,7 +98,7 @@ func TestClientResumesAfterBrokerRestart(t *testing.T) {
 	require.Zero(t, st.Rejected, st.LastReject)
 	require.GreaterOrEqual(t, st.Resumed, uint64(30))
 	require.GreaterOrEqual(t, st.Connects, uint64(2), "logged in again after the restart")
-	resumes := metric(t, h2, `gale_broker_messages_total{kind="resume"}`)
+	resumes := h2.Metric(t, `gale_broker_messages_total{kind="resume"}`)
 	require.GreaterOrEqual(t, resumes, 1.0)
 	require.LessOrEqual(t, resumes, 3.0, "the backlog goes in batches, several samples per message")
 }
@@ -167,7 +149,7 @@ func TestClientPostsEventsAndCountsRejections(t *testing.T) {
 
 	require.NoError(t, c.PostEvent("alarm", time.Now(), map[string]any{"code": 7}))
 	require.NoError(t, c.Post(time.Now(), map[string]any{"Nope": 1}))
-	require.Eventually(t, func() bool { return metric(t, h, `gale_broker_messages_total{kind="event"}`) == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return h.Metric(t, `gale_broker_messages_total{kind="event"}`) == 1 }, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return c.Stats().Rejected == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Contains(t, c.Stats().LastReject, "thing/measurepoint/post_reply: 404")
 }

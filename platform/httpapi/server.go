@@ -275,6 +275,15 @@ func (s *Server) Listen() error {
 // Addr returns the bound address (after Listen).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
+// CloseListener releases the listener of a server that Listened but never
+// Ran (Run's end closes it otherwise).
+func (s *Server) CloseListener() error {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Close()
+}
+
 // Run serves until ctx is cancelled.
 func (s *Server) Run(ctx context.Context) error {
 	if s.ln == nil {

@@ -1,13 +1,9 @@
 package node_test
 
 import (
-	"bufio"
 	"fmt"
-	"net/http"
 	"runtime/debug"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -51,7 +47,7 @@ func runLoad(b *testing.B, h *nodetest.Harness, conns, points, total int, rate f
 		clients[i] = c
 		defer c.Disconnect(0)
 	}
-	startSamples := ingested(b, h)
+	startSamples := h.Metric(b, "gale_ingest_samples_total")
 	var lat []time.Duration
 	var mu sync.Mutex
 	var sent atomic.Int64
@@ -106,31 +102,13 @@ func runLoad(b *testing.B, h *nodetest.Harness, conns, points, total int, rate f
 	wg.Wait()
 	b.Logf("published %d messages in %s", sent.Load(), time.Since(start).Round(time.Millisecond))
 	want := startSamples + float64(int(sent.Load())*points)
-	require.Eventually(b, func() bool { return ingested(b, h) >= want }, 120*time.Second, 10*time.Millisecond,
+	require.Eventually(b, func() bool { return h.Metric(b, "gale_ingest_samples_total") >= want }, 120*time.Second, 10*time.Millisecond,
 		"TSDB did not commit all %d samples", int(sent.Load())*points)
 	elapsed := time.Since(start)
 	slices.Sort(lat)
 	require.NotEmpty(b, lat)
 	return loadResult{msgs: int(sent.Load()), elapsed: elapsed, datapoints: int(sent.Load()) * points,
 		p50: lat[len(lat)/2], p99: lat[len(lat)*99/100]}
-}
-
-// ingested reads gale_ingest_samples_total from /metrics.
-func ingested(b *testing.B, h *nodetest.Harness) float64 {
-	resp, err := http.Get(h.BaseURL + "/metrics")
-	require.NoError(b, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "gale_ingest_samples_total "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(b, err)
-			return f
-		}
-	}
-	require.NoError(b, sc.Err())
-	return 0
 }
 
 // BenchmarkEndToEnd measures QoS 1 messages of 10 points from MQTT publish

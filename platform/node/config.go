@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -110,9 +111,6 @@ const (
 	RoleStore   = "store"   // TSDB writer, query API, PromQL rules
 )
 
-// has reports whether the node plays role.
-func (c Config) has(role string) bool { return c.Role == RoleAll || c.Role == role }
-
 // DefaultClusterKeyFile is the cluster key's file name in the data dir when none is configured.
 const DefaultClusterKeyFile = "cluster.key"
 
@@ -127,9 +125,7 @@ func (c *Config) Complete() error {
 	if c.NodeID == "" {
 		return fmt.Errorf("%w: nodeID is empty", ErrConfig)
 	}
-	switch c.Role {
-	case RoleAll, RoleIngest, RoleProcess, RoleStore:
-	default:
+	if _, ok := roles[c.Role]; !ok {
 		return fmt.Errorf("%w: role %q: want ingest, process, store or all", ErrConfig, c.Role)
 	}
 	// A query must be able to finish (after waiting for a slot) before its answer's write deadline.
@@ -176,7 +172,7 @@ func (c *Config) Complete() error {
 // validateRemoteWrite checks the endpoints, whose names must be unique as
 // they name consumer groups and label metrics, and that the node stores.
 func (c Config) validateRemoteWrite() error {
-	if len(c.RemoteWrite) > 0 && !c.has(RoleStore) {
+	if len(c.RemoteWrite) > 0 && !slices.Contains(roles[c.Role], modRemoteWrite) {
 		return fmt.Errorf("%w: remoteWrite needs role store or all, not %s", ErrConfig, c.Role)
 	}
 	names := map[string]bool{}

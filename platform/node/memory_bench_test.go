@@ -77,7 +77,7 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	runtime.GC()
 	debug.FreeOSMemory()
 	rss0, heap0 := rssOf(b), testkit.LiveHeap()
-	start0 := ingested(b, h)
+	start0 := h.Metric(b, "gale_ingest_samples_total")
 	prod := bus.NewProducer(h.Node.KafkaAddrs(), cfg.Kafka)
 	defer prod.Close()
 	ctx := context.Background()
@@ -103,7 +103,7 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 		require.NoError(b, prod.Produce(ctx, msgs...))
 	}
 	want := start0 + float64(series*samplesPerSeries)
-	require.Eventually(b, func() bool { return ingested(b, h) >= want }, 10*time.Minute, 100*time.Millisecond)
+	require.Eventually(b, func() bool { return h.Metric(b, "gale_ingest_samples_total") >= want }, 10*time.Minute, 100*time.Millisecond)
 	elapsed := time.Since(t0)
 	time.Sleep(5 * time.Second) // the rules consumer and a checkpoint catch up
 	rssHeld := rssOf(b)

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,7 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/prometheus/storage"
+	prometheustsdb "github.com/prometheus/prometheus/tsdb"
 	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
@@ -55,211 +58,322 @@ type Node struct {
 	// TokenFile is where the admin token was written.
 	TokenFile string
 
+	keys     *registry.Keys
 	kafka    *bus.Embedded
 	brokers  []string
 	follower *registry.Follower
-	db       tsdbCloser
+	db       *prometheustsdb.DB
+	latest   *ingest.Latest
 	engine   *tsdb.Engine
 	producer *bus.Producer
 	broker   *broker.Broker
+	commands *command.Dispatcher
 	rules    rules.Set
 	http     *httpapi.Server
-	audit    *audit.Log
+	deps     httpapi.Deps
 	runners  []func(context.Context) error
-	ready    atomic.Bool
+	// closers release what the components hold, in the order they were built.
+	closers []closer
+	// ready is set once every component's runner started; kafkaSeen once Kafka answered.
+	ready, kafkaSeen atomic.Bool
 	// kafkaDown is why Kafka was unreachable at the last two checks (nil: reachable).
 	kafkaDown atomic.Pointer[error]
 	// ingest carries device requests from the broker to Kafka, acknowledged asynchronously.
 	ingest *bus.AsyncProducer
 }
 
-type tsdbCloser interface{ Close() error }
+// closer releases one thing a component holds.
+type closer struct {
+	what  string
+	close func() error
+}
 
-// New opens the node's stores, binds its listeners and prepares the
-// components of its role. extra mounts more HTTP handlers (e.g. the twin
-// control API) behind authentication.
-func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]http.Handler) (n *Node, err error) {
+// New builds the components of the node's role (the modules table) in
+// their start order: it opens the stores and binds the listeners. extra
+// mounts more HTTP handlers (e.g. the twin control API) behind
+// authentication. A node that fails to build is closed; one built but
+// never run is closed with Close.
+func New(ctx context.Context, cfg Config, log *slog.Logger, extra map[string]http.Handler) (*Node, error) {
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Kafka.LoadCredentials(); err != nil {
 		return nil, err
 	}
-	n = &Node{cfg: cfg, log: log.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
-	log = n.log
-	memory := ApplyMemory(cfg.Memory, log)
-	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second) })
-	defer func() {
-		if err != nil {
-			n.close()
-		}
-	}()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	// An existing data dir of an older version may be readable by all.
-	if err := SecureDataDir(cfg.DataDir); err != nil {
-		return nil, err
-	}
-	keys, err := n.clusterKeys()
+	order, err := startOrder(cfg.Role)
 	if err != nil {
 		return nil, err
 	}
-	if n.Registry, err = registry.Open(filepath.Join(cfg.DataDir, "registry.db"), registry.WithKeys(keys)); err != nil {
-		return nil, err
-	}
-	n.brokers = cfg.Kafka.Brokers
-	if len(n.brokers) == 0 {
-		if n.kafka, err = startEmbedded(cfg.Kafka); err != nil {
+	n := &Node{cfg: cfg, log: log.With("node", cfg.NodeID), reg: prometheus.NewRegistry()}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.deps = httpapi.Deps{Gatherer: n.reg, Ready: n.readiness, Extra: extra}
+	for _, name := range order {
+		if err := modules[name].init(n, ctx); err != nil {
+			n.close()
 			return nil, err
 		}
+	}
+	// What the components created under the data dir is the owner's only.
+	if err := SecureDataDir(cfg.DataDir); err != nil {
+		n.close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// onClose adds what a component must release when the node closes.
+func (n *Node) onClose(what string, close func() error) {
+	n.closers = append(n.closers, closer{what, close})
+}
+
+func (n *Node) initMemory(context.Context) error {
+	memory := ApplyMemory(n.cfg.Memory, n.log)
+	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second) })
+	return nil
+}
+
+func (n *Node) initDataDir(context.Context) error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	// The stores write their last files as they close.
+	n.onClose("restrict data dir to its owner", func() error { return SecureDataDir(n.cfg.DataDir) })
+	// An existing data dir of an older version may be readable by all.
+	return SecureDataDir(n.cfg.DataDir)
+}
+
+func (n *Node) initRegistry(context.Context) (err error) {
+	if n.keys, err = n.clusterKeys(); err != nil {
+		return err
+	}
+	if n.Registry, err = registry.Open(filepath.Join(n.cfg.DataDir, "registry.db"), registry.WithKeys(n.keys)); err != nil {
+		return err
+	}
+	n.onClose("close registry", n.Registry.Close)
+	n.deps.Registry = n.Registry
+	return nil
+}
+
+func (n *Node) initAudit(context.Context) error {
+	log, err := audit.Open(filepath.Join(n.cfg.DataDir, "audit.db"), audit.DefaultMaxEntries)
+	if err != nil {
+		return err
+	}
+	n.onClose("close audit log", log.Close)
+	n.deps.Audit = log
+	return nil
+}
+
+func (n *Node) initKafka(context.Context) (err error) {
+	n.brokers = n.cfg.Kafka.Brokers
+	if len(n.brokers) == 0 {
+		if n.kafka, err = startEmbedded(n.cfg.Kafka); err != nil {
+			return err
+		}
+		n.onClose("close embedded kafka", func() error { n.kafka.Close(); return nil })
 		n.brokers = n.kafka.Addrs()
 	}
 	// The registry change log is ordered: a device's change must not overtake its product's.
-	n.producer = bus.NewProducer(n.brokers, cfg.Kafka, api.TopicRegistry)
+	n.producer = bus.NewProducer(n.brokers, n.cfg.Kafka, api.TopicRegistry)
+	n.onClose("close producer", n.producer.Close)
 	n.runners = append(n.runners, n.watchKafka)
+	return nil
+}
 
-	// The registry is shared through its change log: every local change is
-	// announced on gale.registry, and every node applies every change.
-	// Its records are authenticated with the cluster key and carry device
-	// secrets sealed; records without a valid MAC change nothing.
-	n.Registry.SetPublisher(cfg.NodeID, func(ctx context.Context, c api.RegistryChange) error {
-		b, err := keys.SealChange(c)
+// initRegistryLog shares the registry through its change log: every local
+// change is announced on gale.registry, and every node applies every
+// change. Its records are authenticated with the cluster key and carry
+// device secrets sealed; records without a valid MAC change nothing.
+func (n *Node) initRegistryLog(context.Context) error {
+	n.Registry.SetPublisher(n.cfg.NodeID, func(ctx context.Context, c api.RegistryChange) error {
+		b, err := n.keys.SealChange(c)
 		if err != nil {
 			return err
 		}
 		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: b})
 	})
-	n.follower = registry.NewFollower(n.Registry, keys, log.With("component", "registry"), n.reg)
-	n.consume(RegistryConsumerGroup+"-"+cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry)
-	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, cfg.DataDir); err != nil {
-		return nil, err
-	}
-	if cfg.SeedDemo != (Demo{}) {
-		if err := SeedDemo(ctx, n.Registry, cfg.SeedDemo); err != nil {
-			return nil, err
-		}
-	}
-
-	if n.audit, err = audit.Open(filepath.Join(cfg.DataDir, "audit.db"), audit.DefaultMaxEntries); err != nil {
-		return nil, err
-	}
-	deps := httpapi.Deps{Registry: n.Registry, Gatherer: n.reg, Ready: n.readiness, Extra: extra, Audit: n.audit}
-	var commands *command.Dispatcher
-	var selfStore storage.Appendable // the TSDB self-monitoring writes to (store role)
-	if cfg.has(RoleIngest) {
-		n.ingest = bus.NewAsyncProducer(n.brokers, cfg.Kafka)
-		if n.broker, err = broker.New(cfg.MQTT, n.Registry, n.ingest, log.With("component", "broker"), n.reg); err != nil {
-			return nil, err
-		}
-		commands = command.New(n.Registry, n.broker, n.producer, log.With("component", "command"), n.reg)
-		n.broker.SetListener(commands)
-		n.Registry.WatchDevices(n.broker.DeviceChanged)
-		n.consume(CommandsConsumerGroup+"-"+cfg.NodeID, []string{api.TopicCommands}, commands.Handle)
-		n.runners = append(n.runners, n.broker.Run, commands.Run)
-		deps.Commands = commands
-	}
-	if cfg.has(RoleStore) {
-		db, err := tsdb.Open(cfg.TSDB, log, n.reg)
-		if err != nil {
-			return nil, err
-		}
-		n.db, selfStore = db, db
-		latest := ingest.NewLatest()
-		if err := latest.Restore(ctx, db, time.Now().Add(-cfg.TSDB.OutOfOrderWindow)); err != nil {
-			return nil, err
-		}
-		writer := ingest.NewWriter(db, latest, log.With("component", "ingest"), n.reg)
-		n.consume(TSDBConsumerGroup+"-"+cfg.NodeID, []string{api.TopicTelemetry}, writer.Handle)
-		// Each endpoint reads gale.telemetry in a group of its own, so a slow or
-		// dead endpoint holds back only itself, never the local TSDB.
-		for _, rc := range cfg.RemoteWrite {
-			rw, err := remotewrite.New(rc, log.With("component", "remotewrite", "endpoint", rc.Name), n.reg)
-			if err != nil {
-				return nil, err
-			}
-			n.consume(RemoteWriteConsumerGroup+"-"+cfg.NodeID+"-"+rc.Name, []string{api.TopicTelemetry}, rw.Handle)
-		}
-		if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
-			return nil, err
-		}
-		// One engine for the query API, the history endpoint and PromQL rules: they share its limits.
-		if n.engine, err = tsdb.NewEngine(cfg.Query, cfg.TSDB.Dir, log, n.reg); err != nil {
-			return nil, err
-		}
-		deps.Engine = n.engine
-		n.rules.PromQL, err = rules.NewPromQLRules(ctx, cfg.Rules.Dir, db, n.engine, n.Registry, log.With("component", "promql-rules"), n.reg)
-		if err != nil {
-			return nil, err
-		}
-		n.runners = append(n.runners, n.rules.PromQL.Run)
-		deps.Latest, deps.Storage, deps.PromRules = latest, db, n.rules.PromQL
-	}
-	if cfg.has(RoleProcess) {
-		if err := rules.InstallShipped(cfg.Rules.Dir); err != nil {
-			return nil, err
-		}
-		n.rules.Stream, err = rules.NewService(ctx, cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, log.With("component", "rules"), n.reg)
-		if err != nil {
-			return nil, err
-		}
-		n.consume(RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, n.rules.Stream.Handle).
-			WithCheckpoint(cfg.Rules.CheckpointEvery, n.rules.Stream.Checkpoint)
-		var republish rules.Republisher = noRepublish{}
-		var invoker rules.Invoker = noInvoke{}
-		if n.broker != nil {
-			republish, invoker = n.broker, commands
-		}
-		n.rules.Routes, err = rules.NewRouter(cfg.Rules.RoutesDir, n.brokers, cfg.Kafka, n.producer, republish, invoker, log.With("component", "routes"), n.reg)
-		if err != nil {
-			return nil, err
-		}
-		n.runners = append(n.runners, n.advanceRules, n.rules.Routes.Run)
-	}
-	if n.rules.Stream != nil || n.rules.PromQL != nil {
-		deps.Rules = n.rules
-	}
-
-	if n.http, err = httpapi.New(cfg.HTTP, deps, log.With("component", "http"), n.reg); err != nil {
-		return nil, err
-	}
-	n.runners = append(n.runners, n.http.Run)
-	if n.broker != nil {
-		if err := n.broker.Listen(); err != nil {
-			return nil, err
-		}
-	}
-	if err := n.http.Listen(); err != nil {
-		return nil, err
-	}
-	// What the components created under the data dir is the owner's only.
-	if err := SecureDataDir(cfg.DataDir); err != nil {
-		return nil, err
-	}
-	if selfStore != nil {
-		sm := cfg.SelfMonitoring
-		if sm.Instance == "" {
-			sm.Instance = n.http.Addr() // what a Prometheus scraping /metrics would call it
-		}
-		scraper, err := selfmon.New(sm, n.reg, selfStore, log.With("component", "selfmon"))
-		if err != nil {
-			return nil, err
-		}
-		n.runners = append(n.runners, scraper.Run)
-	}
-	return n, nil
+	n.follower = registry.NewFollower(n.Registry, n.keys, n.log.With("component", "registry"), n.reg)
+	n.consume(RegistryConsumerGroup+"-"+n.cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry, nil)
+	return nil
 }
 
-// consume adds a consumer of topics in group, with a lag gauge, to the node's runners.
-func (n *Node) consume(group string, topics []string, h bus.Handler) *bus.Consumer {
-	c := bus.NewConsumer(n.brokers, group, topics, n.cfg.Kafka, h, n.log.With("group", group))
-	n.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "gale_kafka_consumer_lag", Help: "Messages of the group's topics past its committed offsets, measured every 5 s (-1: cannot be measured).",
-		ConstLabels: prometheus.Labels{"group": group},
-	}, func() float64 { return float64(c.Lag()) }))
-	n.runners = append(n.runners, c.Run)
-	return c
+func (n *Node) initAdmin(ctx context.Context) (err error) {
+	if n.TokenFile, err = ensureAdminToken(ctx, n.Registry, n.cfg.DataDir); err != nil {
+		return err
+	}
+	if n.cfg.SeedDemo != (Demo{}) {
+		return SeedDemo(ctx, n.Registry, n.cfg.SeedDemo)
+	}
+	return nil
+}
+
+func (n *Node) initBroker(context.Context) (err error) {
+	n.ingest = bus.NewAsyncProducer(n.brokers, n.cfg.Kafka)
+	n.onClose("close ingest producer", n.ingest.Close)
+	if n.broker, err = broker.New(n.cfg.MQTT, n.Registry, n.ingest, n.log.With("component", "broker"), n.reg); err != nil {
+		return err
+	}
+	n.Registry.WatchDevices(n.broker.DeviceChanged)
+	if err := n.broker.Listen(); err != nil {
+		return err
+	}
+	n.onClose("release mqtt listener", ignoreClosed(n.broker.CloseListener))
+	n.runners = append(n.runners, n.broker.Run)
+	return nil
+}
+
+func (n *Node) initCommands(context.Context) error {
+	n.commands = command.New(n.Registry, n.broker, n.producer, n.log.With("component", "command"), n.reg)
+	n.broker.SetListener(n.commands)
+	n.consume(CommandsConsumerGroup+"-"+n.cfg.NodeID, []string{api.TopicCommands}, n.commands.Handle, nil)
+	n.runners = append(n.runners, n.commands.Run)
+	n.deps.Commands = n.commands
+	return nil
+}
+
+func (n *Node) initTSDB(ctx context.Context) (err error) {
+	if n.db, err = tsdb.Open(n.cfg.TSDB, n.log, n.reg); err != nil {
+		return err
+	}
+	n.onClose("close tsdb", n.db.Close)
+	n.latest = ingest.NewLatest()
+	if err := n.latest.Restore(ctx, n.db, time.Now().Add(-n.cfg.TSDB.OutOfOrderWindow)); err != nil {
+		return err
+	}
+	writer := ingest.NewWriter(n.db, n.latest, n.log.With("component", "ingest"), n.reg)
+	n.consume(TSDBConsumerGroup+"-"+n.cfg.NodeID, []string{api.TopicTelemetry}, writer.Handle, nil)
+	n.deps.Latest, n.deps.Storage = n.latest, n.db
+	return nil
+}
+
+// initRemoteWrite gives each endpoint a group of its own on gale.telemetry,
+// so a slow or dead endpoint holds back only itself, never the local TSDB.
+func (n *Node) initRemoteWrite(context.Context) error {
+	for _, rc := range n.cfg.RemoteWrite {
+		rw, err := remotewrite.New(rc, n.log.With("component", "remotewrite", "endpoint", rc.Name), n.reg)
+		if err != nil {
+			return err
+		}
+		n.consume(RemoteWriteConsumerGroup+"-"+n.cfg.NodeID+"-"+rc.Name, []string{api.TopicTelemetry}, rw.Handle, nil)
+	}
+	return nil
+}
+
+// initQuery builds the one engine of the query API, the history endpoint
+// and PromQL rules: they share its limits.
+func (n *Node) initQuery(context.Context) (err error) {
+	if n.engine, err = tsdb.NewEngine(n.cfg.Query, n.cfg.TSDB.Dir, n.log, n.reg); err != nil {
+		return err
+	}
+	n.onClose("close query engine", n.engine.Close)
+	n.deps.Engine = n.engine
+	return nil
+}
+
+func (n *Node) initPromQLRules(ctx context.Context) (err error) {
+	if err := rules.InstallShipped(n.cfg.Rules.Dir); err != nil {
+		return err
+	}
+	n.rules.PromQL, err = rules.NewPromQLRules(ctx, n.cfg.Rules.Dir, n.db, n.engine, n.Registry, n.log.With("component", "promql-rules"), n.reg)
+	if err != nil {
+		return err
+	}
+	n.runners = append(n.runners, n.rules.PromQL.Run)
+	// The rule manager's groups wait for it to run: a node never run starts and stops it.
+	n.onClose("stop promql rules", func() error {
+		if n.ready.Load() {
+			return nil // Run stopped them
+		}
+		stopped, cancel := context.WithCancel(context.Background())
+		cancel()
+		return n.rules.PromQL.Run(stopped)
+	})
+	n.deps.PromRules, n.deps.Rules = n.rules.PromQL, &n.rules
+	return nil
+}
+
+func (n *Node) initStreamRules(ctx context.Context) (err error) {
+	if err := rules.InstallShipped(n.cfg.Rules.Dir); err != nil {
+		return err
+	}
+	n.rules.Stream, err = rules.NewService(ctx, n.cfg.Rules.Dir, n.Registry.Subtree, n.Registry, n.producer, n.log.With("component", "rules"), n.reg)
+	if err != nil {
+		return err
+	}
+	n.consume(RulesConsumerGroup, []string{api.TopicTelemetry, api.TopicEvents}, n.rules.Stream.Handle, func(c *bus.Consumer) {
+		c.WithCheckpoint(n.cfg.Rules.CheckpointEvery, n.rules.Stream.Checkpoint)
+	})
+	n.runners = append(n.runners, n.advanceRules)
+	n.deps.Rules = &n.rules
+	return nil
+}
+
+func (n *Node) initRoutes(context.Context) (err error) {
+	var republish rules.Republisher = noRepublish{}
+	var invoker rules.Invoker = noInvoke{}
+	if n.broker != nil {
+		republish, invoker = n.broker, n.commands
+	}
+	n.rules.Routes, err = rules.NewRouter(n.cfg.Rules.RoutesDir, n.brokers, n.cfg.Kafka, n.producer, republish, invoker, n.log.With("component", "routes"), n.reg)
+	if err != nil {
+		return err
+	}
+	n.runners = append(n.runners, n.rules.Routes.Run)
+	return nil
+}
+
+func (n *Node) initHTTP(context.Context) (err error) {
+	if n.http, err = httpapi.New(n.cfg.HTTP, n.deps, n.log.With("component", "http"), n.reg); err != nil {
+		return err
+	}
+	if err := n.http.Listen(); err != nil {
+		return err
+	}
+	n.onClose("release http listener", ignoreClosed(n.http.CloseListener))
+	n.runners = append(n.runners, n.http.Run)
+	return nil
+}
+
+func (n *Node) initSelfMonitor(context.Context) error {
+	sm := n.cfg.SelfMonitoring
+	if sm.Instance == "" {
+		sm.Instance = n.http.Addr() // what a Prometheus scraping /metrics would call it
+	}
+	scraper, err := selfmon.New(sm, n.reg, n.db, n.log.With("component", "selfmon"))
+	if err != nil {
+		return err
+	}
+	n.runners = append(n.runners, scraper.Run)
+	return nil
+}
+
+// ignoreClosed is close, to which an already closed listener (a node that
+// ran closes its own) is no error.
+func ignoreClosed(close func() error) func() error {
+	return func() error {
+		if err := close(); !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+		return nil
+	}
+}
+
+// consume adds a consumer of topics in group to the node's runners, with
+// its lag gauge while it runs; with, when not nil, sets it up further. The
+// consumer is made as it starts, so that a node never run holds no reader.
+func (n *Node) consume(group string, topics []string, h bus.Handler, with func(*bus.Consumer)) {
+	n.runners = append(n.runners, func(ctx context.Context) error {
+		c := bus.NewConsumer(n.brokers, group, topics, n.cfg.Kafka, h, n.log.With("group", group))
+		if with != nil {
+			with(c)
+		}
+		unregister, err := bus.RegisterLag(n.reg, c)
+		if err != nil {
+			return err
+		}
+		defer unregister()
+		return c.Run(ctx)
+	})
 }
 
 // applyRegistry applies registry changes from gale.registry. Forged and
@@ -324,10 +438,11 @@ func (n *Node) MQTTTLS() bool { return n.broker != nil && n.cfg.MQTT.TLS.Enabled
 // KafkaAddrs returns the Kafka brokers the node uses.
 func (n *Node) KafkaAddrs() []string { return n.brokers }
 
-// readiness fails while the node starts and while it cannot reach Kafka, so
-// that load balancers send devices and requests to nodes that can serve them.
+// readiness fails until every component runs and Kafka answered, and while
+// the node cannot reach Kafka, so that load balancers send devices and
+// requests to nodes that can serve them.
 func (n *Node) readiness() error {
-	if !n.ready.Load() {
+	if !n.ready.Load() || !n.kafkaSeen.Load() {
 		return errors.New("starting")
 	}
 	if err := n.kafkaDown.Load(); err != nil {
@@ -339,23 +454,27 @@ func (n *Node) readiness() error {
 // kafkaCheckEvery is how often a node checks that it reaches Kafka.
 const kafkaCheckEvery = time.Second
 
-// watchKafka checks every second that Kafka answers; two failed checks in a
-// row make the node unready until one succeeds.
+// watchKafka checks at once, then every second, that Kafka answers; the
+// node is ready once it did, and two failed checks in a row make it unready
+// until one succeeds.
 func (n *Node) watchKafka(ctx context.Context) error {
 	t := time.NewTicker(kafkaCheckEvery)
 	defer t.Stop()
 	failed := 0
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
 		}
 		err := bus.Reachable(ctx, n.brokers, n.cfg.Kafka, kafkaCheckEvery)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err == nil:
+			n.kafkaSeen.Store(true)
 			if n.kafkaDown.Swap(nil) != nil {
 				n.log.Info("kafka reachable again: ready")
 			}
@@ -373,9 +492,15 @@ func (n *Node) watchKafka(ctx context.Context) error {
 func (n *Node) Run(ctx context.Context) error {
 	defer n.close()
 	g, gctx := errgroup.WithContext(ctx)
+	var started sync.WaitGroup
+	started.Add(len(n.runners))
 	for _, run := range n.runners {
-		g.Go(func() error { return run(gctx) })
+		g.Go(func() error {
+			started.Done()
+			return run(gctx)
+		})
 	}
+	started.Wait()
 	n.ready.Store(true)
 	return g.Wait()
 }
@@ -400,44 +525,18 @@ func (n *Node) advanceRules(ctx context.Context) error {
 // ReloadRules reads the rule files again (SIGHUP, POST /api/v1/rules/reload).
 func (n *Node) ReloadRules() error { return n.rules.Reload() }
 
+// Close releases what a node built but never ran holds: its listeners,
+// stores and producers. Run closes them itself.
+func (n *Node) Close() { n.close() }
+
+// close releases what the components hold, in the reverse of the order they were built.
 func (n *Node) close() {
-	if n.ingest != nil {
-		if err := n.ingest.Close(); err != nil {
-			n.log.Warn("close ingest producer", "err", err)
+	for _, c := range slices.Backward(n.closers) {
+		if err := c.close(); err != nil {
+			n.log.Warn(c.what, "err", err)
 		}
 	}
-	if n.producer != nil {
-		if err := n.producer.Close(); err != nil {
-			n.log.Warn("close producer", "err", err)
-		}
-	}
-	if n.engine != nil {
-		if err := n.engine.Close(); err != nil {
-			n.log.Warn("close query engine", "err", err)
-		}
-	}
-	if n.db != nil {
-		if err := n.db.Close(); err != nil {
-			n.log.Warn("close tsdb", "err", err)
-		}
-	}
-	if n.kafka != nil {
-		n.kafka.Close()
-	}
-	if n.audit != nil {
-		if err := n.audit.Close(); err != nil {
-			n.log.Warn("close audit log", "err", err)
-		}
-	}
-	if n.Registry != nil {
-		if err := n.Registry.Close(); err != nil {
-			n.log.Warn("close registry", "err", err)
-		}
-	}
-	// The stores write their last files as they close.
-	if err := SecureDataDir(n.cfg.DataDir); err != nil {
-		n.log.Warn("data dir not restricted to its owner", "err", err)
-	}
+	n.closers = nil
 }
 
 // ensureAdminToken creates the admin token on first start (or when its file

@@ -161,7 +161,7 @@ func TestRemoteWriteToPrometheus(t *testing.T) {
 	backfill(time.Now().Add(-110*time.Minute).Truncate(time.Minute), 60) // after the first backfill: a conflicting sample would keep its first value
 	lag := `gale_kafka_consumer_lag{group="` + group + `"}`
 	require.Eventually(t, func() bool {
-		return metric(t, h, `gale_remote_write_retries_total{endpoint="prom"}`) > 0 && metric(t, h, lag) > 0
+		return h.Metric(t, `gale_remote_write_retries_total{endpoint="prom"}`) > 0 && h.Metric(t, lag) > 0
 	}, 15*time.Second, 50*time.Millisecond, "retries and lag while prometheus is down")
 	require.Eventually(t, func() bool {
 		n := 0
@@ -176,8 +176,8 @@ func TestRemoteWriteToPrometheus(t *testing.T) {
 	prom.start(t)
 	post(30)
 	requireAll()
-	require.Eventually(t, func() bool { return metric(t, h, lag) == 0 }, 15*time.Second, 50*time.Millisecond, "lag after the restart")
-	require.Equal(t, float64(total(want)), metric(t, h, `gale_remote_write_samples_total{endpoint="prom",outcome="sent"}`), "sent once each: nothing was refused or repeated")
+	require.Eventually(t, func() bool { return h.Metric(t, lag) == 0 }, 15*time.Second, 50*time.Millisecond, "lag after the restart")
+	require.Equal(t, float64(total(want)), h.Metric(t, `gale_remote_write_samples_total{endpoint="prom",outcome="sent"}`), "sent once each: nothing was refused or repeated")
 }
 
 func total(m map[string]map[int64]float64) (n int) {

@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,27 +16,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 )
-
-// metric returns the value of one exposition line of /metrics, or 0.
-func metric(t *testing.T, h *nodetest.Harness, series string) float64 {
-	resp, err := h.Client.Get(h.BaseURL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
-}
 
 func TestWebhookRouteDeliversEverythingAfterAnOutage(t *testing.T) {
 	var up atomic.Bool
@@ -103,7 +85,7 @@ func TestWebhookRouteDeliversEverythingAfterAnOutage(t *testing.T) {
 	}
 	require.NoError(t, dev.Post(ctx, base.Add(2*time.Second), map[string]any{"Temp": 10.0})) // below the condition: not routed
 	require.Eventually(t, func() bool {
-		return metric(t, h, `gale_route_actions_total{action="webhook",result="retry",route="hot-to-webhook"}`) >= 3
+		return h.Metric(t, `gale_route_actions_total{action="webhook",result="retry",route="hot-to-webhook"}`) >= 3
 	}, 10*time.Second, 50*time.Millisecond, "the route retries while the receiver is down")
 	up.Store(true)
 	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= 20 }, 30*time.Second, 20*time.Millisecond)
@@ -113,9 +95,13 @@ func TestWebhookRouteDeliversEverythingAfterAnOutage(t *testing.T) {
 		require.Equal(t, float64(60+i), v, "in order")
 	}
 	mu.Unlock()
-	require.Zero(t, metric(t, h, `gale_route_actions_total{action="webhook",result="deadletter",route="hot-to-webhook"}`))
 	require.Eventually(t, func() bool {
-		return metric(t, h, `gale_route_actions_total{action="webhook",result="deadletter",route="doomed"}`) == 20
+		lag, ok := testkit.Scrape(t, h.Client, h.BaseURL+"/metrics", `gale_kafka_consumer_lag{group="gale-route-hot-to-webhook"}`)
+		return ok && lag == 0
+	}, 20*time.Second, 50*time.Millisecond, "a route's consumer group has its lag gauge, as every group")
+	require.Zero(t, h.Metric(t, `gale_route_actions_total{action="webhook",result="deadletter",route="hot-to-webhook"}`))
+	require.Eventually(t, func() bool {
+		return h.Metric(t, `gale_route_actions_total{action="webhook",result="deadletter",route="doomed"}`) == 20
 	}, 30*time.Second, 50*time.Millisecond, "a receiver that never recovers gets its messages dead-lettered after the retry budget")
 
 	// Kafka, MQTT republish and command actions.
@@ -128,7 +114,7 @@ func TestWebhookRouteDeliversEverythingAfterAnOutage(t *testing.T) {
 	}
 	for _, a := range []string{"kafka", "republish", "command"} {
 		require.Eventually(t, func() bool {
-			return metric(t, h, `gale_route_actions_total{action="`+a+`",result="ok",route="hot-actions"}`) == 1
+			return h.Metric(t, `gale_route_actions_total{action="`+a+`",result="ok",route="hot-actions"}`) == 1
 		}, 10*time.Second, 20*time.Millisecond, a)
 	}
 }

@@ -96,7 +96,7 @@ func TestMQTTOverTLS(t *testing.T) {
 			require.Contains(t, strings.ToLower(out), tc.refuse)
 		})
 	}
-	require.Equal(t, 1.0, metric(t, h, `gale_broker_rejected_connects_total{reason="cert_mismatch"}`), "the mismatched certificate is counted")
+	require.Equal(t, 1.0, h.Metric(t, `gale_broker_rejected_connects_total{reason="cert_mismatch"}`), "the mismatched certificate is counted")
 	require.Empty(t, h.Query(t, `Temp{device="d2"}`, time.Time{}), "nothing refused was stored")
 
 	t.Run("plain CONNECT gets no CONNACK", func(t *testing.T) {

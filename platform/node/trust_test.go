@@ -20,6 +20,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
@@ -160,16 +161,16 @@ func TestForgedRegistryRecordsChangeNothing(t *testing.T) {
 			require.NoError(t, k.produce(api.TopicRegistry, "token/"+hash, shaped))
 
 			require.Eventually(t, func() bool {
-				return metric(t, h, `gale_registry_changes_rejected_total{reason="malformed"}`) == 1 &&
-					metric(t, h, `gale_registry_changes_rejected_total{reason="bad_mac"}`) == 1
+				return h.Metric(t, `gale_registry_changes_rejected_total{reason="malformed"}`) == 1 &&
+					h.Metric(t, `gale_registry_changes_rejected_total{reason="bad_mac"}`) == 1
 			}, 15*time.Second, 50*time.Millisecond, "both forged records are refused and counted")
-			require.Equal(t, 0.0, metric(t, h, `gale_registry_changes_rejected_total{reason="not_applied"}`))
+			require.Equal(t, 0.0, h.Metric(t, `gale_registry_changes_rejected_total{reason="not_applied"}`))
 			require.False(t, h.Node.Registry.ValidToken(forged))
 			forgedClient := *h
 			forgedClient.Token = forged
 			require.Equal(t, http.StatusUnauthorized, forgedClient.Do(t, http.MethodGet, "/api/v1/devices", nil, nil), "the forged token opens nothing")
 			require.Eventually(t, func() bool {
-				return metric(t, h, `gale_kafka_consumer_lag{group="gale-registry-local"}`) == 0
+				return h.Metric(t, `gale_kafka_consumer_lag{group="gale-registry-local"}`) == 0
 			}, 15*time.Second, 50*time.Millisecond, "the registry consumer committed past the forged records")
 
 			log := k.readAll(api.TopicRegistry)
@@ -243,27 +244,12 @@ func TestChangeNotOnTheLogIsRefused(t *testing.T) {
 }
 
 func TestEmbeddedKafkaStaysOnLoopbackWithoutSASL(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		edit func(*node.Config)
-		want error
-	}{
-		{"loopback", func(*node.Config) {}, nil},
-		{"all interfaces", func(c *node.Config) { c.Kafka.EmbeddedAddr = "0.0.0.0:9092" }, bus.ErrOpenEmbedded},
-		{"all interfaces with sasl", func(c *node.Config) {
+	testkit.Edits(t, node.DefaultConfig, (*node.Config).Complete, []testkit.Edit[node.Config]{
+		testkit.Case("loopback", func(*node.Config) {}, nil),
+		testkit.Case("all interfaces", func(c *node.Config) { c.Kafka.EmbeddedAddr = "0.0.0.0:9092" }, bus.ErrOpenEmbedded),
+		testkit.Case("all interfaces with sasl", func(c *node.Config) {
 			c.Kafka.EmbeddedAddr = "0.0.0.0:9092"
 			c.Kafka.SASL = bus.SASLConfig{Mechanism: bus.ScramSHA256, Username: "gale", PasswordFile: "/run/secrets/kafka"}
-		}, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			cfg := node.DefaultConfig()
-			tc.edit(&cfg)
-			err := cfg.Complete()
-			if tc.want == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorIs(t, err, tc.want)
-		})
-	}
+		}, nil),
+	})
 }

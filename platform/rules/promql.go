@@ -17,6 +17,7 @@ import (
 	promrules "github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/storage"
 
+	"github.com/gale-iot/gale/internal/logging"
 	"github.com/gale-iot/gale/platform/api"
 )
 
@@ -72,7 +73,7 @@ func NewPromQLRules(ctx context.Context, dir string, db TSDB, engine QueryEngine
 		Queryable:       db,
 		QueryFunc:       p.recovering(query),
 		NotifyFunc:      p.notify,
-		Logger:          log,
+		Logger:          logging.Library(log),
 		Registerer:      reg,
 		OutageTolerance: time.Hour,
 		ForGracePeriod:  10 * time.Minute,

@@ -46,6 +46,7 @@ type Router struct {
 	invoker  Invoker
 	client   *http.Client
 	log      *slog.Logger
+	reg      prometheus.Registerer // each route's consumer lag gauge, while it runs
 
 	mu     sync.Mutex
 	routes []*Route
@@ -63,7 +64,7 @@ func NewRouter(dir string, brokers []string, busCfg bus.Config, producer Produce
 		log.Error("route file refused; the node runs on without it", "err", err)
 	}
 	r := &Router{dir: dir, brokers: brokers, busCfg: busCfg, producer: producer, mqtt: mqtt, invoker: invoker,
-		client: &http.Client{}, log: log, routes: routes, reload: make(chan struct{}, 1),
+		client: &http.Client{}, log: log, reg: reg, routes: routes, reload: make(chan struct{}, 1),
 		matched: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_route_matched_total", Help: "Messages a route matched.",
 		}, []string{"route"}),
@@ -116,7 +117,14 @@ func (r *Router) Run(ctx context.Context) error {
 			}
 			c := bus.NewConsumer(r.brokers, "gale-route-"+rt.Name, topics, r.busCfg,
 				func(ctx context.Context, batch []kafka.Message) error { return r.handle(ctx, rt, batch) }, r.log)
-			g.Go(func() error { return c.Run(gctx) })
+			g.Go(func() error {
+				if unregister, err := bus.RegisterLag(r.reg, c); err != nil {
+					r.log.Warn("route consumer lag not measured", "route", rt.Name, "err", err)
+				} else {
+					defer unregister()
+				}
+				return c.Run(gctx)
+			})
 		}
 		select {
 		case <-ctx.Done():

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/tsdb"
 	"github.com/prometheus/prometheus/util/compression"
+
+	"github.com/gale-iot/gale/internal/logging"
 )
 
 // Config configures the TSDB.
@@ -69,7 +71,7 @@ func Open(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*tsdb.DB, er
 		return nil, err
 	}
 	opts := Options(cfg)
-	db, err := tsdb.Open(cfg.Dir, log.With("component", "tsdb"), reg, opts, nil)
+	db, err := tsdb.Open(cfg.Dir, logging.Library(log.With("component", "tsdb")), reg, opts, nil)
 	if err != nil {
 		return nil, fmt.Errorf("open tsdb %q: %w", cfg.Dir, err)
 	}

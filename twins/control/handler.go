@@ -136,21 +136,31 @@ func gatewayStatus(g *modbus.Gateway) GatewayStatus {
 	return s
 }
 
-func (h handler) listTurbines(w http.ResponseWriter, _ *http.Request) {
-	out := []TurbineStatus{}
-	for _, t := range h.fleet.Turbines() {
-		out = append(out, turbineStatus(t))
+// list answers the status of every item.
+func list[T, S any](w http.ResponseWriter, items []T, status func(T) S) {
+	out := make([]S, 0, len(items))
+	for _, it := range items {
+		out = append(out, status(it))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (h handler) turbine(w http.ResponseWriter, r *http.Request) (*turbine.Turbine, bool) {
-	key := r.PathValue("deviceKey")
-	t, ok := h.fleet.Turbine(key)
+// find looks up the request's path value param, or answers 404 naming the missing what.
+func find[T any](w http.ResponseWriter, r *http.Request, param, what string, lookup func(string) (T, bool)) (T, bool) {
+	key := r.PathValue(param)
+	v, ok := lookup(key)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no turbine %q", key))
+		writeError(w, http.StatusNotFound, fmt.Errorf("no %s %q", what, key))
 	}
-	return t, ok
+	return v, ok
+}
+
+func (h handler) listTurbines(w http.ResponseWriter, _ *http.Request) {
+	list(w, h.fleet.Turbines(), turbineStatus)
+}
+
+func (h handler) turbine(w http.ResponseWriter, r *http.Request) (*turbine.Turbine, bool) {
+	return find(w, r, "deviceKey", "turbine", h.fleet.Turbine)
 }
 
 func (h handler) getTurbine(w http.ResponseWriter, r *http.Request) {
@@ -207,20 +217,11 @@ func (h handler) clearTurbineFault(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h handler) listGateways(w http.ResponseWriter, _ *http.Request) {
-	out := []GatewayStatus{}
-	for _, g := range h.fleet.Gateways() {
-		out = append(out, gatewayStatus(g))
-	}
-	writeJSON(w, http.StatusOK, out)
+	list(w, h.fleet.Gateways(), gatewayStatus)
 }
 
 func (h handler) gateway(w http.ResponseWriter, r *http.Request) (*modbus.Gateway, bool) {
-	id := r.PathValue("id")
-	g, ok := h.fleet.Gateway(id)
-	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Errorf("no gateway %q", id))
-	}
-	return g, ok
+	return find(w, r, "id", "gateway", h.fleet.Gateway)
 }
 
 func (h handler) injectGatewayFault(w http.ResponseWriter, r *http.Request) {

@@ -1,13 +1,9 @@
 package direct_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
@@ -40,22 +37,6 @@ func newFleet(t testing.TB) *twins.Fleet {
 	f, err := twins.New(fleetConfig(), quiet)
 	require.NoError(t, err)
 	return f
-}
-
-func metric(t testing.TB, h *nodetest.Harness, series string) float64 {
-	t.Helper()
-	resp, err := http.Get(h.BaseURL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(t, err)
-			return f
-		}
-	}
-	return 0
 }
 
 // TestDirectDevicesAgainstNode runs the met mast and a direct turbine of a
@@ -106,7 +87,7 @@ func TestDirectDevicesAgainstNode(t *testing.T) {
 		p := wt02.Points()
 		return p[turbine.PointW] <= 1500 && p[turbine.PointTurSt] == float64(turbine.StateCurtailed)
 	}, 10*time.Second, 20*time.Millisecond, "the turbine obeys the limit")
-	require.Equal(t, 1.0, metricValue(t, reg, "gale_twins_direct_service_calls_total", "code", "200"))
+	require.Equal(t, 1.0, gathered(t, reg, `gale_twins_direct_service_calls_total{code="200"}`))
 	require.Eventually(t, func() bool {
 		s := h.Query(t, `WTUR_DmdW{device="WT02"}`, time.Time{})
 		return len(s) == 1 && s[0].Float() == 1500
@@ -114,40 +95,16 @@ func TestDirectDevicesAgainstNode(t *testing.T) {
 
 	// A fault: grid loss trips the turbine, which posts its fault event.
 	require.NoError(t, wt02.Inject(turbine.FaultGridLoss))
-	require.Eventually(t, func() bool { return metric(t, h, `gale_broker_messages_total{kind="event"}`) >= 1 }, 10*time.Second, 50*time.Millisecond)
+	require.Eventually(t, func() bool { return h.Metric(t, `gale_broker_messages_total{kind="event"}`) >= 1 }, 10*time.Second, 50*time.Millisecond)
 
-	require.Zero(t, metricValue(t, reg, "gale_twins_direct_rejected_total"))
-	require.Equal(t, 2.0, metricValue(t, reg, "gale_twins_direct_connected"))
-	require.GreaterOrEqual(t, metricValue(t, reg, "gale_twins_direct_events_total"), 1.0)
+	require.Zero(t, gathered(t, reg, "gale_twins_direct_rejected_total"))
+	require.Equal(t, 2.0, gathered(t, reg, "gale_twins_direct_connected"))
+	require.GreaterOrEqual(t, gathered(t, reg, "gale_twins_direct_events_total"), 1.0)
 }
 
-// metricValue returns the value of metric name of reg with the given label
-// name and value pairs.
-func metricValue(t testing.TB, reg *prometheus.Registry, name string, labels ...string) float64 {
+// gathered is the sum of the samples series selects in reg, 0 when none.
+func gathered(t testing.TB, reg *prometheus.Registry, series string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, l := range m.GetLabel() {
-				have[l.GetName()] = l.GetValue()
-			}
-			for i := 0; i+1 < len(labels); i += 2 {
-				if have[labels[i]] != labels[i+1] {
-					continue metrics
-				}
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s%v", name, labels)
-	return 0
+	v, _ := testkit.Gathered(t, reg, series)
+	return v
 }

@@ -8,42 +8,29 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/twins/turbine"
 	"github.com/gale-iot/gale/twins/wind"
-	"github.com/stretchr/testify/require"
 )
 
 var t0 = time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(*Config)
-		err  error
-	}{
-		{"default", func(*Config) {}, nil},
-		{"no site", func(c *Config) { c.Site = "" }, ErrSite},
-		{"no turbines", func(c *Config) { c.Count = 0 }, ErrCount},
-		{"too many rows", func(c *Config) { c.Rows = 21 }, ErrRows},
-		{"tight rows", func(c *Config) { c.RowSpacing = 1 }, ErrSpacing},
-		{"tight turbines", func(c *Config) { c.TurbineSpacing = 1.5 }, ErrSpacing},
-		{"bad prefix", func(c *Config) { c.Prefix = "W T" }, ErrPrefix},
-		{"bad mast", func(c *Config) { c.Mast = "M/1" }, ErrMast},
-		{"unknown type", func(c *Config) { c.TurbineType = "v90" }, turbine.ErrUnknownModel},
-		{"bad wind", func(c *Config) { c.Wind.Iref = 1 }, wind.ErrIref},
+	tests := []testkit.Edit[Config]{
+		testkit.Case("default", func(*Config) {}, nil),
+		testkit.Case("no site", func(c *Config) { c.Site = "" }, ErrSite),
+		testkit.Case("no turbines", func(c *Config) { c.Count = 0 }, ErrCount),
+		testkit.Case("too many rows", func(c *Config) { c.Rows = 21 }, ErrRows),
+		testkit.Case("tight rows", func(c *Config) { c.RowSpacing = 1 }, ErrSpacing),
+		testkit.Case("tight turbines", func(c *Config) { c.TurbineSpacing = 1.5 }, ErrSpacing),
+		testkit.Case("bad prefix", func(c *Config) { c.Prefix = "W T" }, ErrPrefix),
+		testkit.Case("bad mast", func(c *Config) { c.Mast = "M/1" }, ErrMast),
+		testkit.Case("unknown type", func(c *Config) { c.TurbineType = "v90" }, turbine.ErrUnknownModel),
+		testkit.Case("bad wind", func(c *Config) { c.Wind.Iref = 1 }, wind.ErrIref),
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
-			tt.edit(&c)
-			err := c.Validate()
-			if tt.err == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorIs(t, err, tt.err)
-		})
-	}
+	testkit.Edits(t, DefaultConfig, (*Config).Validate, tests)
 }
 
 func TestDefaultsAndKeys(t *testing.T) {

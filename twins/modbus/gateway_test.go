@@ -11,6 +11,7 @@ import (
 	mb "github.com/simonvetter/modbus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/twins/turbine"
 	"github.com/gale-iot/gale/twins/wind"
@@ -321,32 +322,17 @@ func TestFaultAndConfigValidation(t *testing.T) {
 		c.Default()
 		return c
 	}
-	tests := []struct {
-		name string
-		edit func(*Config)
-		err  error
-	}{
-		{"ok", func(*Config) {}, nil},
-		{"no id", func(c *Config) { c.ID = "" }, ErrID},
-		{"no port", func(c *Config) { c.Addr = "localhost" }, ErrAddr},
-		{"clients", func(c *Config) { c.MaxClients = -1 }, ErrMaxClients},
-		{"hold", func(c *Config) { c.TimeoutHold = -time.Second }, ErrTimeouts},
-		{"no units", func(c *Config) { c.Units = nil }, ErrNoUnits},
-		{"bad unit", func(c *Config) { c.Units[0].ID = 0 }, regmap.ErrUnit},
-		{"unknown map", func(c *Config) { c.Units[0].Map = "toaster" }, regmap.ErrUnknownMap},
+	tests := []testkit.Edit[Config]{
+		testkit.Case("ok", func(*Config) {}, nil),
+		testkit.Case("no id", func(c *Config) { c.ID = "" }, ErrID),
+		testkit.Case("no port", func(c *Config) { c.Addr = "localhost" }, ErrAddr),
+		testkit.Case("clients", func(c *Config) { c.MaxClients = -1 }, ErrMaxClients),
+		testkit.Case("hold", func(c *Config) { c.TimeoutHold = -time.Second }, ErrTimeouts),
+		testkit.Case("no units", func(c *Config) { c.Units = nil }, ErrNoUnits),
+		testkit.Case("bad unit", func(c *Config) { c.Units[0].ID = 0 }, regmap.ErrUnit),
+		testkit.Case("unknown map", func(c *Config) { c.Units[0].Map = "toaster" }, regmap.ErrUnknownMap),
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := base()
-			tt.edit(&c)
-			err := c.Validate()
-			if tt.err == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorIs(t, err, tt.err)
-		})
-	}
+	testkit.Edits(t, base, (*Config).Validate, tests)
 	_, err := New(base(), func(string) (Device, bool) { return nil, false }, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.Error(t, err, "unknown device")
 }

@@ -205,8 +205,9 @@ func (t *Turbine) Step(dt time.Duration, w wind.Sample, a wind.Ambient) {
 	t.step(dt.Seconds(), w, a)
 }
 
+// step advances the physics by s seconds, subsystem by subsystem in the
+// order below (each reads what the ones before it left).
 func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
-	m := t.m
 	if !t.started {
 		t.started = true
 		t.windFast, t.windSlow = w.Speed, w.Speed
@@ -218,8 +219,36 @@ func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
 	t.windFast = lag(t.windFast, w.Speed, s, 30)
 	t.windSlow = lag(t.windSlow, w.Speed, s, 600)
 	online := !t.has(FaultOffline)
+	t.stepGrid(s)
+	t.stepThermal(s, a)
+	t.stepIcing(s, a)
+	t.stepStorm()
+	t.stepFaultyBlade()
+	producing := online && t.runRequested && t.fault == 0 && !t.storm && t.gridOK
+	limit := t.limit()
+	if online && t.gridOK { // yaw needs the controller and the grid
+		t.stepYaw(s, w)
+	}
+	misalign := angleDiff(w.Direction, t.nacelle) * math.Pi / 180
+	powerTarget, pitchTarget, rotorTarget := t.targets(producing, w.Speed, misalign, limit, a)
+	if t.stepPitch(s, pitchTarget) {
+		producing = false
+	}
+	t.stepDriveTrain(s, producing, online, powerTarget, rotorTarget, limit)
 
-	// grid
+	// sensors
+	if !t.has(FaultSensorFreeze) {
+		t.anemo = wind.Sample{Speed: math.Max(0, w.Speed+0.1*t.rng.NormFloat64()), Direction: w.Direction}
+	}
+	if !t.has(FaultStale) {
+		t.snap = t.snapshot()
+	}
+}
+
+// stepGrid follows the grid's frequency and voltage; a grid loss trips the
+// turbine, which restarts once the grid is back for gridRestart.
+func (t *Turbine) stepGrid(s float64) {
+	m := t.m
 	if t.has(FaultGridLoss) {
 		t.gridOK, t.gridOKFor = false, 0
 		t.freq, t.voltage = m.Frequency-2.5, 0.15*m.Voltage
@@ -235,8 +264,12 @@ func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
 	if t.fault == CodeGridLoss && t.gridOKFor >= gridRestart {
 		t.clearFault("grid restored, automatic restart")
 	}
+}
 
-	// thermal lags, driven by the last step's load
+// stepThermal moves the temperatures (thermal lags, driven by the last
+// step's load); hot gearbox oil derates, then trips, the turbine.
+func (t *Turbine) stepThermal(s float64, a wind.Ambient) {
+	m := t.m
 	p := t.power / m.RatedPower
 	rs := t.rotor / m.RatedRotorSpeed
 	rotating := t.rotor > 0.5
@@ -265,8 +298,10 @@ func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
 		t.derated = false
 		t.event(CodeGearboxOilHigh, SeverityWarning, false, "gearbox oil %.1f °C: derate lifted", t.oil)
 	}
+}
 
-	// icing: ice builds in icing conditions below 3 °C and melts above 0 °C
+// stepIcing builds ice in icing conditions below 3 °C and melts it above 0 °C.
+func (t *Turbine) stepIcing(s float64, a wind.Ambient) {
 	switch {
 	case t.has(FaultIcing) && a.Temp < icingTemp:
 		t.ice = math.Min(1, t.ice+s/3600)
@@ -281,68 +316,74 @@ func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
 		t.iced = false
 		t.event(CodeIcing, SeverityWarning, false, "rotor free of ice")
 	}
+}
 
-	// storm shutdown with hysteresis
-	if !t.storm && t.windFast > m.CutOut {
+// stepStorm shuts the turbine down above cut-out, with hysteresis.
+func (t *Turbine) stepStorm() {
+	if !t.storm && t.windFast > t.m.CutOut {
 		t.storm = true
 		t.event(CodeStorm, SeverityInfo, true, "storm shutdown at %.1f m/s", t.windFast)
 	}
-	if t.storm && t.windFast < m.Restart && t.windSlow < m.Restart {
+	if t.storm && t.windFast < t.m.Restart && t.windSlow < t.m.Restart {
 		t.storm = false
 		t.event(CodeStorm, SeverityInfo, false, "storm over at %.1f m/s, restarting", t.windSlow)
 	}
+}
 
-	// the faulty blade
+// stepFaultyBlade picks the blade a pitch fault sticks, and frees it once
+// the fault and its trip are cleared.
+func (t *Turbine) stepFaultyBlade() {
 	if t.has(FaultPitch) && t.stuckBlade < 0 {
 		t.stuckBlade = t.rng.IntN(3)
 	}
 	if !t.has(FaultPitch) && t.fault != CodePitchAsymmetry {
 		t.stuckBlade = -1
 	}
+}
 
-	producing := online && t.runRequested && t.fault == 0 && !t.storm && t.gridOK
-	limit := t.limit()
-
-	// yaw: needs the controller and the grid
-	if online && t.gridOK {
-		t.yawErr = lag(t.yawErr, angleDiff(w.Direction, t.nacelle), s, 30)
-		if !t.yawing && math.Abs(t.yawErr) > yawStart {
-			t.yawing = true
-		}
-		if t.yawing {
-			e := angleDiff(w.Direction, t.nacelle)
-			t.nacelle = math.Mod(t.nacelle+math.Copysign(math.Min(math.Abs(e), yawRate*s), e)+360, 360)
-			if math.Abs(angleDiff(w.Direction, t.nacelle)) < yawStop {
-				t.yawing = false
-			}
+// stepYaw turns the nacelle into the wind once the yaw error passes yawStart.
+func (t *Turbine) stepYaw(s float64, w wind.Sample) {
+	t.yawErr = lag(t.yawErr, angleDiff(w.Direction, t.nacelle), s, 30)
+	if !t.yawing && math.Abs(t.yawErr) > yawStart {
+		t.yawing = true
+	}
+	if t.yawing {
+		e := angleDiff(w.Direction, t.nacelle)
+		t.nacelle = math.Mod(t.nacelle+math.Copysign(math.Min(math.Abs(e), yawRate*s), e)+360, 360)
+		if math.Abs(angleDiff(w.Direction, t.nacelle)) < yawStop {
+			t.yawing = false
 		}
 	}
-	misalign := angleDiff(w.Direction, t.nacelle) * math.Pi / 180
+}
 
-	// control targets
-	v := w.Speed
-	var powerTarget, pitchTarget, rotorTarget float64
+// targets are the controller's power, pitch and rotor speed targets at wind
+// speed v (and the thrust coefficient, set on t): feathered unless producing.
+func (t *Turbine) targets(producing bool, v, misalign, limit float64, a wind.Ambient) (power, pitch, rotor float64) {
+	m := t.m
 	t.ct = 0
-	if producing {
-		density := a.Pressure * 100 / (287.05 * (a.Temp + 273.15)) / 1.225
-		avail := math.Min(m.Power(v)*density, m.RatedPower) * math.Pow(math.Cos(misalign), 2) * (1 - 0.35*t.ice)
-		if t.windFast < m.CutIn {
-			avail = 0 // waiting for wind
-		}
-		powerTarget = math.Min(avail, limit)
-		pitchTarget = m.PitchAngle(v)
-		if avail > 0 {
-			rotorTarget = m.RotorSpeed(v)
-			if avail > limit {
-				pitchTarget += curtailPitch * (1 - limit/avail)
-			}
-			t.ct = m.Thrust(v) * powerTarget / avail
-		}
-	} else {
-		pitchTarget = feathered
+	if !producing {
+		return 0, feathered, 0
 	}
+	density := a.Pressure * 100 / (287.05 * (a.Temp + 273.15)) / 1.225
+	avail := math.Min(m.Power(v)*density, m.RatedPower) * math.Pow(math.Cos(misalign), 2) * (1 - 0.35*t.ice)
+	if t.windFast < m.CutIn {
+		avail = 0 // waiting for wind
+	}
+	power = math.Min(avail, limit)
+	pitch = m.PitchAngle(v)
+	if avail > 0 {
+		rotor = m.RotorSpeed(v)
+		if avail > limit {
+			pitch += curtailPitch * (1 - limit/avail)
+		}
+		t.ct = m.Thrust(v) * power / avail
+	}
+	return power, pitch, rotor
+}
 
-	// pitch actuators
+// stepPitch moves the pitch actuators toward target; a stuck blade drifts
+// until the asymmetry trips the turbine, which stepPitch reports.
+func (t *Turbine) stepPitch(s, target float64) (tripped bool) {
 	for b := range t.pitch {
 		if b == t.stuckBlade {
 			if t.fault != CodePitchAsymmetry { // drifts until the trip locks it
@@ -354,18 +395,23 @@ func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
 			}
 			continue
 		}
-		d := pitchTarget - t.pitch[b]
+		d := target - t.pitch[b]
 		t.pitch[b] += math.Copysign(math.Min(math.Abs(d), pitchRate*s), d)
 	}
 	if b := t.stuckBlade; b >= 0 && t.fault == 0 {
 		others := (t.pitch[0] + t.pitch[1] + t.pitch[2] - t.pitch[b]) / 2
 		if math.Abs(t.pitch[b]-others) > asymmetryTrip {
 			t.trip(CodePitchAsymmetry, "pitch asymmetry: blade %d at %.1f° while the others are at %.1f°", b+1, t.pitch[b], others)
-			producing = false
+			return true
 		}
 	}
+	return false
+}
 
-	// drive train and converter
+// stepDriveTrain moves the rotor and the converter's power toward their
+// targets (or stops them), and the reactive power and energy with them.
+func (t *Turbine) stepDriveTrain(s float64, producing, online bool, powerTarget, rotorTarget, limit float64) {
+	m := t.m
 	t.rotor = lag(t.rotor, rotorTarget, s, rotorTau)
 	if t.rotor < 0.01 {
 		t.rotor = 0 // at standstill (the brake holds the rotor)
@@ -389,14 +435,6 @@ func (t *Turbine) step(s float64, w wind.Sample, a wind.Ambient) {
 		t.reactive = -math.Max(-1, math.Min(1, dv)) * 0.33 * m.RatedPower
 	}
 	t.energy += t.power * s / 3.6
-
-	// sensors
-	if !t.has(FaultSensorFreeze) {
-		t.anemo = wind.Sample{Speed: math.Max(0, v+0.1*t.rng.NormFloat64()), Direction: w.Direction}
-	}
-	if !t.has(FaultStale) {
-		t.snap = t.snapshot()
-	}
 }
 
 // state returns the current WTUR.TurSt.

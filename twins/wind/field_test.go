@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -21,35 +23,20 @@ func newField(tb testing.TB, cfg Config, sites []Site, seed uint64) *Field {
 }
 
 func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		name string
-		edit func(*Config)
-		err  error
-	}{
-		{"default", func(*Config) {}, nil},
-		{"zero mean", func(c *Config) { c.MeanSpeed = 0 }, ErrMeanSpeed},
-		{"k", func(c *Config) { c.WeibullK = 0.5 }, ErrWeibullK},
-		{"iref", func(c *Config) { c.Iref = 0.5 }, ErrIref},
-		{"direction 360", func(c *Config) { c.Direction = 360 }, ErrDirection},
-		{"spread", func(c *Config) { c.DirectionSpread = -1 }, ErrSpread},
-		{"diurnal", func(c *Config) { c.DiurnalAmplitude = 0.9 }, ErrDiurnal},
-		{"gusts", func(c *Config) { c.GustsPerDay = -1 }, ErrGusts},
-		{"wake", func(c *Config) { c.WakeDecay = 0 }, ErrWakeDecay},
-		{"ambient", func(c *Config) { c.AmbientTemp = 80 }, ErrAmbient},
-		{"NaN mean", func(c *Config) { c.MeanSpeed = math.NaN() }, ErrMeanSpeed},
+	tests := []testkit.Edit[Config]{
+		testkit.Case("default", func(*Config) {}, nil),
+		testkit.Case("zero mean", func(c *Config) { c.MeanSpeed = 0 }, ErrMeanSpeed),
+		testkit.Case("k", func(c *Config) { c.WeibullK = 0.5 }, ErrWeibullK),
+		testkit.Case("iref", func(c *Config) { c.Iref = 0.5 }, ErrIref),
+		testkit.Case("direction 360", func(c *Config) { c.Direction = 360 }, ErrDirection),
+		testkit.Case("spread", func(c *Config) { c.DirectionSpread = -1 }, ErrSpread),
+		testkit.Case("diurnal", func(c *Config) { c.DiurnalAmplitude = 0.9 }, ErrDiurnal),
+		testkit.Case("gusts", func(c *Config) { c.GustsPerDay = -1 }, ErrGusts),
+		testkit.Case("wake", func(c *Config) { c.WakeDecay = 0 }, ErrWakeDecay),
+		testkit.Case("ambient", func(c *Config) { c.AmbientTemp = 80 }, ErrAmbient),
+		testkit.Case("NaN mean", func(c *Config) { c.MeanSpeed = math.NaN() }, ErrMeanSpeed),
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultConfig()
-			tt.edit(&c)
-			err := c.Validate()
-			if tt.err == nil {
-				require.NoError(t, err)
-				return
-			}
-			require.ErrorIs(t, err, tt.err)
-		})
-	}
+	testkit.Edits(t, DefaultConfig, (*Config).Validate, tests)
 	_, err := New(DefaultConfig(), nil, t0, rand.New(rand.NewPCG(1, 1)))
 	require.ErrorIs(t, err, ErrNoSites)
 }

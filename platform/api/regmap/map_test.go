@@ -3,10 +3,11 @@ package regmap
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 func TestLoadGoodAndBad(t *testing.T) {
@@ -27,26 +28,13 @@ func TestLoadGoodAndBad(t *testing.T) {
 		"past-end.bad.yaml":          ErrOverlap,
 		"heartbeat-float.bad.yaml":   ErrHeartbeat,
 	}
-	files, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		name := filepath.Base(f)
-		t.Run(name, func(t *testing.T) {
-			m, err := Load(f)
-			if strings.HasSuffix(name, ".good.yaml") {
-				require.NoError(t, err)
-				require.NotEmpty(t, m.Registers)
-				return
-			}
-			want, ok := bad[name]
-			require.True(t, ok, "add %s to the table", name)
-			require.Error(t, err)
-			if want != nil {
-				require.ErrorIs(t, err, want)
-			}
-		})
-	}
+	testkit.FixtureTable(t, "testdata/*.yaml", bad, func(t *testing.T, path string) error {
+		m, err := Load(path)
+		if err == nil {
+			require.NotEmpty(t, m.Registers)
+		}
+		return err
+	})
 }
 
 func TestMapDefaultsAndLookup(t *testing.T) {
