@@ -279,10 +279,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.shot("turbine")
 	c.run("edges", step, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
 	c.shot("edges")
-	c.run("registry: reload the rules", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
-		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
-	require.Zero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "only an admin enables and disables devices")
-	c.shot("registry")
+	// Rule files are the cluster's: an org's operator sees the rules but reloads none.
+	c.run("registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device').length`), "rule reloads are a cluster account's; only an admin enables and disables devices")
 
 	// A viewer signed in with an API token sees no command button nor acknowledge.
 	var viewer struct {
@@ -301,6 +300,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device').length`))
 	c.run("viewer's commands", step, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command').length`))
+
+	// The cluster admin reloads the rules and may enable and disable devices.
+	c.run("sign out", step, chromedp.Click(chromedp.CSS(`#signout`)))
+	c.signIn("", h.Token)
+	c.run("registry: reload the rules", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
+		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
+	require.NotZero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "an admin enables and disables devices")
+	c.shot("registry")
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -667,7 +667,7 @@ function registryPage(main) {
         h("thead", {}, h("tr", {}, ["Product", "Name", "Measurepoints", "Events", "Services"].map(t => h("th", {}, t)))),
         h("tbody", {}, products.map(p => h("tr", {}, h("td", {}, p.productKey), h("td", {}, p.name || ""), h("td", {}, String((p.model.measurepoints || []).length)),
           h("td", {}, (p.model.events || []).map(e => e.id).join(", ")), h("td", {}, (p.model.services || []).map(s => s.id).join(", "))))))),
-      h("section", { class: "panel scroll" }, h("div", { class: "head" }, h("h2", {}, "Rules"), can("operator") ? h("button", { type: "button", id: "rules-reload", onclick: reload }, "Reload rules") : null),
+      h("section", { class: "panel scroll" }, h("div", { class: "head" }, h("h2", {}, "Rules"), can("operator") && !state.me.org ? h("button", { type: "button", id: "rules-reload", onclick: reload }, "Reload rules") : null),
         ruleMsg, h("table", {}, h("thead", {}, h("tr", {}, ["Rule", "Type", "Severity", "Point or expression", "For", "File"].map(t => h("th", {}, t)))), ruleRows)),
       h("section", { class: "panel scroll" }, h("h2", {}, "Devices"), h("table", {},
         h("thead", {}, h("tr", {}, ["Device", "Product", "Org", "Site", "Gateway", "Enabled"].map(t => h("th", {}, t)))), devRows))),
