@@ -254,27 +254,45 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, win window) (
 }
 
 // drain writes the PUBACKs and replies of s's requests that Kafka answered,
-// in arrival order, and gives back their places in the pipeline.
+// in arrival order, and gives back their places in the pipeline once they
+// are written (a request answered at once waits for that in settle). While
+// it holds the connection's writes (mochi's HoldWrites), the PUBACKs and the
+// replies are queued and go out together in as few writes as the write
+// buffer allows: one for a PUBACK and its reply, not two, and no writer
+// goroutine per reply.
 func (h *hook) drain(s *session) {
 	for {
 		ready := s.pipe.take()
 		if len(ready) == 0 {
 			return
 		}
+		held := s.client.HoldWrites()
+		var stop error
 		for _, e := range ready {
-			h.finish(s, e)
+			if stop = h.finish(s, e, held); stop != nil {
+				break
+			}
+		}
+		if held {
+			s.client.FlushWrites()
+		}
+		if stop != nil { // after the PUBACKs before it are written
+			s.client.Stop(stop)
+		}
+		for range ready {
 			s.pipe.release()
 		}
 	}
 }
 
-// finish acknowledges request e once Kafka answered it. A failure gets an
+// finish acknowledges request e once Kafka answered it; with queue, the
+// PUBACK is queued for the writer the caller holds. A failure gets an
 // error PUBACK on MQTT 5; MQTT 3.1.1 has no negative PUBACK, so the
-// connection closes without one and the client sends the request again,
-// and nothing after it is acknowledged.
-func (h *hook) finish(s *session, e *pending) {
+// connection must close without one (finish returns why) and the client
+// sends the request again, and nothing after it is acknowledged.
+func (h *hook) finish(s *session, e *pending, queue bool) (stop error) {
 	if s.pipe.broken.Load() {
-		return
+		return nil
 	}
 	cl := s.client
 	if e.err != nil {
@@ -282,26 +300,28 @@ func (h *hook) finish(s *session, e *pending) {
 		h.log.Warn("kafka did not take a device message; withholding its PUBACK", "topic", e.topic, "err", e.err)
 		h.reply(s, e.topic, e.id, api.CodeUnavailable, "the bus is unavailable; retry")
 		if cl.Properties.ProtocolVersion == 5 {
-			h.ack(cl, e, packets.ErrImplementationSpecificError)
-			return
+			h.ack(cl, e, packets.ErrImplementationSpecificError, queue)
+			return nil
 		}
 		s.pipe.broken.Store(true)
 		s.pipe.cond.Broadcast() // a read loop waiting for a place gives up
-		cl.Stop(fmt.Errorf("withhold puback: %w", e.err))
-		return
+		return fmt.Errorf("withhold puback: %w", e.err)
 	}
 	h.m.messages.WithLabelValues(e.kind).Inc()
 	h.m.samples.Add(float64(e.samples))
 	if e.qos > 0 {
-		h.ack(cl, e, packets.CodeSuccess)
+		h.ack(cl, e, packets.CodeSuccess, queue)
 		h.m.puback.Observe(time.Since(e.start).Seconds())
 	}
 	h.reply(s, e.topic, e.id, api.CodeOK, "")
+	return nil
 }
 
 // ack writes the PUBACK (PUBREC for QoS 2) of e with code, as mochi's
-// processPublish would have: QoS 2 stays in flight until the client's PUBREL.
-func (h *hook) ack(cl *mqtt.Client, e *pending, code packets.Code) {
+// processPublish would have: QoS 2 stays in flight until the client's
+// PUBREL. With queue, it is queued for the writer the caller holds (and
+// written at once if the queue is full).
+func (h *hook) ack(cl *mqtt.Client, e *pending, code packets.Code, queue bool) {
 	ack := packets.Packet{
 		FixedHeader: packets.FixedHeader{Type: packets.Puback},
 		PacketID:    e.packetID,
@@ -318,6 +338,9 @@ func (h *hook) ack(cl *mqtt.Client, e *pending, code packets.Code) {
 				atomic.AddInt64(&h.server.Info.Inflight, 1)
 			}
 		}
+	}
+	if queue && cl.QueuePacket(ack) {
+		return
 	}
 	if err := cl.WritePacket(ack); err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
 		h.log.Debug("puback not written", "topic", e.topic, "err", err)

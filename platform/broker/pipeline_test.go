@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -261,6 +263,13 @@ func TestProduceFailureWithholdsPuback(t *testing.T) {
 				require.Equal(t, []byte{packets.ErrImplementationSpecificError.Code, packets.CodeSuccess.Code}, codes)
 			}
 			require.Equal(t, 1.0, r.rejected(false, "bus_unavailable"))
+			// Only what was acknowledged counts as accepted (issue 16, part 6).
+			accepted := 1.0 // the second request's one sample
+			if tc.version == 4 {
+				accepted = 0 // the connection closed before its PUBACK
+			}
+			require.Equal(t, accepted, testutil.ToFloat64(r.b.m.samples), "samples accepted")
+			require.Equal(t, accepted, testutil.ToFloat64(r.b.m.messages.WithLabelValues("post")), "messages accepted")
 		})
 	}
 }

@@ -223,12 +223,14 @@ type route struct {
 
 // work polls and publishes until ctx ends: the active side of the edge.
 func (e *Edge) work(ctx context.Context, q *Queue, plans map[string]*plan) error {
-	push := func(u *unitState, at time.Time, params []byte) error {
-		dropped, err := q.Push(Item{ProductKey: u.cfg.ProductKey, DeviceKey: u.cfg.Device, Time: at.UnixMilli(), Params: params})
+	push := func(items []Item) error {
+		dropped, err := q.Push(items...)
 		if err != nil {
 			return err
 		}
-		e.m.samples.WithLabelValues(u.cfg.Device).Inc()
+		for _, it := range items {
+			e.m.samples.WithLabelValues(it.DeviceKey).Inc()
+		}
 		if dropped > 0 {
 			e.m.dropped.Add(float64(dropped))
 			e.log.Warn("queue full; oldest samples dropped", "dropped", dropped)

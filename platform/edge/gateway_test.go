@@ -108,18 +108,22 @@ func (r *gatewayRig) waitOnline(tb testing.TB) {
 	}, 20*time.Second, 2*time.Millisecond)
 }
 
-// push queues sample seq of sub-device i at time t: every point is seq.
-func (r *gatewayRig) push(tb testing.TB, i int, t time.Time, seq int) {
-	params := fmt.Appendf(nil, `{"measurepoints":{`)
-	for p := range benchPoints {
-		if p > 0 {
-			params = append(params, ',')
+// pushRound queues, in one push as the poller does, the samples seq of
+// sub-devices 0…n-1 at time t: every point is seq.
+func (r *gatewayRig) pushRound(tb testing.TB, n int, t time.Time, seq int) {
+	round := make([]Item, n)
+	for i := range round {
+		params := fmt.Appendf(nil, `{"measurepoints":{`)
+		for p := range benchPoints {
+			if p > 0 {
+				params = append(params, ',')
+			}
+			params = fmt.Appendf(params, `"P%02d":%d`, p, seq)
 		}
-		params = fmt.Appendf(params, `"P%02d":%d`, p, seq)
+		params = fmt.Appendf(params, `},"time":%d}`, t.UnixMilli())
+		round[i] = Item{ProductKey: "bench-sensor", DeviceKey: r.subs[i].Device, Time: t.UnixMilli(), Params: params}
 	}
-	params = fmt.Appendf(params, `},"time":%d}`, t.UnixMilli())
-	_, err := r.q.Push(Item{ProductKey: "bench-sensor", DeviceKey: r.subs[i].Device, Time: t.UnixMilli(), Params: params})
-	if err != nil {
+	if _, err := r.q.Push(round...); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -155,9 +159,7 @@ func TestGatewayBatchesKeepOrderAcrossDisconnect(t *testing.T) {
 	go func() {
 		defer close(pushed)
 		for n := range perDevice {
-			for i := range devices {
-				r.push(t, i, base.Add(time.Duration(n)*10*time.Millisecond), n)
-			}
+			r.pushRound(t, devices, base.Add(time.Duration(n)*10*time.Millisecond), n)
 			if n == perDevice/3 {
 				r.proxy.Cut() // with samples in flight
 			}
@@ -215,10 +217,10 @@ func TestGatewayBatchesKeepOrderAcrossDisconnect(t *testing.T) {
 }
 
 // BenchmarkGatewayLive measures how many samples a second one gateway
-// carries live: b.N samples of benchPoints points, spread over the
-// sub-devices, pushed to the queue as fast as it takes them while the
-// uplink runs; the clock stops once the queue is empty (every sample
-// acknowledged by the node, after Kafka has it).
+// carries live: b.N samples of benchPoints points, pushed to the queue in
+// poll rounds (one sample of each of the 10 sub-devices) as fast as it
+// takes them while the uplink runs; the clock stops once the queue is
+// empty (every sample acknowledged by the node, after Kafka has it).
 func BenchmarkGatewayLive(b *testing.B) {
 	for _, bc := range benchCases {
 		b.Run(bc.name, func(b *testing.B) {
@@ -228,9 +230,7 @@ func BenchmarkGatewayLive(b *testing.B) {
 			now := time.Now().Add(-time.Duration(b.N/10) * time.Millisecond)
 			b.ResetTimer()
 			cpu0 := cpuTime()
-			for n := range b.N {
-				r.push(b, n%10, now.Add(time.Duration(n/10)*time.Millisecond), n)
-			}
+			pushRounds(b, r, now)
 			r.waitEmpty(b, 10*time.Minute)
 			b.StopTimer()
 			reportRate(b, r, cpuTime()-cpu0)
@@ -247,9 +247,7 @@ func BenchmarkGatewayReplay(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			r := newGatewayRig(b, 10, bc.mutate)
 			now := time.Now().Add(-time.Hour)
-			for n := range b.N {
-				r.push(b, n%10, now.Add(time.Duration(n/10)*time.Millisecond), n)
-			}
+			pushRounds(b, r, now)
 			b.ResetTimer()
 			cpu0 := cpuTime()
 			r.start(b)
@@ -257,6 +255,13 @@ func BenchmarkGatewayReplay(b *testing.B) {
 			b.StopTimer()
 			reportRate(b, r, cpuTime()-cpu0)
 		})
+	}
+}
+
+// pushRounds queues b.N samples in rounds of 10, the round k at now + k ms.
+func pushRounds(b *testing.B, r *gatewayRig, now time.Time) {
+	for n := 0; n < b.N; n += 10 {
+		r.pushRound(b, min(10, b.N-n), now.Add(time.Duration(n/10)*time.Millisecond), n/10)
 	}
 }
 

@@ -67,7 +67,7 @@ type poller struct {
 	log        *slog.Logger
 	m          *metrics
 	staleAfter time.Duration
-	push       func(u *unitState, at time.Time, params []byte) error
+	push       func([]Item) error // queues a poll round's samples at once
 	ticks      []<-chan time.Time
 	intervals  []time.Duration
 	stops      []func()
@@ -82,7 +82,7 @@ type poller struct {
 // newPoller starts the target's tickers on clock, one per distinct interval
 // of its units' poll groups; run consumes them.
 func newPoller(t Target, units []*unitState, clock Clock, staleAfter time.Duration, log *slog.Logger, m *metrics,
-	push func(u *unitState, at time.Time, params []byte) error) *poller {
+	push func([]Item) error) *poller {
 	p := &poller{target: t, units: units, clock: clock, log: log.With("target", t.Name), m: m, staleAfter: staleAfter, push: push}
 	for _, u := range units {
 		for _, g := range u.plan.groups {
@@ -139,24 +139,30 @@ func (p *poller) run(ctx context.Context) error {
 }
 
 // pollDue polls the groups of every unit whose interval is every (all of
-// them when every is 0).
+// them when every is 0) and queues the round's samples in one push.
 func (p *poller) pollDue(every time.Duration, at time.Time) error {
+	var round []Item
 	for _, u := range p.units {
 		for i := range u.plan.groups {
 			if g := &u.plan.groups[i]; every == 0 || g.interval == every {
-				if err := p.poll(u, g, at); err != nil {
+				params, err := p.poll(u, g, at)
+				if err != nil {
 					return err
+				}
+				if params != nil {
+					round = append(round, Item{ProductKey: u.cfg.ProductKey, DeviceKey: u.cfg.Device, Time: at.UnixMilli(), Params: params})
 				}
 			}
 		}
 	}
-	return nil
+	return p.push(round)
 }
 
-// poll reads one poll group of a unit and queues the sample of tick time at.
-// A failed read marks the points it covers bad (their last good value with
-// quality 1); a stale heartbeat marks every point of the unit bad.
-func (p *poller) poll(u *unitState, g *group, at time.Time) error {
+// poll reads one poll group of a unit and returns the sample of tick time
+// at (nil if it has no point to report). A failed read marks the points it
+// covers bad (their last good value with quality 1); a stale heartbeat
+// marks every point of the unit bad.
+func (p *poller) poll(u *unitState, g *group, at time.Time) ([]byte, error) {
 	defer p.m.polls.WithLabelValues(p.target.Name, g.name).Inc()
 	values := map[string]any{}
 	kind, cause := "", error(nil)
@@ -227,16 +233,16 @@ func (p *poller) poll(u *unitState, g *group, at time.Time) error {
 		}
 	}
 	if len(points) == 0 {
-		return nil
+		return nil, nil
 	}
 	params, err := json.Marshal(struct {
 		Measurepoints map[string]any `json:"measurepoints"`
 		Time          int64          `json:"time"`
 	}{points, at.UnixMilli()})
 	if err != nil {
-		return fmt.Errorf("encode sample of %s: %w", u.cfg.Device, err)
+		return nil, fmt.Errorf("encode sample of %s: %w", u.cfg.Device, err)
 	}
-	return p.push(u, at, params)
+	return params, nil
 }
 
 // decode converts a block's words or bits into values; it updates the

@@ -92,20 +92,76 @@ func TestQueueDropsOldestWhenFull(t *testing.T) {
 	require.Equal(t, int64(1079), all[49].Time)
 }
 
-// BenchmarkQueuePush measures durable pushes (one transaction each) of a
-// turbine-sized sample, with and without an fsync per sample.
+func TestQueuePushesARoundAtOnce(t *testing.T) {
+	one := int64(len(item("WT01", 1000).Params))
+	q, err := edge.OpenQueue(filepath.Join(t.TempDir(), "queue.db"), 8*one, false)
+	require.NoError(t, err)
+	defer q.Close()
+	pushed := q.Pushed()
+	dropped, err := q.Push(item("WT01", 1000), item("WT02", 1000), item("WT03", 1000))
+	require.NoError(t, err)
+	require.Zero(t, dropped)
+	select {
+	case <-pushed:
+	default:
+		t.Fatal("Push wakes the waiters")
+	}
+	all, err := q.Items(0, math.MaxInt64, 100)
+	require.NoError(t, err)
+	require.Equal(t, []int64{1, 2, 3}, ids(all), "in the round's order")
+	require.Equal(t, "WT02", all[1].DeviceKey)
+
+	// A round that overflows the queue keeps the newest items, its own included.
+	round := make([]edge.Item, 7)
+	for i := range round {
+		round[i] = item("WT04", int64(2000+i))
+	}
+	dropped, err = q.Push(round...)
+	require.NoError(t, err)
+	require.Equal(t, 2, dropped)
+	n, size := q.Len()
+	require.Equal(t, int64(8), n)
+	require.Equal(t, 8*one, size)
+	all, err = q.Items(0, math.MaxInt64, 100)
+	require.NoError(t, err)
+	require.Equal(t, []int64{3, 4, 5, 6, 7, 8, 9, 10}, ids(all))
+
+	dropped, err = q.Push()
+	require.NoError(t, err)
+	require.Zero(t, dropped)
+	require.NoError(t, q.Close())
+	_, err = q.Push(item("WT05", 3000))
+	require.Error(t, err, "a closed queue refuses")
+	n2, size2 := q.Len()
+	require.Equal(t, n, n2, "a failed push counts nothing")
+	require.Equal(t, size, size2)
+}
+
+// BenchmarkQueuePush measures durable pushes of turbine-sized samples,
+// one transaction per push, with and without an fsync per transaction:
+// one sample a push, and a poll round of 10.
 func BenchmarkQueuePush(b *testing.B) {
 	params := make([]byte, 340) // a turbine's fast group, JSON
 	for _, fsync := range []bool{false, true} {
-		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) {
-			q, err := edge.OpenQueue(filepath.Join(b.TempDir(), "queue.db"), 1<<30, fsync)
-			require.NoError(b, err)
-			defer q.Close()
-			for i := 0; b.Loop(); i++ {
-				if _, err := q.Push(edge.Item{ProductKey: "wind-turbine", DeviceKey: "WT01", Time: int64(i), Params: params}); err != nil {
-					b.Fatal(err)
+		for _, n := range []int{1, 10} {
+			b.Run(fmt.Sprintf("fsync=%v/round=%d", fsync, n), func(b *testing.B) {
+				q, err := edge.OpenQueue(filepath.Join(b.TempDir(), "queue.db"), 1<<30, fsync)
+				require.NoError(b, err)
+				defer q.Close()
+				round := make([]edge.Item, n)
+				for i := range round {
+					round[i] = edge.Item{ProductKey: "wind-turbine", DeviceKey: fmt.Sprintf("WT%02d", i), Params: params}
 				}
-			}
-		})
+				for i := 0; b.Loop(); i++ {
+					for j := range round {
+						round[j].Time = int64(i)
+					}
+					if _, err := q.Push(round...); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/sample")
+			})
+		}
 	}
 }

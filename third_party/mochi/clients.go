@@ -263,6 +263,34 @@ func (cl *Client) startWriter() {
 	}
 }
 
+// HoldWrites makes the caller the client's writer, if no other goroutine
+// is, and reports whether it did. While held, packets queued for the client
+// (publishes, QueuePacket) wait; FlushWrites then writes them in as few
+// writes as the write buffer allows and gives the role up. [gale fork] It
+// lets a caller that sends several packets (acknowledgements and replies)
+// send them in one write, without a writer goroutine.
+func (cl *Client) HoldWrites() bool {
+	return cl.State.writing.CompareAndSwap(false, true)
+}
+
+// FlushWrites writes what is queued and gives up the writer role taken by
+// HoldWrites. [gale fork]
+func (cl *Client) FlushWrites() {
+	cl.writePending()
+}
+
+// QueuePacket queues pk to be written after the packets queued before it,
+// by the current writer or a new one, as publishToClient does; it reports
+// false if the queue is full. [gale fork]
+func (cl *Client) QueuePacket(pk packets.Packet) bool {
+	if !cl.State.outbound.push(&pk) {
+		return false
+	}
+	atomic.AddInt32(&cl.State.outboundQty, 1)
+	cl.startWriter()
+	return true
+}
+
 // writePending writes queued packets until the queue is empty, then gives up
 // the writer role; a packet queued meanwhile is picked up either by this
 // loop (the check after the Store) or by a new writer (startWriter's CAS).

@@ -144,3 +144,35 @@ func TestClientReadLendsBufferWhileIdle(t *testing.T) {
 	_ = w.Close()
 	require.ErrorIs(t, <-done, io.EOF)
 }
+
+// [gale fork] Packets queued while a caller holds the writes go out
+// together, in order, in one write, when it flushes.
+func TestHeldWritesGoOutInOneWrite(t *testing.T) {
+	cl, r, w := newTestClient()
+	defer w.Close()
+	cl.ops.options.ClientNetWriteBufferSize = 2048
+	require.True(t, cl.HoldWrites())
+	require.False(t, cl.HoldWrites(), "one writer at a time")
+	puback := func(id uint16) packets.Packet {
+		return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: id}
+	}
+	for id := uint16(1); id <= 3; id++ {
+		require.True(t, cl.QueuePacket(puback(id)))
+	}
+	require.False(t, cl.QueuePacket(puback(4)), "the queue holds 3")
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, _ := r.Read(buf) // a net.Pipe read returns what one write wrote
+		got <- buf[:n]
+	}()
+	select {
+	case <-got:
+		t.Fatal("written while held")
+	case <-time.After(20 * time.Millisecond):
+	}
+	cl.FlushWrites()
+	require.Equal(t, []byte{0x40, 2, 0, 1, 0x40, 2, 0, 2, 0x40, 2, 0, 3}, <-got, "in one write, in order")
+	require.False(t, cl.State.writing.Load(), "the writer role is given up")
+	require.Zero(t, cl.State.outbound.len())
+}
