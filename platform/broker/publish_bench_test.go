@@ -35,24 +35,8 @@ func BenchmarkPublishThroughput(b *testing.B) {
 			var elapsed time.Duration
 			for range b.N {
 				start := time.Now()
-				var wg sync.WaitGroup
-				errs := make(chan error, conns)
-				for i := range conns {
-					c, err := idleClient(r.b.Addr(), i)
-					require.NoError(b, err)
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						defer c.Close()
-						errs <- publishFlatOut(c, fmt.Sprintf("idle%d", i), each, 0)
-					}()
-				}
-				wg.Wait()
+				publishFromDevices(b, r, conns, each, 0)
 				elapsed += time.Since(start)
-				close(errs)
-				for err := range errs {
-					require.NoError(b, err)
-				}
 			}
 			b.ReportMetric(float64(conns*each*b.N)/elapsed.Seconds(), "msgs/s")
 			// Replies go through the outbound queue; a device flooding
@@ -76,26 +60,32 @@ func BenchmarkPublishOneInFlight(b *testing.B) {
 	const conns, each = 200, 250
 	start := time.Now()
 	for range b.N {
-		var wg sync.WaitGroup
-		errs := make(chan error, conns)
-		for i := range conns {
-			c, err := idleClient(r.b.Addr(), i)
-			require.NoError(b, err)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				errs <- publishFlatOut(c, fmt.Sprintf("idle%d", i), each, 1)
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(b, err)
-		}
+		publishFromDevices(b, r, conns, each, 1)
 	}
 	b.ReportMetric(float64(conns*each*b.N)/time.Since(start).Seconds(), "msgs/s")
 	require.Equal(b, conns*each*b.N, r.prod.count())
+}
+
+// publishFromDevices connects conns devices to the rig and has each
+// publish each posts (publishFlatOut with window), all at once.
+func publishFromDevices(b *testing.B, r *rig, conns, each, window int) {
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i := range conns {
+		c, err := idleClient(r.b.Addr(), i)
+		require.NoError(b, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			errs <- publishFlatOut(c, fmt.Sprintf("idle%d", i), each, window)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(b, err)
+	}
 }
 
 // publishFlatOut writes n QoS 1 posts of device dk on c while it reads
