@@ -135,14 +135,7 @@ func startAcctServer(t *testing.T) *acctServer {
 		})},
 	}, log, prom)
 	require.NoError(t, err)
-	require.NoError(t, srv.Listen())
-	runCtx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(runCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	serve(t, srv)
 	return &acctServer{srv: srv, url: "http://" + srv.Addr(), reg: rg, prom: prom, tokens: tokens, alert: alert.ID, command: "c0ffee", token: spare.ID}
 }
 

@@ -46,6 +46,13 @@ func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[stri
 	cfg.Addr = "127.0.0.1:0"
 	srv, err := New(cfg, Deps{Registry: rg, Storage: db, Engine: tsdbtest.NewEngine(t, qcfg, log, reg), Gatherer: reg, Extra: extra}, log, reg)
 	require.NoError(t, err)
+	serve(t, srv)
+	return &testServer{srv: srv, url: "http://" + srv.Addr(), token: token, reg: reg, now: now, log: logs}
+}
+
+// serve listens and runs srv until the test ends.
+func serve(t *testing.T, srv *Server) {
+	t.Helper()
 	require.NoError(t, srv.Listen())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -54,7 +61,6 @@ func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[stri
 		cancel()
 		require.NoError(t, <-done)
 	})
-	return &testServer{srv: srv, url: "http://" + srv.Addr(), token: token, reg: reg, now: now, log: logs}
 }
 
 // do sends an authenticated request and returns the status, the headers and the body.
