@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -164,12 +163,7 @@ func idleRun(b *testing.B, n int, profile string) {
 	up := time.Since(start)
 	time.Sleep(2 * time.Second) // let the connect burst's garbage go
 	after := measureIdle()
-	if profile != "" {
-		f, err := os.Create(profile)
-		require.NoError(b, err)
-		require.NoError(b, pprof.Lookup("heap").WriteTo(f, 0))
-		require.NoError(b, f.Close())
-	}
+	require.NoError(b, testkit.WriteHeapProfile(profile))
 	per := func(a, c uint64) float64 { return (float64(a) - float64(c)) / float64(n) }
 	b.ReportMetric(per(after.rss, before.rss)/1024, "rss-KiB/conn")
 	b.ReportMetric(per(after.heap, before.heap), "heap-B/conn")

@@ -9,7 +9,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -108,12 +107,7 @@ func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	runtime.GC()
 	rss1, heap1 := rssOf(b), testkit.LiveHeap()
 	require.Equal(b, uint64(series), db.Head().NumSeries())
-	if *heapProfile != "" {
-		f, err := os.Create(*heapProfile)
-		require.NoError(b, err)
-		require.NoError(b, pprof.Lookup("heap").WriteTo(f, 0))
-		require.NoError(b, f.Close())
-	}
+	require.NoError(b, testkit.WriteHeapProfile(*heapProfile))
 	perSeries := func(v, base uint64) float64 { return (float64(v) - float64(base)) / float64(series) }
 	b.ReportMetric(perSeries(rssHeld, rss0), "rss-B/series")
 	b.ReportMetric(perSeries(rss1, rss0), "rss-after-gc-B/series")

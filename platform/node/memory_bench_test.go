@@ -4,10 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"strconv"
 	"sync"
 	"testing"
@@ -109,12 +107,7 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	rssHeld := rssOf(b)
 	runtime.GC()
 	rss1, heap1 := rssOf(b), testkit.LiveHeap()
-	if *nodeHeapProfile != "" {
-		f, err := os.Create(*nodeHeapProfile)
-		require.NoError(b, err)
-		require.NoError(b, pprof.Lookup("heap").WriteTo(f, 0))
-		require.NoError(b, f.Close())
-	}
+	require.NoError(b, testkit.WriteHeapProfile(*nodeHeapProfile))
 	gc := debug.SetGCPercent(-1) // reads it, and puts it back
 	debug.SetGCPercent(gc)
 	per := func(v, base uint64) float64 { return (float64(v) - float64(base)) / float64(series) }
