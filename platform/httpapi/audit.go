@@ -60,11 +60,8 @@ func (s *Server) auditLogin(r *http.Request, user string, status int) {
 		return
 	}
 	e := audit.Entry{Actor: user, Kind: "login", Route: "POST /api/v1/login", Status: status}
-	for _, u := range s.deps.Registry.Users() {
-		if u.Name == user {
-			e.Org = u.Org // so that its org's admins see it
-			break
-		}
+	if u, ok := s.deps.Registry.User(user); ok {
+		e.Org = u.Org // so that its org's admins see it
 	}
 	s.audit(r, e)
 }

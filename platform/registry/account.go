@@ -508,6 +508,23 @@ func (r *Registry) CreateUser(ctx context.Context, spec UserSpec) (api.User, err
 	return u, nil
 }
 
+// User returns the user of that name (without its password hash).
+func (r *Registry) User(name string) (api.User, bool) {
+	u, ok := r.user(name)
+	u.PasswordHash = ""
+	return u, ok
+}
+
+// user returns the user of that name, password hash included.
+func (r *Registry) user(name string) (api.User, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if u, ok := r.users[name]; ok {
+		return u.User, true
+	}
+	return api.User{}, false
+}
+
 // Users returns the users (without password hashes) by name.
 func (r *Registry) Users() []api.User {
 	r.mu.RLock()
@@ -533,13 +550,7 @@ var dummyHash = sync.OnceValue(func() []byte {
 // returns the session token's secret (shown once) and the session. A wrong
 // user name or password both give ErrBadCredentials, in about the same time.
 func (r *Registry) Login(ctx context.Context, name, password string) (string, api.Token, error) {
-	r.mu.RLock()
-	u, ok := r.users[name]
-	var user api.User
-	if ok {
-		user = u.User
-	}
-	r.mu.RUnlock()
+	user, ok := r.user(name)
 	hash := dummyHash()
 	if ok {
 		hash = []byte(user.PasswordHash)
