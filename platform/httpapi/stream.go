@@ -157,13 +157,18 @@ func (s *Server) streamTick(w http.ResponseWriter, r *http.Request, sc streamSco
 	if err := writeEvent(w, "latest", ev); err != nil {
 		return err
 	}
-	alerts, err := s.deps.Registry.Alerts(r.Context(), registry.AlertFilter{State: api.AlertFiring, Site: sc.site})
+	// The caller's org (none: all) confines the query, as in GET /api/v1/alerts.
+	f := registry.AlertFilter{State: api.AlertFiring, Site: sc.site, Org: sc.p.Org}
+	if sc.device == "" {
+		f.Limit = maxStreamAlerts
+	}
+	alerts, err := s.deps.Registry.Alerts(r.Context(), f)
 	if err != nil {
 		return err
 	}
 	in := []api.Alert{}
 	for _, a := range alerts {
-		if sc.p.InOrg(a.Org) && (sc.device == "" || a.Device == sc.device) && len(in) < maxStreamAlerts {
+		if (sc.device == "" || a.Device == sc.device) && len(in) < maxStreamAlerts {
 			in = append(in, a)
 		}
 	}
