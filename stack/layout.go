@@ -36,7 +36,7 @@ func describeFleet(ctx context.Context, reg *registry.Registry, cfg twins.Config
 				"turbineType": model.Name, "ratedPower": model.RatedPower, "rotorDiameter": model.RotorDiameter,
 				"hubHeight": model.HubHeight, "powerCurve": curve,
 			}
-			if i == len(fc.DeviceKeys()) {
+			if i == len(keys)-1 { // the met mast
 				if key == "" {
 					break
 				}
