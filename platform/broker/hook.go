@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // hook implements Gale's broker on mochi's hook points, one file per
@@ -20,7 +22,7 @@ type hook struct {
 	cfg      Config
 	server   *mqtt.Server
 	devices  Devices
-	producer Producer
+	producer bus.Producer // Send: the broker never waits for Kafka on a device's read goroutine
 	log      *slog.Logger
 	m        *metrics
 	now      func() time.Time
@@ -54,7 +56,7 @@ type session struct {
 	pipe *pipeline
 }
 
-func newHook(cfg Config, server *mqtt.Server, devices Devices, producer Producer, log *slog.Logger, m *metrics) *hook {
+func newHook(cfg Config, server *mqtt.Server, devices Devices, producer bus.Producer, log *slog.Logger, m *metrics) *hook {
 	h := &hook{
 		cfg: cfg, server: server, devices: devices, producer: producer, log: log, m: m, now: time.Now,
 		sessions: map[*mqtt.Client]*session{},

@@ -11,9 +11,9 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -159,7 +159,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		e.msgs = []kafka.Message{h.telemetry(key, &rec)}
+		e.msgs = []bus.Message{h.telemetry(key, &rec)}
 		e.samples = len(rec.Samples)
 	case api.KindMeasurepointPostBatch:
 		msgs, n, err := h.postBatch(s, dev.Org, &req, win)
@@ -176,7 +176,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		e.msgs = []kafka.Message{{Topic: api.TopicEvents, Key: key, Value: ev}}
+		e.msgs = []bus.Message{{Topic: api.TopicEvents, Key: key, Value: ev}}
 		e.kind = "event"
 	default:
 		return nil, refuse(req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
@@ -186,9 +186,9 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 
 // telemetry encodes rec for gale.telemetry in a pooled buffer, which goes
 // back to the pool once Kafka is done with it.
-func (h *hook) telemetry(key []byte, rec *api.Record) kafka.Message {
+func (h *hook) telemetry(key []byte, rec *api.Record) bus.Message {
 	bp := h.bufs.Get().(*[]byte)
-	return kafka.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], rec)}
+	return bus.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], rec)}
 }
 
 // postBatch validates the entries of a gateway's thing.measurepoint.post.batch
@@ -199,7 +199,7 @@ func (h *hook) telemetry(key []byte, rec *api.Record) kafka.Message {
 // as a post, and must be of the gateway's org; one bad entry refuses the
 // whole request, with nothing produced. Each record carries its own
 // device's org. It returns the messages and their number of samples.
-func (h *hook) postBatch(s *session, org string, req *api.Request, win window) ([]kafka.Message, int, error) {
+func (h *hook) postBatch(s *session, org string, req *api.Request, win window) ([]bus.Message, int, error) {
 	var entries []api.SubDeviceMeasurepoints
 	raw := bytes.TrimSpace(req.Params)
 	if len(raw) == 0 || raw[0] != '[' {
@@ -211,8 +211,8 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, win window) (
 	if len(entries) == 0 {
 		return nil, 0, refuse(req.ID, api.CodeBadRequest, "no_points", "params is an empty array")
 	}
-	msgs := make([]kafka.Message, 0, len(entries))
-	fail := func(code int, reason, message string) ([]kafka.Message, int, error) {
+	msgs := make([]bus.Message, 0, len(entries))
+	fail := func(code int, reason, message string) ([]bus.Message, int, error) {
 		for _, m := range msgs {
 			v := m.Value
 			h.bufs.Put(&v)

@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	prometheustsdb "github.com/prometheus/prometheus/tsdb"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -65,7 +64,7 @@ type Node struct {
 	db       *prometheustsdb.DB
 	latest   *ingest.Latest
 	engine   *tsdb.Engine
-	producer *bus.Producer
+	producer *bus.SyncProducer
 	broker   *broker.Broker
 	commands *command.Dispatcher
 	rules    rules.Set
@@ -174,7 +173,7 @@ func (n *Node) initKafka(context.Context) (err error) {
 		n.brokers = n.kafka.Addrs()
 	}
 	// The registry change log is ordered: a device's change must not overtake its product's.
-	n.producer = bus.NewProducer(n.brokers, n.cfg.Kafka, api.TopicRegistry)
+	n.producer = bus.NewSyncProducer(n.brokers, n.cfg.Kafka, api.TopicRegistry)
 	n.onClose("close producer", n.producer.Close)
 	n.runners = append(n.runners, n.watchKafka)
 	return nil
@@ -190,7 +189,7 @@ func (n *Node) initRegistryLog(context.Context) error {
 		if err != nil {
 			return err
 		}
-		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: b})
+		return n.producer.Produce(ctx, bus.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: b})
 	})
 	n.follower = registry.NewFollower(n.Registry, n.keys, n.log.With("component", "registry"), n.reg)
 	n.consume(RegistryConsumerGroup+"-"+n.cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry, nil)
@@ -379,7 +378,7 @@ func (n *Node) consume(group string, topics []string, h bus.Handler, with func(*
 // applyRegistry applies registry changes from gale.registry. Forged and
 // malformed records are counted and passed over (committed), so that none
 // stops the node from following the log.
-func (n *Node) applyRegistry(ctx context.Context, batch []kafka.Message) error {
+func (n *Node) applyRegistry(ctx context.Context, batch []bus.Message) error {
 	for _, m := range batch {
 		if err := n.follower.Handle(ctx, m.Key, m.Value, m.Offset); err != nil {
 			return err // not applied: not committed, read again next time
