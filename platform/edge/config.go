@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/pki"
 )
@@ -188,31 +187,11 @@ const (
 	DefaultHATimeout      = 2 * time.Second
 )
 
-// Load reads a config file strictly (unknown fields are errors), fills
-// defaults and validates it.
-func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read edge config: %w", err)
-	}
-	c, err := Parse(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
-
-// Parse decodes a config strictly, fills defaults and validates it.
-func Parse(data []byte) (Config, error) {
-	var c Config
-	if err := api.DecodeYAML(data, &c); err != nil {
-		return Config{}, fmt.Errorf("decode edge config: %w", err)
-	}
+// Complete fills the defaults of what the file left unset and validates
+// the config (internal/config.Load reads an edge config with it).
+func (c *Config) Complete() error {
 	c.Default()
-	if err := c.Validate(); err != nil {
-		return Config{}, err
-	}
-	return c, nil
+	return c.Validate()
 }
 
 // Default fills unset fields.

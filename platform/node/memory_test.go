@@ -26,14 +26,14 @@ func TestParseByteSize(t *testing.T) {
 }
 
 func TestMemoryConfig(t *testing.T) {
-	cfg, err := ParseConfig([]byte("memory: {limit: 1.5GiB, gcPercent: 200}\n"))
+	cfg, err := parseConfig("memory: {limit: 1.5GiB, gcPercent: 200}\n")
 	require.NoError(t, err)
 	require.Equal(t, MemoryConfig{Limit: 3 << 29, GCPercent: 200}, cfg.Memory)
-	cfg, err = ParseConfig([]byte("memory: {limit: 1073741824}\n"))
+	cfg, err = parseConfig("memory: {limit: 1073741824}\n")
 	require.NoError(t, err)
 	require.Equal(t, ByteSize(1<<30), cfg.Memory.Limit)
 	for _, bad := range []string{"memory: {limit: lots}\n", "memory: {limit: 1MiB}\n", "memory: {gcPercent: -5}\n", "memory: {gcHeadroom: 1MiB}\n"} {
-		_, err := ParseConfig([]byte(bad))
+		_, err := parseConfig(bad)
 		require.ErrorIs(t, err, ErrConfig, bad)
 	}
 }
