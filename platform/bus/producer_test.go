@@ -44,3 +44,28 @@ func TestAsyncProducerKeepsPartitionOrder(t *testing.T) {
 	}
 	require.Len(t, last, 3, "every partition has records")
 }
+
+// TestProducersAnswerBothWays: either producer writes with Produce (which
+// waits) and with Send (which calls back), and a closed one refuses both.
+func TestProducersAnswerBothWays(t *testing.T) {
+	k := startKafka(t)
+	cfg := DefaultConfig()
+	ctx := context.Background()
+	for _, p := range []interface {
+		Producer
+		Close() error
+	}{NewSyncProducer(k.Addrs(), cfg), NewAsyncProducer(k.Addrs(), cfg)} {
+		require.NoError(t, p.Produce(ctx, Message{Topic: "t", Key: []byte("a"), Value: []byte("1")}, Message{Topic: "t", Key: []byte("b"), Value: []byte("2")}))
+		sent := make(chan error, 1)
+		p.Send(ctx, Message{Topic: "t", Key: []byte("c"), Value: []byte("3")}, func(err error) { sent <- err })
+		require.NoError(t, <-sent)
+		require.NoError(t, p.Close())
+	}
+	msgs, err := ReadTopic(ctx, k.Addrs(), cfg, "t")
+	require.NoError(t, err)
+	require.Len(t, msgs, 6)
+
+	closed := NewAsyncProducer(k.Addrs(), cfg)
+	require.NoError(t, closed.Close())
+	require.ErrorIs(t, closed.Produce(ctx, Message{Topic: "t"}, Message{Topic: "t"}), ErrClosed)
+}

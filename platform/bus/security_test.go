@@ -100,17 +100,17 @@ func TestSecuredEmbeddedKafka(t *testing.T) {
 			p := NewSyncProducer(k.Addrs(), cfg)
 			t.Cleanup(func() { require.NoError(t, p.Close()) })
 			require.NoError(t, p.Produce(ctx, Message{Topic: "t", Value: []byte("hello")}))
-			got := make(chan string, 1)
+			got := make(chan Message, 1)
 			c := NewConsumer(k.Addrs(), "g", []string{"t"}, cfg, func(_ context.Context, batch []Message) error {
-				got <- string(batch[0].Value)
+				got <- batch[0]
 				return nil
 			}, discardLog())
 			runCtx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)
 			go func() { done <- c.Run(runCtx) }()
 			select {
-			case v := <-got:
-				require.Equal(t, "hello", v)
+			case m := <-got:
+				require.Equal(t, Message{Topic: "t", Value: []byte("hello"), Offset: 0, HighWaterMark: 1}, m, "where it was read, and the partition's end")
 			case <-ctx.Done():
 				t.Fatal("no message consumed")
 			}
