@@ -194,55 +194,74 @@ func (c *Config) Complete() error {
 	return c.Validate()
 }
 
-// Default fills unset fields.
+// Default fills unset fields, each type's its own.
 func (c *Config) Default() {
 	if c.StaleAfter == 0 {
 		c.StaleAfter = DefaultStaleAfter
 	}
-	if c.Cloud.PublishTimeout == 0 {
-		c.Cloud.PublishTimeout = DefaultPublishTimeout
-	}
-	if c.Cloud.KeepAlive == 0 {
-		c.Cloud.KeepAlive = DefaultKeepAlive
-	}
-	if c.Cloud.ReconnectMax == 0 {
-		c.Cloud.ReconnectMax = DefaultReconnectMax
-	}
+	c.Cloud.Default()
 	for i := range c.Targets {
-		t := &c.Targets[i]
-		if t.Timeout == 0 {
-			t.Timeout = DefaultModbusTimeout
-		}
-		for j := range t.Units {
-			if u := &t.Units[j]; u.ProductKey == "" && !isMapFile(u.Map) {
-				u.ProductKey = u.Map
-			}
-		}
+		c.Targets[i].Default()
 	}
 	if c.Services == nil {
 		c.Services = map[string]map[string]map[string]string{
 			"wind-turbine": {"setPowerLimit": {"limit": "WTUR.DmdW"}},
 		}
 	}
-	if c.Queue.MaxBytes == 0 {
-		c.Queue.MaxBytes = DefaultQueueBytes
-	}
-	if c.Queue.ReplayBatch == 0 {
-		c.Queue.ReplayBatch = DefaultReplayBatch
-	}
-	if c.Queue.LiveBatch == 0 {
-		c.Queue.LiveBatch = DefaultLiveBatch
-	}
-	if c.Cloud.MaxInFlight == 0 {
-		c.Cloud.MaxInFlight = DefaultMaxInFlight
-	}
+	c.Queue.Default()
 	if c.HA != nil {
-		if c.HA.Interval == 0 {
-			c.HA.Interval = DefaultHAInterval
+		c.HA.Default()
+	}
+}
+
+// Default fills unset fields.
+func (c *CloudConfig) Default() {
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = DefaultReconnectMax
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+}
+
+// Default fills unset fields: the timeout, and the product of a unit with a shipped map.
+func (t *Target) Default() {
+	if t.Timeout == 0 {
+		t.Timeout = DefaultModbusTimeout
+	}
+	for j := range t.Units {
+		if u := &t.Units[j]; u.ProductKey == "" && !isMapFile(u.Map) {
+			u.ProductKey = u.Map
 		}
-		if c.HA.Timeout == 0 {
-			c.HA.Timeout = DefaultHATimeout
-		}
+	}
+}
+
+// Default fills unset fields.
+func (q *QueueConfig) Default() {
+	if q.MaxBytes == 0 {
+		q.MaxBytes = DefaultQueueBytes
+	}
+	if q.ReplayBatch == 0 {
+		q.ReplayBatch = DefaultReplayBatch
+	}
+	if q.LiveBatch == 0 {
+		q.LiveBatch = DefaultLiveBatch
+	}
+}
+
+// Default fills unset fields.
+func (h *HAConfig) Default() {
+	if h.Interval == 0 {
+		h.Interval = DefaultHAInterval
+	}
+	if h.Timeout == 0 {
+		h.Timeout = DefaultHATimeout
 	}
 }
 
