@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -196,9 +197,7 @@ func (c *Config) Complete() error {
 
 // Default fills unset fields, each type's its own.
 func (c *Config) Default() {
-	if c.StaleAfter == 0 {
-		c.StaleAfter = DefaultStaleAfter
-	}
+	c.StaleAfter = cmp.Or(c.StaleAfter, DefaultStaleAfter)
 	c.Cloud.Default()
 	for i := range c.Targets {
 		c.Targets[i].Default()
@@ -216,25 +215,15 @@ func (c *Config) Default() {
 
 // Default fills unset fields.
 func (c *CloudConfig) Default() {
-	if c.PublishTimeout == 0 {
-		c.PublishTimeout = DefaultPublishTimeout
-	}
-	if c.KeepAlive == 0 {
-		c.KeepAlive = DefaultKeepAlive
-	}
-	if c.ReconnectMax == 0 {
-		c.ReconnectMax = DefaultReconnectMax
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = DefaultMaxInFlight
-	}
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	c.KeepAlive = cmp.Or(c.KeepAlive, DefaultKeepAlive)
+	c.ReconnectMax = cmp.Or(c.ReconnectMax, DefaultReconnectMax)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
 }
 
 // Default fills unset fields: the timeout, and the product of a unit with a shipped map.
 func (t *Target) Default() {
-	if t.Timeout == 0 {
-		t.Timeout = DefaultModbusTimeout
-	}
+	t.Timeout = cmp.Or(t.Timeout, DefaultModbusTimeout)
 	for j := range t.Units {
 		if u := &t.Units[j]; u.ProductKey == "" && !isMapFile(u.Map) {
 			u.ProductKey = u.Map
@@ -244,25 +233,15 @@ func (t *Target) Default() {
 
 // Default fills unset fields.
 func (q *QueueConfig) Default() {
-	if q.MaxBytes == 0 {
-		q.MaxBytes = DefaultQueueBytes
-	}
-	if q.ReplayBatch == 0 {
-		q.ReplayBatch = DefaultReplayBatch
-	}
-	if q.LiveBatch == 0 {
-		q.LiveBatch = DefaultLiveBatch
-	}
+	q.MaxBytes = cmp.Or(q.MaxBytes, DefaultQueueBytes)
+	q.ReplayBatch = cmp.Or(q.ReplayBatch, DefaultReplayBatch)
+	q.LiveBatch = cmp.Or(q.LiveBatch, DefaultLiveBatch)
 }
 
 // Default fills unset fields.
 func (h *HAConfig) Default() {
-	if h.Interval == 0 {
-		h.Interval = DefaultHAInterval
-	}
-	if h.Timeout == 0 {
-		h.Timeout = DefaultHATimeout
-	}
+	h.Interval = cmp.Or(h.Interval, DefaultHAInterval)
+	h.Timeout = cmp.Or(h.Timeout, DefaultHATimeout)
 }
 
 func hostPort(s string) bool {
