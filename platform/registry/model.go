@@ -126,6 +126,9 @@ func ValidateProduct(p *api.Product) error {
 		if mp.Min != nil && mp.Max != nil && *mp.Min > *mp.Max {
 			return fmt.Errorf("%w: measurepoint %q has min above max", ErrInvalid, mp.ID)
 		}
+		if mp.Resolution != 0 && (!(mp.Resolution > 0) || math.IsInf(mp.Resolution, 0) || mp.Type == api.TypeBool) {
+			return fmt.Errorf("%w: measurepoint %q has resolution %g, want a positive finite step of a number", ErrInvalid, mp.ID, mp.Resolution)
+		}
 	}
 	for _, s := range p.Model.Services {
 		if !identRE.MatchString(s.ID) {
