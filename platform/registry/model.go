@@ -70,6 +70,8 @@ func bound(b *float64) string {
 	return strconv.FormatFloat(*b, 'g', -1, 64)
 }
 
+// scalar parses raw as typ. Its errors quote raw rather than s, so that s
+// stays on the stack (no allocation per value).
 func scalar(typ string, raw []byte) (float64, error) {
 	s := string(raw)
 	switch typ {
@@ -80,20 +82,20 @@ func scalar(typ string, raw []byte) (float64, error) {
 		case "false", "0":
 			return 0, nil
 		}
-		return 0, fmt.Errorf("want a boolean, got %s", s)
+		return 0, fmt.Errorf("want a boolean, got %s", raw)
 	case api.TypeInt, api.TypeEnum:
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("want an integer, got %s", s)
+			return 0, fmt.Errorf("want an integer, got %s", raw)
 		}
 		return float64(v), nil
 	default:
 		if s == "" || s[0] == '"' || s == "true" || s == "false" || s == "null" || s[0] == '{' || s[0] == '[' {
-			return 0, fmt.Errorf("want a number, got %s", s)
+			return 0, fmt.Errorf("want a number, got %s", raw)
 		}
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-			return 0, fmt.Errorf("want a number, got %s", s)
+			return 0, fmt.Errorf("want a number, got %s", raw)
 		}
 		return v, nil
 	}
