@@ -120,6 +120,13 @@ func TestRecordDecodeReuse(t *testing.T) {
 	require.Zero(t, testing.AllocsPerRun(100, func() { _ = DecodeRecord(data, &out) }), "the same strings again")
 }
 
+func TestMeasurepointRound(t *testing.T) {
+	require.Equal(t, 7.4, Measurepoint{Resolution: 0.1}.Round(7.4321))
+	require.Equal(t, 2346.0, Measurepoint{Resolution: 1}.Round(2345.5))
+	require.Equal(t, 12.5, Measurepoint{Resolution: 0.5}.Round(12.3))
+	require.Equal(t, 7.4321, Measurepoint{}.Round(7.4321), "no resolution: the value as it is")
+}
+
 func TestMetricName(t *testing.T) {
 	require.Equal(t, "WTUR_W", MetricName("WTUR.W"))
 	require.Equal(t, "WROT_PtAngValBl1", MetricName("WROT.PtAngValBl1"))
