@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,6 +155,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		var err error
 		if post != nil {
 			code, reason, err = validateBatch(&rec, []api.MeasurepointParams{*post}, model, win)
+			releasePost(post)
 		} else {
 			code, reason, err = validateSamples(&rec, req.Params, model, win)
 		}
@@ -432,11 +435,31 @@ func decodePost(payload []byte, req *api.Request) *api.MeasurepointParams {
 		Method  string                 `json:"method"`
 		Params  api.MeasurepointParams `json:"params"`
 	}
-	if json.Unmarshal(payload, &r) != nil || r.Params.Measurepoints == nil {
+	r.Params.Measurepoints = pointMaps.Get().(map[string]json.RawMessage)
+	if json.Unmarshal(payload, &r) != nil || len(r.Params.Measurepoints) == 0 {
+		releasePost(&r.Params) // missing, null or empty: the two-pass decode answers alike
 		return nil
 	}
 	req.ID, req.Version, req.Method = r.ID, r.Version, r.Method
 	return &r.Params
+}
+
+// pointMaps holds the measurepoint maps decodePost decodes into: a post's
+// map is cleared and reused once its samples are validated, rather than
+// grown anew for every message.
+var pointMaps = sync.Pool{New: func() any { return make(map[string]json.RawMessage, pooledPoints) }}
+
+// pooledPoints is the size of a pooled map; a larger one is not kept.
+const pooledPoints = 32
+
+// releasePost gives the measurepoint map of a post decodePost returned back
+// to the pool, once nothing reads it (the samples hold its keys, not it).
+func releasePost(p *api.MeasurepointParams) {
+	if m := p.Measurepoints; m != nil && len(m) <= pooledPoints {
+		clear(m)
+		pointMaps.Put(m)
+	}
+	p.Measurepoints = nil
 }
 
 // validateBatch validates decoded measurepoint params against model and the time window into rec.
@@ -450,6 +473,11 @@ func validateBatch(rec *api.Record, batch []api.MeasurepointParams, model *regis
 // validateParams validates parsed measurepoint params against model and
 // the time window into rec (see validateSamples).
 func validateParams(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
+	n := len(rec.Samples)
+	for _, p := range batch {
+		n += len(p.Measurepoints)
+	}
+	rec.Samples = slices.Grow(rec.Samples, n-len(rec.Samples))
 	for _, p := range batch {
 		if len(p.Measurepoints) == 0 {
 			return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")

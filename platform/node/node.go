@@ -127,7 +127,7 @@ func (n *Node) onClose(what string, close func() error) {
 
 func (n *Node) initMemory(context.Context) error {
 	memory := ApplyMemory(n.cfg.Memory, n.log)
-	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second) })
+	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second, n.activeSeries) })
 	return nil
 }
 
