@@ -91,7 +91,7 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, newToken{Token: t, Secret: secret})
 	})
 	s.handle(mux, "GET /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Tokens(), func(t api.Token) string { return t.Org }))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Tokens(), func(t api.Token) string { return t.Org }, false))
 	})
 	s.handle(mux, "DELETE /api/v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
@@ -130,7 +130,7 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, u)
 	})
 	s.handle(mux, "GET /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Users(), func(u api.User) string { return u.Org }))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Users(), func(u api.User) string { return u.Org }, false))
 	})
 }
 

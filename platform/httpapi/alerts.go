@@ -49,7 +49,7 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, a)
 	})
 	s.handle(mux, "GET /api/v1/rules", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.Rules(), s.ruleOrg))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.Rules(), s.ruleOrg, false))
 	})
 	s.handle(mux, "POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.deps.Rules.Reload(); err != nil {

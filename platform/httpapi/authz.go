@@ -56,14 +56,12 @@ var RouteRoles = map[string]string{
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all
-// orgs): they change what every org shares, the product library and the
-// rule files. Every other route confines its reads and changes to the
-// caller's org (another org's objects answer 404).
+// orgs): they change what every org shares, the rule and route files.
+// Every other route confines its reads and changes to the caller's org
+// (another org's objects answer 404); products are an org's own or of the
+// public library, which orgs read and only cluster accounts change.
 var ClusterRoutes = map[string]bool{
-	"POST /api/v1/products":        true,
-	"PUT /api/v1/products/{pk}":    true,
-	"DELETE /api/v1/products/{pk}": true,
-	"POST /api/v1/rules/reload":    true,
+	"POST /api/v1/rules/reload": true,
 }
 
 // PublicRoutes are served without a token (the web console's page and
@@ -182,13 +180,13 @@ func principal(r *http.Request) registry.Principal {
 	return p
 }
 
-// inCallersOrgs is the items of the orgs the caller of r may see (never
-// nil, so an empty list is [] in JSON).
-func inCallersOrgs[T any](r *http.Request, items []T, org func(T) string) []T {
+// inCallersOrgs is the items of the orgs the caller of r may see, and
+// those of no org when public (never nil, so an empty list is [] in JSON).
+func inCallersOrgs[T any](r *http.Request, items []T, org func(T) string, public bool) []T {
 	p := principal(r)
 	out := []T{}
 	for _, it := range items {
-		if p.InOrg(org(it)) {
+		if o := org(it); p.InOrg(o) || public && o == "" {
 			out = append(out, it)
 		}
 	}

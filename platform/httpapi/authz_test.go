@@ -61,6 +61,9 @@ type acctServer struct {
 	command, token string
 }
 
+// acmeProduct is acme's own product (sensor is of the public library).
+var acmeProduct = api.Product{Key: "gauge", Org: "acme"}
+
 // The callers of the matrix, the role and the org each has ("" none; org "" is all orgs).
 var callers = []struct{ name, role, org string }{
 	{"none", "", ""},
@@ -93,6 +96,7 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, rg.PutProduct(ctx, api.Product{Key: "sensor", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "T", Type: api.TypeFloat}}}}, false))
 	_, err = rg.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
 	require.NoError(t, err)
+	require.NoError(t, rg.PutProduct(ctx, acmeProduct, false))
 
 	tokens := map[string]string{"none": ""}
 	tokens["cluster-admin"], err = rg.CreateToken(ctx, "root")
@@ -137,6 +141,21 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, err)
 	serve(t, srv)
 	return &acctServer{srv: srv, url: "http://" + srv.Addr(), reg: rg, prom: prom, tokens: tokens, alert: alert.ID, command: "c0ffee", token: spare.ID}
+}
+
+// restore puts back acme's object that a DELETE of path removed.
+func (s *acctServer) restore(t *testing.T, path string) {
+	t.Helper()
+	var err error
+	switch {
+	case strings.HasPrefix(path, "/api/v1/products/"):
+		err = s.reg.PutProduct(context.Background(), acmeProduct, false)
+	case strings.HasPrefix(path, "/api/v1/devices/"):
+		_, err = s.reg.CreateDevice(context.Background(), api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
+	default:
+		t.Fatalf("no way to put back what DELETE %s removed", path)
+	}
+	require.NoError(t, err)
 }
 
 // call sends body (JSON-encoded unless a string) with token and returns the status and the body.
@@ -240,7 +259,15 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			continue
 		}
 		sample, acme := s.samplePath(path)
-		requests = append(requests, request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path]})
+		rq := request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path]}
+		if path == "/api/v1/products/{pk}" {
+			// Of the public library: read by all, changed by cluster accounts only.
+			rq.cluster = method != http.MethodGet
+			own := rq
+			own.path, own.acme, own.cluster = "/api/v1/products/"+acmeProduct.Key, true, false
+			requests = append(requests, own)
+		}
+		requests = append(requests, rq)
 	}
 	require.Greater(t, len(requests), len(RouteRoles))
 
@@ -260,7 +287,7 @@ func TestRoleEndpointMatrix(t *testing.T) {
 				require.Contains(t, string(b), "needs role "+rq.role, what)
 			case rq.cluster && c.org != "":
 				require.Equal(t, http.StatusForbidden, code, what)
-				require.Contains(t, string(b), "needs a cluster account", what)
+				require.Regexp(t, "needs a cluster account|public model library, read-only to an org", string(b), what)
 			case c.org == "beta" && rq.acme:
 				require.Equal(t, http.StatusNotFound, code, what)
 				require.NotContains(t, string(b), "acme", what)
@@ -272,8 +299,7 @@ func TestRoleEndpointMatrix(t *testing.T) {
 				}
 			}
 			if code == http.StatusNoContent && rq.method == http.MethodDelete && rq.acme { // put back what was deleted
-				_, err := s.reg.CreateDevice(context.Background(), api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
-				require.NoError(t, err)
+				s.restore(t, rq.path)
 			}
 			if rq.method != http.MethodGet || c.role == "" {
 				continue
@@ -559,7 +585,7 @@ func TestOrgQueryableNeedsACaller(t *testing.T) {
 
 // TestOrgAdminChangesItsOrgOnly: an org's admin creates, moves and deletes
 // devices and creates sites of its org only; another org's site, gateway or
-// parent is answered as a missing one; orgs and products are a cluster admin's.
+// parent is answered as a missing one; orgs and the public product library are a cluster admin's.
 func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
 	s := startAcctServer(t)
 	ctx := context.Background()
@@ -588,8 +614,9 @@ func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
 		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "east", "kind": "site", "parent": "north"}, http.StatusCreated, `"org":"acme"`},
 		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "west", "kind": "site", "parent": "south"}, http.StatusBadRequest, `parent \"south\" does not exist`},
 		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "gamma", "kind": "org"}, http.StatusForbidden, "orgs are made by a cluster admin"},
-		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "mine"}, http.StatusForbidden, "needs a cluster account"},
-		{http.MethodDelete, "/api/v1/products/sensor", nil, http.StatusForbidden, "needs a cluster account"},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "mine", "org": "beta"}, http.StatusForbidden, "creates products of org acme only"},
+		{http.MethodDelete, "/api/v1/products/sensor", nil, http.StatusForbidden, "public model library, read-only to an org"},
+		{http.MethodPut, "/api/v1/products/sensor", map[string]any{"name": "mine now"}, http.StatusForbidden, "public model library, read-only to an org"},
 	} {
 		code, b := s.call(t, admin, tc.method, tc.path, tc.body)
 		require.Equal(t, tc.want, code, "%s %s %v: %s", tc.method, tc.path, tc.body, b)
@@ -604,4 +631,78 @@ func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code, "a device does not change org: %s", b)
 	code, b = s.call(t, s.tokens["cluster-admin"], http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "b2", "site": "south"})
 	require.Equal(t, http.StatusCreated, code, string(b))
+}
+
+// TestOrgProducts: an org's admin creates, changes and deletes products of
+// its org, which only its org sees and uses; every org reads the public
+// library and none changes it; a cluster admin manages the library and
+// sees every org's products.
+func TestOrgProducts(t *testing.T) {
+	s := startAcctServer(t)
+	admin, beta, root := s.tokens["admin"], s.tokens["beta-admin"], s.tokens["cluster-admin"]
+	meter := map[string]any{"productKey": "meter", "model": map[string]any{"measurepoints": []map[string]any{{"id": "kWh", "type": "float"}}}}
+
+	code, b := s.call(t, admin, http.MethodPost, "/api/v1/products", meter)
+	require.Equal(t, http.StatusCreated, code, string(b))
+	require.Contains(t, string(b), `"org":"acme"`)
+
+	// acme sees, changes and uses its own product; the library stays readable.
+	code, b = s.call(t, s.tokens["viewer"], http.MethodGet, "/api/v1/products", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(b), `"meter"`)
+	require.Contains(t, string(b), `"sensor"`)
+	code, b = s.call(t, admin, http.MethodPut, "/api/v1/products/meter", map[string]any{"name": "Meter v2"})
+	require.Equal(t, http.StatusOK, code, string(b))
+	require.Contains(t, string(b), `"org":"acme"`, "the org stays when the body names none")
+	code, b = s.call(t, admin, http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "meter", "deviceKey": "m1", "site": "north"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+
+	// beta neither sees nor uses nor changes acme's product, and cannot
+	// make one for acme; its answers are those for a missing product.
+	code, b = s.call(t, beta, http.MethodGet, "/api/v1/products", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, string(b), "meter")
+	require.Contains(t, string(b), `"sensor"`, "the public library is every org's")
+	for _, rq := range []struct {
+		method, path string
+		body         any
+		want         int
+		says         string
+	}{
+		{http.MethodGet, "/api/v1/products/meter", nil, http.StatusNotFound, "product meter not found"},
+		{http.MethodPut, "/api/v1/products/meter", map[string]any{"name": "mine"}, http.StatusNotFound, "product meter not found"},
+		{http.MethodDelete, "/api/v1/products/meter", nil, http.StatusNotFound, "product meter not found"},
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "meter", "deviceKey": "b9", "org": "beta"}, http.StatusBadRequest, `product \"meter\" does not exist`},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "x", "org": "acme"}, http.StatusForbidden, "creates products of org beta only"},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "sensor"}, http.StatusConflict, "already exists"},
+	} {
+		code, b := s.call(t, beta, rq.method, rq.path, rq.body)
+		require.Equal(t, rq.want, code, "%s %s: %s", rq.method, rq.path, b)
+		require.Contains(t, string(b), rq.says, "%s %s", rq.method, rq.path)
+		require.NotContains(t, string(b), "acme", "%s %s", rq.method, rq.path)
+	}
+	// Not even a cluster admin gives beta a device of acme's product, nor moves the product.
+	code, b = s.call(t, root, http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "meter", "deviceKey": "b9", "org": "beta"})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+	code, b = s.call(t, root, http.MethodPut, "/api/v1/products/meter", map[string]any{"org": "beta"})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+	require.Contains(t, string(b), "a product's org does not change")
+
+	// The cluster admin sees every org's products and manages the library.
+	code, b = s.call(t, root, http.MethodGet, "/api/v1/products", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(b), `"meter"`)
+	code, b = s.call(t, root, http.MethodPost, "/api/v1/products", map[string]any{"productKey": "library-meter"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+	require.NotContains(t, string(b), `"org"`, "a cluster admin's product without org is the library's")
+	code, b = s.call(t, root, http.MethodPost, "/api/v1/products", map[string]any{"productKey": "ghost-org", "org": "gamma"})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+
+	// acme deletes its product once no device uses it.
+	code, _ = s.call(t, admin, http.MethodDelete, "/api/v1/products/meter", nil)
+	require.Equal(t, http.StatusConflict, code)
+	code, _ = s.call(t, admin, http.MethodDelete, "/api/v1/devices/meter/m1", nil)
+	require.Equal(t, http.StatusNoContent, code)
+	code, b = s.call(t, admin, http.MethodDelete, "/api/v1/products/meter", nil)
+	require.Equal(t, http.StatusNoContent, code, string(b))
 }

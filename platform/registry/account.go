@@ -93,9 +93,38 @@ CREATE TABLE IF NOT EXISTS users (
 	name TEXT PRIMARY KEY, org TEXT NOT NULL, role TEXT NOT NULL, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
 `
 
+// addColumns adds to table the columns of cols it does not have yet.
+func addColumns(db *sql.DB, table string, cols []column) error {
+	rows, err := db.Query(`SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", table, err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return fmt.Errorf("migrate %s: %w", table, err)
+		}
+		have[n] = true
+	}
+	rows.Close()
+	for _, c := range cols {
+		if !have[c.name] {
+			if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + c.name + ` ` + c.decl); err != nil {
+				return fmt.Errorf("migrate %s: add %s: %w", table, c.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// column is a column a newer schema added to a table.
+type column struct{ name, decl string }
+
 // tokenColumns are the columns accounts added to the tokens table; a
 // database made before them gets them, and its tokens stay cluster admins'.
-var tokenColumns = []struct{ name, decl string }{
+var tokenColumns = []column{
 	{"id", "TEXT NOT NULL DEFAULT ''"},
 	{"org", "TEXT NOT NULL DEFAULT ''"},
 	{"role", "TEXT NOT NULL DEFAULT 'admin'"},
@@ -112,26 +141,8 @@ func legacyTokenID(hash string) string { return "t" + hash[:min(16, len(hash))] 
 
 // migrateAccounts brings an older database's tokens table up to date.
 func migrateAccounts(db *sql.DB) error {
-	rows, err := db.Query(`SELECT name FROM pragma_table_info('tokens')`)
-	if err != nil {
-		return fmt.Errorf("migrate tokens: %w", err)
-	}
-	have := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return fmt.Errorf("migrate tokens: %w", err)
-		}
-		have[n] = true
-	}
-	rows.Close()
-	for _, c := range tokenColumns {
-		if !have[c.name] {
-			if _, err := db.Exec(`ALTER TABLE tokens ADD COLUMN ` + c.name + ` ` + c.decl); err != nil {
-				return fmt.Errorf("migrate tokens: add %s: %w", c.name, err)
-			}
-		}
+	if err := addColumns(db, "tokens", tokenColumns); err != nil {
+		return err
 	}
 	if _, err := db.Exec(`UPDATE tokens SET id = 't' || substr(hash, 1, 16) WHERE id = ''`); err != nil {
 		return fmt.Errorf("migrate tokens: ids: %w", err)
