@@ -44,12 +44,15 @@ var RouteRoles = map[string]string{
 	"POST /api/v1/devices/{pk}/{dk}/services/{service}": api.RoleOperator,
 	"GET /api/v1/commands/{id}":                         api.RoleViewer,
 
-	"GET /api/v1/tokens":         api.RoleAdmin,
-	"POST /api/v1/tokens":        api.RoleAdmin,
-	"DELETE /api/v1/tokens/{id}": api.RoleAdmin,
-	"GET /api/v1/users":          api.RoleAdmin,
-	"POST /api/v1/users":         api.RoleAdmin,
-	"GET /api/v1/audit":          api.RoleAdmin,
+	"GET /api/v1/tokens":          api.RoleAdmin,
+	"POST /api/v1/tokens":         api.RoleAdmin,
+	"DELETE /api/v1/tokens/{id}":  api.RoleAdmin,
+	"GET /api/v1/users":           api.RoleAdmin,
+	"POST /api/v1/users":          api.RoleAdmin,
+	"DELETE /api/v1/users/{name}": api.RoleAdmin,
+	// A user's own password (its session, with the current password), or an admin of its org for it.
+	"POST /api/v1/users/{name}/password": api.RoleViewer,
+	"GET /api/v1/audit":                  api.RoleAdmin,
 
 	"GET /api/v1/me":     api.RoleViewer, // the caller's own name, org and role (the console's sign-in)
 	"GET /api/v1/stream": api.RoleViewer, // live latest values and firing alerts of the caller's orgs (server-sent events)
@@ -151,19 +154,21 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gale"`)
+			s.refused.add(r, auditBadToken, "no token", "", "", http.StatusUnauthorized)
 			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer TOKEN (the admin token is in DATA/admin.token; users get one from POST /api/v1/login)")
 			return
 		}
 		p, err := s.deps.Registry.Authenticate(token)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gale", error="invalid_token"`)
-			msg := "invalid token"
+			msg, reason := "invalid token", "unknown token"
 			switch {
 			case errors.Is(err, registry.ErrTokenExpired):
-				msg = "token expired: get a new one (POST /api/v1/login, or from an admin)"
+				msg, reason = "token expired: get a new one (POST /api/v1/login, or from an admin)", "expired token"
 			case errors.Is(err, registry.ErrTokenRevoked):
-				msg = "token revoked"
+				msg, reason = "token revoked", "revoked token"
 			}
+			s.refused.add(r, auditBadToken, reason, "", "", http.StatusUnauthorized)
 			writeError(w, http.StatusUnauthorized, msg)
 			return
 		}

@@ -64,6 +64,9 @@ type acctServer struct {
 // acmeProduct is acme's own product (sensor is of the public library).
 var acmeProduct = api.Product{Key: "gauge", Org: "acme"}
 
+// acmeUser is a user of acme.
+var acmeUser = registry.UserSpec{Name: "ann", Password: "ann's long password", Org: "acme", Role: api.RoleViewer}
+
 // The callers of the matrix, the role and the org each has ("" none; org "" is all orgs).
 var callers = []struct{ name, role, org string }{
 	{"none", "", ""},
@@ -97,6 +100,8 @@ func startAcctServer(t *testing.T) *acctServer {
 	_, err = rg.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
 	require.NoError(t, err)
 	require.NoError(t, rg.PutProduct(ctx, acmeProduct, false))
+	_, err = rg.CreateUser(ctx, acmeUser)
+	require.NoError(t, err)
 
 	tokens := map[string]string{"none": ""}
 	tokens["cluster-admin"], err = rg.CreateToken(ctx, "root")
@@ -152,6 +157,8 @@ func (s *acctServer) restore(t *testing.T, path string) {
 		err = s.reg.PutProduct(context.Background(), acmeProduct, false)
 	case strings.HasPrefix(path, "/api/v1/devices/"):
 		_, err = s.reg.CreateDevice(context.Background(), api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
+	case strings.HasPrefix(path, "/api/v1/users/"):
+		_, err = s.reg.CreateUser(context.Background(), acmeUser)
 	default:
 		t.Fatalf("no way to put back what DELETE %s removed", path)
 	}
@@ -204,8 +211,8 @@ func (s *acctServer) samplePath(path string) (string, bool) {
 	case strings.HasPrefix(path, "/api/v1/tokens/"):
 		id = s.token
 	}
-	acme := strings.Contains(path, "{dk}") || strings.Contains(path, "{id}")
-	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", id, "{service}", "reboot", "{point}", "T").Replace(path), acme
+	acme := strings.Contains(path, "{dk}") || strings.Contains(path, "{id}") || strings.Contains(path, "{name}")
+	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", id, "{service}", "reboot", "{point}", "T", "{name}", acmeUser.Name).Replace(path), acme
 }
 
 // ownData is what a list answers an acme or cluster caller (and never a beta one).
@@ -246,6 +253,8 @@ func TestRoleEndpointMatrix(t *testing.T) {
 	type request struct {
 		method, path, role, list string
 		cluster, acme            bool
+		// selfOrAdmin: below admin, the route serves only the caller's own user (its session).
+		selfOrAdmin bool
 	}
 	var requests []request
 	for _, rt := range s.srv.Routes() {
@@ -259,7 +268,8 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			continue
 		}
 		sample, acme := s.samplePath(path)
-		rq := request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path]}
+		rq := request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path],
+			selfOrAdmin: path == "/api/v1/users/{name}/password"}
 		if path == "/api/v1/products/{pk}" {
 			// Of the public library: read by all, changed by cluster accounts only.
 			rq.cluster = method != http.MethodGet
@@ -285,6 +295,9 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			case api.RoleRank(c.role) < api.RoleRank(rq.role):
 				require.Equal(t, http.StatusForbidden, code, what)
 				require.Contains(t, string(b), "needs role "+rq.role, what)
+			case rq.selfOrAdmin && c.role != api.RoleAdmin:
+				require.Equal(t, http.StatusForbidden, code, what)
+				require.Contains(t, string(b), "changes only its own password", what)
 			case rq.cluster && c.org != "":
 				require.Equal(t, http.StatusForbidden, code, what)
 				require.Regexp(t, "needs a cluster account|public model library, read-only to an org", string(b), what)

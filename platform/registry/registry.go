@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/gale-iot/gale/platform/api"
 	_ "modernc.org/sqlite" // pure-Go SQLite driver
@@ -51,9 +52,11 @@ type Registry struct {
 	tokens   map[string]*tokenEntry // by hash
 	tokenIDs map[string]string      // token id → hash
 	users    map[string]*userEntry
-	publish  Publisher
-	origin   string
-	watch    watchers
+	// lastPurge is when expired tokens were last purged (PurgeExpired).
+	lastPurge time.Time
+	publish   Publisher
+	origin    string
+	watch     watchers
 
 	// changeMu serialises the local changes (each held from its storing to
 	// its announcement, or its undoing) and the applied ones, so that undoing
