@@ -51,6 +51,9 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 	s.handle(mux, "GET /api/v1/rules", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.Rules(), s.ruleOrg, false))
 	})
+	s.handle(mux, "GET /api/v1/routes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.ListRoutes(), func(rt rules.RouteInfo) string { return rt.Org }, false))
+	})
 	s.handle(mux, "POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.deps.Rules.Reload(); err != nil {
 			writeError(w, http.StatusBadRequest, "rules not reloaded, the previous rules stay: "+err.Error())

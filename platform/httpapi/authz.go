@@ -38,7 +38,8 @@ var RouteRoles = map[string]string{
 
 	"GET /api/v1/alerts":           api.RoleViewer,
 	"POST /api/v1/alerts/{id}/ack": api.RoleOperator,
-	"GET /api/v1/rules":            api.RoleViewer,
+	"GET /api/v1/rules":            api.RoleViewer, // an org's own rules, and cluster rules scoped to its assets or devices
+	"GET /api/v1/routes":           api.RoleViewer, // an org's own routes
 	"POST /api/v1/rules/reload":    api.RoleOperator,
 
 	"POST /api/v1/devices/{pk}/{dk}/services/{service}": api.RoleOperator,

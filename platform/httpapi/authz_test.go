@@ -30,11 +30,20 @@ import (
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
 
+// fakeRules has a rule and a route of each of acme and beta, and cluster ones.
 type fakeRules struct{}
 
-func (fakeRules) Rules() []rules.RuleInfo { return nil }
-func (fakeRules) Reload() error           { return nil }
-func (fakeRules) Pending() []api.Alert    { return nil }
+func (fakeRules) Rules() []rules.RuleInfo {
+	return []rules.RuleInfo{{Name: "acme-hot", Type: rules.TypeThreshold, Org: "acme"}, {Name: "beta-hot", Type: rules.TypeThreshold, Org: "beta"},
+		{Name: "fleet-hot", Type: rules.TypeThreshold}}
+}
+
+func (fakeRules) ListRoutes() []rules.RouteInfo {
+	return []rules.RouteInfo{{Name: "acme-hook", Org: "acme"}, {Name: "beta-hook", Org: "beta"}, {Name: "fleet-hook"}}
+}
+
+func (fakeRules) Reload() error        { return nil }
+func (fakeRules) Pending() []api.Alert { return nil }
 
 type fakeCommands struct{}
 
@@ -221,6 +230,8 @@ var ownData = map[string]string{
 	"/api/v1/assets":  `"north"`,
 	"/api/v1/alerts":  `"acme"`,
 	"/prometheus/":    `"acme"`,
+	"/api/v1/rules":   `"acme-hot"`,
+	"/api/v1/routes":  `"acme-hook"`,
 }
 
 // TestRoleEndpointMatrix sends every authenticated route of the API as each
@@ -546,6 +557,8 @@ func TestRoutePolicy(t *testing.T) {
 	for pattern, role := range RouteRoles {
 		want := api.RoleAdmin
 		switch {
+		case pattern == "POST /api/v1/users/{name}/password": // a user's own, from its session; the handler checks the rest
+			want = api.RoleViewer
 		case strings.Contains(pattern, "/tokens") || strings.Contains(pattern, "/users") || pattern == "GET /api/v1/audit":
 		case operator[pattern]:
 			want = api.RoleOperator

@@ -144,6 +144,8 @@ type Deps struct {
 // Rules is the event engine as the API needs it.
 type Rules interface {
 	Rules() []rules.RuleInfo
+	// ListRoutes lists the loaded routes.
+	ListRoutes() []rules.RouteInfo
 	Reload() error
 	Pending() []api.Alert
 }

@@ -39,6 +39,18 @@ func (s Set) Rules() []RuleInfo {
 	return out
 }
 
+// ListRoutes lists every loaded route (none on a node without the router).
+func (s Set) ListRoutes() []RouteInfo {
+	out := []RouteInfo{}
+	if s.Routes == nil {
+		return out
+	}
+	for _, r := range s.Routes.Routes() {
+		out = append(out, r.Info())
+	}
+	return out
+}
+
 // Reload reloads streaming rules, PromQL rules and routes; an invalid file leaves that kind as it was.
 func (s Set) Reload() error {
 	var errs []error
