@@ -38,8 +38,9 @@ var RouteRoles = map[string]string{
 
 	"GET /api/v1/alerts":           api.RoleViewer,
 	"POST /api/v1/alerts/{id}/ack": api.RoleOperator,
-	"GET /api/v1/rules":            api.RoleViewer, // an org's own rules, and cluster rules scoped to its assets or devices
-	"GET /api/v1/routes":           api.RoleViewer, // an org's own routes
+	"GET /api/v1/rules":            api.RoleViewer,   // an org's own rules, and cluster rules scoped to its assets or devices
+	"GET /api/v1/routes":           api.RoleViewer,   // an org's own routes
+	"POST /api/v1/rules/validate":  api.RoleOperator, // a rule file of the caller's org, checked, not loaded
 	"POST /api/v1/rules/reload":    api.RoleOperator,
 
 	"POST /api/v1/devices/{pk}/{dk}/services/{service}": api.RoleOperator,

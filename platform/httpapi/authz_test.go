@@ -42,6 +42,11 @@ func (fakeRules) ListRoutes() []rules.RouteInfo {
 	return []rules.RouteInfo{{Name: "acme-hook", Org: "acme"}, {Name: "beta-hook", Org: "beta"}, {Name: "fleet-hook"}}
 }
 
+// Validate checks stream rule files as a node does.
+func (fakeRules) Validate(kind string, b []byte) ([]rules.Owned, error) {
+	return rules.Set{}.Validate(kind, b)
+}
+
 func (fakeRules) Reload() error        { return nil }
 func (fakeRules) Pending() []api.Alert { return nil }
 
@@ -552,6 +557,7 @@ func TestRoutePolicy(t *testing.T) {
 	operator := map[string]bool{
 		"POST /api/v1/alerts/{id}/ack":                      true,
 		"POST /api/v1/rules/reload":                         true,
+		"POST /api/v1/rules/validate":                       true,
 		"POST /api/v1/devices/{pk}/{dk}/services/{service}": true,
 	}
 	for pattern, role := range RouteRoles {
@@ -731,4 +737,36 @@ func TestOrgProducts(t *testing.T) {
 	require.Equal(t, http.StatusNoContent, code)
 	code, b = s.call(t, admin, http.MethodDelete, "/api/v1/products/meter", nil)
 	require.Equal(t, http.StatusNoContent, code, string(b))
+}
+
+// TestValidateRules: an operator of an org checks a rule or route file of
+// its org without loading it; a file of another org or of the cluster is
+// refused for it, a bad file is answered with its line, a cluster operator
+// checks any.
+func TestValidateRules(t *testing.T) {
+	s := startAcctServer(t)
+	const acmeRules = "org: acme\nrules:\n  - {name: hot, type: threshold, point: T, above: 50}\n"
+	const acmeRoutes = "org: acme\nroutes:\n  - name: out\n    actions:\n      - kafka: {topic: acme.out}\n"
+	for _, tc := range []struct {
+		caller, kind, body string
+		want               int
+		says               string
+	}{
+		{"operator", "stream", acmeRules, http.StatusOK, `"org":"acme"`},
+		{"operator", "routes", acmeRoutes, http.StatusOK, `"name":"out"`},
+		{"operator", "stream", strings.Replace(acmeRules, "acme", "beta", 1), http.StatusBadRequest, `\"hot\" is not of org acme`},
+		{"operator", "stream", "rules:\n  - {name: hot, type: threshold, point: T, above: 50}\n", http.StatusBadRequest, "validates its org's rules only"},
+		{"operator", "routes", "org: acme\nroutes:\n  - name: leak\n    actions:\n      - kafka: {topic: gale.telemetry}\n", http.StatusBadRequest, "writes to no gale.* topic"},
+		{"operator", "stream", "org: acme\nrules:\n  - {name: hot, type: nope}\n", http.StatusBadRequest, "rules.yaml:3"},
+		{"operator", "stream", "\x00\xff{[", http.StatusBadRequest, "invalid"},
+		{"operator", "promql", "groups: []\n", http.StatusBadRequest, "runs no PromQL rules"},
+		{"operator", "", acmeRules, http.StatusBadRequest, "want stream, promql or routes"},
+		{"viewer", "stream", acmeRules, http.StatusForbidden, "needs role operator"},
+		{"beta-operator", "stream", acmeRules, http.StatusBadRequest, "is not of org beta"},
+		{"cluster-admin", "stream", "rules:\n  - {name: fleet, type: threshold, point: T, above: 50}\n", http.StatusOK, `"name":"fleet"`},
+	} {
+		code, b := s.call(t, s.tokens[tc.caller], http.MethodPost, "/api/v1/rules/validate?kind="+tc.kind, tc.body)
+		require.Equal(t, tc.want, code, "%s %s: %s", tc.caller, tc.body, b)
+		require.Contains(t, string(b), tc.says, "%s %s", tc.caller, tc.body)
+	}
 }

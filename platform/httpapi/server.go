@@ -146,6 +146,8 @@ type Rules interface {
 	Rules() []rules.RuleInfo
 	// ListRoutes lists the loaded routes.
 	ListRoutes() []rules.RouteInfo
+	// Validate checks a rule file of a kind (stream, promql, routes) without loading it.
+	Validate(kind string, b []byte) ([]rules.Owned, error)
 	Reload() error
 	Pending() []api.Alert
 }

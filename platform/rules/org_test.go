@@ -156,6 +156,11 @@ func TestOrgPromQLRulesConfined(t *testing.T) {
 	}
 	require.Equal(t, `count({__name__=~"te.+",org="acme",org=~".*"}) or vector(0)`, exprs["acme/org:temp:count"])
 	require.Equal(t, "count(temp)", exprs["cluster/all:temp:count"])
+	owned, err := Set{PromQL: p}.Validate(KindPromQL, []byte("groups:\n  - name: g\n    labels: {org: acme}\n    rules:\n      - record: r\n        expr: temp\n      - alert: A\n        expr: temp > 1\n        labels: {org: beta}\n"))
+	require.NoError(t, err)
+	require.Equal(t, []Owned{{Name: "r", Org: "acme", Location: "g"}, {Name: "A", Org: "beta", Location: "g"}}, owned)
+	_, err = Set{PromQL: p}.Validate(KindPromQL, []byte("groups:\n  - name: g\n    rules:\n      - record: r\n        expr: sum(\n"))
+	require.ErrorIs(t, err, ErrInvalid)
 
 	read := func(q string) map[string]float64 {
 		qr, err := engine.NewInstantQuery(context.Background(), db, nil, q, time.Now())
