@@ -2,13 +2,10 @@ package rules
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql"
 	"github.com/stretchr/testify/require"
@@ -139,15 +136,7 @@ func TestOrgPromQLRulesConfined(t *testing.T) {
 	}
 	require.NoError(t, app.Commit())
 	engine := testEngine(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	p, err := NewPromQLRules(ctx, dir, db, engine, &memStore{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	p := runPromQLRules(t, dir, db, engine)
 	exprs := map[string]string{}
 	for _, g := range p.RuleGroups() {
 		for _, r := range g.Rules() {
