@@ -94,12 +94,13 @@ func (a *refusals) take() []audit.Entry {
 
 // flushRefusals writes the summed refusals of the window that ends.
 func (s *Server) flushRefusals() {
+	entries := s.refused.take()
 	if s.deps.Audit == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), auditTimeout)
 	defer cancel()
-	for _, e := range s.refused.take() {
+	for _, e := range entries {
 		if err := s.deps.Audit.Add(ctx, e); err != nil {
 			s.log.Error("audit entry not stored", "route", e.Route, "kind", e.Kind, "err", err)
 		}
