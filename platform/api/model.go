@@ -12,6 +12,8 @@ type Product struct {
 	Name        string     `json:"name" yaml:"name"`
 	Description string     `json:"description,omitempty" yaml:"description,omitempty"`
 	Model       ThingModel `json:"model" yaml:"model"`
+	// Org owns the product; empty is the public model library, read by every org.
+	Org string `json:"org,omitempty" yaml:"org,omitempty"`
 }
 
 // ThingModel describes what a product's devices report and accept.

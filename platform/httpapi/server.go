@@ -144,6 +144,10 @@ type Deps struct {
 // Rules is the event engine as the API needs it.
 type Rules interface {
 	Rules() []rules.RuleInfo
+	// ListRoutes lists the loaded routes.
+	ListRoutes() []rules.RouteInfo
+	// Validate checks a rule file of a kind (stream, promql, routes) without loading it.
+	Validate(kind string, b []byte) ([]rules.Owned, error)
 	Reload() error
 	Pending() []api.Alert
 }
@@ -179,6 +183,8 @@ type Server struct {
 	// routes are the authenticated routes registered, with their roles.
 	routes []Route
 	logins *loginLimiter
+	// refused sums the 401s and throttled logins for the audit log.
+	refused refusals
 	// streams counts the open GET /api/v1/stream answers.
 	streams atomic.Int64
 }
@@ -294,6 +300,16 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := s.cfg.HTTPServer(s.handler, s.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
+	flushed := make(chan struct{})
+	fctx, stopFlush := context.WithCancel(context.Background())
+	go func() {
+		defer close(flushed)
+		s.flushRefusalsEvery(fctx)
+	}()
+	defer func() { // after the last request: its refusals are in the last flush
+		stopFlush()
+		<-flushed
+	}()
 	s.log.Info("http api listening", "addr", s.Addr(), "tls", s.cfg.TLS.Enabled())
 	select {
 	case err := <-errc:

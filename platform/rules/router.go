@@ -214,6 +214,7 @@ func (rt *Route) matches(m *routeMsg) bool {
 	mt := rt.Match
 	switch {
 	case !slices.Contains(rt.From, from),
+		!rt.inOrg(m.Org),
 		m.Backfill && !rt.IncludeBackfill,
 		mt.Product != "" && mt.Product != m.Product,
 		len(mt.Devices) > 0 && !slices.Contains(mt.Devices, m.Product+"/"+m.Device),
@@ -290,6 +291,9 @@ func (r *Router) act(ctx context.Context, rt *Route, a Action, m *routeMsg) erro
 		var topic bytes.Buffer
 		if err := a.Republish.tmpl.Execute(&topic, map[string]string{"Device": m.Device, "Product": m.Product, "Site": m.Site, "Kind": m.Type}); err != nil {
 			return fmt.Errorf("republish topic: %w", err)
+		}
+		if err := rt.checkRepublish(topic.String()); err != nil {
+			return err
 		}
 		return r.mqtt.Publish(topic.String(), m.payload(), 1)
 	default:

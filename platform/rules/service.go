@@ -274,7 +274,8 @@ type RuleInfo struct {
 	Expr     string `json:"expr,omitempty"`
 	For      string `json:"for,omitempty"`
 	Scope    Scope  `json:"scope"`
-	// Org is a PromQL rule's org label: all it records or alerts is of that org.
+	// Org owns the rule: a streaming rule's org, a PromQL rule's org label
+	// (all it reads, records or alerts is of that org); empty for a cluster rule.
 	Org string `json:"org,omitempty"`
 }
 
@@ -284,7 +285,7 @@ func (s *Service) Rules() []RuleInfo {
 	defer s.mu.Unlock()
 	out := []RuleInfo{}
 	for _, r := range s.engine.Rules() {
-		info := RuleInfo{Name: r.Name, Type: r.Type, Severity: r.Severity, Location: r.Location(), Point: r.Point, Scope: r.Scope}
+		info := RuleInfo{Name: r.Name, Type: r.Type, Severity: r.Severity, Location: r.Location(), Point: r.Point, Scope: r.Scope, Org: r.Org}
 		if r.For > 0 {
 			info.For = time.Duration(r.For).String()
 		}
