@@ -55,7 +55,8 @@ var RouteRoles = map[string]string{
 	"GET /api/v1/stream": api.RoleViewer, // live latest values and firing alerts of the caller's orgs (server-sent events)
 
 	"POST /api/v1/devices/{pk}/{dk}/secret": api.RoleAdmin, "GET /api/v1/runs": api.RoleViewer, "GET /api/v1/runs/{run}": api.RoleViewer,
-	"POST /api/v1/runs": api.RoleOperator, // loadgen and scenario reports (the console's runs page)
+	"POST /api/v1/runs":         api.RoleOperator, // loadgen and scenario reports (the console's runs page)
+	"POST /api/v1/product-yaml": api.RoleAdmin,    // a product YAML document checked and answered as JSON (stores nothing)
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all

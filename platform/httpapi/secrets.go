@@ -1,7 +1,10 @@
 package httpapi
 
 import (
+	"io"
 	"net/http"
+
+	"github.com/gale-iot/gale/platform/registry"
 )
 
 // routeSecrets serves POST /api/v1/devices/{pk}/{dk}/secret to admins of
@@ -20,5 +23,25 @@ func (s *Server) routeSecrets(mux *http.ServeMux) {
 		}
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, map[string]string{"productKey": d.ProductKey, "deviceKey": d.DeviceKey, "secret": d.Secret})
+	})
+}
+
+// routeProductYAML serves POST /api/v1/product-yaml to admins: it parses
+// and checks a product YAML document (as the shipped thing models are
+// written) and answers it as JSON, storing nothing; the console imports it
+// through the products API, which decides who may store it.
+func (s *Server) routeProductYAML(mux *http.ServeMux) {
+	s.handle(mux, "POST /api/v1/product-yaml", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			writeBodyError(w, err)
+			return
+		}
+		p, err := registry.ParseProduct(b)
+		if err != nil {
+			writeRegistryError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, p)
 	})
 }

@@ -56,3 +56,26 @@ func TestRotateSecret(t *testing.T) {
 	}
 	require.Equal(t, 2, rotations)
 }
+
+// A product YAML document is checked and answered as JSON; a bad one gets
+// a 400 naming the problem; nothing is stored.
+func TestProductYAML(t *testing.T) {
+	s := startAcctServer(t)
+	doc := "productKey: pump\nname: Pump\nmodel:\n  measurepoints:\n    - {id: P.Flow, type: float, unit: m3/h}\n"
+	code, b := s.call(t, s.tokens["admin"], http.MethodPost, "/api/v1/product-yaml", doc)
+	require.Equal(t, http.StatusOK, code, "%s", b)
+	require.Contains(t, string(b), `"productKey":"pump"`)
+	require.Contains(t, string(b), `"P.Flow"`)
+	_, stored := s.reg.Model("pump")
+	require.False(t, stored)
+	for doc, want := range map[string]string{
+		"productKey: [":                "invalid",
+		"productKey: pump\nbogus: 1\n": "bogus",
+		"name: no key\n":               "invalid",
+		"productKey: pump\nmodel:\n  measurepoints:\n    - {id: X, type: blob}\n": "invalid",
+	} {
+		code, b := s.call(t, s.tokens["admin"], http.MethodPost, "/api/v1/product-yaml", doc)
+		require.Equal(t, http.StatusBadRequest, code, "%q: %s", doc, b)
+		require.Contains(t, string(b), want)
+	}
+}

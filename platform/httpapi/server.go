@@ -216,6 +216,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	s.routeRegistry(authed)
 	s.routeAccounts(authed)
 	s.routeSecrets(authed)
+	s.routeProductYAML(authed)
 	s.routeConsole(mux, authed)
 	mux.HandleFunc("POST /api/v1/login", s.login)
 	// A cluster node serves the parts of the API its role has.
