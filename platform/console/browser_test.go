@@ -129,6 +129,11 @@ func (c *console) shot(name string) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`)) // the sticky header at the top of the picture
+	require.NoError(c.t, err, name)
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('main').innerText`))
+	require.NoError(c.t, err, name)
+	require.NotRegexp(c.t, `\b(null|undefined|NaN)\b|\[object `, text, "%s: a value the page failed to format", name)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	require.NoError(c.t, err, name)
 	require.NoError(c.t, os.WriteFile(filepath.Join(c.shots, name+".png"), png, 0o644))
@@ -359,6 +364,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.line`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.model`)))
 	c.shot("turbine")
 	c.run("edges", step, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	waitJS(c, "the gateways' queue depth (GW.QueueDepth, posted by the edge)", `[...document.querySelectorAll('main tbody tr')].map(r => r.querySelector('td.num').textContent)`,
+		30*time.Second, func(depths []string) bool {
+			return len(depths) == 2 && !slices.Contains(depths, "–")
+		})
 	c.shot("edges")
 	// Rule files are the cluster's: an org's operator sees the rules but reloads none.
 	c.run("registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
@@ -378,7 +387,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.run("viewer's alerts", step, chromedp.Navigate(c.base+"/#/alerts"), chromedp.WaitVisible(chromedp.CSS(`#alerts tbody tr[data-alert]`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open, #ack-form').length`))
 	c.run("viewer's registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
-	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device, .rotate-secret, #create-device, #import-form').length`))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device, .rotate-secret, #create-device, #import-form, #routes').length`))
 	c.run("viewer's commands", step, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command').length`))
 
@@ -388,6 +397,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.run("registry: reload the rules", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
 		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
 	require.NotZero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "an admin enables and disables devices")
+	c.run("routes", step, chromedp.WaitVisible(chromedp.CSS(`#routes tbody tr td`)))
 	c.registryAsAdmin()
 	c.runsPage()
 

@@ -57,6 +57,7 @@ var RouteRoles = map[string]string{
 	"POST /api/v1/devices/{pk}/{dk}/secret": api.RoleAdmin, "GET /api/v1/runs": api.RoleViewer, "GET /api/v1/runs/{run}": api.RoleViewer,
 	"POST /api/v1/runs":         api.RoleOperator, // loadgen and scenario reports (the console's runs page)
 	"POST /api/v1/product-yaml": api.RoleAdmin,    // a product YAML document checked and answered as JSON (stores nothing)
+	"GET /api/v1/routes":        api.RoleViewer,   // the loaded routes: sources, match, action targets (cluster accounts)
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all
@@ -68,6 +69,7 @@ var ClusterRoutes = map[string]bool{
 	"PUT /api/v1/products/{pk}":    true,
 	"DELETE /api/v1/products/{pk}": true,
 	"POST /api/v1/rules/reload":    true,
+	"GET /api/v1/routes":           true,
 }
 
 // PublicRoutes are served without a token (the web console's page and

@@ -11,8 +11,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/platform/runs"
 )
+
+// RouteInfos makes the matrix's rules list routes (none).
+func (fakeRules) RouteInfos() []rules.RouteInfo { return nil }
 
 func openRuns(t *testing.T) *runs.Store {
 	t.Helper()

@@ -230,6 +230,7 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	if deps.Rules != nil {
 		s.routeAlerts(authed)
+		s.routeRoutes(authed)
 	}
 	if deps.Commands != nil {
 		s.routeCommands(authed)

@@ -703,12 +703,12 @@ function registryPage(main) {
   };
   const showModel = p => {
     const m = p.model || {};
-    modelBox.replaceChildren(h("h2", { style: "margin-top:16px" }, `Thing model · ${p.productKey}`), p.description ? h("p", { class: "muted" }, p.description) : null,
+    modelBox.replaceChildren(...[h("h2", { style: "margin-top:16px" }, `Thing model · ${p.productKey}`), p.description ? h("p", { class: "muted" }, p.description) : null,
       h("table", {}, h("thead", {}, h("tr", {}, ["Measurepoint", "Name", "Type", "Unit", "Range"].map(t => h("th", {}, t)))),
         h("tbody", {}, (m.measurepoints || []).map(mp => h("tr", {}, h("td", {}, mp.id), h("td", {}, mp.name || ""), h("td", {}, mp.type), h("td", {}, mp.unit || ""),
           h("td", { class: "muted" }, mp.min !== undefined || mp.max !== undefined ? `${mp.min ?? "…"} to ${mp.max ?? "…"}` : ""))))),
       (m.events || []).length ? h("p", {}, h("strong", {}, "Events: "), m.events.map(e => `${e.id}${e.severity ? " (" + e.severity + ")" : ""}`).join(", ")) : null,
-      (m.services || []).length ? h("p", {}, h("strong", {}, "Services: "), m.services.map(s => `${s.id}(${(s.input || []).map(i => i.id).join(", ")})`).join(", ")) : null);
+      (m.services || []).length ? h("p", {}, h("strong", {}, "Services: "), m.services.map(s => `${s.id}(${(s.input || []).map(i => i.id).join(", ")})`).join(", ")) : null].filter(Boolean));
     modelBox.scrollIntoView({ block: "nearest" });
   };
   const importMsg = h("div", { "aria-live": "polite" });
@@ -813,6 +813,14 @@ function registryPage(main) {
       ruleMsg.replaceChildren(h("div", { class: "form-ok" }, "Rules reloaded."));
     } catch (e) { ruleMsg.replaceChildren(h("div", { class: "form-error", role: "alert" }, e.message)); } finally { ev.target.disabled = false; }
   };
+  // Routes read every org's messages: cluster accounts see them.
+  const routeRows = h("tbody");
+  if (!state.me.org) {
+    api("GET", "/api/v1/routes").then(r => routeRows.replaceChildren(...(r.data.length ? r.data.map(rt => h("tr", {}, h("td", {}, rt.name), h("td", {}, rt.from.join(", ")),
+      h("td", { class: "muted" }, rt.match), h("td", {}, rt.actions.join(" · ")), h("td", { class: "muted" }, rt.location)))
+      : [h("tr", {}, h("td", { colspan: "5", class: "empty" }, "No routes: route files go in the node's rules.routesDir."))])))
+      .catch(e => routeRows.replaceChildren(h("tr", {}, h("td", { colspan: "5", class: "form-error" }, e.message))));
+  }
   main.append(h("div", { class: "head" }, h("h1", {}, "Registry")),
     h("div", { class: "grid" },
       h("section", { class: "panel scroll" }, h("h2", {}, "Products and thing models"), h("table", { id: "products" },
@@ -821,7 +829,9 @@ function registryPage(main) {
       h("section", { class: "panel scroll" }, h("h2", {}, "Devices"), admin ? createForm : null, secretBox, h("table", { id: "devices", style: "margin-top:12px" },
         h("thead", {}, h("tr", {}, ["Device", "Product", "Org", "Site", "Gateway", "Enabled", admin ? "Secret" : null].filter(Boolean).map(t => h("th", {}, t)))), devRows)),
       h("section", { class: "panel scroll" }, h("div", { class: "head" }, h("h2", {}, "Rules"), can("operator") && !state.me.org ? h("button", { type: "button", id: "rules-reload", onclick: reload }, "Reload rules") : null),
-        ruleMsg, h("table", {}, h("thead", {}, h("tr", {}, ["Rule", "Type", "Severity", "Point or expression", "For", "File"].map(t => h("th", {}, t)))), ruleRows))));
+        ruleMsg, h("table", {}, h("thead", {}, h("tr", {}, ["Rule", "Type", "Severity", "Point or expression", "For", "File"].map(t => h("th", {}, t)))), ruleRows)),
+      state.me.org ? null : h("section", { class: "panel scroll" }, h("h2", {}, "Routes"), h("table", { id: "routes" },
+        h("thead", {}, h("tr", {}, ["Route", "From", "Match", "Actions", "File"].map(t => h("th", {}, t)))), routeRows))));
   drawProducts();
   drawDevices();
 }
@@ -876,13 +886,13 @@ async function runsPage(main, id) {
 }
 
 function drawRun(box, r) {
-  box.replaceChildren(
+  box.replaceChildren(...[
     h("div", { class: "head" }, h("h2", { style: "margin:0" }, `${r.kind} · ${r.name}`), h("span", { class: "badge " + (r.pass ? "pass" : "fail") }, r.pass ? "pass" : "fail"),
       h("span", { class: "muted" }, `${fmtTime(Date.parse(r.started))} → ${fmtTime(Date.parse(r.finished))}`)),
     h("div", { class: "stats" }, (r.stats || []).map(s => h("div", { class: "stat" }, h("div", { class: "v" }, fmtNum(s.value, 1), s.unit ? h("span", { class: "muted" }, " " + s.unit) : ""), h("div", { class: "n" }, s.name)))),
     (r.notes || []).length ? h("ul", { class: "notes", style: "margin-bottom:16px" }, r.notes.map(n => h("li", { class: /^(FAILED|ERROR|SLO failed)/.test(n) ? "fail" : "" }, n))) : null,
     h("div", { class: "plots" }, (r.plots || []).map(p => h("section", { class: "chart", "data-plot": p.title }, h("h2", {}, p.title, p.unit ? ` (${p.unit})` : ""),
-      (p.kind === "bar" ? Chart.bars(p.series, p.unit) : Chart.lines(p.series, p.unit)) || h("p", { class: "empty" }, "No data.")))));
+      (p.kind === "bar" ? Chart.bars(p.series, p.unit) : Chart.lines(p.series, p.unit)) || h("p", { class: "empty" }, "No data."))))].filter(Boolean));
 }
 
 // ---- boot ----------------------------------------------------------------------------

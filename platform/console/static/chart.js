@@ -124,13 +124,13 @@ const Chart = (() => {
   function bars(series, unit) {
     if (!series.length) return null;
     const vals = series.map(s => (s.points[0] || [0, 0])[1]), hi = Math.max(...vals, 1);
-    const rowH = 30, Hh = series.length * rowH + 8, Lw = 130;
+    const rowH = 44, Hh = series.length * rowH + 8, Lw = 150;
     const svg = el("svg", { viewBox: `0 0 ${W} ${Hh}`, role: "img" });
     series.forEach((s, i) => {
       const y = 4 + i * rowH, w = Math.max(1, (W - Lw - 90) * vals[i] / hi);
-      svg.append(el("text", { x: Lw - 8, y: y + 17, "text-anchor": "end" }, s.name));
-      svg.append(el("rect", { x: Lw, y: y + 4, width: w.toFixed(1), height: rowH - 10, rx: 3, fill: PALETTE[i % PALETTE.length] }));
-      svg.append(el("text", { x: Lw + w + 6, y: y + 17 }, vals[i].toLocaleString() + (unit ? " " + unit : "")));
+      svg.append(el("text", { class: "bar-label", x: Lw - 10, y: y + 26, "text-anchor": "end" }, s.name));
+      svg.append(el("rect", { x: Lw, y: y + 6, width: w.toFixed(1), height: rowH - 14, rx: 3, fill: PALETTE[i % PALETTE.length] }));
+      svg.append(el("text", { class: "bar-label", x: Lw + w + 8, y: y + 26 }, vals[i].toLocaleString() + (unit ? " " + unit : "")));
     });
     return svg;
   }
