@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +28,6 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/pki"
-	"github.com/gale-iot/gale/platform/runs"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -120,22 +118,6 @@ func TestRunAgainstGale(t *testing.T) {
 	require.Equal(t, 2, strings.Count(string(html), "<svg "), "throughput and latency plots")
 	require.Contains(t, string(html), "<polyline")
 	require.NotContains(t, string(html), "<script")
-
-	// The node's runs page gets the report: its figures and its three plots.
-	g, err := New(cfg, testLogger(t), nil)
-	require.NoError(t, err)
-	require.NoError(t, g.PostRun(context.Background(), h.BaseURL, rep))
-	var posted []runs.Run
-	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/api/v1/runs", nil, &posted))
-	require.Len(t, posted, 1)
-	var got runs.Run
-	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/api/v1/runs/"+posted[0].ID, nil, &got))
-	require.Equal(t, runs.KindLoadgen, got.Kind)
-	require.True(t, got.Pass)
-	require.Contains(t, got.Stats, runs.Stat{Name: "ledger lost", Value: 0})
-	require.Len(t, got.Plots, 3)
-	require.Equal(t, "stored", got.Plots[2].Series[1].Name)
-	require.Equal(t, float64(total), got.Plots[2].Series[1].Points[0][1])
 }
 
 // lossyRelay is an MQTT broker that forwards each publish to a Gale node
