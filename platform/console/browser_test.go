@@ -180,6 +180,7 @@ func (c *console) registryAsAdmin() {
 		chromedp.WaitVisible(chromedp.CSS(`#create-device label .field-error`)))
 	require.Contains(t, eval[string](c, `document.querySelector('#new-device-key').closest('label').textContent`), "deviceKey")
 	require.NotContains(t, eval[string](c, `document.body.textContent`), "goroutine", "no stack trace")
+	c.shot("registry-field-error")
 	c.run("create a device", step, chromedp.SetValue(chromedp.CSS(`#new-device-key`), "pump-01"), chromedp.Click(chromedp.CSS(`#create-submit`)),
 		chromedp.WaitVisible(chromedp.CSS(`#secret-value`)), chromedp.WaitVisible(chromedp.CSS(`#devices tr[data-device="pump/pump-01"]`)))
 	first := eval[string](c, `document.querySelector('#secret-value').textContent`)
