@@ -47,8 +47,11 @@ type session struct {
 	client  *mqtt.Client
 	pk, dk  string
 	limiter *rate.Limiter
-	// subs are the sub-devices logged in through this gateway session ("pk/dk"), guarded by hook.mu.
-	subs map[string]bool
+	// secret is the one the device logged in with: a rotation drops the session.
+	secret string
+	// subs are the sub-devices logged in through this gateway session
+	// ("pk/dk"), each with the secret it logged in with; guarded by hook.mu.
+	subs map[string]string
 	// subscribed is set once the device subscribed to anything: a device
 	// that never subscribed cannot receive replies, so none are published.
 	subscribed atomic.Bool

@@ -58,6 +58,12 @@ var RouteRoles = map[string]string{
 
 	"GET /api/v1/me":     api.RoleViewer, // the caller's own name, org and role (the console's sign-in)
 	"GET /api/v1/stream": api.RoleViewer, // live latest values and firing alerts of the caller's orgs (server-sent events)
+
+	"POST /api/v1/devices/{pk}/{dk}/secret": api.RoleAdmin, // a new secret, shown once; the old one's session dropped
+	"GET /api/v1/runs":                      api.RoleViewer,
+	"GET /api/v1/runs/{run}":                api.RoleViewer,
+	"POST /api/v1/runs":                     api.RoleOperator, // loadgen and scenario reports (the console's runs page)
+	"POST /api/v1/product-yaml":             api.RoleAdmin,    // a product YAML document checked and answered as JSON (stores nothing)
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all

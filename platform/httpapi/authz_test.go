@@ -152,7 +152,7 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 	srv, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Registry: rg, Storage: db, Engine: tsdbtest.NewEngine(t, tsdb.QueryConfig{}, log, prom),
-		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom, Audit: openAudit(t),
+		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom, Audit: openAudit(t), Runs: openRuns(t),
 		Extra: map[string]http.Handler{"/twins/v1/clock": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
 		})},
@@ -559,6 +559,7 @@ func TestRoutePolicy(t *testing.T) {
 		"POST /api/v1/rules/reload":                         true,
 		"POST /api/v1/rules/validate":                       true,
 		"POST /api/v1/devices/{pk}/{dk}/services/{service}": true,
+		"POST /api/v1/runs":                                 true,
 	}
 	for pattern, role := range RouteRoles {
 		want := api.RoleAdmin

@@ -28,6 +28,7 @@ import (
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/rules"
+	"github.com/gale-iot/gale/platform/runs"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
 
@@ -139,6 +140,8 @@ type Deps struct {
 	Extra map[string]http.Handler
 	// Audit, when set, records changes and failed logins and serves GET /api/v1/audit.
 	Audit *audit.Log
+	// Runs, when set, keeps the reports of loadgen and scenario runs (/api/v1/runs).
+	Runs *runs.Store
 }
 
 // Rules is the event engine as the API needs it.
@@ -218,6 +221,8 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	authed := http.NewServeMux()
 	s.routeRegistry(authed)
 	s.routeAccounts(authed)
+	s.routeSecrets(authed)
+	s.routeProductYAML(authed)
 	s.routeConsole(mux, authed)
 	mux.HandleFunc("POST /api/v1/login", s.login)
 	// A cluster node serves the parts of the API its role has.
@@ -237,6 +242,9 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	if deps.Audit != nil {
 		s.routeAudit(authed)
+	}
+	if deps.Runs != nil {
+		s.routeRuns(authed)
 	}
 	for pattern, h := range deps.Extra {
 		s.handleExtra(authed, pattern, h)

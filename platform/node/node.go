@@ -32,6 +32,7 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/remotewrite"
 	"github.com/gale-iot/gale/platform/rules"
+	"github.com/gale-iot/gale/platform/runs"
 	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
@@ -160,7 +161,8 @@ func (n *Node) initAudit(context.Context) error {
 	}
 	n.onClose("close audit log", log.Close)
 	n.deps.Audit = log
-	return nil
+	n.deps.Runs, err = runs.Open(filepath.Join(n.cfg.DataDir, "runs"), runs.DefaultMax)
+	return err
 }
 
 func (n *Node) initKafka(context.Context) (err error) {

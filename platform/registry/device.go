@@ -259,7 +259,7 @@ func (r *Registry) storeDevice(ctx context.Context, d *api.Device) error {
 	}
 	_, err = r.db.ExecContext(ctx, `INSERT INTO devices(product_key, device_key, name, secret, enabled, org, site, gateway_pk, gateway_dk, attributes, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(product_key, device_key) DO UPDATE SET name=excluded.name, enabled=excluded.enabled, org=excluded.org,
+		ON CONFLICT(product_key, device_key) DO UPDATE SET name=excluded.name, secret=excluded.secret, enabled=excluded.enabled, org=excluded.org,
 		site=excluded.site, gateway_pk=excluded.gateway_pk, gateway_dk=excluded.gateway_dk, attributes=excluded.attributes`,
 		d.ProductKey, d.DeviceKey, d.Name, secret, d.Enabled, d.Org, d.Site, d.GatewayProductKey, d.GatewayDeviceKey, string(attrs), d.CreatedAt)
 	if err != nil {

@@ -73,8 +73,8 @@ routes:
 	require.NoError(t, err)
 	rt := routes[0]
 	require.Equal(t, "acme", rt.Org)
-	require.Equal(t, RouteInfo{Name: "acme-out", Org: "acme", From: []string{FromTelemetry, FromAlerts}, Actions: []string{"kafka", "republish"},
-		Location: "acme.yaml:3"}, rt.Info())
+	require.Equal(t, RouteInfo{Name: "acme-out", Org: "acme", From: []string{FromTelemetry, FromAlerts}, Match: "everything",
+		Actions: []string{"kafka acme.telemetry", "republish acme/{{.Device}}"}, Location: "acme.yaml:3"}, rt.Info())
 	acme := &routeMsg{Type: "telemetry", Org: "acme", Product: "sensor", Device: "a1", Points: map[string]float64{"T": 1}}
 	beta := &routeMsg{Type: "telemetry", Org: "beta", Product: "sensor", Device: "b1", Points: map[string]float64{"T": 1}}
 	betaAlert := &routeMsg{Type: api.EventTypeAlert, Org: "beta", alert: &api.Alert{Rule: "hot", Org: "beta"}}

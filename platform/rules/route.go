@@ -244,25 +244,6 @@ func (r *Route) checkRepublish(topic string) error {
 	return nil
 }
 
-// RouteInfo describes a loaded route for the API.
-type RouteInfo struct {
-	Name     string     `json:"name"`
-	Org      string     `json:"org,omitempty"`
-	From     []string   `json:"from"`
-	Match    RouteMatch `json:"match"`
-	Actions  []string   `json:"actions"`
-	Location string     `json:"location"`
-}
-
-// Info describes the route (its actions by kind: their URLs and headers may hold secrets).
-func (r *Route) Info() RouteInfo {
-	info := RouteInfo{Name: r.Name, Org: r.Org, From: r.From, Match: r.Match, Location: fmt.Sprintf("%s:%d", r.file, r.line)}
-	for _, a := range r.Actions {
-		info.Actions = append(info.Actions, a.kind())
-	}
-	return info
-}
-
 func routeNameRE(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
