@@ -2,6 +2,7 @@ package edge
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,6 +37,18 @@ type metrics struct {
 	connects    prometheus.Counter
 	loginFailed prometheus.Counter
 	services    *prometheus.CounterVec
+	slowestPoll atomic.Int64 // nanoseconds, the longest poll since the last status report
+}
+
+// observePoll records how long a poll group's read took.
+func (m *metrics) observePoll(target, group string, d time.Duration) {
+	m.pollSeconds.WithLabelValues(target, group).Observe(d.Seconds())
+	for {
+		old := m.slowestPoll.Load()
+		if int64(d) <= old || m.slowestPoll.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
 }
 
 // newMetrics registers the edge's metrics; queue reports the queue's length.

@@ -195,7 +195,7 @@ func (p *poller) poll(u *unitState, g *group, at time.Time) ([]byte, error) {
 				p.m.pollErrors.WithLabelValues(p.target.Name, u.cfg.Device, kind).Inc()
 			}
 		}
-		p.m.pollSeconds.WithLabelValues(p.target.Name, g.name).Observe(time.Since(start).Seconds())
+		p.m.observePoll(p.target.Name, g.name, time.Since(start))
 		if kind != kindTimeout {
 			u.down.ok()
 		}
