@@ -152,6 +152,12 @@ func TestClientPostsEventsAndCountsRejections(t *testing.T) {
 	require.Eventually(t, func() bool { return h.Metric(t, `gale_broker_messages_total{kind="event"}`) == 1 }, 10*time.Second, 20*time.Millisecond)
 	require.Eventually(t, func() bool { return c.Stats().Rejected == 1 }, 10*time.Second, 10*time.Millisecond)
 	require.Contains(t, c.Stats().LastReject, "thing/measurepoint/post_reply: 404")
+	// The node keeps the event: the device's events list has it (MQTT → gale.events → registry → HTTP).
+	require.Eventually(t, func() bool {
+		var evs []api.DeviceEvent
+		return h.Do(t, http.MethodGet, "/api/v1/devices/sensor/d1/events", nil, &evs) == http.StatusOK &&
+			len(evs) == 1 && evs[0].Event == "alarm" && string(evs[0].Params) == `{"code":7}`
+	}, 10*time.Second, 50*time.Millisecond, "the event is not in the device's events")
 }
 
 // TestClientBacksOffAndSignsEveryAttempt points a client at a listener that

@@ -114,14 +114,11 @@ func (s *Server) listAlerts(w http.ResponseWriter, r *http.Request) {
 			*dst = t.UnixMilli()
 		}
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "limit must be a positive number")
-			return
-		}
-		f.Limit = n
+	limit, ok := queryLimit(w, r, 0, 0)
+	if !ok {
+		return
 	}
+	f.Limit = limit
 	if f.State == api.AlertPending {
 		out := []api.Alert{}
 		for _, a := range s.deps.Rules.Pending() {

@@ -164,14 +164,11 @@ func (s *Server) routeAudit(mux *http.ServeMux) {
 			}
 			f.Since = t.UnixMilli()
 		}
-		if v := q.Get("limit"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > audit.MaxLimit {
-				writeError(w, http.StatusBadRequest, "limit must be a number from 1 to "+strconv.Itoa(audit.MaxLimit))
-				return
-			}
-			f.Limit = n
+		limit, ok := queryLimit(w, r, 0, audit.MaxLimit)
+		if !ok {
+			return
 		}
+		f.Limit = limit
 		entries, err := s.deps.Audit.Query(r.Context(), f)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, err.Error())

@@ -34,7 +34,8 @@ var RouteRoles = map[string]string{
 	"GET /api/v1/devices/{pk}/{dk}/latest":                 api.RoleViewer,
 	"GET /api/v1/assets/{id}/latest":                       api.RoleViewer,
 	"GET /api/v1/devices/{pk}/{dk}/points/{point}/history": api.RoleViewer,
-	"/prometheus/": api.RoleViewer, // reads only, POST queries included
+	"GET /api/v1/devices/{pk}/{dk}/events":                 api.RoleViewer, // its events as this node read them, newest first
+	"/prometheus/":                                         api.RoleViewer, // reads only, POST queries included
 
 	"GET /api/v1/alerts":           api.RoleViewer,
 	"POST /api/v1/alerts/{id}/ack": api.RoleOperator,

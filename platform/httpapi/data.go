@@ -62,6 +62,44 @@ func (s *Server) routeData(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, out)
 	})
 	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}/points/{point}/history", s.history)
+	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}/events", func(w http.ResponseWriter, r *http.Request) {
+		d, ok := s.device(w, r)
+		if !ok {
+			return
+		}
+		limit, ok := queryLimit(w, r, 100, maxEvents)
+		if !ok {
+			return
+		}
+		evs, err := s.deps.Registry.DeviceEvents(r.Context(), d.ProductKey, d.DeviceKey, limit)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, evs)
+	})
+}
+
+// maxEvents is the most device events one answer lists.
+const maxEvents = 1000
+
+// queryLimit reads the limit parameter: def when absent, else a number from
+// 1 to max (0: no upper bound); false after answering 400.
+func queryLimit(w http.ResponseWriter, r *http.Request, def, max int) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || (max > 0 && n > max) {
+		msg := "limit must be a positive number"
+		if max > 0 {
+			msg = "limit must be a number from 1 to " + strconv.Itoa(max)
+		}
+		writeError(w, http.StatusBadRequest, msg)
+		return 0, false
+	}
+	return n, true
 }
 
 // history answers raw samples, or step-aggregated values when step is given.

@@ -15,6 +15,7 @@ const (
 	modAudit       = "audit"        // the node's audit log of API changes
 	modKafka       = "kafka"        // the embedded Kafka (or the configured brokers), the registry producer
 	modRegistryLog = "registry-log" // gale.registry: every local change announced, every change applied
+	modEvents      = "events"       // the devices' events from gale.events, kept in the registry
 	modAdmin       = "admin"        // the admin token and the demo registry
 	modBroker      = "broker"       // the MQTT broker and its producer to Kafka
 	modCommands    = "commands"     // command delivery through the broker
@@ -45,6 +46,7 @@ var modules = map[string]module{
 	modKafka:       {deps: []string{modDataDir}, init: (*Node).initKafka},
 	modRegistryLog: {deps: []string{modRegistry, modKafka}, init: (*Node).initRegistryLog},
 	modAdmin:       {deps: []string{modRegistryLog}, init: (*Node).initAdmin},
+	modEvents:      {deps: []string{modRegistryLog}, init: (*Node).initEvents},
 	modBroker:      {deps: []string{modAdmin, modKafka}, init: (*Node).initBroker},
 	modCommands:    {deps: []string{modBroker}, init: (*Node).initCommands},
 	modTSDB:        {deps: []string{modDataDir}, init: (*Node).initTSDB},
@@ -53,7 +55,7 @@ var modules = map[string]module{
 	modPromQLRules: {deps: []string{modQuery, modRegistry}, init: (*Node).initPromQLRules},
 	modStreamRules: {deps: []string{modRegistryLog}, init: (*Node).initStreamRules},
 	modRoutes:      {deps: []string{modStreamRules}, after: []string{modCommands}, init: (*Node).initRoutes},
-	modHTTP: {deps: []string{modAdmin, modAudit},
+	modHTTP: {deps: []string{modAdmin, modAudit, modEvents},
 		after: []string{modCommands, modTSDB, modPromQLRules, modStreamRules, modRoutes}, init: (*Node).initHTTP},
 	modSelfMonitor: {deps: []string{modHTTP, modTSDB}, init: (*Node).initSelfMonitor},
 }

@@ -45,6 +45,8 @@ const (
 	RulesConsumerGroup    = "gale-rules"
 	CommandsConsumerGroup = "gale-commands"
 	RegistryConsumerGroup = "gale-registry"
+	// EventsConsumerGroup (suffixed with the node id) keeps the devices' events in the node's registry.
+	EventsConsumerGroup = "gale-events"
 	// RemoteWriteConsumerGroup is suffixed with the node id and the endpoint's name.
 	RemoteWriteConsumerGroup = "gale-remotewrite"
 )

@@ -102,7 +102,7 @@ func Open(path string, opts ...Option) (*Registry, error) {
 		return nil, fmt.Errorf("open registry %q: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema + alertSchema + commandSchema + accountSchema); err != nil {
+	if _, err := db.Exec(schema + alertSchema + commandSchema + accountSchema + eventSchema); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create registry schema in %q: %w", path, err)
 	}

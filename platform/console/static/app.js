@@ -460,7 +460,7 @@ async function devicePage(main, pk, dk) {
   main.append(h("div", { class: "grid cols-2" }, left, right));
   right.append(historyPanel(pk, dk, points));
   if (pk === "wind-turbine") right.append(powerCurvePanel(pk, dk, d));
-  right.append(deviceAlertsPanel(id, model.events || []));
+  right.append(deviceEventsPanel(id, model.events || []));
   if (can("operator") && (model.services || []).length) left.append(h("section", { class: "panel" }, h("h2", {}, "Commands"), commandForm(pk, dk, model.services)));
   const update = () => {
     const cur = state.latest[id] || {};
@@ -541,8 +541,17 @@ function powerCurvePanel(pk, dk, d) {
   return h("section", { class: "panel" }, h("h2", {}, "Power curve"), form, box);
 }
 
-// deviceAlertsPanel lists the device's alerts (newest first) and the events its thing model declares.
-function deviceAlertsPanel(id, events) {
+// deviceEventsPanel lists the device's latest events and its alerts, newest first.
+function deviceEventsPanel(id, events) {
+  const names = Object.fromEntries(events.map(e => [e.id, e.name || e.id]));
+  const evList = h("ul", { class: "timeline", id: "device-events" }, h("li", { class: "muted" }, "Loading…"));
+  api("GET", `/api/v1/devices/${id}/events?limit=20`).then(r => evList.replaceChildren(...(r.data.length ? r.data.map(e => {
+    const params = e.params === undefined ? "" : JSON.stringify(e.params);
+    return h("li", {}, h("strong", {}, names[e.event] || e.event), " ", e.severity ? h("span", { class: "sev-" + e.severity }, e.severity) : "",
+      h("div", { class: "muted" }, fmtTime(e.time), params ? " · " + (params.length > 120 ? params.slice(0, 119) + "…" : params) : ""));
+  }) : [h("li", { class: "muted" }, events.length ? "No events yet. This device reports: " +
+      events.map(e => `${e.name || e.id}${e.severity ? " (" + e.severity + ")" : ""}`).join(", ") : "Its thing model declares no events.")])))
+    .catch(e => evList.replaceChildren(h("li", { class: "form-error" }, e.message)));
   const list = h("ul", { class: "timeline" }, h("li", { class: "muted" }, "Loading…"));
   api("GET", "/api/v1/alerts?limit=500").then(r => {
     const mine = r.data.filter(a => a.device === id).slice(0, 20);
@@ -550,9 +559,7 @@ function deviceAlertsPanel(id, events) {
       h("a", { href: "#/alerts" }, a.rule), " ", h("span", { class: "sev-" + a.severity }, a.severity), h("div", { class: "muted" }, fmtTime(a.firedAt || a.startedAt), a.message ? " · " + a.message : "")))
       : [h("li", { class: "muted" }, "No alerts for this device.")]));
   }).catch(e => list.replaceChildren(h("li", { class: "form-error" }, e.message)));
-  return h("section", { class: "panel" }, h("h2", {}, "Events and alerts"), list,
-    events.length ? h("p", { class: "muted", style: "margin-bottom:0" }, "Events this device reports (rules turn them into alerts): ",
-      events.map(e => `${e.name || e.id}${e.severity ? " (" + e.severity + ")" : ""}`).join(", ")) : null);
+  return h("section", { class: "panel" }, h("h2", {}, "Events"), evList, h("h2", { style: "margin-top:16px" }, "Alerts"), list);
 }
 
 // ---- commands ----------------------------------------------------------------
