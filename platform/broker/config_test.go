@@ -6,15 +6,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/internal/testkit"
-
-	"github.com/gale-iot/gale/platform/api"
 )
 
 func TestConfigFiles(t *testing.T) {
 	testkit.Fixtures(t, "testdata/*.yaml", ErrConfig, func(b []byte) error {
 		cfg := DefaultConfig()
-		require.NoError(t, api.DecodeYAML(b, &cfg))
+		require.NoError(t, config.Decode("broker config", b, &cfg))
 		return cfg.Validate()
 	})
 }

@@ -37,7 +37,7 @@ func (s *Server) routeProductYAML(mux *http.ServeMux) {
 			writeBodyError(w, err)
 			return
 		}
-		p, err := registry.ParseProduct(b)
+		p, err := registry.ParseProduct("product YAML", b)
 		if err != nil {
 			writeRegistryError(w, err)
 			return

@@ -2,12 +2,11 @@ package registry
 
 import (
 	"embed"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/api"
 )
 
@@ -35,23 +34,24 @@ func LoadProducts(fsys fs.FS) ([]api.Product, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read product file %s: %w", name, err)
 		}
-		p, err := ParseProduct(b)
+		p, err := ParseProduct("product file "+path.Base(name), b)
 		if err != nil {
-			return nil, fmt.Errorf("product file %s: %w", path.Base(name), err)
+			return nil, err
 		}
 		out = append(out, p)
 	}
 	return out, nil
 }
 
-// ParseProduct decodes and validates one product YAML document.
-func ParseProduct(b []byte) (api.Product, error) {
+// ParseProduct decodes and validates one product YAML document, the
+// contents of what name calls it (errors name it, and the line).
+func ParseProduct(name string, b []byte) (api.Product, error) {
 	var p api.Product
-	if err := api.DecodeYAML(b, &p); err != nil && !errors.Is(err, io.EOF) {
+	if err := config.Decode(name, b, &p); err != nil {
 		return p, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if err := ValidateProduct(&p); err != nil {
-		return p, err
+		return p, fmt.Errorf("%s: %w", name, err)
 	}
 	return p, nil
 }

@@ -26,7 +26,7 @@ func open(t *testing.T, path string) *Registry {
 
 func TestProductFiles(t *testing.T) {
 	testkit.Fixtures(t, "testdata/*.yaml", ErrInvalid, func(b []byte) error {
-		_, err := ParseProduct(b)
+		_, err := ParseProduct("test", b)
 		return err
 	})
 	shipped, err := ShippedProducts()
@@ -41,7 +41,7 @@ func TestProductFiles(t *testing.T) {
 func TestModelValue(t *testing.T) {
 	b, err := os.ReadFile("testdata/sensor.good.yaml")
 	require.NoError(t, err)
-	p, err := ParseProduct(b)
+	p, err := ParseProduct("test", b)
 	require.NoError(t, err)
 	m := compile(p)
 	cases := []struct {

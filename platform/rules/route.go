@@ -9,9 +9,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/gale-iot/gale/internal/config"
 	"gopkg.in/yaml.v3"
-
-	"github.com/gale-iot/gale/platform/api"
 )
 
 // Route sources.
@@ -127,8 +126,8 @@ func ParseRoutes(name string, b []byte) ([]*Route, error) {
 		Org    string   `yaml:"org"`
 		Routes []*Route `yaml:"routes"`
 	}
-	if err := api.DecodeYAML(b, &f); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	if err := config.Decode(name, b, &f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(b, &root)

@@ -12,9 +12,8 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/gale-iot/gale/internal/config"
 	"gopkg.in/yaml.v3"
-
-	"github.com/gale-iot/gale/platform/api"
 )
 
 // Rule types.
@@ -236,8 +235,8 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
 	}
 	var f File
-	if err := api.DecodeYAML(b, &f); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+	if err := config.Decode(name, b, &f); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	lines := listLines(&root, "rules")
 	for i, r := range f.Rules {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/api"
 )
 
@@ -102,8 +103,8 @@ func RunTestFile(path string) ([]TestResult, error) {
 		return nil, fmt.Errorf("read rule test file: %w", err)
 	}
 	var tf TestFile
-	if err := api.DecodeYAML(b, &tf); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := config.Decode(path, b, &tf); err != nil {
+		return nil, err
 	}
 	var files []string
 	for _, f := range tf.RuleFiles {

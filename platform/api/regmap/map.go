@@ -13,7 +13,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/internal/config"
 )
 
 // Sentinel errors returned (wrapped) by Validate, Parse and the codecs.
@@ -73,8 +73,8 @@ type Map struct {
 // fills defaults and validates it.
 func Parse(data []byte) (*Map, error) {
 	var m Map
-	if err := api.DecodeYAML(data, &m); err != nil {
-		return nil, fmt.Errorf("decode register map: %w", err)
+	if err := config.Decode("register map", data, &m); err != nil {
+		return nil, err
 	}
 	m.Default()
 	if err := m.Validate(); err != nil {
