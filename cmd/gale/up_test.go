@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/pki"
 )
@@ -44,6 +46,8 @@ type galeProc struct {
 	// tls runs gale up --tls; client then trusts DATA/tls/ca.crt.
 	tls    bool
 	client *http.Client
+	// gale calls the API with the admin token.
+	gale *apiclient.Client
 }
 
 // base is the API's base URL.
@@ -93,21 +97,23 @@ func startGale(t *testing.T, p *galeProc, extra ...string) {
 	tok, err := os.ReadFile(filepath.Join(p.dataDir, "admin.token"))
 	require.NoError(t, err)
 	p.token = string(bytes.TrimSpace(tok))
+	var tlsCfg *tls.Config
+	if tr, ok := p.client.Transport.(*http.Transport); ok {
+		tlsCfg = tr.TLSClientConfig
+	}
+	p.gale, err = apiclient.New(p.base(), apiclient.Options{Token: p.token, TLS: tlsCfg})
+	require.NoError(t, err)
 }
 
+// api calls the API and decodes a JSON answer into out (when non-nil), whatever its status; it returns the status.
 func (p *galeProc) api(t *testing.T, method, path string, body, out any) int {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(method, p.base()+path, bytes.NewReader(b))
+	status, b, err := p.gale.Send(context.Background(), method, path, body)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+p.token)
-	resp, err := p.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	if out != nil {
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(out))
+		require.NoError(t, json.Unmarshal(b, out), "body: %s", b)
 	}
-	return resp.StatusCode
+	return status
 }
 
 // TestKill9KeepsEveryAcknowledgedSample streams QoS 1 samples into a real

@@ -123,42 +123,62 @@ func answerError(req *http.Request, status int, body []byte) *Error {
 	return &Error{Method: req.Method, Path: req.URL.Path, Status: status, Msg: msg}
 }
 
+// Send sends body (when not nil) as JSON to path (with its query) and
+// returns the answer's status and body, whatever the status: for tests of
+// the API itself. Callers of the API use Do or the typed calls.
+func (c *Client) Send(ctx context.Context, method, path string, body any) (int, []byte, error) {
+	resp, b, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, b, nil
+}
+
 // Do sends body (when not nil) as JSON to path (with its query) and decodes
 // a 2xx JSON answer into out (when not nil). Another status is an *Error.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	resp, b, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode/100 != 2 {
+		return answerError(resp.Request, resp.StatusCode, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%s %s: decode answer: %w", method, resp.Request.URL.Path, err)
+		}
+	}
+	return nil
+}
+
+// send makes the request and reads the answer.
+func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
+			return nil, nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return fmt.Errorf("%s %s: read answer: %w", method, req.URL.Path, err)
+		return nil, nil, fmt.Errorf("%s %s: read answer: %w", method, req.URL.Path, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		return answerError(req, resp.StatusCode, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%s %s: decode answer: %w", method, req.URL.Path, err)
-		}
-	}
-	return nil
+	return resp, b, nil
 }
 
 func devicePath(pk, dk string) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/edge"
@@ -51,7 +52,7 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 	outage := metric(t, e, "gale_edge_samples_total", nil) - live
 	require.Equal(t, float64(600*3+60*2), outage, "every unit polled at every tick")
 	require.Equal(t, outage, metric(t, e, "gale_edge_queue_depth", nil), "all queued")
-	resumesBefore := brokerMetric(t, c.h, `gale_broker_messages_total{kind="resume"}`)
+	resumesBefore := c.h.Metric(t, `gale_broker_messages_total{kind="resume"}`)
 
 	c.proxy.Restore()
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in again")
@@ -60,7 +61,7 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 	replayTook := time.Since(reconnected)
 	require.Equal(t, outage, metric(t, e, "gale_edge_published_samples_total", resume)-resumed)
 	require.Equal(t, posted, metric(t, e, "gale_edge_published_samples_total", post), "no sample of the outage went through post")
-	resumes := brokerMetric(t, c.h, `gale_broker_messages_total{kind="resume"}`) - resumesBefore
+	resumes := c.h.Metric(t, `gale_broker_messages_total{kind="resume"}`) - resumesBefore
 	require.GreaterOrEqual(t, resumes, math.Ceil(outage/100), "resume batches carry at most 100 samples")
 	require.Less(t, resumes, outage/50, "the backlog went in batches, not one by one")
 
@@ -117,7 +118,8 @@ func TestKillDuringOutageLosesNothing(t *testing.T) {
 			return -1
 		}
 		defer resp.Body.Close()
-		return scrape(t, resp.Body, series)
+		v, _ := testkit.ScrapeText(t, resp.Body, series)
+		return v
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")

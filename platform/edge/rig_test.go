@@ -1,7 +1,6 @@
 package edge_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,16 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
@@ -259,56 +257,19 @@ type point struct {
 // samples by its "point" label, or by metric name for quality series.
 func series(t *testing.T, h *nodetest.Harness, expr string, at time.Time) map[string][]point {
 	t.Helper()
-	q := url.Values{"query": {expr}, "time": {fmt.Sprintf("%.3f", float64(at.UnixMilli())/1000)}}
-	var resp struct {
-		Data struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Values [][2]any          `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/prometheus/api/v1/query?"+q.Encode(), nil, &resp))
+	m, err := h.API.Prom.Matrix(context.Background(), expr, at)
+	require.NoError(t, err)
 	out := map[string][]point{}
-	for _, r := range resp.Data.Result {
-		key := r.Metric["point"]
-		if strings.HasSuffix(r.Metric["__name__"], "_quality") {
-			key = r.Metric["__name__"]
+	for _, r := range m {
+		key := string(r.Metric["point"])
+		if name := string(r.Metric[model.MetricNameLabel]); strings.HasSuffix(name, "_quality") {
+			key = name
 		}
 		for _, v := range r.Values {
-			f, _ := strconv.ParseFloat(v[1].(string), 64)
-			out[key] = append(out[key], point{T: int64(v[0].(float64)*1000 + 0.5), V: f})
+			out[key] = append(out[key], point{T: int64(v.Timestamp), V: float64(v.Value)})
 		}
 	}
 	return out
-}
-
-// brokerMetric reads a counter of the cloud node's /metrics.
-func brokerMetric(t *testing.T, h *nodetest.Harness, series string) float64 {
-	t.Helper()
-	resp, err := h.Client.Get(h.BaseURL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	return scrape(t, resp.Body, series)
-}
-
-// scrape sums the values of the lines of a Prometheus text exposition
-// that start with series (a name, or a name and labels).
-func scrape(t *testing.T, r io.Reader, series string) float64 {
-	t.Helper()
-	sum := 0.0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, series); ok && (rest[0] == ' ' || rest[0] == '{' && !strings.Contains(series, "{")) {
-			f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			require.NoError(t, err, line)
-			sum += f
-		}
-	}
-	require.NoError(t, sc.Err())
-	return sum
 }
 
 // latest returns the newest sample of device (pk, dk) carrying point that
