@@ -32,8 +32,7 @@ func TestUpTLS(t *testing.T) {
 }
 
 func testUpTLS(t *testing.T, clientAuth string) {
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t), tls: true}
-	startGale(t, p, "--direct-turbines", "1", "--speed", "10", "--tls-client-auth", clientAuth)
+	p := newGale(t, true, "--direct-turbines", "1", "--speed", "10", "--tls-client-auth", clientAuth)
 	ca := filepath.Join(p.dataDir, "tls", pki.CACertFile)
 	require.Contains(t, p.stderr.String(), "TLS CA:      "+ca)
 	require.Contains(t, p.stderr.String(), "https://"+p.http)

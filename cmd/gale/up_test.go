@@ -65,6 +65,16 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// newGale starts `gale up` (with --tls when tls) and extra flags on free
+// loopback ports in a fresh data dir.
+func newGale(t *testing.T, tls bool, extra ...string) *galeProc {
+	t.Helper()
+	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t), tls: tls}
+	startGale(t, p, extra...)
+	return p
+}
+
+// startGale starts (or restarts) p.
 func startGale(t *testing.T, p *galeProc, extra ...string) {
 	t.Helper()
 	p.stderr = new(testkit.SyncBuffer)
@@ -123,8 +133,7 @@ func TestKill9KeepsEveryAcknowledgedSample(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills gale processes")
 	}
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-	startGale(t, p)
+	p := newGale(t, false)
 	require.Equal(t, http.StatusCreated, p.api(t, "POST", "/api/v1/products",
 		api.Product{Key: "seq", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "Seq", Type: api.TypeFloat}}}}, nil))
 
@@ -212,8 +221,7 @@ func TestInterruptStopsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts gale processes")
 	}
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-	startGale(t, p)
+	p := newGale(t, false)
 	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
 	done := make(chan error, 1)
 	go func() { done <- p.cmd.Wait() }()
@@ -296,8 +304,7 @@ func TestGearboxFaultAlertsOnceThroughTheFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole platform")
 	}
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-	startGale(t, p, "--speed", "40")
+	p := newGale(t, false, "--speed", "40")
 
 	// A command through the edge becomes a Modbus write, and its reply comes back through the API.
 	var c api.Command

@@ -218,6 +218,15 @@ func waitMetric(t *testing.T, e *edge.Edge, name string, match map[string]string
 func atLeast(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
 func equal(n float64) func(float64) bool   { return func(v float64) bool { return v == n } }
 
+// steppedEdge runs an edge of fleet f on clock clk against cloud c, waits
+// until it has logged in, and returns it with a stepper of its clock.
+func steppedEdge(t *testing.T, clk *clock.Clock, c *cloud, f *twins.Fleet) (*edge.Edge, *stepper) {
+	t.Helper()
+	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
+	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
+	return e, newStepper(t, clk, e)
+}
+
 // stepper steps a manual clock one second at a time and waits until the
 // edge has polled every unit's groups that fall due, after it polled every
 // group once at start.
