@@ -179,35 +179,12 @@ func runEdge(t *testing.T, cfg edge.Config, opts ...edge.Option) (*edge.Edge, fu
 // metric sums the edge's series of a metric whose labels include match.
 func metric(t *testing.T, e *edge.Edge, name string, match map[string]string) float64 {
 	t.Helper()
-	mfs, err := e.Gatherer().Gather()
-	require.NoError(t, err)
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range match {
-				if labels[k] != v {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
+	var ms []string
+	for k, v := range match {
+		ms = append(ms, fmt.Sprintf("%s=%q", k, v))
 	}
-	return sum
+	v, _ := testkit.Gathered(t, e.Gatherer(), name+"{"+strings.Join(ms, ",")+"}")
+	return v
 }
 
 func waitMetric(t *testing.T, e *edge.Edge, name string, match map[string]string, ok func(float64) bool, msg string) {
