@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,6 +24,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/device"
@@ -146,7 +146,7 @@ func TestLiveNode(t *testing.T) {
 		require.Equal(t, "2 dashboards OK\n", stdout.String())
 
 		stdout.Reset()
-		err := Main(ctx, []string{"check", "--url", "http://" + freeAddr(t), "--token-file", h.Node.TokenFile}, &stdout, &stderr)
+		err := Main(ctx, []string{"check", "--url", "http://" + testkit.FreeAddr(t, "tcp"), "--token-file", h.Node.TokenFile}, &stdout, &stderr)
 		require.ErrorContains(t, err, "cannot query Gale at http://127.0.0.1:")
 	})
 	t.Run("an org's viewer token pushed to Grafana", func(t *testing.T) {
@@ -504,7 +504,7 @@ func startPrometheus(t *testing.T, galeAddr string) *API {
 	dir := t.TempDir()
 	confFile := filepath.Join(dir, "prometheus.yml")
 	require.NoError(t, os.WriteFile(confFile, []byte(conf), 0o644))
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+confFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
@@ -521,15 +521,6 @@ func startPrometheus(t *testing.T, galeAddr string) *API {
 		}
 	})
 	return newAPI(t, "http://"+addr, "")
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
 }
 
 // TestEdgeMetricsAreTheEdgesOwn checks the edge half of ExportedMetrics

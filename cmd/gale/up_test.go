@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -58,18 +57,11 @@ func (p *galeProc) base() string {
 	return "http://" + p.http
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // newGale starts `gale up` (with --tls when tls) and extra flags on free
 // loopback ports in a fresh data dir.
 func newGale(t *testing.T, tls bool, extra ...string) *galeProc {
 	t.Helper()
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t), tls: tls}
+	p := &galeProc{dataDir: t.TempDir(), http: testkit.FreeAddr(t, "tcp"), mqtt: testkit.FreeAddr(t, "tcp"), kafka: testkit.FreeAddr(t, "tcp"), tls: tls}
 	startGale(t, p, extra...)
 	return p
 }

@@ -105,7 +105,7 @@ func TestKillDuringOutageLosesNothing(t *testing.T) {
 	f := startFleet(t, nil)
 	dir := t.TempDir()
 	cfg := edgeConfig(t, c, f, filepath.Join(dir, "data"))
-	cfg.HTTPAddr = freeAddr(t, "tcp")
+	cfg.HTTPAddr = testkit.FreeAddr(t, "tcp")
 	b, err := yaml.Marshal(cfg)
 	require.NoError(t, err)
 	path := filepath.Join(dir, "edge.yaml")
@@ -198,7 +198,7 @@ func TestKillDuringOutageLosesNothing(t *testing.T) {
 func TestStandbyTakesOver(t *testing.T) {
 	c := startCloud(t)
 	f := startFleet(t, nil)
-	udpA, udpB := freeAddr(t, "udp"), freeAddr(t, "udp")
+	udpA, udpB := testkit.FreeAddr(t, "udp"), testkit.FreeAddr(t, "udp")
 	cfgA := edgeConfig(t, c, f, t.TempDir())
 	cfgA.HA = &edge.HAConfig{Node: "a", Listen: udpA, Peer: udpB}
 	cfgB := edgeConfig(t, c, f, t.TempDir())
@@ -365,7 +365,7 @@ func TestBadTargetAndSubDeviceAreIsolated(t *testing.T) {
 	c := startCloud(t)
 	f := startFleet(t, clk)
 	cfg := edgeConfig(t, c, f, t.TempDir())
-	cfg.Targets = append(cfg.Targets, edge.Target{Name: "dead", Addr: freeAddr(t, "tcp"), Units: []edge.Unit{
+	cfg.Targets = append(cfg.Targets, edge.Target{Name: "dead", Addr: testkit.FreeAddr(t, "tcp"), Units: []edge.Unit{
 		{Unit: regmap.Unit{Device: "WT09", ID: 1, Map: "wind-turbine"}, Secret: "unknown"}}})
 	e, _ := runEdge(t, cfg, edge.WithClock(clk))
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
@@ -406,7 +406,7 @@ func TestStartsFromCachedModels(t *testing.T) {
 	require.FileExists(t, filepath.Join(cfg.DataDir, "models", "wind-turbine.json"))
 	require.FileExists(t, filepath.Join(cfg.DataDir, "models", "met-mast.json"))
 
-	dead := freeAddr(t, "tcp")
+	dead := testkit.FreeAddr(t, "tcp")
 	cfg.Cloud.APIURL, cfg.Cloud.MQTTAddr = "http://"+dead, dead
 	e, _ = runEdge(t, cfg)
 	waitMetric(t, e, "gale_edge_samples_total", nil, atLeast(6), "edge does not poll from cached models")
