@@ -23,8 +23,12 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 )
 
-// maxAnswer bounds the body of an answer the client reads.
-const maxAnswer = 64 << 20
+// maxAnswer bounds the body of an answer the client reads, maxMsg the
+// message of an *Error taken from it.
+const (
+	maxAnswer = 64 << 20
+	maxMsg    = 1 << 10
+)
 
 // Options configure a client.
 type Options struct {
@@ -51,7 +55,10 @@ func (o Options) httpClient() *http.Client {
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	return &http.Client{Transport: rt, Timeout: timeout}
+	// No redirects: the token goes with every request, so it would follow
+	// one to any host; the API never redirects.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &http.Client{Transport: rt, Timeout: timeout, CheckRedirect: noRedirect}
 }
 
 // Client calls one Gale node's HTTP API.
@@ -119,6 +126,9 @@ func answerError(req *http.Request, status int, body []byte) *Error {
 	msg := strings.TrimSpace(string(body))
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
 		msg = e.Error
+	}
+	if len(msg) > maxMsg {
+		msg = strings.ToValidUTF8(msg[:maxMsg], "") + "…"
 	}
 	return &Error{Method: req.Method, Path: req.URL.Path, Status: status, Msg: msg}
 }
