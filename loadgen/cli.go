@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -60,6 +61,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := o.write(rep, stdout); err != nil {
 		return err
 	}
+	if to := o.reportTo; to != "off" && !o.cfg.Plain {
+		if err := g.PostRun(context.WithoutCancel(ctx), cmp.Or(to, o.cfg.APIURL), rep); err != nil {
+			fmt.Fprintf(stderr, "gale loadgen: the report was not posted to the node's runs page: %v\n", err)
+		}
+	}
 	return verdict(rep)
 }
 
@@ -67,6 +73,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 type options struct {
 	cfg                                    Config
 	tokenFile, reportJSON, reportHTML, slo string
+	reportTo                               string
 	logLevel                               string
 	quiet                                  bool
 }
@@ -122,6 +129,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&cfg.Step.MaxSteps, "step-max", cfg.Step.MaxSteps, "most steps")
 	fs.StringVar(&o.reportJSON, "report-json", "", "write the JSON report to this file")
 	fs.StringVar(&o.reportHTML, "report-html", "", "write the HTML report (inline SVG plots) to this file")
+	fs.StringVar(&o.reportTo, "report-to", "", "post the report to this node's runs page (the console's Runs); default: --api-url; off: do not")
 	fs.StringVar(&o.slo, "slo", "", `fail (non-zero exit) unless the run meets this, e.g. 'p99_e2e<250ms,loss=0,errors=0,rate>=9500'`)
 	fs.BoolVar(&o.quiet, "quiet", false, "no live progress line")
 	fs.StringVar(&o.logLevel, "log-level", "warn", "log level: debug, info, warn, error")

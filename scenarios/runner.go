@@ -52,6 +52,7 @@ type runner struct {
 	sc       *Scenario
 	log      *slog.Logger
 	newCloud func(log *slog.Logger) Cloud
+	report   *apiclient.Client // where WithReportTo posts the report; nil: nowhere
 
 	cloud Cloud
 	nodes []string
@@ -132,6 +133,11 @@ func Run(ctx context.Context, file string, opts ...Option) (Result, error) {
 	started := time.Now()
 	res, err := r.run(ctx)
 	res.Name, res.File, res.Cloud, res.Wall = sc.Name, file, r.cloud.Name(), time.Since(started)
+	if r.report != nil && !errors.Is(err, ErrOtherCloud) {
+		if perr := r.postReport(context.WithoutCancel(ctx), res, err, started); perr != nil {
+			r.log.Error("scenario report not posted to the runs page", "err", perr)
+		}
+	}
 	return res, err
 }
 

@@ -15,8 +15,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/loadgen"
-	"github.com/gale-iot/gale/platform/api"
 )
 
 // Sentinel errors of Scenario.Validate.
@@ -259,9 +259,9 @@ func Load(path string) (*Scenario, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read scenario: %w", err)
 	}
-	s, err := Parse(data)
+	s, err := parse(path, data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, err
 	}
 	s.file = path
 	return s, nil
@@ -270,19 +270,22 @@ func Load(path string) (*Scenario, error) {
 // Parse decodes a scenario strictly (unknown fields are errors, with their
 // line), fills defaults and validates it; validation errors name the line
 // of the step or assertion at fault.
-func Parse(data []byte) (*Scenario, error) {
+func Parse(data []byte) (*Scenario, error) { return parse("scenario", data) }
+
+// parse is Parse of the file called name, whose errors name it.
+func parse(name string, data []byte) (*Scenario, error) {
 	var s Scenario
-	if err := api.DecodeYAML(data, &s); err != nil {
-		return nil, fmt.Errorf("decode scenario: %w", err)
+	if err := config.Decode(name, data, &s); err != nil {
+		return nil, err
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("decode scenario: %w", err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	s.lines = lines{steps: itemLines(&root, "timeline"), asserts: itemLines(&root, "assert")}
 	s.Default()
 	if err := s.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &s, nil
 }

@@ -69,7 +69,7 @@ func TestParse(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml, err string
 	}{
-		{"unknown field", "name: x\ntimeline:\n  - at: 1m\n    inject: {turbine: WT01, falt: icing}\n", "line 4: field falt not found"},
+		{"unknown field", "name: x\ntimeline:\n  - at: 1m\n    inject: {turbine: WT01, falt: icing}\n", "scenario:4: field falt not found"},
 		{"no name", "topology: {turbines: 1}\n", ErrName.Error()},
 		{"bad edges", "name: x\ntopology: {edges: triple}\n", `edges "triple"`},
 		{"no time", "name: x\ntimeline:\n  - cut: GW01\n", "line 3: timeline[0]: invalid step: needs at"},
@@ -115,7 +115,7 @@ func TestShippedScenariosParse(t *testing.T) {
 		require.NoError(t, err, f)
 	}
 	_, err = Load(filepath.Join("testdata", "bad-field.bad.yaml"))
-	require.ErrorContains(t, err, "line 4: field falt not found")
+	require.ErrorContains(t, err, "bad-field.bad.yaml:4: field falt not found", "the file and line")
 	_, err = Load("missing.yaml")
 	require.ErrorIs(t, err, os.ErrNotExist)
 }

@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"time"
 
-	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/twins/clock"
 	"github.com/gale-iot/gale/twins/farm"
@@ -119,31 +117,11 @@ func DefaultConfig() Config {
 	return c
 }
 
-// Load reads a fleet config file strictly (unknown fields are errors), fills
-// defaults and validates it.
-func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read fleet config: %w", err)
-	}
-	c, err := Parse(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
-
-// Parse decodes a fleet config strictly, fills defaults and validates it.
-func Parse(data []byte) (Config, error) {
-	var c Config
-	if err := api.DecodeYAML(data, &c); err != nil {
-		return Config{}, fmt.Errorf("decode fleet config: %w", err)
-	}
+// Complete fills the defaults of what the file left unset and validates
+// the fleet (internal/config.Load reads a fleet config with it).
+func (c *Config) Complete() error {
 	c.Default()
-	if err := c.Validate(); err != nil {
-		return Config{}, err
-	}
-	return c, nil
+	return c.Validate()
 }
 
 // kinds maps every device key to its product; a key used twice maps to "".

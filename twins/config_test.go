@@ -6,6 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/twins/farm"
@@ -16,7 +17,7 @@ import (
 
 func TestLoadGoodAndBad(t *testing.T) {
 	bad := map[string]error{
-		"unknown-field.bad.yaml":    nil, // yaml: field colour not found
+		"unknown-field.bad.yaml":    config.ErrSyntax,
 		"no-farms.bad.yaml":         ErrNoFarms,
 		"speed.bad.yaml":            ErrSpeed,
 		"step.bad.yaml":             ErrStep,
@@ -34,8 +35,8 @@ func TestLoadGoodAndBad(t *testing.T) {
 		"fault-both.bad.yaml":       ErrScheduledFault,
 		"fault-mast.bad.yaml":       ErrScheduledFault,
 	}
-	testkit.FixtureTable(t, "testdata/*.yaml", bad, func(t *testing.T, path string) error {
-		c, err := Load(path)
+	testkit.ConfigFiles(t, "testdata/*.yaml", bad, func(t *testing.T, path string) error {
+		c, err := config.Load[Config](path)
 		if err == nil {
 			require.NotEmpty(t, c.Farms)
 		}
@@ -44,11 +45,11 @@ func TestLoadGoodAndBad(t *testing.T) {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	demo, err := Load("testdata/demo.good.yaml")
+	demo, err := config.Load[Config]("testdata/demo.good.yaml")
 	require.NoError(t, err)
 	require.Equal(t, DefaultConfig(), demo, "the demo file spells out DefaultConfig")
 
-	c, err := Load("testdata/two-farms.good.yaml")
+	c, err := config.Load[Config]("testdata/two-farms.good.yaml")
 	require.NoError(t, err)
 	require.Equal(t, time.Date(2025, 1, 15, 6, 0, 0, 0, time.UTC), c.Start)
 	require.Equal(t, time.Second, c.Step)

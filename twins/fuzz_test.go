@@ -5,6 +5,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/api/fuzzinput"
 )
 
@@ -18,7 +19,7 @@ func FuzzParse(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(demo)
-	fuzzinput.Validated(f, Parse, func(t *testing.T, c Config) {
+	fuzzinput.Validated(f, func(b []byte) (Config, error) { return config.Parse[Config]("fuzz.yaml", b) }, func(t *testing.T, c Config) {
 		kinds := c.kinds()
 		for _, g := range c.Gateways {
 			for _, u := range g.Units {

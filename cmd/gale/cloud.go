@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
@@ -23,7 +24,7 @@ func runCloud(ctx context.Context, args []string, stdout io.Writer) error {
 	if *path == "" {
 		return fmt.Errorf("%w: gale cloud --config FILE", errUsage)
 	}
-	cfg, err := node.LoadConfig(*path)
+	cfg, err := config.Load[node.Config](*path)
 	if err != nil {
 		return err
 	}

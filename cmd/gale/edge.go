@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/edge"
 )
 
@@ -18,7 +19,7 @@ func runEdge(ctx context.Context, args []string, _ io.Writer) error {
 	if *path == "" {
 		return usageError{"edge: --config FILE is required"}
 	}
-	cfg, err := edge.Load(*path)
+	cfg, err := config.Load[edge.Config](*path)
 	if err != nil {
 		return err
 	}

@@ -17,12 +17,14 @@ import (
 // Scenarios that run on containers only are skipped, with a line saying so.
 func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 || args[0] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: gale scenario run [--junit FILE] [--log-level LEVEL] FILE...")
+		fmt.Fprintln(os.Stderr, "usage: gale scenario run [--junit FILE] [--log-level LEVEL] [--report-to URL --token-file FILE] FILE...")
 		return errUsage
 	}
 	fs := newFlagSet("scenario run")
 	junit := fs.String("junit", "", "write a JUnit XML report (one test case per assertion) to `FILE`")
 	level := fs.String("log-level", "error", "log level of the stack: debug, info, warn or error")
+	reportTo := fs.String("report-to", "", "post each run's report to the runs page (the console's Runs) of the node at `URL`")
+	tokenFile := fs.String("token-file", "data/admin.token", "API token for --report-to")
 	if err := flagError(fs, fs.Parse(args[1:])); err != nil {
 		return err
 	}
@@ -34,10 +36,22 @@ func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	opts := []scenarios.Option{scenarios.WithLogger(log)}
+	if *reportTo != "" {
+		tok, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		withReport, err := scenarios.WithReportTo(*reportTo, strings.TrimSpace(string(tok)))
+		if err != nil {
+			return fmt.Errorf("--report-to: %w", err)
+		}
+		opts = append(opts, withReport)
+	}
 	var runs []scenarios.RunOutcome
 	failed := 0
 	for _, f := range files {
-		res, err := scenarios.Run(ctx, f, scenarios.WithLogger(log))
+		res, err := scenarios.Run(ctx, f, opts...)
 		if errors.Is(err, scenarios.ErrOtherCloud) {
 			// Container scenarios run in the container suite (make test-containers).
 			fmt.Fprintf(stdout, "SKIP %s: %v\n", f, err)

@@ -51,8 +51,8 @@ func TestStartupFailuresEndInOneLine(t *testing.T) {
 		{"bad flag value", []string{"up", "--turbines", "many"}, `gale: invalid value "many" for flag -turbines: parse error ('gale up -h' lists the flags)`, 2},
 		{"loadgen bad flag", []string{"loadgen", "--nope"}, "gale loadgen: flag provided but not defined: -nope ('gale loadgen -h' lists the flags)", 2},
 		{"stray argument", []string{"cloud", "--config", badConfig, "now"}, `gale: unexpected argument "now" ('gale cloud -h' lists the flags)`, 2},
-		{"bad config file", []string{"cloud", "--config", badConfig}, "gale: invalid node config: yaml: unmarshal errors: line 3: field nope not found in type broker.Config", 1},
-		{"missing config file", []string{"cloud", "--config", filepath.Join(dir, "missing.yaml")}, "gale: read node config: open " + filepath.Join(dir, "missing.yaml") + ": no such file or directory", 1},
+		{"bad config file", []string{"cloud", "--config", badConfig}, "gale: " + badConfig + ":3: field nope not found in type broker.Config", 1},
+		{"missing config file", []string{"cloud", "--config", filepath.Join(dir, "missing.yaml")}, "gale: read config: open " + filepath.Join(dir, "missing.yaml") + ": no such file or directory", 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], tc.args...)

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/pki"
@@ -50,7 +51,7 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 	}
-	cfg, err := twins.Load(*configFile)
+	cfg, err := config.Load[twins.Config](*configFile)
 	if err != nil {
 		return err
 	}

@@ -33,7 +33,7 @@ func TestTwinsCommandErrors(t *testing.T) {
 		wantErr  string
 	}{
 		{name: "no config", args: nil, wantCode: 2}, // the flag set explains it on stderr
-		{name: "missing file", args: []string{"--config", filepath.Join(dir, "nope.yaml")}, wantCode: 1, wantErr: "read fleet config"},
+		{name: "missing file", args: []string{"--config", filepath.Join(dir, "nope.yaml")}, wantCode: 1, wantErr: "read config: open"},
 		{name: "invalid fleet", args: []string{"--config", "../../twins/testdata/speed.bad.yaml"}, wantCode: 1, wantErr: "speed must be between 1 and 10000"},
 		{name: "unknown field", args: []string{"--config", "../../twins/testdata/unknown-field.bad.yaml"}, wantCode: 1, wantErr: "field colour not found"},
 		{name: "bad secrets file", args: []string{"--config", good, "--secrets", badSecrets}, wantCode: 1, wantErr: "productKey/deviceKey: secret"},

@@ -1,12 +1,16 @@
 package testkit
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/config"
 )
 
 // Fixtures runs parse on every file glob matches (at least one), each as a
@@ -52,4 +56,20 @@ func fixtures(t *testing.T, glob string, bad func(name string) (error, bool), lo
 			}
 		})
 	}
+}
+
+// ConfigFiles is FixtureTable for config files read with internal/config:
+// every error must also name the file, and a YAML error its line.
+func ConfigFiles(t *testing.T, glob string, bad map[string]error, load func(t *testing.T, path string) error) {
+	t.Helper()
+	FixtureTable(t, glob, bad, func(t *testing.T, path string) error {
+		err := load(t, path)
+		if err != nil {
+			require.True(t, strings.HasPrefix(err.Error(), path+":"), "the error names the file: %v", err)
+			if errors.Is(err, config.ErrSyntax) {
+				require.Regexp(t, `^`+regexp.QuoteMeta(path)+`:\d+: `, err.Error(), "a YAML error names its line")
+			}
+		}
+		return err
+	})
 }

@@ -101,6 +101,32 @@ func TestRecordRoundTrip(t *testing.T) {
 	require.ErrorIs(t, DecodeRecord(bad, &out), ErrBadRecord)
 }
 
+// TestRecordDecodeReuse: decoding into a used Record gives the new record's
+// values whatever the last one held, and allocates nothing for strings it
+// already holds.
+func TestRecordDecodeReuse(t *testing.T) {
+	a := Record{Kind: RecordPost, Org: "o", Product: "p", Device: "d1", Site: "s", MessageID: "1", Received: 1000,
+		Samples: []Sample{{Point: "A", Time: 1000, Value: 1}, {Point: "B", Time: 1000, Value: 2}, {Point: "C", Time: 1000, Value: 3}}}
+	b := Record{Kind: RecordResume, Org: "o", Product: "q", Device: "d2", Site: "", MessageID: "2", Received: 2000,
+		Samples: []Sample{{Point: "B", Time: 2000, Value: 5}, {Point: "A", Time: 1999, Value: 6, Quality: 1, HasQuality: true}}}
+	c := Record{Kind: RecordPost, Org: "o2", Product: "p", Device: "d1", Site: "s", MessageID: "3", Received: 3000,
+		Samples: []Sample{{Point: "B", Time: 3000}, {Point: "A", Time: 3000}, {Point: "C", Time: 3000}, {Point: "D", Time: 3000}}}
+	var out Record
+	for _, in := range []Record{a, b, c, a, a} {
+		require.NoError(t, DecodeRecord(AppendRecord(nil, &in), &out))
+		require.Equal(t, in, out)
+	}
+	data := AppendRecord(nil, &a)
+	require.Zero(t, testing.AllocsPerRun(100, func() { _ = DecodeRecord(data, &out) }), "the same strings again")
+}
+
+func TestMeasurepointRound(t *testing.T) {
+	require.Equal(t, 7.4, Measurepoint{Resolution: 0.1}.Round(7.4321))
+	require.Equal(t, 2346.0, Measurepoint{Resolution: 1}.Round(2345.5))
+	require.Equal(t, 12.5, Measurepoint{Resolution: 0.5}.Round(12.3))
+	require.Equal(t, 7.4321, Measurepoint{}.Round(7.4321), "no resolution: the value as it is")
+}
+
 func TestMetricName(t *testing.T) {
 	require.Equal(t, "WTUR_W", MetricName("WTUR.W"))
 	require.Equal(t, "WROT_PtAngValBl1", MetricName("WROT.PtAngValBl1"))

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 )
 
@@ -11,6 +12,8 @@ type Product struct {
 	Name        string     `json:"name" yaml:"name"`
 	Description string     `json:"description,omitempty" yaml:"description,omitempty"`
 	Model       ThingModel `json:"model" yaml:"model"`
+	// Org owns the product; empty is the public model library, read by every org.
+	Org string `json:"org,omitempty" yaml:"org,omitempty"`
 }
 
 // ThingModel describes what a product's devices report and accept.
@@ -46,8 +49,20 @@ type Measurepoint struct {
 	Unit string   `json:"unit,omitempty" yaml:"unit,omitempty"`
 	Min  *float64 `json:"min,omitempty" yaml:"min,omitempty"`
 	Max  *float64 `json:"max,omitempty" yaml:"max,omitempty"`
+	// Resolution is the step of the point's values (0.1 for a wind speed in
+	// tenths of m/s): the device reports multiples of it. 0 means any value.
+	Resolution float64 `json:"resolution,omitempty" yaml:"resolution,omitempty"`
 	// Quality says the device may send a quality flag with the value.
 	Quality bool `json:"quality,omitempty" yaml:"quality,omitempty"`
+}
+
+// Round returns v as the device reports it: the nearest multiple of the
+// resolution, or v itself without one.
+func (mp Measurepoint) Round(v float64) float64 {
+	if mp.Resolution <= 0 {
+		return v
+	}
+	return math.Round(v/mp.Resolution) * mp.Resolution
 }
 
 // Event is something a device reports happening.

@@ -76,23 +76,30 @@ func appendString(buf []byte, s string) []byte {
 	return append(buf, s...)
 }
 
-// DecodeRecord decodes data into r, reusing r's sample slice.
+// DecodeRecord decodes data into r, reusing r's sample slice, and r's
+// strings where they are equal: a consumer decoding record after record of
+// the same org, site, product and points allocates for what changed only.
 func DecodeRecord(data []byte, r *Record) error {
 	d := decoder{b: data}
 	if v := d.byte(); v != RecordVersion {
 		return fmt.Errorf("%w: version %d", ErrBadRecord, v)
 	}
 	r.Kind = RecordKind(d.byte())
-	r.Org, r.Product, r.Device, r.Site, r.MessageID = d.string(), d.string(), d.string(), d.string(), d.string()
+	r.Org, r.Product, r.Device = d.string(r.Org), d.string(r.Product), d.string(r.Device)
+	r.Site, r.MessageID = d.string(r.Site), d.string(r.MessageID)
 	r.Received = d.varint()
 	n := d.uvarint()
 	if d.err == nil && n > uint64(len(d.b)) {
 		d.err = ErrBadRecord
 	}
+	prev := r.Samples[:cap(r.Samples)] // the last record's points, to reuse
 	r.Samples = r.Samples[:0]
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		var s Sample
-		s.Point = d.string()
+		if i < uint64(len(prev)) {
+			s.Point = prev[i].Point
+		}
+		s.Point = d.string(s.Point)
 		s.Time = r.Received + d.varint()
 		s.Value = math.Float64frombits(d.uint64())
 		q := d.byte()
@@ -161,13 +168,17 @@ func (d *decoder) uint64() uint64 {
 	return v
 }
 
-func (d *decoder) string() string {
+// string reads a string; it returns old when they are equal, without a copy.
+func (d *decoder) string(old string) string {
 	n := d.uvarint()
 	if d.err != nil || n > uint64(len(d.b)) {
 		d.err = errShort
 		return ""
 	}
-	s := string(d.b[:n])
+	s := old
+	if string(d.b[:n]) != old {
+		s = string(d.b[:n])
+	}
 	d.b = d.b[n:]
 	return s
 }

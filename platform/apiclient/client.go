@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/config"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/runs"
 )
 
 // maxAnswer bounds the body of an answer the client reads, maxMsg the
@@ -264,4 +265,9 @@ func (c *Client) Alerts(ctx context.Context, q url.Values) ([]api.Alert, error) 
 	var as []api.Alert
 	err := c.Do(ctx, http.MethodGet, path, nil, &as)
 	return as, err
+}
+
+// PostRun adds a loadgen or scenario run's report to the runs page.
+func (c *Client) PostRun(ctx context.Context, r runs.Run) error {
+	return c.Do(ctx, http.MethodPost, "/api/v1/runs", r, nil)
 }

@@ -70,7 +70,7 @@ func (h *hook) mayPublish(s *session, topic string) bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return s.subs[t.ProductKey+"/"+t.DeviceKey]
+	return s.subs[t.ProductKey+"/"+t.DeviceKey] != ""
 }
 
 // maySubscribe lets a device subscribe only to filters within its own
@@ -90,7 +90,7 @@ func (h *hook) maySubscribe(s *session, filter string) bool {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return s.subs[parts[0]+"/"+parts[1]]
+	return s.subs[parts[0]+"/"+parts[1]] != ""
 }
 
 // topicMatch reports whether MQTT filter (with + and #) matches topic.

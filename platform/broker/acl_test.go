@@ -13,7 +13,7 @@ import (
 
 func TestMayPublish(t *testing.T) {
 	h := newHook(DefaultConfig(), nil, nil, nil, nil, nil)
-	gw := &session{pk: "gw", dk: "g1", subs: map[string]bool{"s/sub1": true}}
+	gw := &session{pk: "gw", dk: "g1", subs: map[string]string{"s/sub1": "secret"}}
 	cases := []struct {
 		topic string
 		want  bool
@@ -59,7 +59,7 @@ func TestMayPublish(t *testing.T) {
 
 func TestMaySubscribe(t *testing.T) {
 	h := newHook(DefaultConfig(), nil, nil, nil, nil, nil)
-	gw := &session{pk: "gw", dk: "g1", subs: map[string]bool{"s/sub1": true}}
+	gw := &session{pk: "gw", dk: "g1", subs: map[string]string{"s/sub1": "secret"}}
 	for filter, want := range map[string]bool{
 		"/sys/gw/g1/#":                  true,
 		"/ext/session/gw/g1/#":          true,

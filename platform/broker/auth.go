@@ -80,7 +80,7 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet, ip string) (*ses
 		return nil, device, "stale_timestamp", err
 	}
 	s := &session{
-		client: cl, pk: login.ProductKey, dk: login.DeviceKey, subs: map[string]bool{},
+		client: cl, pk: login.ProductKey, dk: login.DeviceKey, secret: dev.Secret, subs: map[string]string{},
 		limiter: rate.NewLimiter(rate.Limit(h.cfg.RateLimit), h.cfg.Burst),
 		pipe:    newPipeline(h.cfg.MaxInFlight),
 	}

@@ -11,10 +11,10 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/internal/logging"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
 )
@@ -24,14 +24,6 @@ type Devices interface {
 	Device(pk, dk string) (api.Device, bool)
 	Model(pk string) (*registry.Model, bool)
 	Topology
-}
-
-// Producer puts messages on Kafka without waiting for them.
-type Producer interface {
-	// Send queues msg (its Topic set) and calls done exactly once: with nil
-	// once Kafka acknowledged it (acks=all), or with the error. ctx bounds
-	// the queueing only. done must not block.
-	Send(ctx context.Context, msg kafka.Message, done func(error))
 }
 
 // Listener hears about device sessions and service replies (the command dispatcher).
@@ -60,7 +52,7 @@ type Broker struct {
 }
 
 // New returns a broker listening on cfg.Addr once Run is called.
-func New(cfg Config, devices Devices, producer Producer, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
+func New(cfg Config, devices Devices, producer bus.Producer, log *slog.Logger, reg prometheus.Registerer) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -31,7 +31,8 @@ type Config struct {
 	// sub-device) may be from the broker's clock; 0 accepts any. A signature is
 	// accepted once within this window (with 0, for a day).
 	LoginSkew time.Duration `yaml:"loginSkew"`
-	// MaxSampleAge is how old a sample or event may be (the TSDB's out-of-order window).
+	// MaxSampleAge is how old a sample or event may be. In a node's config,
+	// left out (or 0) it is the TSDB's out-of-order window, and it may not exceed it.
 	MaxSampleAge time.Duration `yaml:"maxSampleAge"`
 	// MaxSampleFuture is how far ahead of the broker's clock a sample or event may be.
 	MaxSampleFuture time.Duration `yaml:"maxSampleFuture"`

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -87,4 +88,43 @@ func BenchmarkDecodePost(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecodeTurbinePost is what prepare does with a device's post of
+// 10 distinct float points (the loadgen profile): the single-pass decode,
+// validation against the thing model and the record for gale.telemetry.
+// Allocations per post are the figure to read (-benchmem).
+//
+//	go test -run '^$' -bench DecodeTurbinePost -benchmem ./platform/broker/
+func BenchmarkDecodeTurbinePost(b *testing.B) {
+	var points []api.Measurepoint
+	payload := []byte(`{"id":"123","version":"1.0","method":"thing.measurepoint.post","params":{"measurepoints":{`)
+	for i := range 10 {
+		id := fmt.Sprintf("WTUR.P%d", i)
+		points = append(points, api.Measurepoint{ID: id, Type: api.TypeFloat})
+		if i > 0 {
+			payload = append(payload, ',')
+		}
+		payload = fmt.Appendf(payload, `"%s":%g`, id, 1234.5+float64(i)*0.37)
+	}
+	payload = append(payload, `},"time":1732550400000}}`...)
+	reg := testRegistry(b, api.ThingModel{Measurepoints: points})
+	model, ok := reg.Model(testProduct)
+	require.True(b, ok)
+	win := fuzzWindow()
+	buf := make([]byte, 0, 1024)
+	b.ReportAllocs()
+	for range b.N {
+		var req api.Request
+		post := decodePost(payload, &req)
+		if post == nil {
+			b.Fatal("not decoded in one pass")
+		}
+		rec := api.Record{Org: "org", Product: testProduct, Device: "d1", MessageID: req.ID, Received: win.now}
+		if _, _, err := validateBatch(&rec, []api.MeasurepointParams{*post}, model, win); err != nil {
+			b.Fatal(err)
+		}
+		releasePost(post)
+		buf = api.AppendRecord(buf[:0], &rec)
+	}
 }

@@ -121,7 +121,7 @@ func FuzzSubDeviceRequest(f *testing.F) {
 	cl := server.NewClient(nil, "local", sessionID(testProduct, "gw"), true)
 	f.Fuzz(func(t *testing.T, kind uint8, params []byte) {
 		k := api.KindTopoAdd + api.Kind(kind%4)
-		s := &session{client: cl, pk: testProduct, dk: "gw", subs: map[string]bool{}}
+		s := &session{client: cl, pk: testProduct, dk: "gw", subs: map[string]string{}}
 		topic := api.Topic{Kind: k, ProductKey: testProduct, DeviceKey: "gw"}
 		h.subDevices(s, topic, "/t", api.Request{ID: "1", Params: params})
 		h.mu.Lock()
@@ -180,7 +180,7 @@ func FuzzPostBatch(f *testing.F) {
 	win := fuzzWindow()
 	server := mqtt.New(&mqtt.Options{Logger: quietTestLogger()})
 	h := newHook(DefaultConfig(), server, reg, nil, quietTestLogger(), newMetrics(prometheusRegistry()))
-	s := &session{pk: testProduct, dk: "gw", subs: map[string]bool{testProduct + "/sub": true}}
+	s := &session{pk: testProduct, dk: "gw", subs: map[string]string{testProduct + "/sub": "secret"}}
 	f.Fuzz(func(t *testing.T, params []byte) {
 		msgs, n, err := h.postBatch(s, "org", &api.Request{ID: "1", Params: params}, win)
 		if err != nil {

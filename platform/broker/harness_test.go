@@ -16,11 +16,11 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/registry"
 )
@@ -28,15 +28,19 @@ import (
 // fakeProducer records what the broker puts on Kafka and acknowledges it at once.
 type fakeProducer struct {
 	mu   sync.Mutex
-	msgs []kafka.Message
+	msgs []bus.Message
 }
 
-func (p *fakeProducer) Send(_ context.Context, msg kafka.Message, done func(error)) {
+func (p *fakeProducer) Send(_ context.Context, msg bus.Message, done func(error)) {
 	p.mu.Lock()
 	msg.Value = bytes.Clone(msg.Value) // the broker reuses the buffer once done ran
 	p.msgs = append(p.msgs, msg)
 	p.mu.Unlock()
 	done(nil)
+}
+
+func (p *fakeProducer) Produce(ctx context.Context, msgs ...bus.Message) error {
+	return bus.SendAll(ctx, p.Send, msgs...)
 }
 
 func (p *fakeProducer) count() int {
@@ -88,7 +92,7 @@ func startRig(t testing.TB, mutate func(*Config)) *rig {
 }
 
 // startRigWith is startRig with producer prod in front of Kafka.
-func startRigWith(t testing.TB, mutate func(*Config), prod Producer) *rig {
+func startRigWith(t testing.TB, mutate func(*Config), prod bus.Producer) *rig {
 	t.Helper()
 	reg := testRegistry(t, api.ThingModel{
 		Measurepoints: []api.Measurepoint{{ID: "Temp", Type: api.TypeFloat}},

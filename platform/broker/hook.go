@@ -9,6 +9,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // hook implements Gale's broker on mochi's hook points, one file per
@@ -20,7 +22,7 @@ type hook struct {
 	cfg      Config
 	server   *mqtt.Server
 	devices  Devices
-	producer Producer
+	producer bus.Producer // Send: the broker never waits for Kafka on a device's read goroutine
 	log      *slog.Logger
 	m        *metrics
 	now      func() time.Time
@@ -45,8 +47,11 @@ type session struct {
 	client  *mqtt.Client
 	pk, dk  string
 	limiter *rate.Limiter
-	// subs are the sub-devices logged in through this gateway session ("pk/dk"), guarded by hook.mu.
-	subs map[string]bool
+	// secret is the one the device logged in with: a rotation drops the session.
+	secret string
+	// subs are the sub-devices logged in through this gateway session
+	// ("pk/dk"), each with the secret it logged in with; guarded by hook.mu.
+	subs map[string]string
 	// subscribed is set once the device subscribed to anything: a device
 	// that never subscribed cannot receive replies, so none are published.
 	subscribed atomic.Bool
@@ -54,7 +59,7 @@ type session struct {
 	pipe *pipeline
 }
 
-func newHook(cfg Config, server *mqtt.Server, devices Devices, producer Producer, log *slog.Logger, m *metrics) *hook {
+func newHook(cfg Config, server *mqtt.Server, devices Devices, producer bus.Producer, log *slog.Logger, m *metrics) *hook {
 	h := &hook{
 		cfg: cfg, server: server, devices: devices, producer: producer, log: log, m: m, now: time.Now,
 		sessions: map[*mqtt.Client]*session{},

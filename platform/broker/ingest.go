@@ -6,14 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -153,13 +155,14 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		var err error
 		if post != nil {
 			code, reason, err = validateBatch(&rec, []api.MeasurepointParams{*post}, model, win)
+			releasePost(post)
 		} else {
 			code, reason, err = validateSamples(&rec, req.Params, model, win)
 		}
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		e.msgs = []kafka.Message{h.telemetry(key, &rec)}
+		e.msgs = []bus.Message{h.telemetry(key, &rec)}
 		e.samples = len(rec.Samples)
 	case api.KindMeasurepointPostBatch:
 		msgs, n, err := h.postBatch(s, dev.Org, &req, win)
@@ -176,7 +179,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		e.msgs = []kafka.Message{{Topic: api.TopicEvents, Key: key, Value: ev}}
+		e.msgs = []bus.Message{{Topic: api.TopicEvents, Key: key, Value: ev}}
 		e.kind = "event"
 	default:
 		return nil, refuse(req.ID, api.CodeNotImplemented, "not_implemented", "this request is not served by this node")
@@ -186,9 +189,9 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 
 // telemetry encodes rec for gale.telemetry in a pooled buffer, which goes
 // back to the pool once Kafka is done with it.
-func (h *hook) telemetry(key []byte, rec *api.Record) kafka.Message {
+func (h *hook) telemetry(key []byte, rec *api.Record) bus.Message {
 	bp := h.bufs.Get().(*[]byte)
-	return kafka.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], rec)}
+	return bus.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], rec)}
 }
 
 // postBatch validates the entries of a gateway's thing.measurepoint.post.batch
@@ -199,7 +202,7 @@ func (h *hook) telemetry(key []byte, rec *api.Record) kafka.Message {
 // as a post, and must be of the gateway's org; one bad entry refuses the
 // whole request, with nothing produced. Each record carries its own
 // device's org. It returns the messages and their number of samples.
-func (h *hook) postBatch(s *session, org string, req *api.Request, win window) ([]kafka.Message, int, error) {
+func (h *hook) postBatch(s *session, org string, req *api.Request, win window) ([]bus.Message, int, error) {
 	var entries []api.SubDeviceMeasurepoints
 	raw := bytes.TrimSpace(req.Params)
 	if len(raw) == 0 || raw[0] != '[' {
@@ -211,8 +214,8 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, win window) (
 	if len(entries) == 0 {
 		return nil, 0, refuse(req.ID, api.CodeBadRequest, "no_points", "params is an empty array")
 	}
-	msgs := make([]kafka.Message, 0, len(entries))
-	fail := func(code int, reason, message string) ([]kafka.Message, int, error) {
+	msgs := make([]bus.Message, 0, len(entries))
+	fail := func(code int, reason, message string) ([]bus.Message, int, error) {
 		for _, m := range msgs {
 			v := m.Value
 			h.bufs.Put(&v)
@@ -432,11 +435,31 @@ func decodePost(payload []byte, req *api.Request) *api.MeasurepointParams {
 		Method  string                 `json:"method"`
 		Params  api.MeasurepointParams `json:"params"`
 	}
-	if json.Unmarshal(payload, &r) != nil || r.Params.Measurepoints == nil {
+	r.Params.Measurepoints = pointMaps.Get().(map[string]json.RawMessage)
+	if json.Unmarshal(payload, &r) != nil || len(r.Params.Measurepoints) == 0 {
+		releasePost(&r.Params) // missing, null or empty: the two-pass decode answers alike
 		return nil
 	}
 	req.ID, req.Version, req.Method = r.ID, r.Version, r.Method
 	return &r.Params
+}
+
+// pointMaps holds the measurepoint maps decodePost decodes into: a post's
+// map is cleared and reused once its samples are validated, rather than
+// grown anew for every message.
+var pointMaps = sync.Pool{New: func() any { return make(map[string]json.RawMessage, pooledPoints) }}
+
+// pooledPoints is the size of a pooled map; a larger one is not kept.
+const pooledPoints = 32
+
+// releasePost gives the measurepoint map of a post decodePost returned back
+// to the pool, once nothing reads it (the samples hold its keys, not it).
+func releasePost(p *api.MeasurepointParams) {
+	if m := p.Measurepoints; m != nil && len(m) <= pooledPoints {
+		clear(m)
+		pointMaps.Put(m)
+	}
+	p.Measurepoints = nil
 }
 
 // validateBatch validates decoded measurepoint params against model and the time window into rec.
@@ -450,6 +473,11 @@ func validateBatch(rec *api.Record, batch []api.MeasurepointParams, model *regis
 // validateParams validates parsed measurepoint params against model and
 // the time window into rec (see validateSamples).
 func validateParams(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
+	n := len(rec.Samples)
+	for _, p := range batch {
+		n += len(p.Measurepoints)
+	}
+	rec.Samples = slices.Grow(rec.Samples, n-len(rec.Samples))
 	for _, p := range batch {
 		if len(p.Measurepoints) == 0 {
 			return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")

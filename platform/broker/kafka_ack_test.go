@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -35,50 +34,34 @@ func startBus(t testing.TB) (*bus.Embedded, *bus.AsyncProducer) {
 
 // gatedProducer hands messages to the real producer only once its gate opens.
 type gatedProducer struct {
-	next Producer
+	next bus.Producer
 	gate chan struct{}
 }
 
-func (p *gatedProducer) Send(ctx context.Context, msg kafka.Message, done func(error)) {
+func (p *gatedProducer) Send(ctx context.Context, msg bus.Message, done func(error)) {
 	go func() {
 		<-p.gate
 		p.next.Send(context.Background(), msg, done)
 	}()
 }
 
+func (p *gatedProducer) Produce(ctx context.Context, msgs ...bus.Message) error {
+	return bus.SendAll(ctx, p.Send, msgs...)
+}
+
 // telemetryIDs returns device/id of every record on the telemetry topic,
 // read from each partition's start to its end.
 func telemetryIDs(t testing.TB, k *bus.Embedded) []string {
 	t.Helper()
-	c, err := kafka.Dial("tcp", k.Addrs()[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	msgs, err := bus.ReadTopic(ctx, k.Addrs(), bus.DefaultConfig(), api.TopicTelemetry)
 	require.NoError(t, err)
-	parts, err := c.ReadPartitions(api.TopicTelemetry)
-	c.Close()
-	require.NoError(t, err)
-	require.NotEmpty(t, parts)
 	var ids []string
-	for _, p := range parts {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		conn, err := kafka.DialLeader(ctx, "tcp", k.Addrs()[0], api.TopicTelemetry, p.ID)
-		cancel()
-		require.NoError(t, err)
-		last, err := conn.ReadLastOffset()
-		require.NoError(t, err)
-		if last > 0 {
-			_, err = conn.Seek(0, kafka.SeekAbsolute)
-			require.NoError(t, err)
-			require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
-			batch := conn.ReadBatch(1, 64<<20)
-			for n := int64(0); n < last; n++ {
-				m, err := batch.ReadMessage()
-				require.NoError(t, err, "partition %d offset %d of %d", p.ID, n, last)
-				var rec api.Record
-				require.NoError(t, api.DecodeRecord(m.Value, &rec))
-				ids = append(ids, rec.Device+"/"+rec.MessageID)
-			}
-			batch.Close()
-		}
-		conn.Close()
+	for _, m := range msgs {
+		var rec api.Record
+		require.NoError(t, api.DecodeRecord(m.Value, &rec))
+		ids = append(ids, rec.Device+"/"+rec.MessageID)
 	}
 	return ids
 }

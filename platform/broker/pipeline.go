@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/segmentio/kafka-go"
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // errProduceTimeout fails a request Kafka did not acknowledge within the produce timeout.
@@ -16,7 +16,7 @@ var errProduceTimeout = errors.New("kafka did not acknowledge within the produce
 type pending struct {
 	// msgs are the Kafka messages of the request: one, or one per entry of
 	// a post/batch. The request is answered once Kafka answered them all.
-	msgs     []kafka.Message
+	msgs     []bus.Message
 	packetID uint16
 	qos      byte
 	topic    string // the request topic, answered on its _reply topic

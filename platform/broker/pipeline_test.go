@@ -15,10 +15,10 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // heldProducer holds every message until the test answers it, in any order.
@@ -28,14 +28,18 @@ type heldProducer struct {
 }
 
 type held struct {
-	msg  kafka.Message
+	msg  bus.Message
 	done func(error)
 }
 
-func (p *heldProducer) Send(_ context.Context, msg kafka.Message, done func(error)) {
+func (p *heldProducer) Send(_ context.Context, msg bus.Message, done func(error)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.held = append(p.held, held{msg: msg, done: done})
+}
+
+func (p *heldProducer) Produce(ctx context.Context, msgs ...bus.Message) error {
+	return bus.SendAll(ctx, p.Send, msgs...)
 }
 
 func (p *heldProducer) count() int {

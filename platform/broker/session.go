@@ -92,20 +92,22 @@ func (h *hook) session(cl *mqtt.Client) *session {
 }
 
 // DeviceChanged re-reads device (pk, dk) from the registry after a change
-// (local or from another node): a disabled or deleted device loses its
-// session at once (without its Will), and a sub-device that is disabled,
-// deleted or moved to another gateway is logged out of its gateway's
-// session, whose subscriptions to it are removed.
+// (local or from another node): a disabled or deleted device, or one given
+// a new secret, loses its session at once (without its Will), and a
+// sub-device that is disabled, deleted, given a new secret or moved to
+// another gateway is logged out of its gateway's session, whose
+// subscriptions to it are removed.
 func (h *hook) DeviceChanged(pk, dk string) {
 	key := pk + "/" + dk
 	d, ok := h.devices.Device(pk, dk)
 	h.mu.Lock()
 	direct, gw := h.byDevice[key], h.subOwner[key]
+	rotated := ok && (direct != nil && direct.secret != d.Secret || gw != nil && gw.subs[key] != d.Secret)
 	h.mu.Unlock()
-	if !ok || !d.Enabled {
+	if !ok || !d.Enabled || rotated {
 		if direct != nil {
 			h.m.connectRejects.WithLabelValues("session_revoked").Inc()
-			h.log.Info("device disabled or deleted; dropping its session", "device", key)
+			h.log.Info("device disabled, deleted or given a new secret; dropping its session", "device", key)
 			// A revoked device's Will is not published either. The connection
 			// is closed without a DISCONNECT, which could block on a client
 			// that does not read.

@@ -13,8 +13,9 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 )
 
-// Disabling or deleting a device, here or on another node (through the
-// registry change log), drops its session at once, without its Will.
+// Disabling or deleting a device, or rotating its secret, here or on
+// another node (through the registry change log), drops its session at
+// once, without its Will, and the old secret logs in no more.
 func TestRevokedDeviceLosesItsSession(t *testing.T) {
 	off := false
 	cases := []struct {
@@ -30,6 +31,14 @@ func TestRevokedDeviceLosesItsSession(t *testing.T) {
 		}},
 		{name: "disabled on another node", revoke: func(t *testing.T, reg *registry.Registry, d api.Device) {
 			d.Enabled = false
+			require.NoError(t, reg.Apply(context.Background(), api.RegistryChange{Kind: api.ChangeDevice, Key: d.ProductKey + "/" + d.DeviceKey, Origin: "node-2", Device: &d}))
+		}},
+		{name: "secret rotated", revoke: func(t *testing.T, reg *registry.Registry, d api.Device) {
+			_, err := reg.RotateSecret(context.Background(), d.ProductKey, d.DeviceKey)
+			require.NoError(t, err)
+		}},
+		{name: "secret rotated on another node", revoke: func(t *testing.T, reg *registry.Registry, d api.Device) {
+			d.Secret = "rotated-on-node-2"
 			require.NoError(t, reg.Apply(context.Background(), api.RegistryChange{Kind: api.ChangeDevice, Key: d.ProductKey + "/" + d.DeviceKey, Origin: "node-2", Device: &d}))
 		}},
 		{name: "deleted on another node", revoke: func(t *testing.T, reg *registry.Registry, d api.Device) {

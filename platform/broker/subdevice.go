@@ -145,7 +145,7 @@ func (h *hook) login(s *session, sub api.SubDeviceAuth) (string, error) {
 	}
 	h.mu.Lock()
 	old := h.subOwner[key]
-	s.subs[key] = true
+	s.subs[key] = d.Secret
 	h.subOwner[key] = s
 	h.mu.Unlock()
 	if old != nil && old != s {

@@ -124,7 +124,7 @@ func TestSubDeviceOfAnotherOrgIsRefused(t *testing.T) {
 	require.Equal(t, api.CodeUnauthorized, rep.Code, rep.Message)
 	require.Zero(t, r.prod.count())
 	// Even a session holding it (which the login refuses) posts nothing for it.
-	s := &session{pk: testProduct, dk: "gw", subs: map[string]bool{testProduct + "/foreign": true}}
+	s := &session{pk: testProduct, dk: "gw", subs: map[string]string{testProduct + "/foreign": "secret"}}
 	_, _, err = r.b.hook.postBatch(s, "org", &api.Request{ID: "1", Params: []byte(params)}, fuzzWindow())
 	var rej *rejection
 	require.ErrorAs(t, err, &rej)

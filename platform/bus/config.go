@@ -1,7 +1,9 @@
-// Package bus moves records over Kafka through kafka-go: a synchronous
-// producer (acks=all) and batching consumer groups that commit offsets only
-// after their handler succeeded. With no brokers configured it serves Kafka
-// in-process with kfake, persisted under the data dir.
+// Package bus moves records over Kafka through kafka-go, whose types stay
+// inside it: the rest of Gale sees Message, the Producer interface with its
+// synchronous and asynchronous producers (acks=all), and batching consumer
+// groups that commit offsets only after their handler succeeded. With no
+// brokers configured it serves Kafka in-process with kfake, persisted under
+// the data dir.
 package bus
 
 import (

@@ -22,7 +22,7 @@ const lagEvery = 5 * time.Second
 // Handler processes a batch of messages. When it returns nil the batch's
 // offsets are committed; an error stops the consumer without committing, so
 // the batch is delivered again (at-least-once).
-type Handler func(ctx context.Context, batch []kafka.Message) error
+type Handler func(ctx context.Context, batch []Message) error
 
 // Consumer is a member of a consumer group reading one or more topics.
 type Consumer struct {
@@ -187,8 +187,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		<-lagDone
 		c.lagTransport.CloseIdleConnections()
 	}()
-	batch := make([]kafka.Message, 0, c.cfg.MaxBatch)
-	uncommitted := map[topicPartition]kafka.Message{}
+	batch := make([]Message, 0, c.cfg.MaxBatch)
+	// The last handled offset of each partition, committed as a message kafka-go knows.
+	uncommitted := map[topicPartition]int64{}
 	lastCheckpoint := time.Now()
 	commit := func(ctx context.Context) error {
 		if len(uncommitted) == 0 {
@@ -200,8 +201,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		}
 		msgs := make([]kafka.Message, 0, len(uncommitted))
-		for _, m := range uncommitted {
-			msgs = append(msgs, m)
+		for tp, off := range uncommitted {
+			msgs = append(msgs, kafka.Message{Topic: tp.topic, Partition: tp.partition, Offset: off})
 		}
 		if err := c.r.CommitMessages(ctx, msgs...); err != nil {
 			return fmt.Errorf("commit offsets: %w", err)
@@ -236,14 +237,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		batch = append(batch, m)
+		batch = append(batch, fromKafka(&m))
 		fill, cancel := context.WithTimeout(ctx, c.cfg.FetchWait)
 		for len(batch) < c.cfg.MaxBatch {
 			m, err := c.r.FetchMessage(fill)
 			if err != nil {
 				break
 			}
-			batch = append(batch, m)
+			batch = append(batch, fromKafka(&m))
 		}
 		cancel()
 		if err := c.handler(ctx, batch); err != nil {
@@ -252,8 +253,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("handle batch: %w", err)
 		}
-		for _, m := range batch {
-			uncommitted[topicPartition{m.Topic, m.Partition}] = m
+		for i := range batch {
+			uncommitted[topicPartition{batch[i].Topic, batch[i].Partition}] = batch[i].Offset
 		}
 		if c.checkpoint != nil && time.Since(lastCheckpoint) < c.checkpointEvery {
 			continue

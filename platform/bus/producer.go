@@ -11,20 +11,21 @@ import (
 	"github.com/segmentio/kafka-go"
 )
 
-// Producer writes messages and returns once all in-sync replicas have them (acks=all).
-type Producer struct {
+// SyncProducer writes each call's messages in one request and returns once
+// all in-sync replicas have them (acks=all).
+type SyncProducer struct {
 	w *kafka.Writer
 	// transport carries cfg's SASL and TLS; its idle connections are closed with the producer.
 	transport *kafka.Transport
 }
 
-// NewProducer returns a producer for brokers. Messages are spread over
+// NewSyncProducer returns a producer for brokers. Messages are spread over
 // partitions by key, except on the ordered topics, whose messages all go to
 // partition 0 so that their consumers see them in the order they were
 // produced (a change log whose entries depend on each other).
-func NewProducer(brokers []string, cfg Config, ordered ...string) *Producer {
+func NewSyncProducer(brokers []string, cfg Config, ordered ...string) *SyncProducer {
 	transport := cfg.transport()
-	return &Producer{transport: transport, w: newWriter(brokers, cfg, transport, ordered)}
+	return &SyncProducer{transport: transport, w: newWriter(brokers, cfg, transport, ordered)}
 }
 
 // newWriter returns an acks=all writer for brokers that batches for up to
@@ -83,7 +84,7 @@ type AsyncProducer struct {
 }
 
 type queued struct {
-	msg  kafka.Message
+	msg  Message
 	done func(error)
 }
 
@@ -131,14 +132,14 @@ func NewAsyncProducer(brokers []string, cfg Config) *AsyncProducer {
 // producer's goroutine: with nil once Kafka acknowledged msg, or with the
 // error. Send waits while the queue is full, at most until ctx ends. done
 // must not block, and msg's bytes must stay unchanged until it ran.
-func (p *AsyncProducer) Send(ctx context.Context, msg kafka.Message, done func(error)) {
+func (p *AsyncProducer) Send(ctx context.Context, msg Message, done func(error)) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		done(ErrClosed)
 		return
 	}
-	lane := p.lanes[p.hash.Balance(msg, p.lanesIdx...)]
+	lane := p.lanes[p.hash.Balance(kafka.Message{Key: msg.Key}, p.lanesIdx...)]
 	select {
 	case lane <- queued{msg: msg, done: done}:
 	case <-ctx.Done():
@@ -166,8 +167,8 @@ func (p *AsyncProducer) run(lane chan queued) {
 			}
 		}
 		msgs = msgs[:0]
-		for _, q := range batch {
-			msgs = append(msgs, q.msg)
+		for i := range batch {
+			msgs = append(msgs, batch[i].msg.toKafka())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), asyncWriteTimeout)
 		err := p.w.WriteMessages(ctx, msgs...)
@@ -187,6 +188,11 @@ func (p *AsyncProducer) run(lane chan queued) {
 		clear(batch)
 		clear(msgs)
 	}
+}
+
+// Produce sends msgs and waits until Kafka acknowledged them all.
+func (p *AsyncProducer) Produce(ctx context.Context, msgs ...Message) error {
+	return SendAll(ctx, p.Send, msgs...)
 }
 
 // Close writes the messages still queued (calling their completions) and closes the producer.
@@ -219,16 +225,25 @@ func (b *orderedBalancer) Balance(msg kafka.Message, partitions ...int) int {
 	return b.byKey.Balance(msg, partitions...)
 }
 
-// Produce writes msgs (each with its Topic set) and waits for the broker's acknowledgement.
-func (p *Producer) Produce(ctx context.Context, msgs ...kafka.Message) error {
-	if err := p.w.WriteMessages(ctx, msgs...); err != nil {
+// Produce writes msgs (each with its Topic set) in one request and waits for the broker's acknowledgement.
+func (p *SyncProducer) Produce(ctx context.Context, msgs ...Message) error {
+	km := make([]kafka.Message, len(msgs))
+	for i := range msgs {
+		km[i] = msgs[i].toKafka()
+	}
+	if err := p.w.WriteMessages(ctx, km...); err != nil {
 		return fmt.Errorf("produce to kafka: %w", err)
 	}
 	return nil
 }
 
+// Send writes msg and calls done with the outcome before it returns.
+func (p *SyncProducer) Send(ctx context.Context, msg Message, done func(error)) {
+	done(p.Produce(ctx, msg))
+}
+
 // Close flushes and closes the producer.
-func (p *Producer) Close() error {
+func (p *SyncProducer) Close() error {
 	err := p.w.Close()
 	p.transport.CloseIdleConnections()
 	return err

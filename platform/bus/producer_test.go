@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
-	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -24,7 +22,7 @@ func TestAsyncProducerKeepsPartitionOrder(t *testing.T) {
 	const n = 3000
 	acked := make(chan error, n)
 	for i := range n {
-		msg := kafka.Message{Topic: "t", Key: fmt.Appendf(nil, "device-%d", i%97), Value: []byte(strconv.Itoa(i))}
+		msg := Message{Topic: "t", Key: fmt.Appendf(nil, "device-%d", i%97), Value: []byte(strconv.Itoa(i))}
 		p.Send(context.Background(), msg, func(err error) { acked <- err })
 	}
 	for range n {
@@ -32,25 +30,42 @@ func TestAsyncProducerKeepsPartitionOrder(t *testing.T) {
 	}
 	require.NoError(t, p.Close())
 
-	total := 0
-	for part := range 3 {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Addrs(), Topic: "t", Partition: part, MaxWait: 50 * time.Millisecond})
-		t.Cleanup(func() { r.Close() })
-		last := -1
-		for {
-			lag, err := r.ReadLag(context.Background())
-			require.NoError(t, err)
-			if lag == 0 {
-				break
-			}
-			m, err := r.ReadMessage(context.Background())
-			require.NoError(t, err)
-			i, err := strconv.Atoi(string(m.Value))
-			require.NoError(t, err)
-			require.Greater(t, i, last, "partition %d: record %d after %d", part, i, last)
-			last = i
-			total++
+	msgs, err := ReadTopic(context.Background(), k.Addrs(), cfg, "t")
+	require.NoError(t, err)
+	require.Len(t, msgs, n)
+	last := map[int]int{}
+	for _, m := range msgs {
+		i, err := strconv.Atoi(string(m.Value))
+		require.NoError(t, err)
+		if prev, ok := last[m.Partition]; ok {
+			require.Greater(t, i, prev, "partition %d: record %d after %d", m.Partition, i, prev)
 		}
+		last[m.Partition] = i
 	}
-	require.Equal(t, n, total)
+	require.Len(t, last, 3, "every partition has records")
+}
+
+// TestProducersAnswerBothWays: either producer writes with Produce (which
+// waits) and with Send (which calls back), and a closed one refuses both.
+func TestProducersAnswerBothWays(t *testing.T) {
+	k := startKafka(t)
+	cfg := DefaultConfig()
+	ctx := context.Background()
+	for _, p := range []interface {
+		Producer
+		Close() error
+	}{NewSyncProducer(k.Addrs(), cfg), NewAsyncProducer(k.Addrs(), cfg)} {
+		require.NoError(t, p.Produce(ctx, Message{Topic: "t", Key: []byte("a"), Value: []byte("1")}, Message{Topic: "t", Key: []byte("b"), Value: []byte("2")}))
+		sent := make(chan error, 1)
+		p.Send(ctx, Message{Topic: "t", Key: []byte("c"), Value: []byte("3")}, func(err error) { sent <- err })
+		require.NoError(t, <-sent)
+		require.NoError(t, p.Close())
+	}
+	msgs, err := ReadTopic(ctx, k.Addrs(), cfg, "t")
+	require.NoError(t, err)
+	require.Len(t, msgs, 6)
+
+	closed := NewAsyncProducer(k.Addrs(), cfg)
+	require.NoError(t, closed.Close())
+	require.ErrorIs(t, closed.Produce(ctx, Message{Topic: "t"}, Message{Topic: "t"}), ErrClosed)
 }

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 )
 
@@ -90,33 +89,38 @@ func TestSecuredEmbeddedKafka(t *testing.T) {
 			if !tc.ok {
 				require.Error(t, err)
 				cfg.BatchTimeout = time.Millisecond
-				p := NewProducer(k.Addrs(), cfg)
+				p := NewSyncProducer(k.Addrs(), cfg)
 				defer p.Close()
 				short, cancel := context.WithTimeout(ctx, 3*time.Second)
 				defer cancel()
-				require.Error(t, p.Produce(short, kafka.Message{Topic: "t", Value: []byte("x")}))
+				require.Error(t, p.Produce(short, Message{Topic: "t", Value: []byte("x")}))
 				return
 			}
 			require.NoError(t, err)
-			p := NewProducer(k.Addrs(), cfg)
+			p := NewSyncProducer(k.Addrs(), cfg)
 			t.Cleanup(func() { require.NoError(t, p.Close()) })
-			require.NoError(t, p.Produce(ctx, kafka.Message{Topic: "t", Value: []byte("hello")}))
-			got := make(chan string, 1)
-			c := NewConsumer(k.Addrs(), "g", []string{"t"}, cfg, func(_ context.Context, batch []kafka.Message) error {
-				got <- string(batch[0].Value)
+			require.NoError(t, p.Produce(ctx, Message{Topic: "t", Value: []byte("hello")}))
+			got := make(chan Message, 1)
+			c := NewConsumer(k.Addrs(), "g", []string{"t"}, cfg, func(_ context.Context, batch []Message) error {
+				got <- batch[0]
 				return nil
 			}, discardLog())
 			runCtx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)
 			go func() { done <- c.Run(runCtx) }()
 			select {
-			case v := <-got:
-				require.Equal(t, "hello", v)
+			case m := <-got:
+				require.Equal(t, Message{Topic: "t", Value: []byte("hello"), Offset: 0, HighWaterMark: 1}, m, "where it was read, and the partition's end")
 			case <-ctx.Done():
 				t.Fatal("no message consumed")
 			}
 			stop()
 			require.NoError(t, <-done)
+			// An outside reader logged in the same way sees the log.
+			msgs, err := ReadTopic(ctx, k.Addrs(), cfg, "t")
+			require.NoError(t, err)
+			require.Len(t, msgs, 1)
+			require.Equal(t, "hello", string(msgs[0].Value))
 		})
 	}
 }

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -40,11 +40,6 @@ type Downlink interface {
 	Publish(topic string, payload []byte, qos byte) error
 }
 
-// Producer puts messages on Kafka.
-type Producer interface {
-	Produce(ctx context.Context, msgs ...kafka.Message) error
-}
-
 // Errors the API maps to statuses.
 var (
 	ErrUnknownDevice  = errors.New("unknown device")
@@ -57,7 +52,7 @@ var (
 type Dispatcher struct {
 	store    Store
 	downlink Downlink
-	producer Producer
+	producer bus.Producer
 	log      *slog.Logger
 
 	mu      sync.Mutex
@@ -73,7 +68,7 @@ type Dispatcher struct {
 }
 
 // New returns a dispatcher.
-func New(store Store, downlink Downlink, producer Producer, log *slog.Logger, reg prometheus.Registerer) *Dispatcher {
+func New(store Store, downlink Downlink, producer bus.Producer, log *slog.Logger, reg prometheus.Registerer) *Dispatcher {
 	d := &Dispatcher{store: store, downlink: downlink, producer: producer, log: log,
 		waiters: map[string][]chan api.Command{}, online: map[string]bool{}, wake: make(chan struct{}, 1),
 		sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "gale_commands_sent_total", Help: "Commands published to devices."}),
@@ -204,7 +199,7 @@ func (d *Dispatcher) notify(c api.Command) {
 // stored (a node may not have created it) and sent if its device listens
 // here; "sent" and answered commands update the local copy, so every node
 // knows the outcome and a caller waiting on another node hears of it.
-func (d *Dispatcher) Handle(ctx context.Context, batch []kafka.Message) error {
+func (d *Dispatcher) Handle(ctx context.Context, batch []bus.Message) error {
 	for _, m := range batch {
 		var c api.Command
 		if err := json.Unmarshal(m.Value, &c); err != nil {
@@ -246,7 +241,7 @@ func (d *Dispatcher) announce(ctx context.Context, c api.Command) error {
 		c.Org = dev.Org
 	}
 	b, _ := json.Marshal(c)
-	return d.producer.Produce(ctx, kafka.Message{Topic: api.TopicCommands, Key: []byte(c.ProductKey + "/" + c.DeviceKey), Value: b})
+	return d.producer.Produce(ctx, bus.Message{Topic: api.TopicCommands, Key: []byte(c.ProductKey + "/" + c.DeviceKey), Value: b})
 }
 
 // send publishes a queued command to its device, once. A command to a

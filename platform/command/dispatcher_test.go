@@ -12,10 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -43,15 +43,19 @@ func (f *fakeDownlink) sent() []string {
 // gale.commands would, and keeps them.
 type loopback struct {
 	d    *Dispatcher
-	msgs []kafka.Message
+	msgs []bus.Message
 }
 
-func (l *loopback) Produce(ctx context.Context, msgs ...kafka.Message) error {
+func (l *loopback) Produce(ctx context.Context, msgs ...bus.Message) error {
 	l.msgs = append(l.msgs, msgs...)
 	if l.d == nil {
 		return nil
 	}
 	return l.d.Handle(ctx, msgs)
+}
+
+func (l *loopback) Send(ctx context.Context, msg bus.Message, done func(error)) {
+	done(l.Produce(ctx, msg))
 }
 
 func setup(t *testing.T) (*Dispatcher, *registry.Registry, *fakeDownlink) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,8 +23,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
+	"github.com/gale-iot/gale/platform/runs"
 	"github.com/gale-iot/gale/stack"
 	"github.com/gale-iot/gale/twins"
 )
@@ -126,6 +129,11 @@ func (c *console) shot(name string) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 	defer cancel()
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`)) // the sticky header at the top of the picture
+	require.NoError(c.t, err, name)
+	text, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('main').innerText`))
+	require.NoError(c.t, err, name)
+	require.NotRegexp(c.t, `\b(null|undefined|NaN)\b|\[object `, text, "%s: a value the page failed to format", name)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	require.NoError(c.t, err, name)
 	require.NoError(c.t, os.WriteFile(filepath.Join(c.shots, name+".png"), png, 0o644))
@@ -157,6 +165,74 @@ func waitJS[T any](c *console, what, js string, timeout time.Duration, ok func(T
 		require.True(c.t, time.Now().Before(deadline), "%s: not within %s (last: %v, %v)", what, timeout, v, err)
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// registryAsAdmin, on the registry page as a cluster admin: a product imported from YAML, a bad device key
+// refused next to its field, a device created (its secret shown once) that logs in, and its secret rotated in
+// the page: the new one shown once, the old session dropped and the old secret refused.
+func (c *console) registryAsAdmin() {
+	t := c.t
+	doc := "productKey: pump\nname: Water pump\nmodel:\n  measurepoints:\n    - {id: P.Flow, name: Flow, type: float, unit: m3/h, min: 0}\n"
+	c.run("import a product", step, chromedp.SetValue(chromedp.CSS(`#import-yaml`), doc), chromedp.Click(chromedp.CSS(`#import-submit`)),
+		chromedp.WaitVisible(chromedp.CSS(`#products tr[data-product="pump"]`)), chromedp.WaitVisible(chromedp.CSS(`#model-view table`)))
+	c.run("a bad device key", step, chromedp.SetValue(chromedp.CSS(`#create-device select[name=productKey]`), "pump"),
+		chromedp.SendKeys(chromedp.CSS(`#new-device-key`), "bad key!"), chromedp.Click(chromedp.CSS(`#create-submit`)),
+		chromedp.WaitVisible(chromedp.CSS(`#create-device label .field-error`)))
+	require.Contains(t, eval[string](c, `document.querySelector('#new-device-key').closest('label').textContent`), "deviceKey")
+	require.NotContains(t, eval[string](c, `document.body.textContent`), "goroutine", "no stack trace")
+	c.shot("registry-field-error")
+	c.run("create a device", step, chromedp.SetValue(chromedp.CSS(`#new-device-key`), "pump-01"), chromedp.Click(chromedp.CSS(`#create-submit`)),
+		chromedp.WaitVisible(chromedp.CSS(`#secret-value`)), chromedp.WaitVisible(chromedp.CSS(`#devices tr[data-device="pump/pump-01"]`)))
+	first := eval[string](c, `document.querySelector('#secret-value').textContent`)
+	require.Len(t, first, 32)
+	ctx, cancel := context.WithTimeout(context.Background(), step)
+	defer cancel()
+	cfg := device.Config{Broker: c.h.MQTTAddr(), ProductKey: "pump", DeviceKey: "pump-01", Secret: first}
+	dev, err := device.Connect(ctx, cfg)
+	require.NoError(t, err, "the device logs in with the secret shown")
+	defer dev.Close()
+
+	rotate := `#devices tr[data-device="pump/pump-01"] .rotate-secret`
+	c.run("rotate its secret", step, chromedp.Click(chromedp.CSS(`#secret-done`)), chromedp.Click(chromedp.CSS(rotate)),
+		chromedp.WaitVisible(chromedp.CSS(rotate+`:not(.ghost)`)), chromedp.Click(chromedp.CSS(rotate)), chromedp.WaitVisible(chromedp.CSS(`#secret-value`)))
+	second := eval[string](c, `document.querySelector('#secret-value').textContent`)
+	require.Len(t, second, 32)
+	require.NotEqual(t, first, second)
+	c.shot("registry")
+	require.Eventually(t, func() bool { return !dev.Connected() }, step, 50*time.Millisecond, "the session of the old secret is dropped")
+	_, err = device.Connect(ctx, cfg)
+	require.Error(t, err, "the old secret is refused")
+	cfg.Secret = second
+	again, err := device.Connect(ctx, cfg)
+	require.NoError(t, err, "the new secret logs in")
+	again.Close()
+	c.run("secret gone", step, chromedp.Click(chromedp.CSS(`#secret-done`)))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('#secret-value').length`), "shown once")
+}
+
+// runsPage posts a run's report as loadgen does and finds it on the runs page with its figures and plots.
+func (c *console) runsPage() {
+	t := c.t
+	t0 := time.Now().Add(-2 * time.Minute)
+	rate, p50, p99 := make([][2]float64, 90), make([][2]float64, 90), make([][2]float64, 90)
+	for i := range rate {
+		rate[i] = [2]float64{float64(i), 1000 - 40*math.Abs(math.Sin(float64(i)/9))}
+		p50[i], p99[i] = [2]float64{float64(i), 4 + math.Sin(float64(i)/7)}, [2]float64{float64(i), 18 + 6*math.Sin(float64(i)/5)}
+	}
+	run := runs.Run{Kind: runs.KindLoadgen, Name: "200 devices × 1000 msg/s, QoS 1 (gale)", Pass: true, Started: t0, Finished: t0.Add(90 * time.Second),
+		Stats: []runs.Stat{{Name: "achieved rate", Value: 987.5, Unit: "msg/s"}, {Name: "puback p99", Value: 21.3, Unit: "ms"}, {Name: "ledger lost", Value: 0}},
+		Plots: []runs.Plot{
+			{Title: "Rate", Kind: runs.PlotLine, Unit: "msg/s", Series: []runs.Series{{Name: "acknowledged", Points: rate}}},
+			{Title: "PUBACK latency", Kind: runs.PlotLine, Unit: "ms", Series: []runs.Series{{Name: "p50", Points: p50}, {Name: "p99", Points: p99}}},
+			{Title: "Ledger", Kind: runs.PlotBar, Series: []runs.Series{{Name: "stored", Points: [][2]float64{{0, 88875}}}, {Name: "lost", Points: [][2]float64{{0, 0}}}}}}}
+	var posted runs.Run
+	require.Equal(t, http.StatusCreated, c.h.Do(t, http.MethodPost, "/api/v1/runs", run, &posted))
+	c.run("runs page", step, chromedp.Navigate(c.base+"/#/runs"), chromedp.WaitVisible(chromedp.CSS(`#runs tr[data-run="`+posted.ID+`"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#run [data-plot="Ledger"] svg rect`)))
+	require.Equal(t, 3, eval[int](c, `document.querySelectorAll('#run .plots svg').length`))
+	require.Equal(t, 3, eval[int](c, `document.querySelectorAll('#run [data-plot="PUBACK latency"] path.series, #run [data-plot="Rate"] path.series').length`))
+	require.Contains(t, eval[string](c, `document.querySelector('#run .stats').textContent`), "987.5")
+	c.shot("runs")
 }
 
 // powers reads the fleet page's turbine table: device key → power (kW) as shown.
@@ -242,6 +318,17 @@ func TestConsoleInBrowser(t *testing.T) {
 	require.GreaterOrEqual(t, i, 0)
 	require.Equal(t, "ops", alerts[i].AckedBy)
 	require.Equal(t, "grid operator informed", alerts[i].AckComment)
+	// The episode's history is one time line on the devices' clock, in order, the acknowledgement on it.
+	c.run("episode", step, chromedp.Click(chromedp.CSS(fmt.Sprintf(`#alerts tr[data-alert="%d"] a`, id))),
+		chromedp.WaitVisible(chromedp.CSS(`#episode-history li:nth-child(3)`)))
+	history := eval[[]string](c, `[...document.querySelectorAll('#episode-history li')].map(li => li.dataset.time + ' ' + li.firstChild.textContent)`)
+	require.True(t, slices.IsSortedFunc(history, func(a, b string) int {
+		ta, _ := strconv.ParseInt(strings.Fields(a)[0], 10, 64)
+		tb, _ := strconv.ParseInt(strings.Fields(b)[0], 10, 64)
+		return int(ta - tb)
+	}), "history in time order: %v", history)
+	last := history[len(history)-1]
+	require.Contains(t, last, "acknowledged by ops", "acknowledged after it fired (on the devices' clock): %v", history)
 	c.shot("alerts")
 
 	// Curtailing a turbine from the command form drops its power in the live view.
@@ -278,6 +365,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`#live tr[data-point="WTUR.W"]`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.line`)), chromedp.WaitVisible(chromedp.CSS(`.chart path.model`)))
 	c.shot("turbine")
 	c.run("edges", step, chromedp.Navigate(c.base+"/#/edges"), chromedp.WaitVisible(chromedp.CSS(`main table`)))
+	waitJS(c, "the gateways' queue depth (GW.QueueDepth, posted by the edge)", `[...document.querySelectorAll('main tbody tr')].map(r => r.querySelector('td.num').textContent)`,
+		30*time.Second, func(depths []string) bool {
+			return len(depths) == 2 && !slices.Contains(depths, "–")
+		})
 	c.shot("edges")
 	// Rule files are the cluster's: an org's operator sees the rules but reloads none.
 	c.run("registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
@@ -297,7 +388,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.run("viewer's alerts", step, chromedp.Navigate(c.base+"/#/alerts"), chromedp.WaitVisible(chromedp.CSS(`#alerts tbody tr[data-alert]`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command, .ack-open, #ack-form').length`))
 	c.run("viewer's registry", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`main table tbody tr`)))
-	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device').length`))
+	require.Zero(t, eval[int](c, `document.querySelectorAll('#rules-reload, .toggle-device, .rotate-secret, #create-device, #import-form').length`))
 	c.run("viewer's commands", step, chromedp.Navigate(c.base+"/#/commands"), chromedp.WaitVisible(chromedp.CSS(`main .panel p`)))
 	require.Zero(t, eval[int](c, `document.querySelectorAll('.run-command').length`))
 
@@ -307,7 +398,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	c.run("registry: reload the rules", step, chromedp.Navigate(c.base+"/#/registry"), chromedp.WaitVisible(chromedp.CSS(`#rules-reload`)),
 		chromedp.Click(chromedp.CSS(`#rules-reload`)), chromedp.WaitVisible(chromedp.CSS(`main .form-ok`)))
 	require.NotZero(t, eval[int](c, `document.querySelectorAll('.toggle-device').length`), "an admin enables and disables devices")
-	c.shot("registry")
+	c.run("routes", step, chromedp.WaitVisible(chromedp.CSS(`#routes tbody tr td`)))
+	c.registryAsAdmin()
+	c.runsPage()
 
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/pki"
 )
@@ -188,83 +188,60 @@ const (
 	DefaultHATimeout      = 2 * time.Second
 )
 
-// Load reads a config file strictly (unknown fields are errors), fills
-// defaults and validates it.
-func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read edge config: %w", err)
-	}
-	c, err := Parse(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, nil
-}
-
-// Parse decodes a config strictly, fills defaults and validates it.
-func Parse(data []byte) (Config, error) {
-	var c Config
-	if err := api.DecodeYAML(data, &c); err != nil {
-		return Config{}, fmt.Errorf("decode edge config: %w", err)
-	}
+// Complete fills the defaults of what the file left unset and validates
+// the config (internal/config.Load reads an edge config with it).
+func (c *Config) Complete() error {
 	c.Default()
-	if err := c.Validate(); err != nil {
-		return Config{}, err
-	}
-	return c, nil
+	return c.Validate()
 }
 
-// Default fills unset fields.
+// Default fills unset fields, each type's its own.
 func (c *Config) Default() {
-	if c.StaleAfter == 0 {
-		c.StaleAfter = DefaultStaleAfter
-	}
-	if c.Cloud.PublishTimeout == 0 {
-		c.Cloud.PublishTimeout = DefaultPublishTimeout
-	}
-	if c.Cloud.KeepAlive == 0 {
-		c.Cloud.KeepAlive = DefaultKeepAlive
-	}
-	if c.Cloud.ReconnectMax == 0 {
-		c.Cloud.ReconnectMax = DefaultReconnectMax
-	}
+	c.StaleAfter = cmp.Or(c.StaleAfter, DefaultStaleAfter)
+	c.Cloud.Default()
 	for i := range c.Targets {
-		t := &c.Targets[i]
-		if t.Timeout == 0 {
-			t.Timeout = DefaultModbusTimeout
-		}
-		for j := range t.Units {
-			if u := &t.Units[j]; u.ProductKey == "" && !isMapFile(u.Map) {
-				u.ProductKey = u.Map
-			}
-		}
+		c.Targets[i].Default()
 	}
 	if c.Services == nil {
 		c.Services = map[string]map[string]map[string]string{
 			"wind-turbine": {"setPowerLimit": {"limit": "WTUR.DmdW"}},
 		}
 	}
-	if c.Queue.MaxBytes == 0 {
-		c.Queue.MaxBytes = DefaultQueueBytes
-	}
-	if c.Queue.ReplayBatch == 0 {
-		c.Queue.ReplayBatch = DefaultReplayBatch
-	}
-	if c.Queue.LiveBatch == 0 {
-		c.Queue.LiveBatch = DefaultLiveBatch
-	}
-	if c.Cloud.MaxInFlight == 0 {
-		c.Cloud.MaxInFlight = DefaultMaxInFlight
-	}
+	c.Queue.Default()
 	if c.HA != nil {
-		if c.HA.Interval == 0 {
-			c.HA.Interval = DefaultHAInterval
-		}
-		if c.HA.Timeout == 0 {
-			c.HA.Timeout = DefaultHATimeout
+		c.HA.Default()
+	}
+}
+
+// Default fills unset fields.
+func (c *CloudConfig) Default() {
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	c.KeepAlive = cmp.Or(c.KeepAlive, DefaultKeepAlive)
+	c.ReconnectMax = cmp.Or(c.ReconnectMax, DefaultReconnectMax)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+}
+
+// Default fills unset fields: the timeout, and the product of a unit with a shipped map.
+func (t *Target) Default() {
+	t.Timeout = cmp.Or(t.Timeout, DefaultModbusTimeout)
+	for j := range t.Units {
+		if u := &t.Units[j]; u.ProductKey == "" && !isMapFile(u.Map) {
+			u.ProductKey = u.Map
 		}
 	}
+}
+
+// Default fills unset fields.
+func (q *QueueConfig) Default() {
+	q.MaxBytes = cmp.Or(q.MaxBytes, DefaultQueueBytes)
+	q.ReplayBatch = cmp.Or(q.ReplayBatch, DefaultReplayBatch)
+	q.LiveBatch = cmp.Or(q.LiveBatch, DefaultLiveBatch)
+}
+
+// Default fills unset fields.
+func (h *HAConfig) Default() {
+	h.Interval = cmp.Or(h.Interval, DefaultHAInterval)
+	h.Timeout = cmp.Or(h.Timeout, DefaultHATimeout)
 }
 
 func hostPort(s string) bool {

@@ -3,71 +3,50 @@ package edge_test
 import (
 	"io"
 	"log/slog"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/config"
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/edge"
 )
 
 func TestConfigFiles(t *testing.T) {
-	want := map[string]error{
-		"unknown-field":        nil, // a YAML decoding error
-		"no-data-dir":          edge.ErrDataDir,
-		"gateway-secret":       edge.ErrGateway,
-		"two-tokens":           edge.ErrCloud,
-		"api-url":              edge.ErrCloud,
-		"mqtt-addr":            edge.ErrCloud,
-		"no-targets":           edge.ErrNoTargets,
-		"target-addr":          edge.ErrTarget,
-		"target-twice":         edge.ErrTarget,
-		"unit-id-twice":        regmap.ErrDuplicateUnitID,
-		"device-twice":         edge.ErrUnit,
-		"unknown-map":          regmap.ErrUnknownMap,
-		"unit-secret":          edge.ErrUnit,
-		"mapfile-product":      edge.ErrUnit,
-		"service-point":        edge.ErrService,
-		"queue":                edge.ErrQueue,
-		"live-batch":           edge.ErrQueue,
-		"max-in-flight":        edge.ErrCloud,
-		"ha":                   edge.ErrHA,
-		"stale":                edge.ErrStale,
-		"tls-cert-without-key": edge.ErrCloud,
-	}
-	files, err := filepath.Glob("testdata/*.yaml")
-	require.NoError(t, err)
-	seen := 0
-	for _, f := range files {
-		name := filepath.Base(f)
-		switch {
-		case strings.HasSuffix(name, ".good.yaml"):
-			t.Run(name, func(t *testing.T) {
-				c, err := edge.Load(f)
-				require.NoError(t, err)
-				require.NotZero(t, c.Queue.MaxBytes, "defaults filled")
-			})
-		case strings.HasSuffix(name, ".bad.yaml"):
-			seen++
-			sentinel, ok := want[strings.TrimSuffix(name, ".bad.yaml")]
-			require.True(t, ok, "add %s to the table", name)
-			t.Run(name, func(t *testing.T) {
-				_, err := edge.Load(f)
-				require.Error(t, err)
-				require.Contains(t, err.Error(), f, "the error names the file")
-				if sentinel != nil {
-					require.ErrorIs(t, err, sentinel)
-				}
-			})
+	testkit.ConfigFiles(t, "testdata/*.*.yaml", map[string]error{
+		"unknown-field.bad.yaml":        config.ErrSyntax,
+		"no-data-dir.bad.yaml":          edge.ErrDataDir,
+		"gateway-secret.bad.yaml":       edge.ErrGateway,
+		"two-tokens.bad.yaml":           edge.ErrCloud,
+		"api-url.bad.yaml":              edge.ErrCloud,
+		"mqtt-addr.bad.yaml":            edge.ErrCloud,
+		"no-targets.bad.yaml":           edge.ErrNoTargets,
+		"target-addr.bad.yaml":          edge.ErrTarget,
+		"target-twice.bad.yaml":         edge.ErrTarget,
+		"unit-id-twice.bad.yaml":        regmap.ErrDuplicateUnitID,
+		"device-twice.bad.yaml":         edge.ErrUnit,
+		"unknown-map.bad.yaml":          regmap.ErrUnknownMap,
+		"unit-secret.bad.yaml":          edge.ErrUnit,
+		"mapfile-product.bad.yaml":      edge.ErrUnit,
+		"service-point.bad.yaml":        edge.ErrService,
+		"queue.bad.yaml":                edge.ErrQueue,
+		"live-batch.bad.yaml":           edge.ErrQueue,
+		"max-in-flight.bad.yaml":        edge.ErrCloud,
+		"ha.bad.yaml":                   edge.ErrHA,
+		"stale.bad.yaml":                edge.ErrStale,
+		"tls-cert-without-key.bad.yaml": edge.ErrCloud,
+	}, func(t *testing.T, path string) error {
+		c, err := config.Load[edge.Config](path)
+		if err == nil {
+			require.NotZero(t, c.Queue.MaxBytes, "defaults filled")
 		}
-	}
-	require.Equal(t, len(want), seen)
+		return err
+	})
 }
 
 func TestConfigDefaults(t *testing.T) {
-	c, err := edge.Load("testdata/minimal.good.yaml")
+	c, err := config.Load[edge.Config]("testdata/minimal.good.yaml")
 	require.NoError(t, err)
 	require.Equal(t, edge.DefaultStaleAfter, c.StaleAfter)
 	require.Equal(t, edge.DefaultModbusTimeout, c.Targets[0].Timeout)
@@ -75,7 +54,7 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, map[string]string{"limit": "WTUR.DmdW"}, c.Services["wind-turbine"]["setPowerLimit"])
 	require.Nil(t, c.HA)
 
-	c, err = edge.Load("testdata/demo.good.yaml")
+	c, err = config.Load[edge.Config]("testdata/demo.good.yaml")
 	require.NoError(t, err)
 	require.Equal(t, edge.DefaultHATimeout, c.HA.Timeout)
 

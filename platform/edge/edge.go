@@ -268,6 +268,7 @@ func (e *Edge) work(ctx context.Context, q *Queue, plans map[string]*plan) error
 	g.Go(func() error { return up.run(ctx) })
 	g.Go(func() error { return up.live(ctx) })
 	g.Go(func() error { return up.replay(ctx) })
+	g.Go(func() error { return e.reportStatus(ctx, up, q) })
 	return g.Wait()
 }
 

@@ -93,6 +93,11 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 		require.Equal(t, want(time.Second), got, "every second of the outage: %s", q.expr)
 	}
 	require.Len(t, times(series(t, c.h, `WTRM_TrmTmpGbxOil{device="WT02"}[15m]`, restoreAt)["WTRM.TrmTmpGbxOil"]), 60, "the slow group every 10 s")
+	// The gateway reported its queue depth while it was connected, and reports it again after the outage.
+	s.step(5)
+	require.Eventually(t, func() bool {
+		return len(series(t, c.h, `GW_QueueDepth{device="GW01"}[15m]`, clk.Now())["GW.QueueDepth"]) >= 2
+	}, 20*time.Second, 50*time.Millisecond, "the gateway's queue depth is not in the TSDB")
 	t.Logf("outage of %v (sim): %.0f samples queued, replayed in %.0f resume messages in %v (%.0f samples/s)",
 		restoreAt.Sub(cutAt), outage, resumes, replayTook.Round(time.Millisecond), outage/replayTook.Seconds())
 }

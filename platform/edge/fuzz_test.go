@@ -16,6 +16,7 @@ import (
 
 	mb "github.com/simonvetter/modbus"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/fuzzinput"
 	"github.com/gale-iot/gale/platform/api/regmap"
@@ -26,7 +27,7 @@ import (
 // validates again and parses to a valid config once written back as YAML.
 func FuzzConfig(f *testing.F) {
 	fuzzinput.Seed(f, "testdata/*.yaml")
-	fuzzinput.Validated(f, Parse, nil)
+	fuzzinput.Validated(f, func(b []byte) (Config, error) { return config.Parse[Config]("fuzz.yaml", b) }, nil)
 }
 
 // fuzzPlan is the plan of a wind turbine behind the edge: its shipped map

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
@@ -44,7 +45,7 @@ func TestMain(m *testing.M) {
 
 func runChild(path string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg, err := edge.Load(path)
+	cfg, err := config.Load[edge.Config](path)
 	if err == nil {
 		var e *edge.Edge
 		if e, err = edge.New(cfg, log); err == nil {

@@ -91,7 +91,7 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, newToken{Token: t, Secret: secret})
 	})
 	s.handle(mux, "GET /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Tokens(), func(t api.Token) string { return t.Org }))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Tokens(), func(t api.Token) string { return t.Org }, false))
 	})
 	s.handle(mux, "DELETE /api/v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
@@ -130,8 +130,64 @@ func (s *Server) routeAccounts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, u)
 	})
 	s.handle(mux, "GET /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Users(), func(u api.User) string { return u.Org }))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Users(), func(u api.User) string { return u.Org }, false))
 	})
+	s.handle(mux, "DELETE /api/v1/users/{name}", func(w http.ResponseWriter, r *http.Request) {
+		u, ok := s.grantedUser(w, r)
+		if !ok {
+			return
+		}
+		if err := reg.DeleteUser(r.Context(), u.Name); err != nil {
+			writeRegistryError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	s.handle(mux, "POST /api/v1/users/{name}/password", func(w http.ResponseWriter, r *http.Request) {
+		var in struct {
+			Password string `json:"password"`
+			// Current is the password now, which a user changing its own gives.
+			Current string `json:"currentPassword"`
+		}
+		if !decodeJSON(w, r, &in) {
+			return
+		}
+		p, name := principal(r), r.PathValue("name")
+		if p.Kind == api.TokenSession && p.Name == name {
+			if len(in.Current) > registry.MaxPasswordBytes || !reg.CheckPassword(name, in.Current) {
+				writeError(w, http.StatusForbidden, "currentPassword is wrong: a user changing its own password gives the one it has")
+				return
+			}
+		} else if _, ok := s.grantedUser(w, r); !ok {
+			return
+		}
+		if err := reg.SetPassword(r.Context(), name, in.Password); err != nil {
+			writeRegistryError(w, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// grantedUser is the user of r's path if the caller is an admin who may
+// grant its org and role: 403 for a caller who is not an admin, 404 for a
+// user of another org (or none).
+func (s *Server) grantedUser(w http.ResponseWriter, r *http.Request) (api.User, bool) {
+	p, name := principal(r), r.PathValue("name")
+	if !p.Has(api.RoleAdmin) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of role %s changes only its own password (from its session); other users are an admin's", p.Kind, p.Name, p.Role))
+		return api.User{}, false
+	}
+	u, ok := s.deps.Registry.User(name)
+	if !ok || !p.InOrg(u.Org) {
+		writeError(w, http.StatusNotFound, "user "+name+" not found")
+		return api.User{}, false
+	}
+	if err := registry.CheckGrant(p, u.Org, u.Role); err != nil {
+		writeError(w, http.StatusForbidden, err.Error())
+		return api.User{}, false
+	}
+	return u, true
 }
 
 // login answers POST /api/v1/login {"user","password"} with a session
@@ -155,6 +211,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	keys := []string{"user:" + in.User, "addr:" + clientAddr(r)}
 	if wait := s.logins.locked(keys...); wait > 0 {
 		s.logins.failures.WithLabelValues(loginThrottled).Inc()
+		s.refused.add(r, auditThrottled, "too many failed logins", in.User, s.userOrg(in.User), http.StatusTooManyRequests)
 		secs := int(wait.Round(time.Second) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
 		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("too many failed logins: retry in %d s", max(secs, 1)))

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -49,8 +50,12 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, a)
 	})
 	s.handle(mux, "GET /api/v1/rules", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.Rules(), s.ruleOrg))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.Rules(), s.ruleOrg, false))
 	})
+	s.handle(mux, "GET /api/v1/routes", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Rules.ListRoutes(), func(rt rules.RouteInfo) string { return rt.Org }, false))
+	})
+	s.handle(mux, "POST /api/v1/rules/validate", s.validateRules)
 	s.handle(mux, "POST /api/v1/rules/reload", func(w http.ResponseWriter, _ *http.Request) {
 		if err := s.deps.Rules.Reload(); err != nil {
 			writeError(w, http.StatusBadRequest, "rules not reloaded, the previous rules stay: "+err.Error())
@@ -58,6 +63,34 @@ func (s *Server) routeAlerts(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, s.deps.Rules.Rules())
 	})
+}
+
+// validateRules answers POST /api/v1/rules/validate?kind=stream|promql|routes
+// with the rules or routes the file in the body defines and their orgs, as a
+// reload would load them (400 with file:line for a bad one). A caller of an
+// org validates files of its org's only: each rule or route names its org
+// (or its file does).
+func (s *Server) validateRules(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		writeBodyError(w, err)
+		return
+	}
+	owned, err := s.deps.Rules.Validate(r.URL.Query().Get("kind"), b)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid: "+err.Error())
+		return
+	}
+	if p := principal(r); !p.AllOrgs() {
+		for _, o := range owned {
+			if o.Org != p.Org {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("%q is not of org %s: a file of an org says org: %s (%s %q validates its org's rules only)",
+					o.Name, p.Org, p.Org, p.Kind, p.Name))
+				return
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, owned)
 }
 
 // listAlerts answers /api/v1/alerts?state=&severity=&site=&rule=&source=&since=&until=&limit=.

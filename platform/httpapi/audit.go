@@ -59,11 +59,14 @@ func (s *Server) auditLogin(r *http.Request, user string, status int) {
 	if s.deps.Audit == nil {
 		return
 	}
-	e := audit.Entry{Actor: user, Kind: "login", Route: "POST /api/v1/login", Status: status}
-	if u, ok := s.deps.Registry.User(user); ok {
-		e.Org = u.Org // so that its org's admins see it
-	}
-	s.audit(r, e)
+	s.audit(r, audit.Entry{Actor: user, Kind: "login", Route: "POST /api/v1/login", Status: status, Org: s.userOrg(user)})
+}
+
+// userOrg is the org of user name, "" for none: an entry about a user goes
+// to its org's admins.
+func (s *Server) userOrg(name string) string {
+	u, _ := s.deps.Registry.User(name)
+	return u.Org
 }
 
 // audit stores e as of now, for the client of r; a failure is logged,

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -131,4 +132,128 @@ func FuzzCreatedID(f *testing.F) {
 		id := createdID(answer)
 		require.LessOrEqual(t, len(id), len(answer)+1, "at most the answer (and a '/')")
 	})
+}
+
+// Bad tokens and throttled logins are audited summed per client, kind and
+// reason within a window, and past maxRefusalKeys of those into one entry:
+// a flood writes a bounded number of entries.
+func TestAuditRefusalsSummed(t *testing.T) {
+	s := startAcctServer(t)
+	ctx := context.Background()
+	_, err := s.reg.CreateUser(ctx, registry.UserSpec{Name: "alice", Password: "correct horse battery", Org: "acme", Role: api.RoleViewer})
+	require.NoError(t, err)
+	for range 50 {
+		code, _ := s.call(t, "not-a-token", http.MethodGet, "/api/v1/devices", nil)
+		require.Equal(t, http.StatusUnauthorized, code)
+	}
+	code, _ := s.call(t, "", http.MethodGet, "/api/v1/devices", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = s.call(t, s.tokens["revoked"], http.MethodGet, "/api/v1/devices", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	throttled := 0
+	for range 10 {
+		code, _ = s.call(t, "", http.MethodPost, "/api/v1/login", map[string]string{"user": "alice", "password": "wrong wrong wrong"})
+		if code == http.StatusTooManyRequests {
+			throttled++
+		}
+	}
+	require.Positive(t, throttled, "the fourth failure locks alice out")
+	// Requests from more clients and reasons than are followed (as the
+	// aggregator sees them: the client address is the request's).
+	for i := range maxRefusalKeys + 30 {
+		r, _ := http.NewRequest(http.MethodGet, "/api/v1/devices", nil)
+		r.RemoteAddr = fmt.Sprintf("10.0.%d.%d:1234", i/250, i%250)
+		s.srv.refused.add(r, auditBadToken, "unknown token", "", "", http.StatusUnauthorized)
+	}
+	s.srv.flushRefusals()
+	entries, err := s.srv.deps.Audit.Query(ctx, audit.Filter{AllOrgs: true, Limit: audit.MaxLimit})
+	require.NoError(t, err)
+	byTarget := map[string]audit.Entry{}
+	refusals := 0
+	for _, e := range entries {
+		if e.Kind == auditBadToken || e.Kind == auditThrottled || e.Kind == "refused" {
+			refusals++
+			byTarget[e.Kind+" "+e.Client+" "+e.Target] = e
+		}
+	}
+	require.Equal(t, maxRefusalKeys+1, refusals, "one entry per followed key, one for the rest")
+	require.Contains(t, byTarget, auditBadToken+" 127.0.0.1 unknown token ×50")
+	require.Contains(t, byTarget, auditBadToken+" 127.0.0.1 no token ×1")
+	require.Contains(t, byTarget, auditBadToken+" 127.0.0.1 revoked token ×1")
+	th := byTarget[auditThrottled+" 127.0.0.1 too many failed logins ×"+fmt.Sprint(throttled)]
+	require.Equal(t, "alice", th.Actor)
+	require.Equal(t, "acme", th.Org, "its org's admins see it")
+	require.Equal(t, http.StatusTooManyRequests, th.Status)
+	found := false
+	for k, e := range byTarget {
+		if e.Kind == "refused" {
+			found = true
+			require.Contains(t, k, fmt.Sprintf("×%d", maxRefusalKeys+30-(maxRefusalKeys-4)), "the rest summed")
+		}
+	}
+	require.True(t, found)
+	s.srv.flushRefusals()
+	again, err := s.srv.deps.Audit.Query(ctx, audit.Filter{AllOrgs: true, Limit: audit.MaxLimit})
+	require.NoError(t, err)
+	require.Len(t, again, len(entries), "a window is written once")
+	code, b := s.call(t, s.tokens["admin"], http.MethodGet, "/api/v1/audit", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, string(b), "not-a-token", "no token is ever stored")
+}
+
+// A user changes its own password from its session (giving the current
+// one); an admin of its org changes it or deletes the user; either ends
+// the user's sessions. Another org's admin finds no such user.
+func TestUserPasswordAndDelete(t *testing.T) {
+	s := startAcctServer(t)
+	const pw, pw2, pw3 = "ann's long password", "ann's new password", "the admin's choice"
+	login := func(password string) (int, string) {
+		code, b := s.call(t, "", http.MethodPost, "/api/v1/login", map[string]string{"user": "ann", "password": password})
+		var out struct{ Token string }
+		_ = json.Unmarshal(b, &out)
+		return code, out.Token
+	}
+	code, session := login(pw)
+	require.Equal(t, http.StatusOK, code)
+	path := "/api/v1/users/ann/password"
+
+	code, b := s.call(t, session, http.MethodPost, path, map[string]string{"password": pw2, "currentPassword": "not it"})
+	require.Equal(t, http.StatusForbidden, code, string(b))
+	require.Contains(t, string(b), "currentPassword is wrong")
+	code, b = s.call(t, session, http.MethodPost, path, map[string]string{"password": "short", "currentPassword": pw})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+	code, b = s.call(t, session, http.MethodPost, "/api/v1/users/nobody/password", map[string]string{"password": pw2})
+	require.Equal(t, http.StatusForbidden, code, "a viewer's session changes its own password only: %s", b)
+	code, b = s.call(t, session, http.MethodPost, path, map[string]string{"password": pw2, "currentPassword": pw})
+	require.Equal(t, http.StatusNoContent, code, string(b))
+	code, _ = s.call(t, session, http.MethodGet, "/api/v1/devices", nil)
+	require.Equal(t, http.StatusUnauthorized, code, "the session ended with the password")
+	code, _ = login(pw)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, session = login(pw2)
+	require.Equal(t, http.StatusOK, code)
+
+	code, b = s.call(t, s.tokens["beta-admin"], http.MethodPost, path, map[string]string{"password": pw3})
+	require.Equal(t, http.StatusNotFound, code, string(b))
+	code, b = s.call(t, s.tokens["beta-admin"], http.MethodDelete, "/api/v1/users/ann", nil)
+	require.Equal(t, http.StatusNotFound, code, string(b))
+	require.NotContains(t, string(b), "acme")
+	code, b = s.call(t, s.tokens["admin"], http.MethodPost, path, map[string]string{"password": pw3})
+	require.Equal(t, http.StatusNoContent, code, string(b))
+	code, _ = s.call(t, session, http.MethodGet, "/api/v1/devices", nil)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, session = login(pw3)
+	require.Equal(t, http.StatusOK, code)
+
+	code, b = s.call(t, s.tokens["admin"], http.MethodDelete, "/api/v1/users/ann", nil)
+	require.Equal(t, http.StatusNoContent, code, string(b))
+	code, _ = s.call(t, session, http.MethodGet, "/api/v1/devices", nil)
+	require.Equal(t, http.StatusUnauthorized, code, "a deleted user's sessions end")
+	code, _ = login(pw3)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, _ = s.call(t, s.tokens["admin"], http.MethodDelete, "/api/v1/users/ann", nil)
+	require.Equal(t, http.StatusNotFound, code)
+	entries, err := s.srv.deps.Audit.Query(context.Background(), audit.Filter{Org: "acme", Actor: "admin"})
+	require.NoError(t, err)
+	require.Equal(t, "DELETE /api/v1/users/{name}", entries[0].Route, "audited")
 }

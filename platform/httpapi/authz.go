@@ -38,32 +38,41 @@ var RouteRoles = map[string]string{
 
 	"GET /api/v1/alerts":           api.RoleViewer,
 	"POST /api/v1/alerts/{id}/ack": api.RoleOperator,
-	"GET /api/v1/rules":            api.RoleViewer,
+	"GET /api/v1/rules":            api.RoleViewer,   // an org's own rules, and cluster rules scoped to its assets or devices
+	"GET /api/v1/routes":           api.RoleViewer,   // an org's own routes
+	"POST /api/v1/rules/validate":  api.RoleOperator, // a rule file of the caller's org, checked, not loaded
 	"POST /api/v1/rules/reload":    api.RoleOperator,
 
 	"POST /api/v1/devices/{pk}/{dk}/services/{service}": api.RoleOperator,
 	"GET /api/v1/commands/{id}":                         api.RoleViewer,
 
-	"GET /api/v1/tokens":         api.RoleAdmin,
-	"POST /api/v1/tokens":        api.RoleAdmin,
-	"DELETE /api/v1/tokens/{id}": api.RoleAdmin,
-	"GET /api/v1/users":          api.RoleAdmin,
-	"POST /api/v1/users":         api.RoleAdmin,
-	"GET /api/v1/audit":          api.RoleAdmin,
+	"GET /api/v1/tokens":          api.RoleAdmin,
+	"POST /api/v1/tokens":         api.RoleAdmin,
+	"DELETE /api/v1/tokens/{id}":  api.RoleAdmin,
+	"GET /api/v1/users":           api.RoleAdmin,
+	"POST /api/v1/users":          api.RoleAdmin,
+	"DELETE /api/v1/users/{name}": api.RoleAdmin,
+	// A user's own password (its session, with the current password), or an admin of its org for it.
+	"POST /api/v1/users/{name}/password": api.RoleViewer,
+	"GET /api/v1/audit":                  api.RoleAdmin,
 
 	"GET /api/v1/me":     api.RoleViewer, // the caller's own name, org and role (the console's sign-in)
 	"GET /api/v1/stream": api.RoleViewer, // live latest values and firing alerts of the caller's orgs (server-sent events)
+
+	"POST /api/v1/devices/{pk}/{dk}/secret": api.RoleAdmin, // a new secret, shown once; the old one's session dropped
+	"GET /api/v1/runs":                      api.RoleViewer,
+	"GET /api/v1/runs/{run}":                api.RoleViewer,
+	"POST /api/v1/runs":                     api.RoleOperator, // loadgen and scenario reports (the console's runs page)
+	"POST /api/v1/product-yaml":             api.RoleAdmin,    // a product YAML document checked and answered as JSON (stores nothing)
 }
 
 // ClusterRoutes need, besides their role, a cluster account (one of all
-// orgs): they change what every org shares, the product library and the
-// rule files. Every other route confines its reads and changes to the
-// caller's org (another org's objects answer 404).
+// orgs): they change what every org shares, the rule and route files.
+// Every other route confines its reads and changes to the caller's org
+// (another org's objects answer 404); products are an org's own or of the
+// public library, which orgs read and only cluster accounts change.
 var ClusterRoutes = map[string]bool{
-	"POST /api/v1/products":        true,
-	"PUT /api/v1/products/{pk}":    true,
-	"DELETE /api/v1/products/{pk}": true,
-	"POST /api/v1/rules/reload":    true,
+	"POST /api/v1/rules/reload": true,
 }
 
 // PublicRoutes are served without a token (the web console's page and
@@ -153,19 +162,21 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || token == "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gale"`)
+			s.refused.add(r, auditBadToken, "no token", "", "", http.StatusUnauthorized)
 			writeError(w, http.StatusUnauthorized, "missing bearer token: send Authorization: Bearer TOKEN (the admin token is in DATA/admin.token; users get one from POST /api/v1/login)")
 			return
 		}
 		p, err := s.deps.Registry.Authenticate(token)
 		if err != nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="gale", error="invalid_token"`)
-			msg := "invalid token"
+			msg, reason := "invalid token", "unknown token"
 			switch {
 			case errors.Is(err, registry.ErrTokenExpired):
-				msg = "token expired: get a new one (POST /api/v1/login, or from an admin)"
+				msg, reason = "token expired: get a new one (POST /api/v1/login, or from an admin)", "expired token"
 			case errors.Is(err, registry.ErrTokenRevoked):
-				msg = "token revoked"
+				msg, reason = "token revoked", "revoked token"
 			}
+			s.refused.add(r, auditBadToken, reason, "", "", http.StatusUnauthorized)
 			writeError(w, http.StatusUnauthorized, msg)
 			return
 		}
@@ -182,13 +193,13 @@ func principal(r *http.Request) registry.Principal {
 	return p
 }
 
-// inCallersOrgs is the items of the orgs the caller of r may see (never
-// nil, so an empty list is [] in JSON).
-func inCallersOrgs[T any](r *http.Request, items []T, org func(T) string) []T {
+// inCallersOrgs is the items of the orgs the caller of r may see, and
+// those of no org when public (never nil, so an empty list is [] in JSON).
+func inCallersOrgs[T any](r *http.Request, items []T, org func(T) string, public bool) []T {
 	p := principal(r)
 	out := []T{}
 	for _, it := range items {
-		if p.InOrg(org(it)) {
+		if o := org(it); p.InOrg(o) || public && o == "" {
 			out = append(out, it)
 		}
 	}

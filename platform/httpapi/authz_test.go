@@ -30,11 +30,25 @@ import (
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
 
+// fakeRules has a rule and a route of each of acme and beta, and cluster ones.
 type fakeRules struct{}
 
-func (fakeRules) Rules() []rules.RuleInfo { return nil }
-func (fakeRules) Reload() error           { return nil }
-func (fakeRules) Pending() []api.Alert    { return nil }
+func (fakeRules) Rules() []rules.RuleInfo {
+	return []rules.RuleInfo{{Name: "acme-hot", Type: rules.TypeThreshold, Org: "acme"}, {Name: "beta-hot", Type: rules.TypeThreshold, Org: "beta"},
+		{Name: "fleet-hot", Type: rules.TypeThreshold}}
+}
+
+func (fakeRules) ListRoutes() []rules.RouteInfo {
+	return []rules.RouteInfo{{Name: "acme-hook", Org: "acme"}, {Name: "beta-hook", Org: "beta"}, {Name: "fleet-hook"}}
+}
+
+// Validate checks stream rule files as a node does.
+func (fakeRules) Validate(kind string, b []byte) ([]rules.Owned, error) {
+	return rules.Set{}.Validate(kind, b)
+}
+
+func (fakeRules) Reload() error        { return nil }
+func (fakeRules) Pending() []api.Alert { return nil }
 
 type fakeCommands struct{}
 
@@ -60,6 +74,12 @@ type acctServer struct {
 	alert          int64
 	command, token string
 }
+
+// acmeProduct is acme's own product (sensor is of the public library).
+var acmeProduct = api.Product{Key: "gauge", Org: "acme"}
+
+// acmeUser is a user of acme.
+var acmeUser = registry.UserSpec{Name: "ann", Password: "ann's long password", Org: "acme", Role: api.RoleViewer}
 
 // The callers of the matrix, the role and the org each has ("" none; org "" is all orgs).
 var callers = []struct{ name, role, org string }{
@@ -92,6 +112,9 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, err)
 	require.NoError(t, rg.PutProduct(ctx, api.Product{Key: "sensor", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "T", Type: api.TypeFloat}}}}, false))
 	_, err = rg.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
+	require.NoError(t, err)
+	require.NoError(t, rg.PutProduct(ctx, acmeProduct, false))
+	_, err = rg.CreateUser(ctx, acmeUser)
 	require.NoError(t, err)
 
 	tokens := map[string]string{"none": ""}
@@ -129,7 +152,7 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, err)
 	require.NoError(t, app.Commit())
 	srv, err := New(Config{Addr: "127.0.0.1:0"}, Deps{Registry: rg, Storage: db, Engine: tsdbtest.NewEngine(t, tsdb.QueryConfig{}, log, prom),
-		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom, Audit: openAudit(t),
+		Latest: ingest.NewLatest(), Rules: fakeRules{}, Commands: fakeCommands{}, Gatherer: prom, Audit: openAudit(t), Runs: openRuns(t),
 		Extra: map[string]http.Handler{"/twins/v1/clock": http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"ok": "yes"})
 		})},
@@ -137,6 +160,23 @@ func startAcctServer(t *testing.T) *acctServer {
 	require.NoError(t, err)
 	serve(t, srv)
 	return &acctServer{srv: srv, url: "http://" + srv.Addr(), reg: rg, prom: prom, tokens: tokens, alert: alert.ID, command: "c0ffee", token: spare.ID}
+}
+
+// restore puts back acme's object that a DELETE of path removed.
+func (s *acctServer) restore(t *testing.T, path string) {
+	t.Helper()
+	var err error
+	switch {
+	case strings.HasPrefix(path, "/api/v1/products/"):
+		err = s.reg.PutProduct(context.Background(), acmeProduct, false)
+	case strings.HasPrefix(path, "/api/v1/devices/"):
+		_, err = s.reg.CreateDevice(context.Background(), api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
+	case strings.HasPrefix(path, "/api/v1/users/"):
+		_, err = s.reg.CreateUser(context.Background(), acmeUser)
+	default:
+		t.Fatalf("no way to put back what DELETE %s removed", path)
+	}
+	require.NoError(t, err)
 }
 
 // call sends body (JSON-encoded unless a string) with token and returns the status and the body.
@@ -185,8 +225,8 @@ func (s *acctServer) samplePath(path string) (string, bool) {
 	case strings.HasPrefix(path, "/api/v1/tokens/"):
 		id = s.token
 	}
-	acme := strings.Contains(path, "{dk}") || strings.Contains(path, "{id}")
-	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", id, "{service}", "reboot", "{point}", "T").Replace(path), acme
+	acme := strings.Contains(path, "{dk}") || strings.Contains(path, "{id}") || strings.Contains(path, "{name}")
+	return strings.NewReplacer("{pk}", "sensor", "{dk}", "d1", "{id}", id, "{service}", "reboot", "{point}", "T", "{name}", acmeUser.Name).Replace(path), acme
 }
 
 // ownData is what a list answers an acme or cluster caller (and never a beta one).
@@ -195,6 +235,8 @@ var ownData = map[string]string{
 	"/api/v1/assets":  `"north"`,
 	"/api/v1/alerts":  `"acme"`,
 	"/prometheus/":    `"acme"`,
+	"/api/v1/rules":   `"acme-hot"`,
+	"/api/v1/routes":  `"acme-hook"`,
 }
 
 // TestRoleEndpointMatrix sends every authenticated route of the API as each
@@ -227,6 +269,8 @@ func TestRoleEndpointMatrix(t *testing.T) {
 	type request struct {
 		method, path, role, list string
 		cluster, acme            bool
+		// selfOrAdmin: below admin, the route serves only the caller's own user (its session).
+		selfOrAdmin bool
 	}
 	var requests []request
 	for _, rt := range s.srv.Routes() {
@@ -240,7 +284,16 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			continue
 		}
 		sample, acme := s.samplePath(path)
-		requests = append(requests, request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path]})
+		rq := request{method: method, path: sample, role: rt.Role, cluster: rt.Cluster, acme: acme, list: ownData[path],
+			selfOrAdmin: path == "/api/v1/users/{name}/password"}
+		if path == "/api/v1/products/{pk}" {
+			// Of the public library: read by all, changed by cluster accounts only.
+			rq.cluster = method != http.MethodGet
+			own := rq
+			own.path, own.acme, own.cluster = "/api/v1/products/"+acmeProduct.Key, true, false
+			requests = append(requests, own)
+		}
+		requests = append(requests, rq)
 	}
 	require.Greater(t, len(requests), len(RouteRoles))
 
@@ -258,9 +311,12 @@ func TestRoleEndpointMatrix(t *testing.T) {
 			case api.RoleRank(c.role) < api.RoleRank(rq.role):
 				require.Equal(t, http.StatusForbidden, code, what)
 				require.Contains(t, string(b), "needs role "+rq.role, what)
+			case rq.selfOrAdmin && c.role != api.RoleAdmin:
+				require.Equal(t, http.StatusForbidden, code, what)
+				require.Contains(t, string(b), "changes only its own password", what)
 			case rq.cluster && c.org != "":
 				require.Equal(t, http.StatusForbidden, code, what)
-				require.Contains(t, string(b), "needs a cluster account", what)
+				require.Regexp(t, "needs a cluster account|public model library, read-only to an org", string(b), what)
 			case c.org == "beta" && rq.acme:
 				require.Equal(t, http.StatusNotFound, code, what)
 				require.NotContains(t, string(b), "acme", what)
@@ -272,8 +328,7 @@ func TestRoleEndpointMatrix(t *testing.T) {
 				}
 			}
 			if code == http.StatusNoContent && rq.method == http.MethodDelete && rq.acme { // put back what was deleted
-				_, err := s.reg.CreateDevice(context.Background(), api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
-				require.NoError(t, err)
+				s.restore(t, rq.path)
 			}
 			if rq.method != http.MethodGet || c.role == "" {
 				continue
@@ -502,11 +557,15 @@ func TestRoutePolicy(t *testing.T) {
 	operator := map[string]bool{
 		"POST /api/v1/alerts/{id}/ack":                      true,
 		"POST /api/v1/rules/reload":                         true,
+		"POST /api/v1/rules/validate":                       true,
 		"POST /api/v1/devices/{pk}/{dk}/services/{service}": true,
+		"POST /api/v1/runs":                                 true,
 	}
 	for pattern, role := range RouteRoles {
 		want := api.RoleAdmin
 		switch {
+		case pattern == "POST /api/v1/users/{name}/password": // a user's own, from its session; the handler checks the rest
+			want = api.RoleViewer
 		case strings.Contains(pattern, "/tokens") || strings.Contains(pattern, "/users") || pattern == "GET /api/v1/audit":
 		case operator[pattern]:
 			want = api.RoleOperator
@@ -559,7 +618,7 @@ func TestOrgQueryableNeedsACaller(t *testing.T) {
 
 // TestOrgAdminChangesItsOrgOnly: an org's admin creates, moves and deletes
 // devices and creates sites of its org only; another org's site, gateway or
-// parent is answered as a missing one; orgs and products are a cluster admin's.
+// parent is answered as a missing one; orgs and the public product library are a cluster admin's.
 func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
 	s := startAcctServer(t)
 	ctx := context.Background()
@@ -588,8 +647,9 @@ func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
 		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "east", "kind": "site", "parent": "north"}, http.StatusCreated, `"org":"acme"`},
 		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "west", "kind": "site", "parent": "south"}, http.StatusBadRequest, `parent \"south\" does not exist`},
 		{http.MethodPost, "/api/v1/assets", map[string]any{"id": "gamma", "kind": "org"}, http.StatusForbidden, "orgs are made by a cluster admin"},
-		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "mine"}, http.StatusForbidden, "needs a cluster account"},
-		{http.MethodDelete, "/api/v1/products/sensor", nil, http.StatusForbidden, "needs a cluster account"},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "mine", "org": "beta"}, http.StatusForbidden, "creates products of org acme only"},
+		{http.MethodDelete, "/api/v1/products/sensor", nil, http.StatusForbidden, "public model library, read-only to an org"},
+		{http.MethodPut, "/api/v1/products/sensor", map[string]any{"name": "mine now"}, http.StatusForbidden, "public model library, read-only to an org"},
 	} {
 		code, b := s.call(t, admin, tc.method, tc.path, tc.body)
 		require.Equal(t, tc.want, code, "%s %s %v: %s", tc.method, tc.path, tc.body, b)
@@ -604,4 +664,110 @@ func TestOrgAdminChangesItsOrgOnly(t *testing.T) {
 	require.Equal(t, http.StatusBadRequest, code, "a device does not change org: %s", b)
 	code, b = s.call(t, s.tokens["cluster-admin"], http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "sensor", "deviceKey": "b2", "site": "south"})
 	require.Equal(t, http.StatusCreated, code, string(b))
+}
+
+// TestOrgProducts: an org's admin creates, changes and deletes products of
+// its org, which only its org sees and uses; every org reads the public
+// library and none changes it; a cluster admin manages the library and
+// sees every org's products.
+func TestOrgProducts(t *testing.T) {
+	s := startAcctServer(t)
+	admin, beta, root := s.tokens["admin"], s.tokens["beta-admin"], s.tokens["cluster-admin"]
+	meter := map[string]any{"productKey": "meter", "model": map[string]any{"measurepoints": []map[string]any{{"id": "kWh", "type": "float"}}}}
+
+	code, b := s.call(t, admin, http.MethodPost, "/api/v1/products", meter)
+	require.Equal(t, http.StatusCreated, code, string(b))
+	require.Contains(t, string(b), `"org":"acme"`)
+
+	// acme sees, changes and uses its own product; the library stays readable.
+	code, b = s.call(t, s.tokens["viewer"], http.MethodGet, "/api/v1/products", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(b), `"meter"`)
+	require.Contains(t, string(b), `"sensor"`)
+	code, b = s.call(t, admin, http.MethodPut, "/api/v1/products/meter", map[string]any{"name": "Meter v2"})
+	require.Equal(t, http.StatusOK, code, string(b))
+	require.Contains(t, string(b), `"org":"acme"`, "the org stays when the body names none")
+	code, b = s.call(t, admin, http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "meter", "deviceKey": "m1", "site": "north"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+
+	// beta neither sees nor uses nor changes acme's product, and cannot
+	// make one for acme; its answers are those for a missing product.
+	code, b = s.call(t, beta, http.MethodGet, "/api/v1/products", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.NotContains(t, string(b), "meter")
+	require.Contains(t, string(b), `"sensor"`, "the public library is every org's")
+	for _, rq := range []struct {
+		method, path string
+		body         any
+		want         int
+		says         string
+	}{
+		{http.MethodGet, "/api/v1/products/meter", nil, http.StatusNotFound, "product meter not found"},
+		{http.MethodPut, "/api/v1/products/meter", map[string]any{"name": "mine"}, http.StatusNotFound, "product meter not found"},
+		{http.MethodDelete, "/api/v1/products/meter", nil, http.StatusNotFound, "product meter not found"},
+		{http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "meter", "deviceKey": "b9", "org": "beta"}, http.StatusBadRequest, `product \"meter\" does not exist`},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "x", "org": "acme"}, http.StatusForbidden, "creates products of org beta only"},
+		{http.MethodPost, "/api/v1/products", map[string]any{"productKey": "sensor"}, http.StatusConflict, "already exists"},
+	} {
+		code, b := s.call(t, beta, rq.method, rq.path, rq.body)
+		require.Equal(t, rq.want, code, "%s %s: %s", rq.method, rq.path, b)
+		require.Contains(t, string(b), rq.says, "%s %s", rq.method, rq.path)
+		require.NotContains(t, string(b), "acme", "%s %s", rq.method, rq.path)
+	}
+	// Not even a cluster admin gives beta a device of acme's product, nor moves the product.
+	code, b = s.call(t, root, http.MethodPost, "/api/v1/devices", map[string]any{"productKey": "meter", "deviceKey": "b9", "org": "beta"})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+	code, b = s.call(t, root, http.MethodPut, "/api/v1/products/meter", map[string]any{"org": "beta"})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+	require.Contains(t, string(b), "a product's org does not change")
+
+	// The cluster admin sees every org's products and manages the library.
+	code, b = s.call(t, root, http.MethodGet, "/api/v1/products", nil)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, string(b), `"meter"`)
+	code, b = s.call(t, root, http.MethodPost, "/api/v1/products", map[string]any{"productKey": "library-meter"})
+	require.Equal(t, http.StatusCreated, code, string(b))
+	require.NotContains(t, string(b), `"org"`, "a cluster admin's product without org is the library's")
+	code, b = s.call(t, root, http.MethodPost, "/api/v1/products", map[string]any{"productKey": "ghost-org", "org": "gamma"})
+	require.Equal(t, http.StatusBadRequest, code, string(b))
+
+	// acme deletes its product once no device uses it.
+	code, _ = s.call(t, admin, http.MethodDelete, "/api/v1/products/meter", nil)
+	require.Equal(t, http.StatusConflict, code)
+	code, _ = s.call(t, admin, http.MethodDelete, "/api/v1/devices/meter/m1", nil)
+	require.Equal(t, http.StatusNoContent, code)
+	code, b = s.call(t, admin, http.MethodDelete, "/api/v1/products/meter", nil)
+	require.Equal(t, http.StatusNoContent, code, string(b))
+}
+
+// TestValidateRules: an operator of an org checks a rule or route file of
+// its org without loading it; a file of another org or of the cluster is
+// refused for it, a bad file is answered with its line, a cluster operator
+// checks any.
+func TestValidateRules(t *testing.T) {
+	s := startAcctServer(t)
+	const acmeRules = "org: acme\nrules:\n  - {name: hot, type: threshold, point: T, above: 50}\n"
+	const acmeRoutes = "org: acme\nroutes:\n  - name: out\n    actions:\n      - kafka: {topic: acme.out}\n"
+	for _, tc := range []struct {
+		caller, kind, body string
+		want               int
+		says               string
+	}{
+		{"operator", "stream", acmeRules, http.StatusOK, `"org":"acme"`},
+		{"operator", "routes", acmeRoutes, http.StatusOK, `"name":"out"`},
+		{"operator", "stream", strings.Replace(acmeRules, "acme", "beta", 1), http.StatusBadRequest, `\"hot\" is not of org acme`},
+		{"operator", "stream", "rules:\n  - {name: hot, type: threshold, point: T, above: 50}\n", http.StatusBadRequest, "validates its org's rules only"},
+		{"operator", "routes", "org: acme\nroutes:\n  - name: leak\n    actions:\n      - kafka: {topic: gale.telemetry}\n", http.StatusBadRequest, "writes to no gale.* topic"},
+		{"operator", "stream", "org: acme\nrules:\n  - {name: hot, type: nope}\n", http.StatusBadRequest, "rules.yaml:3"},
+		{"operator", "stream", "\x00\xff{[", http.StatusBadRequest, "invalid"},
+		{"operator", "promql", "groups: []\n", http.StatusBadRequest, "runs no PromQL rules"},
+		{"operator", "", acmeRules, http.StatusBadRequest, "want stream, promql or routes"},
+		{"viewer", "stream", acmeRules, http.StatusForbidden, "needs role operator"},
+		{"beta-operator", "stream", acmeRules, http.StatusBadRequest, "is not of org beta"},
+		{"cluster-admin", "stream", "rules:\n  - {name: fleet, type: threshold, point: T, above: 50}\n", http.StatusOK, `"name":"fleet"`},
+	} {
+		code, b := s.call(t, s.tokens[tc.caller], http.MethodPost, "/api/v1/rules/validate?kind="+tc.kind, tc.body)
+		require.Equal(t, tc.want, code, "%s %s: %s", tc.caller, tc.body, b)
+		require.Contains(t, string(b), tc.says, "%s %s", tc.caller, tc.body)
+	}
 }

@@ -54,7 +54,7 @@ func (s *Server) routeData(mux *http.ServeMux) {
 		}
 		out := []deviceLatest{}
 		sub := s.deps.Registry.Subtree(id)
-		for _, d := range inCallersOrgs(r, s.deps.Registry.Devices(registry.DeviceFilter{}), func(d api.Device) string { return d.Org }) {
+		for _, d := range inCallersOrgs(r, s.deps.Registry.Devices(registry.DeviceFilter{}), func(d api.Device) string { return d.Org }, false) {
 			if sub[d.Site] || sub[d.Org] {
 				out = append(out, deviceLatest{d.ProductKey, d.DeviceKey, d.Site, s.deps.Latest.Device(d.ProductKey + "/" + d.DeviceKey)})
 			}

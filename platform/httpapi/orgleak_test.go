@@ -43,6 +43,40 @@ const orgRules = `groups:
       - alert: AcmeProducing
         expr: WTUR_W{org="acme"} > 0
         labels: {severity: minor, org: acme}
+  - name: beta
+    interval: 1s
+    labels: {org: beta}
+    rules:
+      - record: beta:stolen:count
+        expr: count(WTUR_W{org="acme"} or label_replace(WTUR_W, "org", "beta", "", ""))
+`
+
+// orgStreamRules are streaming rules of each org, beta's aimed at acme's
+// turbine: an org's rule sees its org's devices only, whatever its scope.
+const orgStreamRules = `rules:
+  - name: acme-producing
+    org: acme
+    type: threshold
+    point: WTUR.W
+    above: 0
+  - name: beta-watches-acme
+    org: beta
+    type: threshold
+    scope: {devices: [turbine/acme-wt1]}
+    point: WTUR.W
+    above: 0
+`
+
+// orgRoutes are a route of each org.
+const orgRoutes = `routes:
+  - name: acme-copy
+    org: acme
+    actions:
+      - kafka: {topic: acme.copy}
+  - name: beta-copy
+    org: beta
+    actions:
+      - kafka: {topic: beta.copy}
 `
 
 // apiCall sends a request with token and returns the status and the body.
@@ -77,6 +111,9 @@ func TestNoReadCrossesOrgs(t *testing.T) {
 	require.NoError(t, cfg.Complete())
 	require.NoError(t, os.MkdirAll(filepath.Join(cfg.Rules.Dir, rules.PromQLDir), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.Dir, rules.PromQLDir, "orgs.rules.yml"), []byte(orgRules), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.Dir, "orgs.yaml"), []byte(orgStreamRules), 0o600))
+	require.NoError(t, os.MkdirAll(cfg.Rules.RoutesDir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.RoutesDir, "orgs.yaml"), []byte(orgRoutes), 0o600))
 	h := nodetest.Start(t, cfg)
 	root := h.Token
 	do := func(token, method, path string, body any) (int, string) {
@@ -95,6 +132,9 @@ func TestNoReadCrossesOrgs(t *testing.T) {
 		Services:      []api.Service{{ID: "stop"}},
 	}}
 	code, b := do(root, http.MethodPost, "/api/v1/products", product)
+	require.Equal(t, http.StatusCreated, code, b)
+	betaProduct := api.Product{Key: "beta-turbine", Org: "beta", Model: product.Model}
+	code, b = do(root, http.MethodPost, "/api/v1/products", betaProduct)
 	require.Equal(t, http.StatusCreated, code, b)
 	calls := map[string]chan device.ServiceCall{}
 	devices := map[string]*device.Device{}
@@ -139,6 +179,12 @@ func TestNoReadCrossesOrgs(t *testing.T) {
 		return strings.Count(all, `"beta-wt1"`) >= 2 && strings.Count(all, `"acme-wt1"`) >= 2 && strings.Contains(all, `"org:WTUR_W:sum","org":"beta"`) &&
 			strings.Contains(all, `"beta:WTUR_W:max","org":"beta"`) && strings.Contains(all, `"acme:WTUR_W:max","org":"acme"`)
 	}, 20*time.Second, 100*time.Millisecond, "both orgs' series, recordings and alerts in the TSDB")
+	var stolen string
+	require.Eventually(t, func() bool {
+		stolen = query(root, `beta:stolen:count`)
+		return strings.Contains(stolen, `"org":"beta"`)
+	}, 20*time.Second, 100*time.Millisecond, "beta's rule recorded")
+	require.Contains(t, stolen, `"1"]`, "beta's rule counted beta's turbine only (3 had it read acme's): %s", stolen)
 	var betaAlert []api.Alert
 	require.Eventually(t, func() bool {
 		code, b := do(root, http.MethodGet, "/api/v1/alerts?rule=TurbineProducing", nil)
@@ -262,15 +308,34 @@ func TestNoReadCrossesOrgs(t *testing.T) {
 
 	// REST: lists hold acme's only; beta's objects are 404 as missing ones are; no command reaches beta's turbine.
 	for _, path := range []string{"/api/v1/devices", "/api/v1/devices?org=beta", "/api/v1/assets", "/api/v1/alerts", "/api/v1/alerts?state=pending",
-		"/api/v1/rules", "/api/v1/products", "/api/v1/assets/acme/latest"} {
+		"/api/v1/rules", "/api/v1/routes", "/api/v1/products", "/api/v1/assets/acme/latest"} {
 		code, b := do(viewer, http.MethodGet, path, nil)
 		require.Equal(t, http.StatusOK, code, "%s: %s", path, b)
 		noBeta(path, b)
 	}
-	for _, path := range []string{"/api/v1/devices", "/api/v1/assets", "/api/v1/alerts", "/api/v1/assets/acme/latest"} {
+	for _, path := range []string{"/api/v1/devices", "/api/v1/assets", "/api/v1/alerts", "/api/v1/assets/acme/latest", "/api/v1/rules", "/api/v1/routes"} {
 		_, b := do(viewer, http.MethodGet, path, nil)
 		require.Contains(t, b, "acme", path)
 	}
+	for path, betas := range map[string]string{"/api/v1/rules": "beta-watches-acme", "/api/v1/routes": "beta-copy", "/api/v1/products": "beta-turbine"} {
+		_, b := do(root, http.MethodGet, path, nil)
+		require.Contains(t, b, betas, "the cluster admin lists every org's")
+	}
+	// beta's rule aimed at acme's turbine never fired; acme's own did, on the same samples.
+	require.Eventually(t, func() bool {
+		_, b = do(root, http.MethodGet, "/api/v1/alerts?rule=acme-producing", nil)
+		return strings.Contains(b, `"turbine/acme-wt1"`)
+	}, 20*time.Second, 100*time.Millisecond, "acme's streaming rule fired")
+	_, b = do(root, http.MethodGet, "/api/v1/alerts?rule=beta-watches-acme", nil)
+	require.Equal(t, "[]", strings.TrimSpace(b), "an org's rule sees no other org's device")
+	// beta's product is answered as a missing one, and acme cannot use it.
+	code, b = do(viewer, http.MethodGet, "/api/v1/products/beta-turbine", nil)
+	require.Equal(t, http.StatusNotFound, code, b)
+	_, missing := do(viewer, http.MethodGet, "/api/v1/products/gamma-turbine", nil)
+	require.Equal(t, strings.ReplaceAll(missing, "gamma", "beta"), b)
+	code, b = do(token("acme-admin", api.RoleAdmin), http.MethodPost, "/api/v1/devices", api.Device{ProductKey: "beta-turbine", DeviceKey: "x", Site: "acme-farm"})
+	require.Equal(t, http.StatusBadRequest, code, b)
+	require.Contains(t, b, `product \"beta-turbine\" does not exist`)
 	for _, path := range []string{"/api/v1/devices/turbine/%s-wt1", "/api/v1/devices/turbine/%s-wt1/latest",
 		"/api/v1/devices/turbine/%s-wt1/points/WTUR.W/history", "/api/v1/assets/%s-farm/latest", "/api/v1/assets/%s/latest"} {
 		code, b := do(viewer, http.MethodGet, fmt.Sprintf(path, "beta"), nil)

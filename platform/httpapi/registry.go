@@ -10,12 +10,15 @@ import (
 
 func (s *Server) routeRegistry(mux *http.ServeMux) {
 	reg := s.deps.Registry
-	s.handle(mux, "GET /api/v1/products", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, reg.Products())
+	s.handle(mux, "GET /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Products(), func(p api.Product) string { return p.Org }, true))
 	})
 	s.handle(mux, "POST /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
 		var p api.Product
 		if !decodeJSON(w, r, &p) {
+			return
+		}
+		if !ownsProductOrg(w, r, &p.Org) {
 			return
 		}
 		if err := reg.PutProduct(r.Context(), p, false); err != nil {
@@ -26,12 +29,9 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		writeJSON(w, http.StatusCreated, m.Product)
 	})
 	s.handle(mux, "GET /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
-		m, ok := reg.Model(r.PathValue("pk"))
-		if !ok {
-			writeError(w, http.StatusNotFound, "product "+r.PathValue("pk")+" not found")
-			return
+		if m, ok := s.product(w, r); ok {
+			writeJSON(w, http.StatusOK, m.Product)
 		}
-		writeJSON(w, http.StatusOK, m.Product)
 	})
 	s.handle(mux, "PUT /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
 		var p api.Product
@@ -45,6 +45,13 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, "productKey in the body differs from the path")
 			return
 		}
+		cur, ok := s.changeableProduct(w, r)
+		if !ok {
+			return
+		}
+		if p.Org == "" {
+			p.Org = cur.Product.Org
+		}
 		if err := reg.PutProduct(r.Context(), p, true); err != nil {
 			writeRegistryError(w, err)
 			return
@@ -53,6 +60,9 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, m.Product)
 	})
 	s.handle(mux, "DELETE /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := s.changeableProduct(w, r); !ok {
+			return
+		}
 		if err := reg.DeleteProduct(r.Context(), r.PathValue("pk")); err != nil {
 			writeRegistryError(w, err)
 			return
@@ -65,7 +75,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		devices := reg.Devices(registry.DeviceFilter{
 			ProductKey: q.Get("productKey"), Org: q.Get("org"), Site: q.Get("site"), Gateway: q.Get("gateway"),
 		})
-		devices = inCallersOrgs(r, devices, func(d api.Device) string { return d.Org })
+		devices = inCallersOrgs(r, devices, func(d api.Device) string { return d.Org }, false)
 		p := principal(r)
 		for i := range devices {
 			hideSecret(p, &devices[i])
@@ -142,7 +152,7 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 	})
 
 	s.handle(mux, "GET /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.AssetTree(), func(a *api.Asset) string { return a.Org }))
+		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.AssetTree(), func(a *api.Asset) string { return a.Org }, false))
 	})
 	s.handle(mux, "POST /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
 		var a api.Asset
@@ -166,6 +176,52 @@ func (s *Server) routeRegistry(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusCreated, a)
 	})
+}
+
+// product returns the product of r's path, answering 404 when there is
+// none or it is another org's: a caller reads the public library and its
+// org's own products.
+func (s *Server) product(w http.ResponseWriter, r *http.Request) (*registry.Model, bool) {
+	pk := r.PathValue("pk")
+	m, ok := s.deps.Registry.Model(pk)
+	if !ok || m.Product.Org != "" && !principal(r).InOrg(m.Product.Org) {
+		writeError(w, http.StatusNotFound, "product "+pk+" not found")
+		return nil, false
+	}
+	return m, true
+}
+
+// changeableProduct is product, answering 403 as well to a caller of one
+// org for a product of the public library, which only cluster accounts change.
+func (s *Server) changeableProduct(w http.ResponseWriter, r *http.Request) (*registry.Model, bool) {
+	m, ok := s.product(w, r)
+	if !ok {
+		return nil, false
+	}
+	if p := principal(r); m.Product.Org == "" && !p.AllOrgs() {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("product %s is of the public model library, read-only to an org; %s %q of org %s changes its org's products only",
+			m.Product.Key, p.Kind, p.Name, p.Org))
+		return nil, false
+	}
+	return m, true
+}
+
+// ownsProductOrg sets the org of a new product of a caller of one org to
+// its org (a cluster account's stays as given: "" is the public library),
+// answering 403 for another org.
+func ownsProductOrg(w http.ResponseWriter, r *http.Request, org *string) bool {
+	p := principal(r)
+	if p.AllOrgs() {
+		return true
+	}
+	if *org == "" {
+		*org = p.Org
+	}
+	if *org != p.Org {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates products of org %s only; the public library is a cluster admin's", p.Kind, p.Name, p.Org, p.Org))
+		return false
+	}
+	return true
 }
 
 // device returns the device of r's path, answering 404 when there is none

@@ -28,6 +28,7 @@ import (
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/rules"
+	"github.com/gale-iot/gale/platform/runs"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
 
@@ -139,11 +140,17 @@ type Deps struct {
 	Extra map[string]http.Handler
 	// Audit, when set, records changes and failed logins and serves GET /api/v1/audit.
 	Audit *audit.Log
+	// Runs, when set, keeps the reports of loadgen and scenario runs (/api/v1/runs).
+	Runs *runs.Store
 }
 
 // Rules is the event engine as the API needs it.
 type Rules interface {
 	Rules() []rules.RuleInfo
+	// ListRoutes lists the loaded routes.
+	ListRoutes() []rules.RouteInfo
+	// Validate checks a rule file of a kind (stream, promql, routes) without loading it.
+	Validate(kind string, b []byte) ([]rules.Owned, error)
 	Reload() error
 	Pending() []api.Alert
 }
@@ -179,6 +186,8 @@ type Server struct {
 	// routes are the authenticated routes registered, with their roles.
 	routes []Route
 	logins *loginLimiter
+	// refused sums the 401s and throttled logins for the audit log.
+	refused refusals
 	// streams counts the open GET /api/v1/stream answers.
 	streams atomic.Int64
 }
@@ -212,6 +221,8 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	authed := http.NewServeMux()
 	s.routeRegistry(authed)
 	s.routeAccounts(authed)
+	s.routeSecrets(authed)
+	s.routeProductYAML(authed)
 	s.routeConsole(mux, authed)
 	mux.HandleFunc("POST /api/v1/login", s.login)
 	// A cluster node serves the parts of the API its role has.
@@ -231,6 +242,9 @@ func New(cfg Config, deps Deps, log *slog.Logger, reg prometheus.Registerer) (*S
 	}
 	if deps.Audit != nil {
 		s.routeAudit(authed)
+	}
+	if deps.Runs != nil {
+		s.routeRuns(authed)
 	}
 	for pattern, h := range deps.Extra {
 		s.handleExtra(authed, pattern, h)
@@ -294,6 +308,16 @@ func (s *Server) Run(ctx context.Context) error {
 	srv := s.cfg.HTTPServer(s.handler, s.log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
+	flushed := make(chan struct{})
+	fctx, stopFlush := context.WithCancel(context.Background())
+	go func() {
+		defer close(flushed)
+		s.flushRefusalsEvery(fctx)
+	}()
+	defer func() { // after the last request: its refusals are in the last flush
+		stopFlush()
+		<-flushed
+	}()
 	s.log.Info("http api listening", "addr", s.Addr(), "tls", s.cfg.TLS.Enabled())
 	select {
 	case err := <-errc:

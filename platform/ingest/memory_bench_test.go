@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 	"github.com/gale-iot/gale/twins/turbine"
@@ -75,7 +75,7 @@ func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	devices := series / len(turbinePoints)
 	start := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
 	const batchSize = 100 // records per consumer batch
-	batch := make([]kafka.Message, 0, batchSize)
+	batch := make([]bus.Message, 0, batchSize)
 	var buf []byte
 	ctx := context.Background()
 	flush := func() {
@@ -93,7 +93,7 @@ func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 				rec.Samples[i] = api.Sample{Point: p, Time: ts, Value: float64(d%97) + float64(round)*0.25 + float64(i)}
 			}
 			buf = api.AppendRecord(buf[:0], &rec)
-			batch = append(batch, kafka.Message{Value: append([]byte(nil), buf...)})
+			batch = append(batch, bus.Message{Value: append([]byte(nil), buf...)})
 			if len(batch) == batchSize {
 				flush()
 			}

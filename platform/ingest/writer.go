@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // Writer appends telemetry batches to the TSDB; the consumer commits the
@@ -146,7 +146,7 @@ func NewWriter(db storage.Appendable, latest *Latest, log *slog.Logger, reg prom
 // Handle appends the samples of a batch of telemetry records and commits them.
 // Samples the TSDB refuses (too old, conflicting duplicate) are counted and
 // skipped; only a failed commit fails the batch.
-func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
+func (w *Writer) Handle(ctx context.Context, batch []bus.Message) error {
 	start := time.Now()
 	app := w.db.Appender(ctx)
 	updates := w.updates[:0]

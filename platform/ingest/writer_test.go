@@ -11,10 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/tsdb/chunkenc"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
@@ -30,14 +30,14 @@ func TestWriterSeries(t *testing.T) {
 	devices := map[string]int{"few": 3, "many": 50}
 	const rounds = 5
 	for round := range rounds {
-		var batch []kafka.Message
+		var batch []bus.Message
 		for dev, n := range devices {
 			r := api.Record{Kind: api.RecordPost, Org: "demo", Site: "s", Product: "p", Device: dev, Received: int64(1000 * (round + 1))}
 			for _, i := range rng.Perm(n) {
 				r.Samples = append(r.Samples, api.Sample{Point: fmt.Sprintf("P%02d", i), Time: r.Received,
 					Value: float64(100*i + round), Quality: uint8(i % 2), HasQuality: i%2 == 1})
 			}
-			batch = append(batch, kafka.Message{Value: api.AppendRecord(nil, &r)})
+			batch = append(batch, bus.Message{Value: api.AppendRecord(nil, &r)})
 		}
 		require.NoError(t, w.Handle(context.Background(), batch))
 	}

@@ -5,14 +5,11 @@ package node
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
-	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/broker"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/httpapi"
@@ -68,19 +65,29 @@ type RulesConfig struct {
 	NoDataGrace time.Duration `yaml:"noDataGrace"`
 }
 
-// DefaultConfig returns the single-machine defaults.
+// DefaultConfig returns the single-machine defaults. mqtt.maxSampleAge is
+// left zero: Complete makes it the TSDB's out-of-order window.
 func DefaultConfig() Config {
+	mqtt := broker.DefaultConfig()
+	mqtt.MaxSampleAge = 0
 	return Config{
 		DataDir: "data",
 		NodeID:  "local",
 		Role:    RoleAll,
 		HTTP:    httpapi.DefaultConfig(),
-		MQTT:    broker.DefaultConfig(),
+		MQTT:    mqtt,
 		Kafka:   bus.DefaultConfig(),
 		TSDB:    tsdb.DefaultConfig(),
 		Query:   tsdb.DefaultQueryConfig(),
 		Rules:   RulesConfig{CheckpointEvery: 5 * time.Second, NoDataGrace: 30 * time.Second},
 	}
+}
+
+// UnmarshalYAML starts from DefaultConfig: a key the file leaves out keeps its default.
+func (c *Config) UnmarshalYAML(unmarshal func(any) error) error {
+	*c = DefaultConfig()
+	type plain Config
+	return unmarshal((*plain)(c))
 }
 
 // DevTLS makes (or keeps) a development CA and a server certificate for
@@ -159,8 +166,14 @@ func (c *Config) Complete() error {
 	}
 	c.Kafka.SASL.Complete()
 	// A sample older than the TSDB's out-of-order window would be refused by
-	// the TSDB after being acknowledged, so the broker refuses it up front.
-	c.MQTT.MaxSampleAge = c.TSDB.OutOfOrderWindow
+	// the TSDB after being acknowledged, so the broker refuses it up front:
+	// unless the file narrows it, the broker takes what the TSDB takes.
+	if c.MQTT.MaxSampleAge == 0 {
+		c.MQTT.MaxSampleAge = c.TSDB.OutOfOrderWindow
+	} else if c.MQTT.MaxSampleAge > c.TSDB.OutOfOrderWindow {
+		return fmt.Errorf("%w: mqtt.maxSampleAge (%s) is beyond tsdb.outOfOrderWindow (%s): the TSDB would drop samples the broker acknowledged",
+			ErrConfig, c.MQTT.MaxSampleAge, c.TSDB.OutOfOrderWindow)
+	}
 	for _, err := range []error{c.Memory.Validate(), c.HTTP.Validate(), c.Query.Validate(), c.MQTT.Validate(), c.Kafka.Validate(), c.TSDB.Validate()} {
 		if err != nil {
 			return err
@@ -186,25 +199,4 @@ func (c Config) validateRemoteWrite() error {
 		names[rw.Name] = true
 	}
 	return nil
-}
-
-// LoadConfig reads a node config file strictly over the defaults and completes it.
-func LoadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read node config: %w", err)
-	}
-	return ParseConfig(b)
-}
-
-// ParseConfig decodes a node config strictly (unknown fields are errors) over the defaults and completes it.
-func ParseConfig(b []byte) (Config, error) {
-	cfg := DefaultConfig()
-	if err := api.DecodeYAML(b, &cfg); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	if err := cfg.Complete(); err != nil {
-		return cfg, err
-	}
-	return cfg, nil
 }

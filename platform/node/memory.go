@@ -35,9 +35,11 @@ type MemoryConfig struct {
 	// GCPercent is the most garbage, in percent of the live heap, the GC
 	// lets accumulate before it collects (GOGC; default 400).
 	GCPercent int `yaml:"gcPercent"`
-	// GCHeadroom caps that garbage in bytes (default 1GiB): with a live
-	// heap over GCHeadroom / GCPercent, GOGC follows it down (to 100 at
-	// least), so the heap peaks at about live + max(GCHeadroom, live).
+	// GCHeadroom caps that garbage in bytes (default 1GiB) while the TSDB
+	// holds few series; it shrinks as they grow, to half at
+	// headroomHalfSeries active series (see SeriesHeadroom). With a live heap
+	// over that headroom / GCPercent, GOGC follows it down (to 100 at
+	// least), so the heap peaks at about live + max(headroom, live).
 	// "none": no cap.
 	GCHeadroom ByteSize `yaml:"gcHeadroom"`
 }
@@ -58,6 +60,14 @@ const (
 	// several times a second and ingest stalled, which kept the backlog
 	// (docs/benchmarks.md). Below 100 the limit alone holds the heap.
 	minTunedPercent = 100
+	// headroomHalfSeries is the number of active series at which the GC
+	// headroom is half of GCHeadroom. Garbage is a cost per node, memory
+	// per series the figure a fleet is sized by: a node ingesting fast
+	// for a thousand devices (10,000 series) keeps 91 % of the headroom,
+	// so GOGC 400 up to a live heap of 233 MiB at the default; at 200,000
+	// series it is a third, under the live heap, and GOGC is 100
+	// (docs/benchmarks.md, "Memory, disk and CPU per unit").
+	headroomHalfSeries = 100_000
 )
 
 // NoLimit is the Limit of a budget that sets none ("none").
@@ -168,11 +178,12 @@ func ApplyMemory(c MemoryConfig, log *slog.Logger) MemoryPolicy {
 	return p
 }
 
-// TuneGC holds the GC's garbage to p.GCHeadroom: every interval it sets
-// GOGC to the percentage of the live heap that the headroom is, between
-// minTunedPercent and p.GCPercent, until ctx ends. It returns at once when
-// there is no headroom to hold (none, or GOGC from the environment).
-func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration) error {
+// TuneGC holds the GC's garbage to the headroom: every interval it sets
+// GOGC to the percentage of the live heap that SeriesHeadroom(series()) is,
+// between minTunedPercent and p.GCPercent, until ctx ends. It returns at
+// once when there is no headroom to hold (none, or GOGC from the
+// environment).
+func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration, series func() uint64) error {
 	if p.GCHeadroom <= 0 || p.GCFrom == "environment" {
 		return nil
 	}
@@ -182,7 +193,7 @@ func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration) error 
 	current := p.GCPercent
 	for {
 		metrics.Read(live)
-		if pct := tunedPercent(live[0].Value.Uint64(), p.GCHeadroom, p.GCPercent); pct != current {
+		if pct := tunedPercent(live[0].Value.Uint64(), p.SeriesHeadroom(series()), p.GCPercent); pct != current {
 			debug.SetGCPercent(pct)
 			current = pct
 		}
@@ -192,6 +203,22 @@ func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration) error 
 		case <-tick.C:
 		}
 	}
+}
+
+// SeriesHeadroom is the garbage the GC may let grow while the TSDB holds
+// series active series: GCHeadroom · h / (h + series), h being
+// headroomHalfSeries.
+func (p MemoryPolicy) SeriesHeadroom(series uint64) ByteSize {
+	return ByteSize(float64(p.GCHeadroom) * headroomHalfSeries / (headroomHalfSeries + float64(series)))
+}
+
+// activeSeries is the number of series in the TSDB's head, 0 on a node
+// without one.
+func (n *Node) activeSeries() uint64 {
+	if n.db == nil {
+		return 0
+	}
+	return n.db.Head().NumSeries()
 }
 
 // tunedPercent is the GOGC that lets headroom bytes of garbage grow over a

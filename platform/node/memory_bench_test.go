@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
@@ -76,12 +75,12 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	debug.FreeOSMemory()
 	rss0, heap0 := rssOf(b), testkit.LiveHeap()
 	start0 := h.Metric(b, "gale_ingest_samples_total")
-	prod := bus.NewProducer(h.Node.KafkaAddrs(), cfg.Kafka)
+	prod := bus.NewSyncProducer(h.Node.KafkaAddrs(), cfg.Kafka)
 	defer prod.Close()
 	ctx := context.Background()
 	start := time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
 	rec := api.Record{Kind: api.RecordPost, Org: node.DemoOrg, Site: node.DemoSite, Product: "wind-turbine", Samples: make([]api.Sample, len(points))}
-	msgs := make([]kafka.Message, 0, 500)
+	msgs := make([]bus.Message, 0, 500)
 	t0 = time.Now()
 	for round := range samplesPerSeries {
 		ts := start + int64(round)*10_000
@@ -90,7 +89,7 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 			for i, p := range points {
 				rec.Samples[i] = api.Sample{Point: p, Time: ts, Value: float64(d%97) + float64(round)*0.25 + float64(i)}
 			}
-			msgs = append(msgs, kafka.Message{Topic: api.TopicTelemetry, Key: []byte(rec.Product + "/" + rec.Device), Value: api.AppendRecord(nil, &rec)})
+			msgs = append(msgs, bus.Message{Topic: api.TopicTelemetry, Key: []byte(rec.Product + "/" + rec.Device), Value: api.AppendRecord(nil, &rec)})
 			if len(msgs) == cap(msgs) {
 				require.NoError(b, prod.Produce(ctx, msgs...))
 				msgs = msgs[:0]

@@ -26,14 +26,14 @@ func TestParseByteSize(t *testing.T) {
 }
 
 func TestMemoryConfig(t *testing.T) {
-	cfg, err := ParseConfig([]byte("memory: {limit: 1.5GiB, gcPercent: 200}\n"))
+	cfg, err := parseConfig("memory: {limit: 1.5GiB, gcPercent: 200}\n")
 	require.NoError(t, err)
 	require.Equal(t, MemoryConfig{Limit: 3 << 29, GCPercent: 200}, cfg.Memory)
-	cfg, err = ParseConfig([]byte("memory: {limit: 1073741824}\n"))
+	cfg, err = parseConfig("memory: {limit: 1073741824}\n")
 	require.NoError(t, err)
 	require.Equal(t, ByteSize(1<<30), cfg.Memory.Limit)
 	for _, bad := range []string{"memory: {limit: lots}\n", "memory: {limit: 1MiB}\n", "memory: {gcPercent: -5}\n", "memory: {gcHeadroom: 1MiB}\n"} {
-		_, err := ParseConfig([]byte(bad))
+		_, err := parseConfig(bad)
 		require.ErrorIs(t, err, ErrConfig, bad)
 	}
 }
@@ -84,5 +84,26 @@ func TestTunedPercent(t *testing.T) {
 		{4096 * mib, 256 * mib, 50, 50},  // a configured target under the floor is kept
 	} {
 		require.Equal(t, tc.want, tunedPercent(tc.live, tc.headroom, tc.max), "%d MiB live", tc.live/mib)
+	}
+}
+
+// TestSeriesHeadroom: the headroom shrinks as series grow, so a node with
+// few series keeps GOGC 400 where one with 200,000 is at Go's default.
+func TestSeriesHeadroom(t *testing.T) {
+	const mib = 1 << 20
+	p := MemoryPolicy{GCPercent: 400, GCHeadroom: DefaultGCHeadroom}
+	require.Equal(t, DefaultGCHeadroom, p.SeriesHeadroom(0))
+	require.Equal(t, DefaultGCHeadroom/2, p.SeriesHeadroom(headroomHalfSeries))
+	for _, tc := range []struct {
+		series uint64
+		live   uint64
+		want   int
+	}{
+		{10_000, 200 * mib, 400},  // a thousand devices ingesting: the live heap of a fast run keeps 400
+		{10_000, 300 * mib, 310},  // before: 341
+		{50_000, 100 * mib, 400},  //
+		{200_000, 350 * mib, 100}, // 10,000 turbines: Go's default, the heap peaks at twice the live one
+	} {
+		require.Equal(t, tc.want, tunedPercent(tc.live, p.SeriesHeadroom(tc.series), p.GCPercent), "%d series, %d MiB live", tc.series, tc.live/mib)
 	}
 }

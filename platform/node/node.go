@@ -20,7 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	prometheustsdb "github.com/prometheus/prometheus/tsdb"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -33,6 +32,7 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/remotewrite"
 	"github.com/gale-iot/gale/platform/rules"
+	"github.com/gale-iot/gale/platform/runs"
 	"github.com/gale-iot/gale/platform/selfmon"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
@@ -65,7 +65,7 @@ type Node struct {
 	db       *prometheustsdb.DB
 	latest   *ingest.Latest
 	engine   *tsdb.Engine
-	producer *bus.Producer
+	producer *bus.SyncProducer
 	broker   *broker.Broker
 	commands *command.Dispatcher
 	rules    rules.Set
@@ -128,7 +128,7 @@ func (n *Node) onClose(what string, close func() error) {
 
 func (n *Node) initMemory(context.Context) error {
 	memory := ApplyMemory(n.cfg.Memory, n.log)
-	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second) })
+	n.runners = append(n.runners, func(ctx context.Context) error { return memory.TuneGC(ctx, time.Second, n.activeSeries) })
 	return nil
 }
 
@@ -161,7 +161,8 @@ func (n *Node) initAudit(context.Context) error {
 	}
 	n.onClose("close audit log", log.Close)
 	n.deps.Audit = log
-	return nil
+	n.deps.Runs, err = runs.Open(filepath.Join(n.cfg.DataDir, "runs"), runs.DefaultMax)
+	return err
 }
 
 func (n *Node) initKafka(context.Context) (err error) {
@@ -174,7 +175,7 @@ func (n *Node) initKafka(context.Context) (err error) {
 		n.brokers = n.kafka.Addrs()
 	}
 	// The registry change log is ordered: a device's change must not overtake its product's.
-	n.producer = bus.NewProducer(n.brokers, n.cfg.Kafka, api.TopicRegistry)
+	n.producer = bus.NewSyncProducer(n.brokers, n.cfg.Kafka, api.TopicRegistry)
 	n.onClose("close producer", n.producer.Close)
 	n.runners = append(n.runners, n.watchKafka)
 	return nil
@@ -190,7 +191,7 @@ func (n *Node) initRegistryLog(context.Context) error {
 		if err != nil {
 			return err
 		}
-		return n.producer.Produce(ctx, kafka.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: b})
+		return n.producer.Produce(ctx, bus.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: b})
 	})
 	n.follower = registry.NewFollower(n.Registry, n.keys, n.log.With("component", "registry"), n.reg)
 	n.consume(RegistryConsumerGroup+"-"+n.cfg.NodeID, []string{api.TopicRegistry}, n.applyRegistry, nil)
@@ -379,7 +380,7 @@ func (n *Node) consume(group string, topics []string, h bus.Handler, with func(*
 // applyRegistry applies registry changes from gale.registry. Forged and
 // malformed records are counted and passed over (committed), so that none
 // stops the node from following the log.
-func (n *Node) applyRegistry(ctx context.Context, batch []kafka.Message) error {
+func (n *Node) applyRegistry(ctx context.Context, batch []bus.Message) error {
 	for _, m := range batch {
 		if err := n.follower.Handle(ctx, m.Key, m.Value, m.Offset); err != nil {
 			return err // not applied: not committed, read again next time

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
@@ -80,9 +78,9 @@ func (k kafkaClient) produce(topic, key string, value []byte) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	p := bus.NewProducer([]string{k.broker}, k.config())
+	p := bus.NewSyncProducer([]string{k.broker}, k.config())
 	defer p.Close()
-	return p.Produce(ctx, kafka.Message{Topic: topic, Key: []byte(key), Value: value})
+	return p.Produce(ctx, bus.Message{Topic: topic, Key: []byte(key), Value: value})
 }
 
 // readAll returns every value of topic.
@@ -92,24 +90,12 @@ func (k kafkaClient) readAll(topic string) []byte {
 		require.NoError(k.t, err)
 		return out
 	}
-	var all []byte
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dialer := &kafka.Dialer{Timeout: 5 * time.Second}
-	if k.sasl {
-		mech, err := scram.Mechanism(scram.SHA512, "gale", kafkaPassword)
-		require.NoError(k.t, err)
-		dialer.SASLMechanism = mech
-	}
-	conn, err := dialer.DialLeader(ctx, "tcp", k.broker, topic, 0)
+	msgs, err := bus.ReadTopic(ctx, []string{k.broker}, k.config(), topic)
 	require.NoError(k.t, err)
-	defer conn.Close()
-	batch := conn.ReadBatch(1, 16<<20)
-	for {
-		m, err := batch.ReadMessage()
-		if err != nil {
-			break
-		}
+	var all []byte
+	for _, m := range msgs {
 		all = append(all, m.Value...)
 	}
 	return all

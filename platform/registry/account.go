@@ -93,9 +93,38 @@ CREATE TABLE IF NOT EXISTS users (
 	name TEXT PRIMARY KEY, org TEXT NOT NULL, role TEXT NOT NULL, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL);
 `
 
+// addColumns adds to table the columns of cols it does not have yet.
+func addColumns(db *sql.DB, table string, cols []column) error {
+	rows, err := db.Query(`SELECT name FROM pragma_table_info(?)`, table)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", table, err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return fmt.Errorf("migrate %s: %w", table, err)
+		}
+		have[n] = true
+	}
+	rows.Close()
+	for _, c := range cols {
+		if !have[c.name] {
+			if _, err := db.Exec(`ALTER TABLE ` + table + ` ADD COLUMN ` + c.name + ` ` + c.decl); err != nil {
+				return fmt.Errorf("migrate %s: add %s: %w", table, c.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// column is a column a newer schema added to a table.
+type column struct{ name, decl string }
+
 // tokenColumns are the columns accounts added to the tokens table; a
 // database made before them gets them, and its tokens stay cluster admins'.
-var tokenColumns = []struct{ name, decl string }{
+var tokenColumns = []column{
 	{"id", "TEXT NOT NULL DEFAULT ''"},
 	{"org", "TEXT NOT NULL DEFAULT ''"},
 	{"role", "TEXT NOT NULL DEFAULT 'admin'"},
@@ -112,26 +141,8 @@ func legacyTokenID(hash string) string { return "t" + hash[:min(16, len(hash))] 
 
 // migrateAccounts brings an older database's tokens table up to date.
 func migrateAccounts(db *sql.DB) error {
-	rows, err := db.Query(`SELECT name FROM pragma_table_info('tokens')`)
-	if err != nil {
-		return fmt.Errorf("migrate tokens: %w", err)
-	}
-	have := map[string]bool{}
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			rows.Close()
-			return fmt.Errorf("migrate tokens: %w", err)
-		}
-		have[n] = true
-	}
-	rows.Close()
-	for _, c := range tokenColumns {
-		if !have[c.name] {
-			if _, err := db.Exec(`ALTER TABLE tokens ADD COLUMN ` + c.name + ` ` + c.decl); err != nil {
-				return fmt.Errorf("migrate tokens: add %s: %w", c.name, err)
-			}
-		}
+	if err := addColumns(db, "tokens", tokenColumns); err != nil {
+		return err
 	}
 	if _, err := db.Exec(`UPDATE tokens SET id = 't' || substr(hash, 1, 16) WHERE id = ''`); err != nil {
 		return fmt.Errorf("migrate tokens: ids: %w", err)
@@ -256,6 +267,9 @@ func (r *Registry) IssueToken(ctx context.Context, spec TokenSpec) (string, api.
 
 // issue stores t under a new secret and announces it.
 func (r *Registry) issue(ctx context.Context, t api.Token) (string, api.Token, error) {
+	if err := r.purgeDue(ctx); err != nil {
+		return "", api.Token{}, err
+	}
 	token := randomHex(24)
 	h := hashToken(token)
 	t.ID = "t" + randomHex(8)
@@ -463,19 +477,28 @@ type UserSpec struct {
 // bcryptCost is the cost of password hashes (a variable for tests).
 var bcryptCost = bcrypt.DefaultCost
 
+// hashPassword checks a new password's length and returns its bcrypt hash.
+func hashPassword(password string) (string, error) {
+	if n := len(password); n < MinPasswordBytes || n > MaxPasswordBytes {
+		return "", fmt.Errorf("%w: a password has %d to %d bytes, not %d", ErrInvalid, MinPasswordBytes, MaxPasswordBytes, n)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcryptCost)
+	if err != nil {
+		return "", fmt.Errorf("%w: password: %v", ErrInvalid, err)
+	}
+	return string(hash), nil
+}
+
 // CreateUser makes a user; its password is stored only as a bcrypt hash.
 func (r *Registry) CreateUser(ctx context.Context, spec UserSpec) (api.User, error) {
 	if err := r.checkAccount("user", spec.Name, spec.Org, spec.Role); err != nil {
 		return api.User{}, err
 	}
-	if n := len(spec.Password); n < MinPasswordBytes || n > MaxPasswordBytes {
-		return api.User{}, fmt.Errorf("%w: a password has %d to %d bytes, not %d", ErrInvalid, MinPasswordBytes, MaxPasswordBytes, n)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(spec.Password), bcryptCost)
+	hash, err := hashPassword(spec.Password)
 	if err != nil {
-		return api.User{}, fmt.Errorf("%w: password: %v", ErrInvalid, err)
+		return api.User{}, err
 	}
-	u := api.User{Name: spec.Name, Org: spec.Org, Role: spec.Role, CreatedAt: time.Now().UnixMilli(), PasswordHash: string(hash)}
+	u := api.User{Name: spec.Name, Org: spec.Org, Role: spec.Role, CreatedAt: time.Now().UnixMilli(), PasswordHash: hash}
 	r.changeMu.Lock()
 	defer r.changeMu.Unlock()
 	if _, err := r.db.ExecContext(ctx, `INSERT INTO users(name, org, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?)`,
@@ -594,24 +617,178 @@ func (r *Registry) applyToken(ctx context.Context, c api.RegistryChange) error {
 	return nil
 }
 
-// applyUser stores a user change of another node. Callers hold r.mu and r.changeMu.
+// applyUser stores a user change of another node. Callers hold r.mu and
+// r.changeMu. A deleted user's sessions, or those opened with a password
+// that changed, end here at once, as well as by the revocations the other
+// node announces (which cannot name a session opened here it did not know yet).
 func (r *Registry) applyUser(ctx context.Context, c api.RegistryChange) error {
-	if c.Deleted {
-		if _, err := r.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, c.Key); err != nil {
-			return fmt.Errorf("apply user delete: %w", err)
-		}
-		delete(r.users, c.Key)
-		return nil
-	}
-	if c.User == nil || c.User.PasswordHash == "" {
+	prev, existed := r.users[c.Key]
+	if !c.Deleted && (c.User == nil || c.User.PasswordHash == "") {
 		return fmt.Errorf("%w: user change without user or password hash", ErrInvalid)
 	}
-	u := *c.User
+	var u *api.User
+	if !c.Deleted {
+		u = c.User
+	}
+	if err := r.storeUserLocked(ctx, c.Key, u); err != nil {
+		return fmt.Errorf("apply user: %w", err)
+	}
+	if existed && (u == nil || u.PasswordHash != prev.PasswordHash) {
+		return r.endSessionsLocked(ctx, c.Key)
+	}
+	return nil
+}
+
+// endSessionsLocked marks user's sessions revoked on this node only. Callers hold r.mu.
+func (r *Registry) endSessionsLocked(ctx context.Context, user string) error {
+	if _, err := r.db.ExecContext(ctx, `UPDATE tokens SET revoked = 1 WHERE kind = ? AND user_name = ?`, api.TokenSession, user); err != nil {
+		return fmt.Errorf("end the sessions of user %q: %w", user, err)
+	}
+	for _, e := range r.tokens {
+		if e.Kind == api.TokenSession && e.User == user {
+			e.Revoked = true
+		}
+	}
+	return nil
+}
+
+// DeleteUser removes user name and revokes its sessions, here and, through
+// the change log, on every node.
+func (r *Registry) DeleteUser(ctx context.Context, name string) error {
+	r.changeMu.Lock()
+	prev, ok := r.user(name)
+	if !ok {
+		r.changeMu.Unlock()
+		return fmt.Errorf("%w: user %q", ErrNotFound, name)
+	}
+	err := r.storeUser(ctx, name, nil)
+	if err == nil {
+		err = r.keep(ctx, api.RegistryChange{Kind: api.ChangeUser, Key: name, Deleted: true},
+			func(ctx context.Context) error { return r.storeUser(ctx, name, &prev) })
+	}
+	r.changeMu.Unlock()
+	if err != nil {
+		return err
+	}
+	return r.revokeSessions(ctx, name)
+}
+
+// SetPassword gives user name a new password and revokes its sessions:
+// whoever held one logs in again, with the new password.
+func (r *Registry) SetPassword(ctx context.Context, name, password string) error {
+	hash, err := hashPassword(password)
+	if err != nil {
+		return err
+	}
+	r.changeMu.Lock()
+	prev, ok := r.user(name)
+	if !ok {
+		r.changeMu.Unlock()
+		return fmt.Errorf("%w: user %q", ErrNotFound, name)
+	}
+	u := prev
+	u.PasswordHash = hash
+	err = r.storeUser(ctx, name, &u)
+	if err == nil {
+		uc := u
+		err = r.keep(ctx, api.RegistryChange{Kind: api.ChangeUser, Key: name, User: &uc},
+			func(ctx context.Context) error { return r.storeUser(ctx, name, &prev) })
+	}
+	r.changeMu.Unlock()
+	if err != nil {
+		return err
+	}
+	return r.revokeSessions(ctx, name)
+}
+
+// CheckPassword reports whether password is user name's (in bcrypt's constant time).
+func (r *Registry) CheckPassword(name, password string) bool {
+	u, ok := r.user(name)
+	return ok && bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) == nil
+}
+
+// storeUser upserts u as user name, or deletes the user when u is nil. Callers hold r.changeMu.
+func (r *Registry) storeUser(ctx context.Context, name string, u *api.User) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.storeUserLocked(ctx, name, u)
+}
+
+// storeUserLocked is storeUser for callers holding r.mu.
+func (r *Registry) storeUserLocked(ctx context.Context, name string, u *api.User) error {
+	if u == nil {
+		if _, err := r.db.ExecContext(ctx, `DELETE FROM users WHERE name = ?`, name); err != nil {
+			return fmt.Errorf("delete user %q: %w", name, err)
+		}
+		delete(r.users, name)
+		return nil
+	}
 	if _, err := r.db.ExecContext(ctx, `INSERT INTO users(name, org, role, password_hash, created_at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET org=excluded.org, role=excluded.role, password_hash=excluded.password_hash`,
 		u.Name, u.Org, u.Role, u.PasswordHash, u.CreatedAt); err != nil {
-		return fmt.Errorf("apply user: %w", err)
+		return fmt.Errorf("store user %q: %w", name, err)
 	}
-	r.users[u.Name] = &userEntry{User: u}
+	r.users[name] = &userEntry{User: *u}
 	return nil
+}
+
+// revokeSessions revokes every live session of user.
+func (r *Registry) revokeSessions(ctx context.Context, user string) error {
+	var ids []string
+	r.mu.RLock()
+	for _, e := range r.tokens {
+		if e.Kind == api.TokenSession && e.User == user && !e.Revoked {
+			ids = append(ids, e.ID)
+		}
+	}
+	r.mu.RUnlock()
+	for _, id := range ids {
+		if _, err := r.RevokeToken(ctx, id); err != nil {
+			return fmt.Errorf("revoke the sessions of user %q: %w", user, err)
+		}
+	}
+	return nil
+}
+
+// Purging of tokens past their expiry: kept purgeGrace after it (so that
+// their holders are told "expired" for a while), looked for at most every purgeEvery.
+const (
+	purgeGrace = 24 * time.Hour
+	purgeEvery = 10 * time.Minute
+)
+
+// PurgeExpired deletes the tokens and sessions that expired before
+// now less purgeGrace, revoked or not, and returns how many. Each node
+// purges its own copy: the expiry travels with every token, so all agree.
+func (r *Registry) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
+	cutoff := now.Add(-purgeGrace).UnixMilli()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, err := r.db.ExecContext(ctx, `DELETE FROM tokens WHERE expires_at != 0 AND expires_at < ?`, cutoff); err != nil {
+		return 0, fmt.Errorf("purge expired tokens: %w", err)
+	}
+	n := 0
+	for h, e := range r.tokens {
+		if e.ExpiresAt != 0 && e.ExpiresAt < cutoff {
+			delete(r.tokenIDs, e.ID)
+			delete(r.tokens, h)
+			n++
+		}
+	}
+	r.lastPurge = now
+	return n, nil
+}
+
+// purgeDue purges expired tokens when the last purge is purgeEvery old,
+// so that logins, which make a session each, never pile them up.
+func (r *Registry) purgeDue(ctx context.Context) error {
+	now := time.Now()
+	r.mu.RLock()
+	due := now.Sub(r.lastPurge) >= purgeEvery
+	r.mu.RUnlock()
+	if !due {
+		return nil
+	}
+	_, err := r.PurgeExpired(ctx, now)
+	return err
 }

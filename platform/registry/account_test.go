@@ -299,3 +299,96 @@ func TestAccountRecordsChecked(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalid, "%+v", c)
 	}
 }
+
+// TestUserDeleteAndPassword: deleting a user or giving it a new password
+// ends its sessions, on this node and on the others (also a session the
+// other node opened itself); the old password no longer logs in.
+func TestUserDeleteAndPassword(t *testing.T) {
+	ctx := context.Background()
+	k := testKeys(t, 7)
+	leader := seeded(t, filepath.Join(t.TempDir(), "a.db"), WithKeys(k))
+	follower := seeded(t, filepath.Join(t.TempDir(), "b.db"), WithKeys(k))
+	follower.SetPublisher("b", nil) // its sessions stay its own: the leader cannot name them
+	f := NewFollower(follower, k, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	offset := int64(0)
+	leader.SetPublisher("a", func(ctx context.Context, c api.RegistryChange) error {
+		rec, err := k.SealChange(c)
+		if err != nil {
+			return err
+		}
+		offset++
+		return f.Handle(ctx, ChangeKey(c), rec, offset)
+	})
+	const pw, pw2 = "a long enough password", "another long password"
+	for _, name := range []string{"eve", "mallory"} {
+		_, err := leader.CreateUser(ctx, UserSpec{Name: name, Password: pw, Org: "acme", Role: api.RoleViewer})
+		require.NoError(t, err)
+	}
+	here, _, err := leader.Login(ctx, "eve", pw)
+	require.NoError(t, err)
+	there, _, err := follower.Login(ctx, "eve", pw)
+	require.NoError(t, err)
+	api1, _, err := leader.IssueToken(ctx, TokenSpec{Name: "eve", Org: "acme", Role: api.RoleViewer})
+	require.NoError(t, err)
+
+	require.ErrorIs(t, leader.SetPassword(ctx, "eve", "short"), ErrInvalid)
+	require.ErrorIs(t, leader.SetPassword(ctx, "nobody", pw2), ErrNotFound)
+	require.NoError(t, leader.SetPassword(ctx, "eve", pw2))
+	for _, tok := range []struct {
+		r      *Registry
+		secret string
+	}{{leader, here}, {follower, here}, {follower, there}} {
+		_, err = tok.r.Authenticate(tok.secret)
+		require.ErrorIs(t, err, ErrTokenRevoked, "a session of the old password ends")
+	}
+	require.True(t, leader.ValidToken(api1), "an API token of the same name is no session")
+	for _, r := range []*Registry{leader, follower} {
+		_, _, err = r.Login(ctx, "eve", pw)
+		require.ErrorIs(t, err, ErrBadCredentials)
+		require.True(t, r.CheckPassword("eve", pw2))
+	}
+
+	kept, _, err := follower.Login(ctx, "mallory", pw)
+	require.NoError(t, err)
+	require.NoError(t, leader.DeleteUser(ctx, "mallory"))
+	require.ErrorIs(t, leader.DeleteUser(ctx, "mallory"), ErrNotFound)
+	_, ok := follower.User("mallory")
+	require.False(t, ok)
+	_, err = follower.Authenticate(kept)
+	require.ErrorIs(t, err, ErrTokenRevoked)
+	_, _, err = follower.Login(ctx, "mallory", pw)
+	require.ErrorIs(t, err, ErrBadCredentials)
+}
+
+// TestPurgeExpired: tokens and sessions a day past their expiry are
+// deleted, from memory and disk; live and never-expiring ones stay.
+func TestPurgeExpired(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "reg.db")
+	r := seeded(t, path)
+	_, err := r.CreateUser(ctx, UserSpec{Name: "eve", Password: "a long enough password", Org: "acme", Role: api.RoleViewer})
+	require.NoError(t, err)
+	session, st, err := r.Login(ctx, "eve", "a long enough password")
+	require.NoError(t, err)
+	short, _, err := r.IssueToken(ctx, TokenSpec{Name: "short", Org: "acme", Role: api.RoleViewer, TTL: time.Hour})
+	require.NoError(t, err)
+	forever, err := r.CreateToken(ctx, "root")
+	require.NoError(t, err)
+
+	n, err := r.PurgeExpired(ctx, time.Now())
+	require.NoError(t, err)
+	require.Zero(t, n)
+	n, err = r.PurgeExpired(ctx, time.UnixMilli(st.ExpiresAt).Add(purgeGrace+time.Minute))
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "the session and the hour's token")
+	for _, gone := range []string{session, short} {
+		_, err = r.Authenticate(gone)
+		require.ErrorIs(t, err, ErrTokenUnknown)
+	}
+	require.True(t, r.ValidToken(forever))
+	require.NoError(t, r.Close())
+	reopened, err := Open(path)
+	require.NoError(t, err)
+	defer reopened.Close()
+	require.Len(t, reopened.Tokens(), 1, "purged from disk too")
+}

@@ -213,7 +213,9 @@ func (r *Registry) deleteDevice(ctx context.Context, pk, dk string) error {
 	return nil
 }
 
-// checkPlacement fills the device's org from its site and checks its site and gateway exist. Callers hold r.mu.
+// checkPlacement fills the device's org from its site and checks its site
+// and gateway exist and its product is of the public library or of its
+// org. Callers hold r.mu.
 func (r *Registry) checkPlacement(d *api.Device) error {
 	if d.Site != "" {
 		site, ok := r.assets[d.Site]
@@ -230,6 +232,10 @@ func (r *Registry) checkPlacement(d *api.Device) error {
 	}
 	if a, ok := r.assets[d.Org]; !ok || a.Kind != api.AssetOrg {
 		return fmt.Errorf("%w: org %q does not exist", ErrInvalid, d.Org)
+	}
+	if m, ok := r.products[d.ProductKey]; ok && m.Product.Org != "" && m.Product.Org != d.Org {
+		// Another org's product is answered as a missing one.
+		return fmt.Errorf("%w: product %q does not exist", ErrInvalid, d.ProductKey)
 	}
 	if (d.GatewayProductKey == "") != (d.GatewayDeviceKey == "") {
 		return fmt.Errorf("%w: gatewayProductKey and gatewayDeviceKey go together", ErrInvalid)
@@ -253,7 +259,7 @@ func (r *Registry) storeDevice(ctx context.Context, d *api.Device) error {
 	}
 	_, err = r.db.ExecContext(ctx, `INSERT INTO devices(product_key, device_key, name, secret, enabled, org, site, gateway_pk, gateway_dk, attributes, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(product_key, device_key) DO UPDATE SET name=excluded.name, enabled=excluded.enabled, org=excluded.org,
+		ON CONFLICT(product_key, device_key) DO UPDATE SET name=excluded.name, secret=excluded.secret, enabled=excluded.enabled, org=excluded.org,
 		site=excluded.site, gateway_pk=excluded.gateway_pk, gateway_dk=excluded.gateway_dk, attributes=excluded.attributes`,
 		d.ProductKey, d.DeviceKey, d.Name, secret, d.Enabled, d.Org, d.Site, d.GatewayProductKey, d.GatewayDeviceKey, string(attrs), d.CreatedAt)
 	if err != nil {

@@ -70,6 +70,8 @@ func bound(b *float64) string {
 	return strconv.FormatFloat(*b, 'g', -1, 64)
 }
 
+// scalar parses raw as typ. Its errors quote raw rather than s, so that s
+// stays on the stack (no allocation per value).
 func scalar(typ string, raw []byte) (float64, error) {
 	s := string(raw)
 	switch typ {
@@ -80,20 +82,20 @@ func scalar(typ string, raw []byte) (float64, error) {
 		case "false", "0":
 			return 0, nil
 		}
-		return 0, fmt.Errorf("want a boolean, got %s", s)
+		return 0, fmt.Errorf("want a boolean, got %s", raw)
 	case api.TypeInt, api.TypeEnum:
 		v, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("want an integer, got %s", s)
+			return 0, fmt.Errorf("want an integer, got %s", raw)
 		}
 		return float64(v), nil
 	default:
 		if s == "" || s[0] == '"' || s == "true" || s == "false" || s == "null" || s[0] == '{' || s[0] == '[' {
-			return 0, fmt.Errorf("want a number, got %s", s)
+			return 0, fmt.Errorf("want a number, got %s", raw)
 		}
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-			return 0, fmt.Errorf("want a number, got %s", s)
+			return 0, fmt.Errorf("want a number, got %s", raw)
 		}
 		return v, nil
 	}
@@ -125,6 +127,9 @@ func ValidateProduct(p *api.Product) error {
 		}
 		if mp.Min != nil && mp.Max != nil && *mp.Min > *mp.Max {
 			return fmt.Errorf("%w: measurepoint %q has min above max", ErrInvalid, mp.ID)
+		}
+		if mp.Resolution != 0 && (!(mp.Resolution > 0) || math.IsInf(mp.Resolution, 0) || mp.Type == api.TypeBool) {
+			return fmt.Errorf("%w: measurepoint %q has resolution %g, want a positive finite step of a number", ErrInvalid, mp.ID, mp.Resolution)
 		}
 	}
 	for _, s := range p.Model.Services {

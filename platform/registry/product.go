@@ -8,7 +8,11 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 )
 
-// Products lists all products by key.
+// productColumns are the columns orgs added to the products table: a
+// database made before them keeps its products in the public library.
+var productColumns = []column{{"org", "TEXT NOT NULL DEFAULT ''"}}
+
+// Products lists all products by key: the public library's (Org empty) and every org's.
 func (r *Registry) Products() []api.Product {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -27,7 +31,9 @@ func (r *Registry) Model(pk string) (*Model, bool) {
 	return m, ok
 }
 
-// PutProduct creates product p, or replaces it when replace is true.
+// PutProduct creates product p, or replaces it when replace is true. A
+// product of an org (p.Org) is that org's own, usable by its devices only;
+// one without is of the public library. Its org never changes.
 func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) error {
 	if err := ValidateProduct(&p); err != nil {
 		return err
@@ -39,13 +45,20 @@ func (r *Registry) PutProduct(ctx context.Context, p api.Product, replace bool) 
 	defer r.changeMu.Unlock()
 	r.mu.Lock()
 	prev, exists := r.products[p.Key]
+	var err error
 	switch {
 	case exists && !replace:
-		r.mu.Unlock()
-		return fmt.Errorf("product %q %w", p.Key, ErrExists)
+		err = fmt.Errorf("product %q %w", p.Key, ErrExists)
 	case !exists && replace:
+		err = fmt.Errorf("product %q %w", p.Key, ErrNotFound)
+	case exists && prev.Product.Org != p.Org:
+		err = fmt.Errorf("%w: product %q is of %s; a product's org does not change", ErrInvalid, p.Key, libraryOf(prev.Product.Org))
+	case p.Org != "" && r.assets[p.Org].Kind != api.AssetOrg:
+		err = fmt.Errorf("%w: org %q does not exist", ErrInvalid, p.Org)
+	}
+	if err != nil {
 		r.mu.Unlock()
-		return fmt.Errorf("product %q %w", p.Key, ErrNotFound)
+		return err
 	}
 	if err := r.storeProduct(ctx, p); err != nil {
 		r.mu.Unlock()
@@ -76,9 +89,9 @@ func (r *Registry) storeProduct(ctx context.Context, p api.Product) error {
 	if err != nil {
 		return fmt.Errorf("encode model: %w", err)
 	}
-	if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model) VALUES (?, ?, ?, ?)
-		ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model`,
-		p.Key, p.Name, p.Description, string(model)); err != nil {
+	if _, err := r.db.ExecContext(ctx, `INSERT INTO products(key, name, description, model, org) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT(key) DO UPDATE SET name=excluded.name, description=excluded.description, model=excluded.model, org=excluded.org`,
+		p.Key, p.Name, p.Description, string(model), p.Org); err != nil {
 		return fmt.Errorf("store product %q: %w", p.Key, err)
 	}
 	r.products[p.Key] = compile(p)
@@ -113,4 +126,12 @@ func (r *Registry) deleteProduct(ctx context.Context, pk string) error {
 	}
 	delete(r.products, pk)
 	return nil
+}
+
+// libraryOf names where a product of org is: the public library or org's own.
+func libraryOf(org string) string {
+	if org == "" {
+		return "the public library"
+	}
+	return fmt.Sprintf("org %q", org)
 }

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/gale-iot/gale/platform/api"
 	_ "modernc.org/sqlite" // pure-Go SQLite driver
@@ -32,7 +33,7 @@ const schema = `
 CREATE TABLE IF NOT EXISTS assets (
 	id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, parent TEXT NOT NULL, org TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS products (
-	key TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL, model TEXT NOT NULL);
+	key TEXT PRIMARY KEY, name TEXT NOT NULL, description TEXT NOT NULL, model TEXT NOT NULL, org TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS devices (
 	product_key TEXT NOT NULL REFERENCES products(key), device_key TEXT NOT NULL, name TEXT NOT NULL,
 	secret TEXT NOT NULL, enabled INTEGER NOT NULL, org TEXT NOT NULL, site TEXT NOT NULL,
@@ -51,9 +52,11 @@ type Registry struct {
 	tokens   map[string]*tokenEntry // by hash
 	tokenIDs map[string]string      // token id → hash
 	users    map[string]*userEntry
-	publish  Publisher
-	origin   string
-	watch    watchers
+	// lastPurge is when expired tokens were last purged (PurgeExpired).
+	lastPurge time.Time
+	publish   Publisher
+	origin    string
+	watch     watchers
 
 	// changeMu serialises the local changes (each held from its storing to
 	// its announcement, or its undoing) and the applied ones, so that undoing
@@ -103,6 +106,10 @@ func Open(path string, opts ...Option) (*Registry, error) {
 		db.Close()
 		return nil, fmt.Errorf("create registry schema in %q: %w", path, err)
 	}
+	if err := addColumns(db, "products", productColumns); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("registry %q: %w", path, err)
+	}
 	if err := migrateAccounts(db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("registry %q: %w", path, err)
@@ -132,14 +139,14 @@ func (r *Registry) load() error {
 	r.devices = map[deviceID]*api.Device{}
 	r.assets = map[string]api.Asset{}
 
-	rows, err := r.db.Query(`SELECT key, name, description, model FROM products`)
+	rows, err := r.db.Query(`SELECT key, name, description, model, org FROM products`)
 	if err != nil {
 		return fmt.Errorf("load products: %w", err)
 	}
 	for rows.Next() {
 		var p api.Product
 		var model string
-		if err := rows.Scan(&p.Key, &p.Name, &p.Description, &model); err != nil {
+		if err := rows.Scan(&p.Key, &p.Name, &p.Description, &model, &p.Org); err != nil {
 			rows.Close()
 			return fmt.Errorf("load products: %w", err)
 		}

@@ -2,10 +2,13 @@ package registry
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
@@ -148,4 +151,53 @@ func TestRegistryCRUDPersists(t *testing.T) {
 	require.NoError(t, r2.DeleteDevice(ctx, "sensor", "gw"))
 	require.ErrorIs(t, r2.DeleteDevice(ctx, "sensor", "gw"), ErrNotFound)
 	require.NoError(t, r2.DeleteProduct(ctx, "sensor"))
+}
+
+// TestOrgProducts: a product of an org is used by that org's devices only,
+// keeps its org, persists with it and carries it on the change log to the
+// other nodes; products without an org are the public library's.
+func TestOrgProducts(t *testing.T) {
+	ctx := context.Background()
+	k := testKeys(t, 1)
+	path := filepath.Join(t.TempDir(), "reg.db")
+	a := seeded(t, path, WithKeys(k))
+	b := seeded(t, filepath.Join(t.TempDir(), "b.db"), WithKeys(k))
+	var log []api.RegistryChange
+	a.SetPublisher("a", func(_ context.Context, c api.RegistryChange) error {
+		log = append(log, c)
+		return nil
+	})
+	_, err := a.PutAsset(ctx, api.Asset{ID: "beta", Kind: api.AssetOrg})
+	require.NoError(t, err)
+	require.NoError(t, a.PutProduct(ctx, api.Product{Key: "meter", Org: "acme"}, false))
+	require.ErrorIs(t, a.PutProduct(ctx, api.Product{Key: "meter", Org: "beta"}, true), ErrInvalid, "the org does not change")
+	require.ErrorIs(t, a.PutProduct(ctx, api.Product{Key: "meter"}, true), ErrInvalid, "nor does it go to the library")
+	require.ErrorIs(t, a.PutProduct(ctx, api.Product{Key: "x", Org: "gamma"}, false), ErrInvalid, "an org that does not exist")
+
+	_, err = a.CreateDevice(ctx, api.Device{ProductKey: "meter", DeviceKey: "m1", Site: "north"})
+	require.NoError(t, err)
+	_, err = a.CreateDevice(ctx, api.Device{ProductKey: "meter", DeviceKey: "m2", Org: "beta"})
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Contains(t, err.Error(), `product "meter" does not exist`)
+	_, err = a.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "s2", Org: "beta"})
+	require.NoError(t, err, "the library's products are every org's")
+
+	// The change log carries the org, sealed and MAC'd, and the follower keeps it.
+	f := NewFollower(b, k, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	for i, c := range log {
+		require.NoError(t, f.Handle(ctx, ChangeKey(c), mustSeal(t, k, c), int64(i)))
+	}
+	m, ok := b.Model("meter")
+	require.True(t, ok)
+	require.Equal(t, "acme", m.Product.Org)
+	_, ok = b.Device("meter", "m1")
+	require.True(t, ok)
+
+	require.NoError(t, a.Close())
+	reopened, err := Open(path, WithKeys(k))
+	require.NoError(t, err)
+	defer reopened.Close()
+	m, ok = reopened.Model("meter")
+	require.True(t, ok)
+	require.Equal(t, "acme", m.Product.Org, "the org persists")
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/prompb"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // BenchmarkHandle ships consumer batches of 5,000 records (the bus's
@@ -25,13 +25,13 @@ import (
 func BenchmarkHandle(b *testing.B) {
 	const records, points, devices = 5000, 10, 1000
 	now := time.Now().UnixMilli()
-	batch := make([]kafka.Message, records)
+	batch := make([]bus.Message, records)
 	for i := range batch {
 		r := api.Record{Kind: api.RecordPost, Org: "bench", Product: "wind-turbine", Device: fmt.Sprintf("WT%04d", i%devices), Site: "farm", Received: now + int64(i)}
 		for p := range points {
 			r.Samples = append(r.Samples, api.Sample{Point: fmt.Sprintf("WTUR.P%d", p), Time: r.Received, Value: float64(i * p)})
 		}
-		batch[i] = kafka.Message{Offset: int64(i), Value: api.AppendRecord(nil, &r)}
+		batch[i] = bus.Message{Offset: int64(i), Value: api.AppendRecord(nil, &r)}
 	}
 	for _, decode := range []bool{false, true} {
 		b.Run(fmt.Sprintf("decode=%t", decode), func(b *testing.B) {

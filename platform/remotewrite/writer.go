@@ -30,9 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage/remote"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/ingest"
 )
 
@@ -116,7 +116,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Writer, erro
 // batch. Failures are retried until ctx is cancelled, when Handle returns
 // ctx's error and nothing is committed: at-least-once, so after a restart
 // the endpoint may receive some samples twice.
-func (w *Writer) Handle(ctx context.Context, batch []kafka.Message) error {
+func (w *Writer) Handle(ctx context.Context, batch []bus.Message) error {
 	defer w.reset()
 	for i := range batch {
 		if err := api.DecodeRecord(batch[i].Value, &w.rec); err != nil {

@@ -19,10 +19,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/prompb"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/tsdb"
 )
@@ -129,17 +129,17 @@ func newWriter(t testing.TB, cfg Config) *Writer {
 }
 
 // records encodes telemetry records as the broker puts them on Kafka.
-func records(rs ...api.Record) []kafka.Message {
-	var out []kafka.Message
+func records(rs ...api.Record) []bus.Message {
+	var out []bus.Message
 	for i := range rs {
-		out = append(out, kafka.Message{Offset: int64(i), Value: api.AppendRecord(nil, &rs[i])})
+		out = append(out, bus.Message{Offset: int64(i), Value: api.AppendRecord(nil, &rs[i])})
 	}
 	return out
 }
 
 // testBatch has two devices, points whose names need mapping, a quality
 // flag, a backfill record, out-of-order samples and a duplicated record.
-func testBatch(now int64) []kafka.Message {
+func testBatch(now int64) []bus.Message {
 	live := api.Record{Kind: api.RecordPost, Org: "acme", Product: "wind-turbine", Device: "WT01", Site: "farm", Received: now, Samples: []api.Sample{
 		{Point: "WTUR.W", Time: now, Value: 1834.2},
 		{Point: "WNAC.WdSpd", Time: now, Value: 8.1, Quality: 2, HasQuality: true},

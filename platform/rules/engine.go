@@ -168,7 +168,11 @@ func (e *Engine) Rules() []*Rule { return e.rules }
 func (e *Engine) Watermark() int64 { return e.watermark }
 
 func (e *Engine) inScope(i int, org, product, device, site string) bool {
-	sc := e.rules[i].Scope
+	r := e.rules[i]
+	if r.Org != "" && r.Org != org {
+		return false // an org's rule sees its org's devices only
+	}
+	sc := r.Scope
 	if sc.Product != "" && sc.Product != product {
 		return false
 	}

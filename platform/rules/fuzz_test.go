@@ -66,6 +66,7 @@ func FuzzPromQLRuleFile(f *testing.F) {
 		"groups:\n  - name: g\n    interval: 0s\n    limit: -1\n    rules:\n      - alert: A\n        expr: temp\n        annotations: {s: '{{ $value | humanize'}\n",
 		"groups:\n  - name: g\n    rules:\n      - record: r\n        alert: A\n        expr: temp\n",
 		"groups:\n  - name: g\n    query_offset: -1m\n    rules:\n      - record: 'bad name'\n        expr: temp @ end() offset -1h\n",
+		"groups:\n  - name: g\n    labels: {org: acme}\n    rules:\n      - record: r\n        expr: sum(rate(temp{org=\"beta\"}[5m])) or absent(x) or max_over_time(temp[5m:1m])\n        labels: {org: 'a\"b'}\n",
 		"groups:\n  - name: g\n  - name: g\n", "groups: [{}]\n", "groups:\n  - rules: [{expr: ''}]\n", "---\n---\n",
 	)
 	l := ruleLoader{engine: testEngine(f), log: slog.New(slog.NewTextHandler(io.Discard, nil))}

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -296,12 +296,12 @@ func (m *nodataStore) Device(pk, dk string) (api.Device, bool) {
 	return d, true
 }
 
-func telemetry(t testing.TB, partition int, offset, hwm int64, dev string, received int64, times ...int64) kafka.Message {
+func telemetry(t testing.TB, partition int, offset, hwm int64, dev string, received int64, times ...int64) bus.Message {
 	rec := api.Record{Kind: api.RecordPost, Org: "o", Product: "q", Device: dev, Site: "s", Received: received}
 	for _, tm := range times {
 		rec.Samples = append(rec.Samples, api.Sample{Point: "T", Time: tm, Value: 1})
 	}
-	return kafka.Message{Topic: api.TopicTelemetry, Partition: partition, Offset: offset, HighWaterMark: hwm, Value: api.AppendRecord(nil, &rec)}
+	return bus.Message{Topic: api.TopicTelemetry, Partition: partition, Offset: offset, HighWaterMark: hwm, Value: api.AppendRecord(nil, &rec)}
 }
 
 // TestServiceNodataPartitionLag: the wall clock moves only partitions the
@@ -317,7 +317,7 @@ func TestServiceNodataPartitionLag(t *testing.T) {
 	s, err := NewService(ctx, dir, nil, store, nil, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	w := testEpoch
-	require.NoError(t, s.Handle(ctx, []kafka.Message{
+	require.NoError(t, s.Handle(ctx, []bus.Message{
 		telemetry(t, 0, 10, 12, "WT01", w, w),
 		telemetry(t, 0, 11, 12, "WT02", w, w),  // partition 0 read to its end
 		telemetry(t, 1, 50, 900, "WT09", w, w), // partition 1: 849 records unread
@@ -329,7 +329,7 @@ func TestServiceNodataPartitionLag(t *testing.T) {
 		require.Equal(t, w+60_000, a.StartedAt)
 	}
 	// WT09's backlog: no gap, nothing fires.
-	var backlog []kafka.Message
+	var backlog []bus.Message
 	for i := int64(1); i <= 20; i++ {
 		backlog = append(backlog, telemetry(t, 1, 50+i, 71, "WT09", w+190_000, w+i*10_000))
 	}

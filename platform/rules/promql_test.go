@@ -72,6 +72,20 @@ func TestPromQLRuleWithSubqueryWithoutStep(t *testing.T) {
         expr: max_over_time(temp[5m:])
 `})
 	db, engine := testDB(t), testEngine(t)
+	runPromQLRules(t, dir, db, engine)
+	require.Eventually(t, func() bool {
+		q, err := engine.NewInstantQuery(context.Background(), db, nil, `device:temp:max5m`, time.Now())
+		require.NoError(t, err)
+		defer q.Close()
+		res := q.Exec(context.Background())
+		v, ok := res.Value.(promql.Vector)
+		return res.Err == nil && ok && len(v) == 5 && v[0].F > 0
+	}, 10*time.Second, 50*time.Millisecond, "the rule is evaluated and recorded, a series per device")
+}
+
+// runPromQLRules loads the PromQL rules of dir over db and evaluates them until the test ends.
+func runPromQLRules(t *testing.T, dir string, db TSDB, engine QueryEngine) *PromQLRules {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	p, err := NewPromQLRules(ctx, dir, db, engine, &memStore{}, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	require.NoError(t, err)
@@ -81,14 +95,7 @@ func TestPromQLRuleWithSubqueryWithoutStep(t *testing.T) {
 		cancel()
 		require.NoError(t, <-done)
 	})
-	require.Eventually(t, func() bool {
-		q, err := engine.NewInstantQuery(context.Background(), db, nil, `device:temp:max5m`, time.Now())
-		require.NoError(t, err)
-		defer q.Close()
-		res := q.Exec(context.Background())
-		v, ok := res.Value.(promql.Vector)
-		return res.Err == nil && ok && len(v) == 5 && v[0].F > 0
-	}, 10*time.Second, 50*time.Millisecond, "the rule is evaluated and recorded, a series per device")
+	return p
 }
 
 const goodPromQL = `groups:

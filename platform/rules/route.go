@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"text/template"
 	"time"
 
@@ -22,7 +23,11 @@ const (
 
 // Route sends matching telemetry, device events or alerts to actions.
 type Route struct {
-	Name string   `yaml:"name"`
+	Name string `yaml:"name"`
+	// Org, when set, owns the route: it matches that org's messages only,
+	// may not write to the platform's Kafka topics nor republish on device
+	// topics, and its org's users list it. Empty is a cluster route.
+	Org  string   `yaml:"org"`
 	From []string `yaml:"from"`
 	// IncludeBackfill also routes resumed (backfilled) telemetry.
 	IncludeBackfill bool       `yaml:"includeBackfill"`
@@ -34,16 +39,16 @@ type Route struct {
 
 // RouteMatch selects messages; empty fields match everything.
 type RouteMatch struct {
-	Product string   `yaml:"product"`
-	Devices []string `yaml:"devices"`
-	Site    string   `yaml:"site"`
+	Product string   `yaml:"product" json:"product,omitempty"`
+	Devices []string `yaml:"devices" json:"devices,omitempty"`
+	Site    string   `yaml:"site" json:"site,omitempty"`
 	// Point keeps telemetry carrying this point; Condition, if set, tests its value.
-	Point     string     `yaml:"point"`
-	Condition *Condition `yaml:"condition"`
-	Event     string     `yaml:"event"`
-	Rule      string     `yaml:"rule"`
-	Severity  string     `yaml:"severity"`
-	State     string     `yaml:"state"`
+	Point     string     `yaml:"point" json:"point,omitempty"`
+	Condition *Condition `yaml:"condition" json:"condition,omitempty"`
+	Event     string     `yaml:"event" json:"event,omitempty"`
+	Rule      string     `yaml:"rule" json:"rule,omitempty"`
+	Severity  string     `yaml:"severity" json:"severity,omitempty"`
+	State     string     `yaml:"state" json:"state,omitempty"`
 }
 
 // Action is one of: webhook, kafka, republish, command.
@@ -118,6 +123,8 @@ func loadRoutesEach(dir string) ([]*Route, []error) {
 // ParseRoutes decodes and validates one route file.
 func ParseRoutes(name string, b []byte) ([]*Route, error) {
 	var f struct {
+		// Org is the org of every route of the file that names none.
+		Org    string   `yaml:"org"`
 		Routes []*Route `yaml:"routes"`
 	}
 	if err := api.DecodeYAML(b, &f); err != nil {
@@ -135,7 +142,11 @@ func ParseRoutes(name string, b []byte) ([]*Route, error) {
 			return nil, fmt.Errorf("%w: %s:%d: route %d is empty", ErrInvalid, name, line, i+1)
 		}
 		r.file, r.line = name, line
-		if err := r.validate(); err != nil {
+		err := ownedBy(&r.Org, f.Org)
+		if err == nil {
+			err = r.validate()
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%w: %s:%d: route %q: %v", ErrInvalid, name, r.line, r.Name, err)
 		}
 	}
@@ -187,6 +198,9 @@ func (r *Route) validate() error {
 			if a.Kafka.Topic == "" {
 				return fmt.Errorf("action %d: kafka topic is empty", i+1)
 			}
+			if r.Org != "" && strings.HasPrefix(a.Kafka.Topic, platformTopics) {
+				return fmt.Errorf("action %d: kafka topic %q: a route of an org writes to no %s* topic of the platform", i+1, a.Kafka.Topic, platformTopics)
+			}
 		case a.Republish != nil:
 			t, err := template.New("topic").Option("missingkey=error").Parse(a.Republish.Topic)
 			if err != nil || a.Republish.Topic == "" {
@@ -200,6 +214,31 @@ func (r *Route) validate() error {
 			if a.Command.TTL <= 0 {
 				a.Command.TTL = Duration(10 * time.Minute)
 			}
+		}
+	}
+	return nil
+}
+
+// platformTopics prefixes the platform's Kafka topics (telemetry, events,
+// commands, the registry log): they carry every org's records.
+const platformTopics = "gale."
+
+// deviceTopics prefix the MQTT topics devices and gateways talk on, and
+// the broker's own ($SYS).
+var deviceTopics = []string{"/sys/", "/ext/", "$"}
+
+// inOrg reports whether the route takes a message of org.
+func (r *Route) inOrg(org string) bool { return r.Org == "" || r.Org == org }
+
+// checkRepublish refuses a topic a route of an org may not republish on,
+// a device's or the broker's: it would command or speak for any device.
+func (r *Route) checkRepublish(topic string) error {
+	if r.Org == "" {
+		return nil
+	}
+	for _, p := range deviceTopics {
+		if strings.HasPrefix(topic, p) {
+			return fmt.Errorf("republish topic %q: a route of org %s republishes on no %s* topic", topic, r.Org, p)
 		}
 	}
 	return nil

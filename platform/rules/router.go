@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -41,7 +40,7 @@ type Router struct {
 	dir      string
 	brokers  []string
 	busCfg   bus.Config
-	producer Producer
+	producer bus.Producer
 	mqtt     Republisher
 	invoker  Invoker
 	client   *http.Client
@@ -57,7 +56,7 @@ type Router struct {
 }
 
 // NewRouter loads the route files of dir.
-func NewRouter(dir string, brokers []string, busCfg bus.Config, producer Producer, mqtt Republisher, invoker Invoker, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
+func NewRouter(dir string, brokers []string, busCfg bus.Config, producer bus.Producer, mqtt Republisher, invoker Invoker, log *slog.Logger, reg prometheus.Registerer) (*Router, error) {
 	// A bad route file is refused (logged with file:line) and the node runs on with the others.
 	routes, errs := loadRoutesEach(dir)
 	for _, err := range errs {
@@ -116,7 +115,7 @@ func (r *Router) Run(ctx context.Context) error {
 				}
 			}
 			c := bus.NewConsumer(r.brokers, "gale-route-"+rt.Name, topics, r.busCfg,
-				func(ctx context.Context, batch []kafka.Message) error { return r.handle(ctx, rt, batch) }, r.log)
+				func(ctx context.Context, batch []bus.Message) error { return r.handle(ctx, rt, batch) }, r.log)
 			g.Go(func() error {
 				if unregister, err := bus.RegisterLag(r.reg, c); err != nil {
 					r.log.Warn("route consumer lag not measured", "route", rt.Name, "err", err)
@@ -165,7 +164,7 @@ func (m *routeMsg) payload() []byte {
 }
 
 // decode turns a Kafka message into the route message, or nil when it is of no interest.
-func decode(m kafka.Message) *routeMsg {
+func decode(m bus.Message) *routeMsg {
 	switch m.Topic {
 	case api.TopicTelemetry:
 		var rec api.Record
@@ -215,6 +214,7 @@ func (rt *Route) matches(m *routeMsg) bool {
 	mt := rt.Match
 	switch {
 	case !slices.Contains(rt.From, from),
+		!rt.inOrg(m.Org),
 		m.Backfill && !rt.IncludeBackfill,
 		mt.Product != "" && mt.Product != m.Product,
 		len(mt.Devices) > 0 && !slices.Contains(mt.Devices, m.Product+"/"+m.Device),
@@ -238,7 +238,7 @@ func (rt *Route) matches(m *routeMsg) bool {
 }
 
 // handle runs a route's actions on every matching message of a batch.
-func (r *Router) handle(ctx context.Context, rt *Route, batch []kafka.Message) error {
+func (r *Router) handle(ctx context.Context, rt *Route, batch []bus.Message) error {
 	for _, km := range batch {
 		m := decode(km)
 		if m == nil || !rt.matches(m) {
@@ -286,11 +286,14 @@ func (r *Router) act(ctx context.Context, rt *Route, a Action, m *routeMsg) erro
 			backoff = min(backoff*2, 30*time.Second)
 		}
 	case a.Kafka != nil:
-		return r.producer.Produce(ctx, kafka.Message{Topic: a.Kafka.Topic, Key: []byte(m.Product + "/" + m.Device), Value: m.payload()})
+		return r.producer.Produce(ctx, bus.Message{Topic: a.Kafka.Topic, Key: []byte(m.Product + "/" + m.Device), Value: m.payload()})
 	case a.Republish != nil:
 		var topic bytes.Buffer
 		if err := a.Republish.tmpl.Execute(&topic, map[string]string{"Device": m.Device, "Product": m.Product, "Site": m.Site, "Kind": m.Type}); err != nil {
 			return fmt.Errorf("republish topic: %w", err)
+		}
+		if err := rt.checkRepublish(topic.String()); err != nil {
+			return err
 		}
 		return r.mqtt.Publish(topic.String(), m.payload(), 1)
 	default:
@@ -329,7 +332,7 @@ func (r *Router) post(ctx context.Context, w *WebhookAction, body []byte) error 
 func (r *Router) deadLetter(ctx context.Context, rt *Route, a Action, m *routeMsg, cause error) error {
 	r.log.Warn("route action failed; message dead-lettered", "route", rt.Name, "action", a.kind(), "err", cause)
 	b, _ := json.Marshal(map[string]any{"route": rt.Name, "action": a.kind(), "error": cause.Error(), "payload": json.RawMessage(m.payload())})
-	if err := r.producer.Produce(ctx, kafka.Message{Topic: api.TopicDeadLetter, Key: []byte(rt.Name), Value: b}); err != nil {
+	if err := r.producer.Produce(ctx, bus.Message{Topic: api.TopicDeadLetter, Key: []byte(rt.Name), Value: b}); err != nil {
 		return fmt.Errorf("dead-letter: %w", err)
 	}
 	return nil

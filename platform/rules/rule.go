@@ -32,6 +32,10 @@ const (
 type Rule struct {
 	Name string `yaml:"name"`
 	Type string `yaml:"type"`
+	// Org, when set, owns the rule: it watches that org's devices only,
+	// whatever its scope says, and its org's users list it. Empty is a
+	// cluster rule, watching every org's devices.
+	Org string `yaml:"org"`
 	// Scope selects the devices the rule watches.
 	Scope Scope `yaml:"scope"`
 	// Point and Condition are used by threshold and rate rules.
@@ -73,13 +77,13 @@ type Scope struct {
 // Condition is a test on one value: above and below are strict; both set
 // means outside [below, above] is a breach when Outside is true.
 type Condition struct {
-	Above  *float64 `yaml:"above"`
-	Below  *float64 `yaml:"below"`
-	Equals *float64 `yaml:"equals"`
+	Above  *float64 `yaml:"above" json:"above,omitempty"`
+	Below  *float64 `yaml:"below" json:"below,omitempty"`
+	Equals *float64 `yaml:"equals" json:"equals,omitempty"`
 	// Outside [Min, Max]: the value is below Min or above Max.
-	Outside *[2]float64 `yaml:"outside"`
+	Outside *[2]float64 `yaml:"outside" json:"outside,omitempty"`
 	// Not negates the test.
-	Not bool `yaml:"not"`
+	Not bool `yaml:"not" json:"not,omitempty"`
 }
 
 // PointCondition is a condition on one point of a device.
@@ -90,7 +94,21 @@ type PointCondition struct {
 
 // File is a rule file.
 type File struct {
+	// Org is the org of every rule of the file that names none.
+	Org   string  `yaml:"org"`
 	Rules []*Rule `yaml:"rules"`
+}
+
+// ownedBy gives an item of a file of org (an org for all its items) org
+// when it names none; an item naming another org than its file's is an error.
+func ownedBy(item *string, file string) error {
+	switch {
+	case *item == "":
+		*item = file
+	case file != "" && *item != file:
+		return fmt.Errorf("org %q in a file of org %q", *item, file)
+	}
+	return nil
 }
 
 // Duration is a time.Duration read from YAML as "90s", "5m".
@@ -234,7 +252,11 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 		if i < len(lines) {
 			r.line = lines[i]
 		}
-		if err := r.validate(); err != nil {
+		err := ownedBy(&r.Org, f.Org)
+		if err == nil {
+			err = r.validate()
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%w: %s:%d: rule %q: %v", ErrInvalid, name, r.line, r.Name, err)
 		}
 	}

@@ -9,9 +9,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/gale-iot/gale/platform/ingest"
 )
 
 // ruleLoader is the rule manager's GroupLoader: Prometheus's own rule-file
@@ -54,8 +57,13 @@ func (l ruleLoader) parse(name string, b []byte, ignoreUnknownFields bool, schem
 		return nil, []error{located(name, err)}
 	}
 	for gi, g := range rgs.Groups {
-		for ri, r := range g.Rules {
-			if err := l.engine.CheckExpr(r.Expr); err != nil {
+		for ri := range g.Rules {
+			r := &g.Rules[ri]
+			err := l.engine.CheckExpr(r.Expr)
+			if err == nil {
+				r.Expr, err = l.confine(r.Expr, ruleOrg(g, *r))
+			}
+			if err != nil {
 				line := 0
 				if gi < len(nodes.Groups) && ri < len(nodes.Groups[gi].Rules) {
 					line = nodes.Groups[gi].Rules[ri].Expr.Line
@@ -68,6 +76,42 @@ func (l ruleLoader) parse(name string, b []byte, ignoreUnknownFields bool, schem
 		return nil, errs
 	}
 	return rgs, nil
+}
+
+// ruleOrg is the org that owns rule r of group g: its org label, or its
+// group's (which Prometheus gives every rule of the group); "" for a
+// cluster rule.
+func ruleOrg(g rulefmt.RuleGroup, r rulefmt.Rule) string {
+	if org, ok := r.Labels[ingest.LabelOrg]; ok {
+		return org
+	}
+	return g.Labels[ingest.LabelOrg]
+}
+
+// confine rewrites the expression of a rule of org so that it reads that
+// org's series only, as the query API confines an org's queries: every
+// series selector (in functions, subqueries, binary operations alike) gets
+// the matcher org="<org>" beside its own. A rule of the cluster (org "") is
+// left as it is.
+func (l ruleLoader) confine(expr, org string) (string, error) {
+	if org == "" {
+		return expr, nil
+	}
+	e, err := l.engine.Parser().ParseExpr(expr)
+	if err != nil {
+		return "", err
+	}
+	m, err := labels.NewMatcher(labels.MatchEqual, ingest.LabelOrg, org)
+	if err != nil {
+		return "", err
+	}
+	parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+		if vs, ok := n.(*parser.VectorSelector); ok {
+			vs.LabelMatchers = append(vs.LabelMatchers, m)
+		}
+		return nil
+	})
+	return e.String(), nil
 }
 
 var (

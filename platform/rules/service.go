@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 )
 
 // AlertStore persists alert episodes and the engine's snapshot.
@@ -23,17 +23,12 @@ type AlertStore interface {
 	RuleState(ctx context.Context, name string) ([]byte, error)
 }
 
-// Producer puts messages on Kafka.
-type Producer interface {
-	Produce(ctx context.Context, msgs ...kafka.Message) error
-}
-
 // Service runs the event engine on the telemetry and event topics: it
 // evaluates live samples, stores alert episodes (idempotently, so a replay
 // after a crash neither loses nor repeats one) and announces them on gale.events.
 type Service struct {
 	store    AlertStore
-	producer Producer
+	producer bus.Producer
 	sites    AssetSites
 	dir      string
 	log      *slog.Logger
@@ -80,7 +75,7 @@ type sourceKey struct {
 // NewService loads the rule files of dir (see Files) and the engine's saved
 // state. A file that fails validation is refused (logged with file:line) and
 // the others are loaded, so one bad file does not keep the node from starting.
-func NewService(ctx context.Context, dir string, sites AssetSites, store AlertStore, producer Producer, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+func NewService(ctx context.Context, dir string, sites AssetSites, store AlertStore, producer bus.Producer, log *slog.Logger, reg prometheus.Registerer) (*Service, error) {
 	files, err := Files(dir)
 	if err != nil {
 		return nil, err
@@ -125,7 +120,7 @@ func NewService(ctx context.Context, dir string, sites AssetSites, store AlertSt
 }
 
 // lane names m's partition and records whether the consumer has read it to its end.
-func (s *Service) lane(m *kafka.Message) string {
+func (s *Service) lane(m *bus.Message) string {
 	for len(s.laneNames) <= m.Partition {
 		s.laneNames = append(s.laneNames, strconv.Itoa(len(s.laneNames)))
 	}
@@ -152,7 +147,7 @@ func (s *Service) source(rec *api.Record, partition int) string {
 }
 
 // Handle evaluates a batch of telemetry records and device events.
-func (s *Service) Handle(ctx context.Context, batch []kafka.Message) error {
+func (s *Service) Handle(ctx context.Context, batch []bus.Message) error {
 	start := time.Now()
 	s.mu.Lock()
 	var ts []Transition
@@ -201,7 +196,7 @@ func (s *Service) AdvanceTo(ctx context.Context, t time.Time) error {
 
 // apply stores and announces transitions.
 func (s *Service) apply(ctx context.Context, ts []Transition) error {
-	var msgs []kafka.Message
+	var msgs []bus.Message
 	for _, t := range ts {
 		s.transitions.WithLabelValues(string(t.Kind), t.Severity).Inc()
 		var a api.Alert
@@ -224,7 +219,7 @@ func (s *Service) apply(ctx context.Context, ts []Transition) error {
 		}
 		s.log.Info("alert "+a.State, "rule", a.Rule, "key", a.Key, "id", a.ID, "message", a.Message)
 		b, _ := json.Marshal(api.AlertEvent{Type: api.EventTypeAlert, Alert: a})
-		msgs = append(msgs, kafka.Message{Topic: api.TopicEvents, Key: []byte(a.Rule + "/" + a.Key), Value: b})
+		msgs = append(msgs, bus.Message{Topic: api.TopicEvents, Key: []byte(a.Rule + "/" + a.Key), Value: b})
 	}
 	if len(msgs) > 0 && s.producer != nil {
 		if err := s.producer.Produce(ctx, msgs...); err != nil {
@@ -279,7 +274,8 @@ type RuleInfo struct {
 	Expr     string `json:"expr,omitempty"`
 	For      string `json:"for,omitempty"`
 	Scope    Scope  `json:"scope"`
-	// Org is a PromQL rule's org label: all it records or alerts is of that org.
+	// Org owns the rule: a streaming rule's org, a PromQL rule's org label
+	// (all it reads, records or alerts is of that org); empty for a cluster rule.
 	Org string `json:"org,omitempty"`
 }
 
@@ -289,7 +285,7 @@ func (s *Service) Rules() []RuleInfo {
 	defer s.mu.Unlock()
 	out := []RuleInfo{}
 	for _, r := range s.engine.Rules() {
-		info := RuleInfo{Name: r.Name, Type: r.Type, Severity: r.Severity, Location: r.Location(), Point: r.Point, Scope: r.Scope}
+		info := RuleInfo{Name: r.Name, Type: r.Type, Severity: r.Severity, Location: r.Location(), Point: r.Point, Scope: r.Scope, Org: r.Org}
 		if r.For > 0 {
 			info.For = time.Duration(r.For).String()
 		}

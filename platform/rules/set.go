@@ -2,7 +2,9 @@ package rules
 
 import (
 	"errors"
+	"fmt"
 
+	"github.com/prometheus/common/model"
 	promrules "github.com/prometheus/prometheus/rules"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -37,6 +39,73 @@ func (s Set) Rules() []RuleInfo {
 		}
 	}
 	return out
+}
+
+// ListRoutes lists every loaded route (none on a node without the router).
+func (s Set) ListRoutes() []RouteInfo {
+	out := []RouteInfo{}
+	if s.Routes == nil {
+		return out
+	}
+	for _, r := range s.Routes.Routes() {
+		out = append(out, r.Info())
+	}
+	return out
+}
+
+// Kinds of rule files Validate checks.
+const (
+	KindStream = "stream"
+	KindPromQL = "promql"
+	KindRoutes = "routes"
+)
+
+// Owned is a rule or route of a file and the org that owns it ("" for the cluster).
+type Owned struct {
+	Name     string `json:"name"`
+	Org      string `json:"org,omitempty"`
+	Location string `json:"location,omitempty"`
+}
+
+// Validate checks the content of a rule file of kind (stream, promql or
+// routes) as a reload would load it, without loading it, and lists what
+// it defines with the orgs that would own them.
+func (s Set) Validate(kind string, b []byte) ([]Owned, error) {
+	out := []Owned{}
+	switch kind {
+	case KindStream:
+		rules, err := Parse("rules.yaml", b)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rules {
+			out = append(out, Owned{Name: r.Name, Org: r.Org, Location: r.Location()})
+		}
+	case KindRoutes:
+		routes, err := ParseRoutes("routes.yaml", b)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range routes {
+			out = append(out, Owned{Name: r.Name, Org: r.Org, Location: r.Info().Location})
+		}
+	case KindPromQL:
+		if s.PromQL == nil {
+			return nil, fmt.Errorf("%w: this node runs no PromQL rules to check them with", ErrInvalid)
+		}
+		rgs, errs := s.PromQL.loader.parse(PromQLDir+"/rules.yml", b, false, model.UTF8Validation)
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		for _, g := range rgs.Groups {
+			for _, r := range g.Rules {
+				out = append(out, Owned{Name: r.Alert + r.Record, Org: ruleOrg(g, r), Location: g.Name})
+			}
+		}
+	default:
+		return nil, fmt.Errorf("%w: kind %q, want stream, promql or routes", ErrInvalid, kind)
+	}
+	return out, nil
 }
 
 // Reload reloads streaming rules, PromQL rules and routes; an invalid file leaves that kind as it was.

@@ -26,6 +26,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/ingest"
+	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/platform/tsdb"
 	"github.com/gale-iot/gale/twins/farm"
 )
@@ -44,10 +45,10 @@ var (
 //   - gateway: what the edge publishes of Modbus gateway devices: each
 //     register map's poll groups (turbine: 14 points every 1 s, 6 every
 //     10 s; mast: 5 every 1 s), values quantised by their registers
-//     (int16 × 0.1, uint16 × 0.01, float32 …), every point every poll.
+//     (uint16 × 0.1 m/s, float32 at 1 kW …), every point every poll.
 //
 //   - direct: what direct MQTT twins post: every point every 10 s, the
-//     model's float64 values unrounded.
+//     model's values at their thing model's resolution.
 //
 //   - gateway-raw: gateway's samples, but each register's raw integer
 //     stored instead of raw × scale + offset (float32 registers alike): the
@@ -109,6 +110,14 @@ func benchDisk(b *testing.B, profile string) {
 	require.NoError(b, err)
 	fm.Step(0)
 	turbinePlan, mastPlan := pollPlan(b, "wind-turbine"), pollPlan(b, "met-mast")
+	products, err := registry.ShippedProducts()
+	require.NoError(b, err)
+	model := map[string]api.Measurepoint{} // product/point → measurepoint
+	for _, p := range products {
+		for _, mp := range p.Model.Measurepoints {
+			model[p.Key+"/"+mp.ID] = mp
+		}
+	}
 
 	type series struct {
 		ref    storage.SeriesRef
@@ -137,7 +146,7 @@ func benchDisk(b *testing.B, profile string) {
 			}
 			if direct {
 				if elapsed%(10*time.Second) == 0 {
-					add(device, product, p.reg.Point, t, v)
+					add(device, product, p.reg.Point, t, model[product+"/"+p.reg.Point].Round(v))
 				}
 				continue
 			}

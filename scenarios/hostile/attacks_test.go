@@ -20,9 +20,9 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"github.com/segmentio/kafka-go"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
 )
 
@@ -762,9 +762,8 @@ func forgedRecords(ctx context.Context, e *env, p party) outcome {
 		{Kind: api.ChangeDevice, Key: "hostile/planted", Origin: "intruder", Device: &api.Device{
 			ProductKey: "hostile", DeviceKey: "planted", Org: "test", Site: "test-site", Secret: "known", Enabled: true}},
 	}
-	transport := &kafka.Transport{}
-	defer transport.CloseIdleConnections()
-	w := &kafka.Writer{Addr: kafka.TCP(e.h.Node.KafkaAddrs()...), Topic: api.TopicRegistry, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, Transport: transport}
+	// An outsider's client: Gale's own producer, without the cluster key.
+	w := bus.NewSyncProducer(e.h.Node.KafkaAddrs(), bus.DefaultConfig())
 	defer w.Close()
 	// Each change twice: as bare JSON, and in the record format with a MAC
 	// made without the cluster key.
@@ -773,7 +772,7 @@ func forgedRecords(ctx context.Context, e *env, p party) outcome {
 		b, _ := json.Marshal(c)
 		forged := append(append([]byte{registry.ChangeRecordVersion}, bytes.Repeat([]byte{0xab}, 32)...), b...)
 		for _, v := range [][]byte{b, forged} {
-			if err := w.WriteMessages(ctx, kafka.Message{Key: registry.ChangeKey(c), Value: v}); err != nil {
+			if err := w.Produce(ctx, bus.Message{Topic: api.TopicRegistry, Key: registry.ChangeKey(c), Value: v}); err != nil {
 				o.notes = append(o.notes, "produce: "+err.Error())
 			}
 		}

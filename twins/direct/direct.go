@@ -24,6 +24,7 @@ import (
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/device"
+	"github.com/gale-iot/gale/platform/registry"
 	"github.com/gale-iot/gale/twins"
 	"github.com/gale-iot/gale/twins/clock"
 	"github.com/gale-iot/gale/twins/turbine"
@@ -85,6 +86,9 @@ type Runner struct {
 	log     *slog.Logger
 	devices []twins.DeviceInfo
 	index   map[string]int // device key → position in devices and clients
+	// points are the shipped thing models' measurepoints by product and
+	// id: a device reports each value at its point's resolution.
+	points map[string]map[string]api.Measurepoint
 
 	mu      sync.Mutex
 	clients []*device.Client // set by Run
@@ -111,7 +115,17 @@ func New(f Fleet, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Run
 	case cfg.QueueSize < 0:
 		return nil, fmt.Errorf("%w: negative queue size", ErrConfig)
 	}
-	r := &Runner{fleet: f, cfg: cfg, log: log, index: map[string]int{}}
+	products, err := registry.ShippedProducts()
+	if err != nil {
+		return nil, fmt.Errorf("thing models: %w", err)
+	}
+	r := &Runner{fleet: f, cfg: cfg, log: log, index: map[string]int{}, points: map[string]map[string]api.Measurepoint{}}
+	for _, p := range products {
+		r.points[p.Key] = map[string]api.Measurepoint{}
+		for _, mp := range p.Model.Measurepoints {
+			r.points[p.Key][mp.ID] = mp
+		}
+	}
 	all := f.Devices()
 	byKey := map[string]twins.DeviceInfo{}
 	for _, d := range all {
@@ -250,15 +264,17 @@ func (r *Runner) publish(ctx context.Context, clients []*device.Client) error {
 	}
 }
 
-// post posts a device's current points; an offline turbine posts nothing.
+// post posts a device's current points, each at its thing model's
+// resolution; an offline turbine posts nothing.
 func (r *Runner) post(key string, c *device.Client) {
 	pts, t, err := r.fleet.Points(key)
 	if err != nil {
 		return // turbine.ErrOffline: the turbine does not communicate
 	}
+	model := r.points[r.devices[r.index[key]].Product]
 	m := make(map[string]any, len(pts))
 	for p, v := range pts {
-		m[p] = v
+		m[p] = model[p].Round(v)
 	}
 	if err := c.Post(t, m); err != nil {
 		r.log.Warn("points not posted", "device", key, "err", err)

@@ -110,7 +110,7 @@ func TestReadsMatchPoints(t *testing.T) {
 		}
 		tol := reg.Scale/2 + 1e-9
 		if reg.Type == regmap.TypeFloat32 {
-			tol = 1e-3 * (1 + math.Abs(want[reg.Point]))
+			tol = reg.Resolution/2 + 1e-3*(1+math.Abs(want[reg.Point]))
 		}
 		require.InDelta(t, want[reg.Point], got[reg.Point], tol, reg.Point)
 	}

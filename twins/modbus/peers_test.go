@@ -6,6 +6,7 @@ package modbus
 
 import (
 	"encoding/json"
+	"math"
 	"net"
 	"os/exec"
 	"regexp"
@@ -71,7 +72,7 @@ func TestMbpoll(t *testing.T) {
 		}
 		v, err := reg.Decode(words[int(reg.Address)-lo : reg.End()-lo])
 		require.NoError(t, err)
-		require.InDelta(t, want[reg.Point], v, reg.Scale/2+1e-3*(1+want[reg.Point]), reg.Point)
+		require.InDelta(t, want[reg.Point], v, reg.Scale/2+reg.Resolution/2+1e-3*(1+math.Abs(want[reg.Point])), reg.Point)
 	}
 	require.Equal(t, uint16(600), words[0], "heartbeat")
 

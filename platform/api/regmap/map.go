@@ -24,6 +24,7 @@ var (
 	ErrType            = errors.New("invalid type")
 	ErrOrder           = errors.New("invalid byte order")
 	ErrScale           = errors.New("scale must be a non-zero finite number")
+	ErrResolution      = errors.New("invalid resolution")
 	ErrWritable        = errors.New("only coils and holding registers can be writable")
 	ErrOverlap         = errors.New("registers overlap")
 	ErrDuplicatePoint  = errors.New("point mapped twice")

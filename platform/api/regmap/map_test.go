@@ -12,21 +12,23 @@ import (
 
 func TestLoadGoodAndBad(t *testing.T) {
 	bad := map[string]error{
-		"unknown-field.bad.yaml":     nil, // a yaml decode error
-		"overlap.bad.yaml":           ErrOverlap,
-		"heartbeat-overlap.bad.yaml": ErrOverlap,
-		"duplicate-point.bad.yaml":   ErrDuplicatePoint,
-		"writable-input.bad.yaml":    ErrWritable,
-		"coil-type.bad.yaml":         ErrType,
-		"register-bool.bad.yaml":     ErrType,
-		"order.bad.yaml":             ErrOrder,
-		"type.bad.yaml":              ErrType,
-		"area.bad.yaml":              ErrArea,
-		"group.bad.yaml":             ErrGroup,
-		"no-name.bad.yaml":           ErrName,
-		"no-point.bad.yaml":          ErrNoPoint,
-		"past-end.bad.yaml":          ErrOverlap,
-		"heartbeat-float.bad.yaml":   ErrHeartbeat,
+		"unknown-field.bad.yaml":       nil, // a yaml decode error
+		"overlap.bad.yaml":             ErrOverlap,
+		"heartbeat-overlap.bad.yaml":   ErrOverlap,
+		"duplicate-point.bad.yaml":     ErrDuplicatePoint,
+		"writable-input.bad.yaml":      ErrWritable,
+		"coil-type.bad.yaml":           ErrType,
+		"register-bool.bad.yaml":       ErrType,
+		"order.bad.yaml":               ErrOrder,
+		"type.bad.yaml":                ErrType,
+		"area.bad.yaml":                ErrArea,
+		"group.bad.yaml":               ErrGroup,
+		"no-name.bad.yaml":             ErrName,
+		"no-point.bad.yaml":            ErrNoPoint,
+		"past-end.bad.yaml":            ErrOverlap,
+		"heartbeat-float.bad.yaml":     ErrHeartbeat,
+		"resolution-integer.bad.yaml":  ErrResolution,
+		"resolution-negative.bad.yaml": ErrResolution,
 	}
 	testkit.FixtureTable(t, "testdata/*.yaml", bad, func(t *testing.T, path string) error {
 		m, err := Load(path)

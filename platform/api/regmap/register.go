@@ -90,6 +90,10 @@ type Register struct {
 	Scale float64 `yaml:"scale,omitempty"`
 	// Offset is added after scaling.
 	Offset float64 `yaml:"offset,omitempty"`
+	// Resolution is the step of a float32 register's engineering value:
+	// the device rounds to a multiple of it (a power meter's 1 kW). Integer
+	// registers step by their scale; 0 means the float's own precision.
+	Resolution float64 `yaml:"resolution,omitempty"`
 	// Unit is the engineering unit, for documentation and thing models.
 	Unit string `yaml:"unit,omitempty"`
 	// Writable marks setpoints and commands (holding registers and coils only).
@@ -130,6 +134,9 @@ func (r Register) Encode(v float64) ([]uint16, error) { return r.EncodeAs(v, r.O
 func (r Register) EncodeAs(v float64, o Order) ([]uint16, error) {
 	if math.IsNaN(v) && r.Type != TypeFloat32 {
 		return nil, fmt.Errorf("%w: %s: NaN", ErrRange, r.Point)
+	}
+	if r.Resolution > 0 {
+		v = math.Round(v/r.Resolution) * r.Resolution
 	}
 	raw := (v - r.Offset) / r.scale()
 	if r.Type != TypeFloat32 {
@@ -208,6 +215,8 @@ func (r Register) validate() error {
 		return fmt.Errorf("%w: %s: %q", ErrOrder, r.Point, r.Order)
 	case r.Scale == 0 || math.IsNaN(r.Scale) || math.IsInf(r.Scale, 0):
 		return fmt.Errorf("%w: %s", ErrScale, r.Point)
+	case r.Resolution != 0 && (r.Type != TypeFloat32 || !(r.Resolution > 0) || math.IsInf(r.Resolution, 0)):
+		return fmt.Errorf("%w: %s: resolution %g (float32 registers only, positive and finite)", ErrResolution, r.Point, r.Resolution)
 	case r.Writable && (r.Area == AreaInput || r.Area == AreaDiscrete):
 		return fmt.Errorf("%w: %s in %s area", ErrWritable, r.Point, r.Area)
 	case r.End() > 0x10000:

@@ -109,6 +109,24 @@ func TestRegisterEncodeErrors(t *testing.T) {
 	require.ErrorIs(t, err, ErrWordCount)
 }
 
+// TestRegisterResolution: a float32 register with a resolution carries the
+// nearest multiple of it, which decodes exactly.
+func TestRegisterResolution(t *testing.T) {
+	for _, tt := range []struct{ res, in, out float64 }{
+		{1, 2345.67, 2346},
+		{1, -12.4, -12},
+		{0.5, 1013.26, 1013.5},
+		{0, 2345.67, float64(float32(2345.67))},
+	} {
+		r := Register{Type: TypeFloat32, Scale: 1, Order: OrderABCD, Resolution: tt.res}
+		w, err := r.Encode(tt.in)
+		require.NoError(t, err)
+		got, err := r.Decode(w)
+		require.NoError(t, err)
+		require.Equal(t, tt.out, got, "resolution %g of %g", tt.res, tt.in)
+	}
+}
+
 func TestRegisterClamp(t *testing.T) {
 	tests := []struct {
 		reg     Register

@@ -11,7 +11,7 @@ const ROLE_RANK = { viewer: 1, operator: 2, admin: 3 };
 const SEVERITIES = ["critical", "major", "minor", "warning", "info"];
 
 // state is what the console knows: the caller, the registry, and the live values and firing alerts the stream keeps current.
-const state = { me: null, products: {}, devices: [], assets: [], latest: {}, seen: {}, alerts: [], onUpdate: null, stop: null };
+const state = { me: null, products: {}, devices: [], assets: [], latest: {}, seen: {}, alerts: [], onUpdate: null, stop: null, clock: null };
 
 // h builds an element: attrs set properties (on* are listeners, data-*/aria-* and others attributes); children are nodes or text.
 function h(tag, attrs, ...children) {
@@ -43,7 +43,8 @@ class ApiError extends Error {
 // and signs out on 401. raw: true returns non-2xx answers that carry data (a command's reply) instead of throwing.
 async function api(method, path, body, raw) {
   const opt = { method, headers: { Authorization: "Bearer " + token() } };
-  if (body !== undefined) { opt.headers["Content-Type"] = "application/json"; opt.body = JSON.stringify(body); }
+  if (typeof body === "string") { opt.headers["Content-Type"] = "application/yaml"; opt.body = body; }
+  else if (body !== undefined) { opt.headers["Content-Type"] = "application/json"; opt.body = JSON.stringify(body); }
   let res;
   try { res = await fetch(path, opt); } catch (e) { throw new ApiError(0, "The node cannot be reached. Check the connection and retry."); }
   let data = null;
@@ -54,12 +55,23 @@ async function api(method, path, body, raw) {
   return { status: res.status, data };
 }
 
-// showError puts an API error next to the form field it names (the message starts with the field's name), else under the form.
+// FIELD_ALIASES maps the words API messages name things by to the form fields that hold them.
+const FIELD_ALIASES = { product: "productkey", device: "devicekey", gateway: "gateway", org: "org", site: "site", yaml: "yaml" };
+
+// fieldOf finds the form field an API message is about: its first word, after a prefix such as "invalid:" or
+// "invalid run:" (e.g. "invalid: deviceKey "x" must be…" is about deviceKey, "name is required" about name).
+function fieldOf(form, msg) {
+  const rest = msg.replace(/^(invalid( run| product)?|bad request body):\s*/i, "");
+  const word = (rest.match(/^[A-Za-z]+/) || [""])[0].toLowerCase();
+  const names = [word, FIELD_ALIASES[word]].filter(Boolean);
+  return word && [...form.querySelectorAll("[name]")].find(f => names.includes(f.name.toLowerCase()));
+}
+
+// showError puts an API error next to the form field it names, else under the form; never more than the API's message.
 function showError(form, err) {
   clearErrors(form);
   const msg = err instanceof ApiError ? err.message : "Something went wrong; try again.";
-  const word = (msg.match(/^[A-Za-z]+/) || [""])[0].toLowerCase();
-  const field = word && [...form.querySelectorAll("[name]")].find(f => f.name.toLowerCase() === word);
+  const field = fieldOf(form, msg);
   if (field) {
     field.setAttribute("aria-invalid", "true");
     field.closest("label").append(h("span", { class: "field-error", role: "alert" }, msg));
@@ -79,7 +91,7 @@ function clearErrors(form) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   if (state.stop) state.stop();
-  Object.assign(state, { me: null, latest: {}, seen: {}, alerts: [], stop: null, onUpdate: null });
+  Object.assign(state, { me: null, latest: {}, seen: {}, alerts: [], stop: null, onUpdate: null, clock: null });
   document.querySelector(".top").hidden = true;
   signInPage(message);
 }
@@ -172,11 +184,13 @@ function openStream() {
     try { v = JSON.parse(data); } catch (e) { return; }
     if (event === "latest") {
       const now = Date.now();
+      let newestSample = 0;
       for (const [id, pts] of Object.entries(v.devices)) {
         const cur = state.latest[id] || (state.latest[id] = {});
-        for (const p of pts) cur[p.point] = p;
+        for (const p of pts) { cur[p.point] = p; newestSample = Math.max(newestSample, p.time || 0); }
         state.seen[id] = now;
       }
+      if (newestSample) observeClock(now, newestSample);
     } else if (event === "alerts") {
       state.alerts = v;
       const n = v.filter(a => !a.ackedBy).length;
@@ -217,6 +231,25 @@ function setLive(on) {
   state.isLive = on;
 }
 
+// ---- clocks -------------------------------------------------------------------
+// Alerts and samples carry event time (the devices' clock: a twin fleet's may run ahead of the wall clock, and
+// faster); acknowledgements and the page the node's wall clock. observeClock follows the devices' clock against the
+// wall clock from the live samples, so that the page can put both on one time line.
+
+function observeClock(wall, event) {
+  const c = state.clock;
+  if (!c) { state.clock = { w0: wall, e0: event, w1: wall, e1: event }; return; }
+  if (event >= c.e1) Object.assign(c, { w1: wall, e1: event });
+}
+
+// eventTime is the devices' clock at wall time ms (ms itself before any live sample).
+function eventTime(ms) {
+  const c = state.clock;
+  if (!c) return ms;
+  const rate = c.w1 - c.w0 > 5000 ? (c.e1 - c.e0) / (c.w1 - c.w0) : 1;
+  return Math.round(c.e1 + (ms - c.w1) * rate);
+}
+
 const liveBadge = () => h("span", { class: "live" + (state.isLive ? " on" : "") }, state.isLive ? "live" : "connecting");
 const val = (id, point) => { const p = (state.latest[id] || {})[point]; return p ? p.value : undefined; };
 
@@ -229,6 +262,7 @@ const routes = [
   [/^#\/commands(?:\/([^/]+)\/([^/]+))?$/, commandsPage, "commands"],
   [/^#\/registry$/, registryPage, "registry"],
   [/^#\/edges$/, edgesPage, "edges"],
+  [/^#\/runs(?:\/([^/]+))?$/, runsPage, "runs"],
 ];
 
 function route() {
@@ -411,17 +445,22 @@ async function devicePage(main, pk, dk) {
   const left = h("div", { class: "grid" },
     h("section", { class: "panel scroll" }, h("h2", {}, "Live values"), h("table", { id: "live" },
       h("thead", {}, h("tr", {}, h("th", {}, "Point"), h("th", { class: "num" }, "Value"), h("th", {}, "Unit"), h("th", {}, "Quality"), h("th", {}, "Time"))), liveBody)));
+  const gwId = d.gatewayDeviceKey ? d.gatewayProductKey + "/" + d.gatewayDeviceKey : "";
+  const connState = h("dd", { id: "conn-state" }), lastSeen = h("dd", { id: "conn-seen" }), lastSample = h("dd"), gwState = h("span", { class: "muted" });
   const right = h("div", { class: "grid" },
     h("section", { class: "panel" }, h("h2", {}, "Connection and attributes"), h("dl", { class: "kv" },
+      h("dt", {}, "Connection"), connState,
+      h("dt", {}, "Last seen"), lastSeen,
+      h("dt", {}, "Last sample"), lastSample,
+      h("dt", {}, "Connected through"), h("dd", { id: "conn-through" }, gwId ? [h("a", { href: `#/device/${gwId}` }, d.gatewayDeviceKey), " ", gwState] : "directly (MQTT)"),
       h("dt", {}, "Product"), h("dd", {}, (state.products[pk] || {}).name || pk),
       h("dt", {}, "Site"), h("dd", {}, d.site || "–"),
-      h("dt", {}, "Connected through"), h("dd", {}, d.gatewayDeviceKey ? h("a", { href: `#/device/${d.gatewayProductKey}/${d.gatewayDeviceKey}` }, d.gatewayDeviceKey) : "directly (MQTT)"),
       h("dt", {}, "Enabled"), h("dd", {}, d.enabled ? "yes" : "no"),
       attrs.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "object" ? JSON.stringify(v) : String(v))]))));
   main.append(h("div", { class: "grid cols-2" }, left, right));
   right.append(historyPanel(pk, dk, points));
   if (pk === "wind-turbine") right.append(powerCurvePanel(pk, dk, d));
-  right.append(deviceAlertsPanel(id));
+  right.append(deviceAlertsPanel(id, model.events || []));
   if (can("operator") && (model.services || []).length) left.append(h("section", { class: "panel" }, h("h2", {}, "Commands"), commandForm(pk, dk, model.services)));
   const update = () => {
     const cur = state.latest[id] || {};
@@ -435,7 +474,15 @@ async function devicePage(main, pk, dk) {
     stBadge.replaceChildren(st ? h("span", { class: "badge s-" + stateName(st.value) }, stateName(st.value)) : "");
     const seen = state.seen[id], times = Object.values(cur).map(p => p.time);
     const online = seen && Date.now() - seen < 30000;
-    conn.textContent = (online ? "online" : "offline") + (times.length ? " · last sample " + fmtTime(Math.max(...times)) : " · no data yet");
+    conn.textContent = online ? "online" : "offline";
+    connState.replaceChildren(h("span", { class: "badge " + (online ? "s-running" : "s-offline") }, online ? "online" : "offline"),
+      d.enabled ? "" : h("span", { class: "muted" }, " · disabled"));
+    lastSeen.textContent = seen ? `${new Date(seen).toLocaleTimeString()} (live values received)` : "not since this page opened";
+    lastSample.textContent = times.length ? fmtTime(Math.max(...times)) + " on the device's clock" : "no data yet";
+    if (gwId) {
+      const gwSeen = state.seen[gwId], gwOnline = gwSeen && Date.now() - gwSeen < 30000;
+      gwState.textContent = gwOnline ? "(gateway online)" : gwSeen ? "(gateway last seen " + new Date(gwSeen).toLocaleTimeString() + ")" : "(gateway not heard from)";
+    }
   };
   state.onUpdate = update;
   update();
@@ -494,7 +541,8 @@ function powerCurvePanel(pk, dk, d) {
   return h("section", { class: "panel" }, h("h2", {}, "Power curve"), form, box);
 }
 
-function deviceAlertsPanel(id) {
+// deviceAlertsPanel lists the device's alerts (newest first) and the events its thing model declares.
+function deviceAlertsPanel(id, events) {
   const list = h("ul", { class: "timeline" }, h("li", { class: "muted" }, "Loading…"));
   api("GET", "/api/v1/alerts?limit=500").then(r => {
     const mine = r.data.filter(a => a.device === id).slice(0, 20);
@@ -502,7 +550,9 @@ function deviceAlertsPanel(id) {
       h("a", { href: "#/alerts" }, a.rule), " ", h("span", { class: "sev-" + a.severity }, a.severity), h("div", { class: "muted" }, fmtTime(a.firedAt || a.startedAt), a.message ? " · " + a.message : "")))
       : [h("li", { class: "muted" }, "No alerts for this device.")]));
   }).catch(e => list.replaceChildren(h("li", { class: "form-error" }, e.message)));
-  return h("section", { class: "panel" }, h("h2", {}, "Events and alerts"), list);
+  return h("section", { class: "panel" }, h("h2", {}, "Events and alerts"), list,
+    events.length ? h("p", { class: "muted", style: "margin-bottom:0" }, "Events this device reports (rules turn them into alerts): ",
+      events.map(e => `${e.name || e.id}${e.severity ? " (" + e.severity + ")" : ""}`).join(", ")) : null);
 }
 
 // ---- commands ----------------------------------------------------------------
@@ -584,7 +634,7 @@ function alertsPage(main) {
     clearErrors(form);
     const q = new URLSearchParams({ limit: "200" });
     for (const k of ["state", "severity", "site"]) if (form[k].value) q.set(k, form[k].value);
-    if (form.since.value) q.set("since", String(Math.floor(Date.now() / 1000) - Number(form.since.value)));
+    if (form.since.value) q.set("since", String(Math.floor(eventTime(Date.now()) / 1000) - Number(form.since.value))); // alert times are event time
     let list;
     try { list = (await api("GET", "/api/v1/alerts?" + q)).data; } catch (e) { showError(form, e); return; }
     tbody.replaceChildren(...(list.length ? list.map(a => h("tr", { "data-alert": String(a.id), class: selected === a.id ? "sel" : "" },
@@ -597,13 +647,19 @@ function alertsPage(main) {
   };
   const episode = async (a, ack) => {
     tbody.querySelectorAll("tr").forEach(tr => tr.classList.toggle("sel", tr.dataset.alert === String(a.id)));
-    // In lifecycle order: the episode's times are event (device) time, the acknowledgement's the node's clock.
-    const events = [["condition began", a.startedAt], ["fired", a.firedAt], ["resolved", a.resolvedAt], [a.ackedBy ? `acknowledged by ${a.ackedBy}${a.ackComment ? ": “" + a.ackComment + "”" : ""}` : "", a.ackedAt]].filter(e => e[0] && e[1]);
+    // One time line on the devices' clock: the episode's times are event time; the acknowledgement, made at the
+    // node's wall-clock time, is put on the devices' clock (its wall-clock time shown beside it when they differ).
+    const acked = a.ackedAt ? eventTime(a.ackedAt) : 0;
+    const events = [["condition began", a.startedAt], ["fired", a.firedAt], ["resolved", a.resolvedAt],
+      [a.ackedBy ? `acknowledged by ${a.ackedBy}${a.ackComment ? ": “" + a.ackComment + "”" : ""}` : "", acked,
+        Math.abs(acked - a.ackedAt) > 2000 ? ` (${fmtTime(a.ackedAt)} on the node's clock)` : ""]]
+      .filter(e => e[0] && e[1]).sort((x, y) => x[1] - y[1]);
     const others = h("ul", { class: "timeline" });
     detail.replaceChildren(...[h("h2", {}, `Episode #${a.id} · ${a.rule}`),
       h("dl", { class: "kv" }, h("dt", {}, "About"), h("dd", {}, a.device || a.key), h("dt", {}, "Severity"), h("dd", {}, a.severity),
         h("dt", {}, "State"), h("dd", {}, a.state), h("dt", {}, "Value"), h("dd", {}, fmtNum(a.value, 3)), a.message ? [h("dt", {}, "Message"), h("dd", {}, a.message)] : null),
-      h("h2", { style: "margin-top:16px" }, "History"), h("ul", { class: "timeline" }, events.map(([what, t]) => h("li", {}, what, h("div", { class: "muted" }, fmtTime(t))))),
+      h("h2", { style: "margin-top:16px" }, "History"), h("ul", { class: "timeline", id: "episode-history" }, events.map(([what, t, note]) => h("li", { "data-time": String(t) }, what, h("div", { class: "muted" }, fmtTime(t), note || "")))),
+      h("p", { class: "muted" }, "Times on the devices' clock."),
       can("operator") && !a.ackedBy && a.id ? ackForm(a, () => load().then(() => api("GET", "/api/v1/alerts?limit=500")).then(r => { const n = r.data.find(x => x.id === a.id); if (n) episode(n); }), ack) : null,
       h("h2", { style: "margin-top:16px" }, "Earlier episodes of this rule here"), others].filter(Boolean));
     try {
@@ -634,13 +690,59 @@ function ackForm(a, done, focus) {
 // ---- registry and edges ------------------------------------------------------
 
 function registryPage(main) {
-  const products = Object.values(state.products);
-  const devRows = h("tbody");
+  const admin = can("admin");
+  // Products and their thing models; admins import a product from YAML (checked by the node, stored by the products API).
+  const prodBody = h("tbody"), modelBox = h("div", { id: "model-view" }), prodSel = h("select", { name: "productKey", required: true });
+  const drawProducts = () => {
+    const keep = prodSel.value;
+    prodSel.replaceChildren(...Object.keys(state.products).sort().map(k => h("option", { value: k, selected: k === keep }, k)));
+    prodBody.replaceChildren(...Object.values(state.products).sort((a, b) => a.productKey.localeCompare(b.productKey)).map(p =>
+    h("tr", { "data-product": p.productKey }, h("td", {}, h("a", { href: "#/registry", class: "view-model", onclick: ev => { ev.preventDefault(); showModel(p); } }, p.productKey)),
+      h("td", {}, p.name || ""), h("td", { class: "num" }, String((p.model.measurepoints || []).length)),
+      h("td", {}, (p.model.events || []).map(e => e.id).join(", ")), h("td", {}, (p.model.services || []).map(s => s.id).join(", ")))));
+  };
+  const showModel = p => {
+    const m = p.model || {};
+    modelBox.replaceChildren(...[h("h2", { style: "margin-top:16px" }, `Thing model · ${p.productKey}`), p.description ? h("p", { class: "muted" }, p.description) : null,
+      h("table", {}, h("thead", {}, h("tr", {}, ["Measurepoint", "Name", "Type", "Unit", "Range"].map(t => h("th", {}, t)))),
+        h("tbody", {}, (m.measurepoints || []).map(mp => h("tr", {}, h("td", {}, mp.id), h("td", {}, mp.name || ""), h("td", {}, mp.type), h("td", {}, mp.unit || ""),
+          h("td", { class: "muted" }, mp.min !== undefined || mp.max !== undefined ? `${mp.min ?? "…"} to ${mp.max ?? "…"}` : ""))))),
+      (m.events || []).length ? h("p", {}, h("strong", {}, "Events: "), m.events.map(e => `${e.id}${e.severity ? " (" + e.severity + ")" : ""}`).join(", ")) : null,
+      (m.services || []).length ? h("p", {}, h("strong", {}, "Services: "), m.services.map(s => `${s.id}(${(s.input || []).map(i => i.id).join(", ")})`).join(", ")) : null].filter(Boolean));
+    modelBox.scrollIntoView({ block: "nearest" });
+  };
+  const importMsg = h("div", { "aria-live": "polite" });
+  const importForm = h("form", { class: "grid", id: "import-form", onsubmit: async ev => {
+    ev.preventDefault();
+    clearErrors(importForm);
+    importMsg.replaceChildren();
+    const btn = importForm.querySelector("button[type=submit]");
+    btn.disabled = true;
+    try {
+      const p = (await api("POST", "/api/v1/product-yaml", importForm.yaml.value)).data;
+      const exists = !!state.products[p.productKey];
+      const r = await api(exists ? "PUT" : "POST", exists ? "/api/v1/products/" + encodeURIComponent(p.productKey) : "/api/v1/products", p);
+      state.products[r.data.productKey] = r.data;
+      drawProducts();
+      showModel(r.data);
+      importMsg.replaceChildren(h("div", { class: "form-ok" }, `${exists ? "Updated" : "Imported"} product ${r.data.productKey}.`));
+    } catch (e) { showError(importForm, e); } finally { btn.disabled = false; }
+  } },
+  h("label", {}, "Product YAML", h("textarea", { name: "yaml", id: "import-yaml", class: "code", rows: 8, required: true, spellcheck: false,
+    placeholder: "productKey: pump\nname: Pump\nmodel:\n  measurepoints:\n    - {id: P.Flow, type: float, unit: m3/h}" })),
+  h("div", { class: "inline" }, h("label", {}, "Or read a file", h("input", { type: "file", accept: ".yaml,.yml", onchange: async ev => {
+    const f = ev.target.files[0];
+    if (f) importForm.yaml.value = await f.text();
+  } })), h("button", { type: "submit", id: "import-submit" }, "Import")), importMsg);
+
+  // Devices: admins create them, enable and disable them and rotate their secrets (each new secret shown once).
+  const devRows = h("tbody"), secretBox = h("div", { "aria-live": "polite" });
   const drawDevices = () => devRows.replaceChildren(...state.devices.map(d => h("tr", { "data-device": deviceId(d) },
     h("td", {}, h("a", { href: `#/device/${d.productKey}/${d.deviceKey}` }, d.deviceKey)), h("td", {}, d.productKey),
     h("td", {}, d.org), h("td", {}, d.site || "–"), h("td", {}, d.gatewayDeviceKey || "–"),
-    h("td", {}, can("admin") ? h("button", { type: "button", class: "ghost toggle-device", "aria-pressed": String(d.enabled), onclick: ev => toggle(ev, d) }, d.enabled ? "enabled · disable" : "disabled · enable") : d.enabled ? "yes" : "no"))));
-  // toggle enables or disables a device (admins): a disabled device loses its session at once.
+    h("td", {}, admin ? h("button", { type: "button", class: "ghost toggle-device", "aria-pressed": String(d.enabled), onclick: ev => toggle(ev, d) }, d.enabled ? "enabled · disable" : "disabled · enable") : d.enabled ? "yes" : "no"),
+    admin ? h("td", {}, h("button", { type: "button", class: "ghost rotate-secret", onclick: ev => rotate(ev, d) }, "Rotate secret")) : null)));
+  // toggle enables or disables a device: a disabled device loses its session at once.
   const toggle = async (ev, d) => {
     ev.target.disabled = true;
     try {
@@ -649,6 +751,56 @@ function registryPage(main) {
       drawDevices();
     } catch (e) { ev.target.disabled = false; ev.target.after(h("div", { class: "form-error", role: "alert" }, e.message)); }
   };
+  // rotate asks once more, then gives the device a new secret: the old one stops working and its session is closed.
+  const rotate = async (ev, d) => {
+    const b = ev.target;
+    if (!b.dataset.confirm) {
+      b.dataset.confirm = "1";
+      b.textContent = "Confirm: the old secret stops working";
+      b.classList.remove("ghost");
+      return;
+    }
+    b.disabled = true;
+    try {
+      const r = await api("POST", `/api/v1/devices/${encodeURIComponent(d.productKey)}/${encodeURIComponent(d.deviceKey)}/secret`);
+      showSecret(`New secret of ${d.productKey}/${d.deviceKey}`, r.data.secret, "The old secret no longer works and the device's session was closed: configure the device with this one.");
+      drawDevices();
+    } catch (e) { b.disabled = false; b.after(h("div", { class: "form-error", role: "alert" }, e.message)); }
+  };
+  // showSecret shows a secret once: it is kept nowhere in the page, and gone with Done or another page.
+  const showSecret = (title, secret, hint) => {
+    secretBox.replaceChildren(h("div", { class: "secret-once", id: "secret-once", role: "status" }, h("strong", {}, title),
+      h("code", { id: "secret-value" }, secret), h("div", { class: "muted" }, "Shown once. ", hint),
+      h("div", { class: "btn-row", style: "margin-top:8px" },
+        h("button", { type: "button", class: "ghost", onclick: () => navigator.clipboard && navigator.clipboard.writeText(secret) }, "Copy"),
+        h("button", { type: "button", class: "ghost", id: "secret-done", onclick: () => secretBox.replaceChildren() }, "Done"))));
+    secretBox.querySelector("#secret-done").focus();
+  };
+  const gateways = () => state.devices.filter(d => d.productKey === "modbus-gateway");
+  const createForm = h("form", { class: "inline", id: "create-device", onsubmit: async ev => {
+    ev.preventDefault();
+    clearErrors(createForm);
+    const f = createForm.elements, [gpk, gdk] = f.gateway.value ? f.gateway.value.split("/") : ["", ""];
+    const body = { productKey: f.productKey.value, deviceKey: f.deviceKey.value.trim(), name: f.name.value.trim(), site: f.site.value, gatewayProductKey: gpk, gatewayDeviceKey: gdk };
+    const btn = createForm.querySelector("button[type=submit]");
+    btn.disabled = true;
+    try {
+      const d = (await api("POST", "/api/v1/devices", body)).data;
+      showSecret(`Device ${d.productKey}/${d.deviceKey} created`, d.secret, "Configure the device with this secret; rotate it to get a new one.");
+      delete d.secret;
+      state.devices.push(d);
+      drawDevices();
+      createForm.reset();
+    } catch (e) { showError(createForm, e); } finally { btn.disabled = false; }
+  } },
+  h("label", {}, "Product", prodSel),
+  h("label", {}, "Device key", h("input", { name: "deviceKey", id: "new-device-key", required: true, maxLength: 128, autocomplete: "off" })),
+  h("label", {}, "Name", h("input", { name: "name", maxLength: 200 })),
+  h("label", {}, "Site", h("select", { name: "site", required: true }, sites().map(s => h("option", { value: s.id }, s.name || s.id)))),
+  h("label", {}, "Gateway", h("select", { name: "gateway" }, h("option", { value: "" }, "none (direct MQTT)"), gateways().map(g => h("option", { value: deviceId(g) }, g.deviceKey)))),
+  h("button", { type: "submit", id: "create-submit" }, "Create device"));
+
+  // Rules: operators of the cluster reload them.
   const ruleRows = h("tbody");
   const ruleMsg = h("div", { "aria-live": "polite" });
   const drawRules = list => ruleRows.replaceChildren(...list.map(r => h("tr", {}, h("td", {}, r.name), h("td", {}, r.type), h("td", {}, h("span", { class: "sev-" + r.severity }, r.severity)),
@@ -661,17 +813,26 @@ function registryPage(main) {
       ruleMsg.replaceChildren(h("div", { class: "form-ok" }, "Rules reloaded."));
     } catch (e) { ruleMsg.replaceChildren(h("div", { class: "form-error", role: "alert" }, e.message)); } finally { ev.target.disabled = false; }
   };
+  // The routes of the caller's org (all of them for a cluster account).
+  const routeRows = h("tbody");
+  {
+    api("GET", "/api/v1/routes").then(r => routeRows.replaceChildren(...(r.data.length ? r.data.map(rt => h("tr", {}, h("td", {}, rt.name), h("td", {}, rt.from.join(", ")),
+      h("td", { class: "muted" }, rt.match), h("td", {}, rt.actions.join(" · ")), h("td", { class: "muted" }, rt.location)))
+      : [h("tr", {}, h("td", { colspan: "5", class: "empty" }, "No routes: route files go in the node's rules.routesDir."))])))
+      .catch(e => routeRows.replaceChildren(h("tr", {}, h("td", { colspan: "5", class: "form-error" }, e.message))));
+  }
   main.append(h("div", { class: "head" }, h("h1", {}, "Registry")),
     h("div", { class: "grid" },
-      h("section", { class: "panel scroll" }, h("h2", {}, "Products and thing models"), h("table", {},
-        h("thead", {}, h("tr", {}, ["Product", "Name", "Measurepoints", "Events", "Services"].map(t => h("th", {}, t)))),
-        h("tbody", {}, products.map(p => h("tr", {}, h("td", {}, p.productKey), h("td", {}, p.name || ""), h("td", {}, String((p.model.measurepoints || []).length)),
-          h("td", {}, (p.model.events || []).map(e => e.id).join(", ")), h("td", {}, (p.model.services || []).map(s => s.id).join(", "))))))),
+      h("section", { class: "panel scroll" }, h("h2", {}, "Products and thing models"), h("table", { id: "products" },
+        h("thead", {}, h("tr", {}, h("th", {}, "Product"), h("th", {}, "Name"), h("th", { class: "num" }, "Measurepoints"), h("th", {}, "Events"), h("th", {}, "Services"))), prodBody), modelBox),
+      admin ? h("section", { class: "panel" }, h("h2", {}, "Import a product (YAML)"), importForm) : null,
+      h("section", { class: "panel scroll" }, h("h2", {}, "Devices"), admin ? createForm : null, secretBox, h("table", { id: "devices", style: "margin-top:12px" },
+        h("thead", {}, h("tr", {}, ["Device", "Product", "Org", "Site", "Gateway", "Enabled", admin ? "Secret" : null].filter(Boolean).map(t => h("th", {}, t)))), devRows)),
       h("section", { class: "panel scroll" }, h("div", { class: "head" }, h("h2", {}, "Rules"), can("operator") && !state.me.org ? h("button", { type: "button", id: "rules-reload", onclick: reload }, "Reload rules") : null),
         ruleMsg, h("table", {}, h("thead", {}, h("tr", {}, ["Rule", "Type", "Severity", "Point or expression", "For", "File"].map(t => h("th", {}, t)))), ruleRows)),
-      h("section", { class: "panel scroll" }, h("h2", {}, "Devices"), h("table", {},
-        h("thead", {}, h("tr", {}, ["Device", "Product", "Org", "Site", "Gateway", "Enabled"].map(t => h("th", {}, t)))), devRows))),
-    h("p", { class: "muted" }, "Importing thing models, creating devices, rotating secrets and routes are not in the console yet: use the API (README)."));
+      h("section", { class: "panel scroll" }, h("h2", {}, "Routes"), h("table", { id: "routes" },
+        h("thead", {}, h("tr", {}, ["Route", "From", "Match", "Actions", "File"].map(t => h("th", {}, t)))), routeRows))));
+  drawProducts();
   drawDevices();
 }
 
@@ -692,6 +853,46 @@ function edgesPage(main) {
   }));
   state.onUpdate = update;
   update();
+}
+
+// ---- runs ----------------------------------------------------------------------------
+
+// fmtDuration is a duration in ms as "1h 02m", "3m 05s" or "42 s".
+function fmtDuration(ms) {
+  const s = Math.round(ms / 1000), p = n => String(n).padStart(2, "0");
+  return s >= 3600 ? `${Math.floor(s / 3600)}h ${p(Math.floor(s % 3600 / 60))}m` : s >= 60 ? `${Math.floor(s / 60)}m ${p(s % 60)}s` : `${s} s`;
+}
+
+// runsPage lists the last loadgen and scenario runs the node was sent (gale loadgen and gale scenario run
+// --report-to) and shows one: its figures, notes and plots.
+async function runsPage(main, id) {
+  const tbody = h("tbody"), detail = h("section", { class: "panel", id: "run" });
+  main.append(h("div", { class: "head" }, h("h1", {}, "Runs"), h("span", { class: "muted" }, "load tests and scenarios reported to this node")),
+    h("div", { class: "grid" }, h("section", { class: "panel scroll" }, h("table", { id: "runs" },
+      h("thead", {}, h("tr", {}, ["When", "Kind", "Run", "Verdict", "Took", "Headline", "Posted by"].map(t => h("th", {}, t)))), tbody)), detail));
+  let list;
+  try { list = (await api("GET", "/api/v1/runs")).data; } catch (e) { detail.replaceChildren(h("p", { class: "form-error" }, e.message)); return; }
+  const headline = r => (r.stats || []).filter(s => /achieved rate|p99|lost|assertions passed/.test(s.name)).slice(0, 3)
+    .map(s => `${s.name} ${fmtNum(s.value, 1)}${s.unit ? " " + s.unit : ""}`).join(" · ");
+  tbody.replaceChildren(...(list.length ? list.map(r => h("tr", { "data-run": r.id, class: r.id === id ? "sel" : "" },
+    h("td", {}, h("a", { href: "#/runs/" + encodeURIComponent(r.id) }, fmtTime(Date.parse(r.started) || Date.parse(r.postedAt)))),
+    h("td", {}, r.kind), h("td", {}, r.name),
+    h("td", {}, h("span", { class: "badge " + (r.pass ? "pass" : "fail") }, r.pass ? "pass" : "fail")),
+    h("td", {}, fmtDuration(Date.parse(r.finished) - Date.parse(r.started))), h("td", { class: "muted" }, headline(r)), h("td", {}, r.postedBy || "–")))
+    : [h("tr", {}, h("td", { colspan: "7", class: "empty" }, "No runs yet. Run gale loadgen (it reports to the node it loads) or gale scenario run --report-to URL."))]));
+  const pick = id || (list[0] || {}).id;
+  if (!pick) { detail.hidden = true; return; }
+  try { drawRun(detail, (await api("GET", "/api/v1/runs/" + encodeURIComponent(pick))).data); } catch (e) { detail.replaceChildren(h("p", { class: "form-error" }, e.message)); }
+}
+
+function drawRun(box, r) {
+  box.replaceChildren(...[
+    h("div", { class: "head" }, h("h2", { style: "margin:0" }, `${r.kind} · ${r.name}`), h("span", { class: "badge " + (r.pass ? "pass" : "fail") }, r.pass ? "pass" : "fail"),
+      h("span", { class: "muted" }, `${fmtTime(Date.parse(r.started))} → ${fmtTime(Date.parse(r.finished))}`)),
+    h("div", { class: "stats" }, (r.stats || []).map(s => h("div", { class: "stat" }, h("div", { class: "v" }, fmtNum(s.value, 1), s.unit ? h("span", { class: "muted" }, " " + s.unit) : ""), h("div", { class: "n" }, s.name)))),
+    (r.notes || []).length ? h("ul", { class: "notes", style: "margin-bottom:16px" }, r.notes.map(n => h("li", { class: /^(FAILED|ERROR|SLO failed)/.test(n) ? "fail" : "" }, n))) : null,
+    h("div", { class: "plots" }, (r.plots || []).map(p => h("section", { class: "chart", "data-plot": p.title }, h("h2", {}, p.title, p.unit ? ` (${p.unit})` : ""),
+      (p.kind === "bar" ? Chart.bars(p.series, p.unit) : Chart.lines(p.series, p.unit)) || h("p", { class: "empty" }, "No data."))))].filter(Boolean));
 }
 
 // ---- boot ----------------------------------------------------------------------------

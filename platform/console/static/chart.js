@@ -1,4 +1,4 @@
-// Gale console charts: small SVG line and scatter charts, no library.
+// Gale console charts: small SVG line, multi-line, bar and scatter charts, no library.
 "use strict";
 const Chart = (() => {
   const NS = "http://www.w3.org/2000/svg";
@@ -86,5 +86,54 @@ const Chart = (() => {
     return f.svg;
   }
 
-  return { el, line, scatter };
+  const PALETTE = ["#3fa7d6", "#e0a93b", "#4caf7a", "#e0584f", "#7a8cff", "#6fd3e0", "#c792ea", "#8a97a5"];
+
+  // legend is a row of coloured names under a chart.
+  function legend(names) {
+    const d = document.createElement("div");
+    d.className = "legend";
+    names.forEach((n, i) => {
+      const s = document.createElement("span"), dot = document.createElement("span");
+      dot.className = "dot";
+      dot.style.background = PALETTE[i % PALETTE.length];
+      s.append(dot, n);
+      d.append(s);
+    });
+    return d;
+  }
+
+  // lines draws series [{name, points: [[seconds, value]]}] against seconds since the start, one colour each.
+  function lines(series, unit) {
+    const all = series.flatMap(s => s.points);
+    if (!all.length) return null;
+    const [x0, x1] = extent(all.map(p => p[0]));
+    let [y0, y1] = extent(all.map(p => p[1]));
+    y0 = Math.min(0, y0); y1 += (y1 - y0) * 0.08;
+    const f = frame(x0, x1, y0, y1, "seconds", unit);
+    series.forEach((s, i) => {
+      if (!s.points.length) return;
+      const d = s.points.map((p, j) => (j ? "L" : "M") + f.sx(p[0]).toFixed(1) + " " + f.sy(p[1]).toFixed(1)).join("");
+      f.svg.append(el("path", { class: "series", d, stroke: PALETTE[i % PALETTE.length] }));
+    });
+    const box = document.createElement("div");
+    box.append(f.svg, legend(series.map(s => s.name)));
+    return box;
+  }
+
+  // bars draws each series' value as a labelled horizontal bar.
+  function bars(series, unit) {
+    if (!series.length) return null;
+    const vals = series.map(s => (s.points[0] || [0, 0])[1]), hi = Math.max(...vals, 1);
+    const rowH = 44, Hh = series.length * rowH + 8, Lw = 150;
+    const svg = el("svg", { viewBox: `0 0 ${W} ${Hh}`, role: "img" });
+    series.forEach((s, i) => {
+      const y = 4 + i * rowH, w = Math.max(1, (W - Lw - 90) * vals[i] / hi);
+      svg.append(el("text", { class: "bar-label", x: Lw - 10, y: y + 26, "text-anchor": "end" }, s.name));
+      svg.append(el("rect", { x: Lw, y: y + 6, width: w.toFixed(1), height: rowH - 14, rx: 3, fill: PALETTE[i % PALETTE.length] }));
+      svg.append(el("text", { class: "bar-label", x: Lw + w + 8, y: y + 26 }, vals[i].toLocaleString() + (unit ? " " + unit : "")));
+    });
+    return svg;
+  }
+
+  return { el, line, scatter, lines, bars };
 })();
