@@ -2,17 +2,15 @@ package dashboards
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gale-iot/gale/platform/apiclient"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -27,98 +25,60 @@ type Querier interface {
 	LabelValues(ctx context.Context, label, selector string, start, end time.Time) ([]string, error)
 }
 
-// API is a client of a Prometheus-compatible HTTP API: Gale's
-// (http://HOST:PORT/prometheus) or a Prometheus server's.
+// API is the Querier of a Prometheus-compatible HTTP API, through
+// client_golang's client.
 type API struct {
-	// URL is the API's base URL, without /api/v1.
-	URL string
-	// Token is sent as a bearer token when set.
-	Token  string
-	Client *http.Client
+	prom *apiclient.Prometheus
+}
+
+// NewAPI returns the Querier of the API at promURL (without /api/v1):
+// Gale's (http://HOST:PORT/prometheus, with its token) or a Prometheus
+// server's.
+func NewAPI(promURL string, o apiclient.Options) (*API, error) {
+	p, err := apiclient.NewPrometheus(promURL, o)
+	if err != nil {
+		return nil, err
+	}
+	return &API{prom: p}, nil
 }
 
 // Query implements Querier.
 func (a *API) Query(ctx context.Context, expr string, t time.Time) (int, error) {
-	return a.count(ctx, "/api/v1/query", url.Values{"query": {expr}, "time": {unix(t)}})
+	v, err := a.prom.Instant(ctx, expr, t)
+	return count(v), err
 }
 
 // QueryRange implements Querier.
 func (a *API) QueryRange(ctx context.Context, expr string, start, end time.Time, step time.Duration) (int, error) {
-	return a.count(ctx, "/api/v1/query_range", url.Values{"query": {expr}, "start": {unix(start)}, "end": {unix(end)},
-		"step": {strconv.FormatFloat(step.Seconds(), 'f', -1, 64)}})
+	v, _, _, err := a.prom.QueryRange(ctx, expr, v1.Range{Start: start, End: end, Step: step})
+	return count(v), err
 }
 
 // LabelValues implements Querier.
 func (a *API) LabelValues(ctx context.Context, label, selector string, start, end time.Time) ([]string, error) {
-	form := url.Values{"start": {unix(start)}, "end": {unix(end)}}
+	var match []string
 	if selector != "" {
-		form.Set("match[]", selector)
+		match = []string{selector}
 	}
-	var out []string
-	if err := a.get(ctx, "/api/v1/label/"+url.PathEscape(label)+"/values?"+form.Encode(), &out); err != nil {
-		return nil, err
+	vs, _, _, err := a.prom.LabelValues(ctx, label, match, start, end)
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = string(v)
 	}
-	return out, nil
+	return out, err
 }
 
-func unix(t time.Time) string { return strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64) }
-
-// count POSTs a query (as Grafana's data source does) and counts the result's series.
-func (a *API) count(ctx context.Context, path string, form url.Values) (int, error) {
-	var data struct {
-		ResultType string          `json:"resultType"`
-		Result     json.RawMessage `json:"result"`
+// count is the number of series of a query's answer (1 for a scalar or string).
+func count(v model.Value) int {
+	switch v := v.(type) {
+	case model.Vector:
+		return len(v)
+	case model.Matrix:
+		return len(v)
+	case nil:
+		return 0
 	}
-	if err := a.do(ctx, http.MethodPost, path, strings.NewReader(form.Encode()), &data); err != nil {
-		return 0, err
-	}
-	if data.ResultType == "scalar" || data.ResultType == "string" {
-		return 1, nil
-	}
-	var series []json.RawMessage
-	if err := json.Unmarshal(data.Result, &series); err != nil {
-		return 0, fmt.Errorf("decode %s result: %w", path, err)
-	}
-	return len(series), nil
-}
-
-func (a *API) get(ctx context.Context, pathAndQuery string, out any) error {
-	return a.do(ctx, http.MethodGet, pathAndQuery, nil, out)
-}
-
-// do calls the API and decodes the data of a {"status","data","error"} answer into out.
-func (a *API) do(ctx context.Context, method, path string, body io.Reader, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(a.URL, "/")+path, body)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	}
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
-	}
-	c := a.Client
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	var env struct {
-		Status string          `json:"status"`
-		Data   json.RawMessage `json:"data"`
-		Error  string          `json:"error"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
-		return fmt.Errorf("%s %s: HTTP %d, undecodable answer: %w", method, path, resp.StatusCode, err)
-	}
-	if resp.StatusCode != http.StatusOK || env.Status != "success" {
-		return fmt.Errorf("%s: HTTP %d: %s", path, resp.StatusCode, env.Error)
-	}
-	return json.Unmarshal(env.Data, out)
+	return 1
 }
 
 // CheckOptions configure Check.

@@ -6,11 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/gale-iot/gale/platform/apiclient"
 )
 
 // ErrUsage is returned by Main for command-line errors already explained on stderr.
@@ -227,7 +228,10 @@ func check(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api := &API{URL: strings.TrimSuffix(*galeURL, "/") + "/prometheus", Token: token, Client: &http.Client{Timeout: time.Minute}}
+	api, err := NewAPI(strings.TrimSuffix(*galeURL, "/")+"/prometheus", apiclient.Options{Token: token, Timeout: time.Minute})
+	if err != nil {
+		return fmt.Errorf("-url: %w", err)
+	}
 	if _, err := api.Query(ctx, "1+1", time.Now()); err != nil {
 		return fmt.Errorf("cannot query Gale at %s: %w", *galeURL, err)
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -25,7 +24,9 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/node"
@@ -76,7 +77,7 @@ func TestLiveNode(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.Dir, rules.PromQLDir, "dashboards-test.rules.yml"), []byte(testAlertRule), 0o644))
 	h := nodetest.Start(t, cfg)
 	require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 4}))
-	gale := &API{URL: h.BaseURL + "/prometheus", Token: h.Token}
+	gale := newAPI(t, h.BaseURL+"/prometheus", h.Token)
 	self := startSelfMonitoring(t, h)
 	feed(t, h)
 
@@ -145,7 +146,7 @@ func TestLiveNode(t *testing.T) {
 		require.Equal(t, "2 dashboards OK\n", stdout.String())
 
 		stdout.Reset()
-		err := Main(ctx, []string{"check", "--url", "http://" + freeAddr(t), "--token-file", h.Node.TokenFile}, &stdout, &stderr)
+		err := Main(ctx, []string{"check", "--url", "http://" + testkit.FreeAddr(t, "tcp"), "--token-file", h.Node.TokenFile}, &stdout, &stderr)
 		require.ErrorContains(t, err, "cannot query Gale at http://127.0.0.1:")
 	})
 	t.Run("an org's viewer token pushed to Grafana", func(t *testing.T) {
@@ -202,13 +203,19 @@ func thingDashboards(t *testing.T) []string {
 
 // doAs sends method path with token and an empty JSON body, and returns the status.
 func doAs(t *testing.T, h *nodetest.Harness, token, method, path string) int {
-	req, err := http.NewRequest(method, h.BaseURL+path, strings.NewReader("{}"))
+	c, err := apiclient.New(h.BaseURL, apiclient.Options{Token: token})
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	status, _, err := c.Send(context.Background(), method, path, struct{}{})
 	require.NoError(t, err)
-	resp.Body.Close()
-	return resp.StatusCode
+	return status
+}
+
+// newAPI is the Querier of the Prometheus-compatible API at url.
+func newAPI(t *testing.T, url, token string) *API {
+	t.Helper()
+	a, err := NewAPI(url, apiclient.Options{Token: token})
+	require.NoError(t, err)
+	return a
 }
 
 func checkOptions(d *Dashboard) CheckOptions {
@@ -312,7 +319,7 @@ func startSelfMonitoring(t *testing.T, h *nodetest.Harness) *API {
 		require.NoError(t, db.Close())
 		require.NoError(t, engine.Close())
 	})
-	return &API{URL: "http://" + srv.Addr() + "/prometheus", Token: h.Token}
+	return newAPI(t, "http://"+srv.Addr()+"/prometheus", h.Token)
 }
 
 // feed posts 6 minutes of the twin farm (4 turbines and the met mast, every
@@ -497,7 +504,7 @@ func startPrometheus(t *testing.T, galeAddr string) *API {
 	dir := t.TempDir()
 	confFile := filepath.Join(dir, "prometheus.yml")
 	require.NoError(t, os.WriteFile(confFile, []byte(conf), 0o644))
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+confFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
@@ -513,16 +520,7 @@ func startPrometheus(t *testing.T, galeAddr string) *API {
 			t.Logf("prometheus logs:\n%s", logs.String())
 		}
 	})
-	return &API{URL: "http://" + addr}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	return newAPI(t, "http://"+addr, "")
 }
 
 // TestEdgeMetricsAreTheEdgesOwn checks the edge half of ExportedMetrics

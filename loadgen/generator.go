@@ -97,7 +97,11 @@ func (g *Generator) newPlatform(apiURL string) (*Platform, error) {
 		}
 		tlsCfg.InsecureSkipVerify = g.cfg.TLSInsecure //nolint:gosec // asked for
 	}
-	return NewPlatform(apiURL, g.cfg.Token, tlsCfg, g.log), nil
+	p, err := NewPlatform(apiURL, g.cfg.Token, tlsCfg, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return p, nil
 }
 
 // perDeviceCert reports whether a certificate path names each device's own
@@ -167,7 +171,7 @@ func (g *Generator) run(ctx context.Context) (*Report, error) {
 	if !cfg.Plain {
 		g.ledger = newLedger(len(ids), started)
 		if n := min(cfg.ProbeDevices, len(ids)); n > 0 {
-			g.prober = newProber(g.platform, g.rec, ids[:n], cfg.ProbeInterval, g.log)
+			g.prober = newProber(g.platform.api.Prom, g.rec, ids[:n], cfg.ProbeInterval, g.log)
 		}
 	}
 	g.devs = make([]*device, len(ids))
@@ -228,7 +232,7 @@ func (g *Generator) run(ctx context.Context) (*Report, error) {
 		rep.Ledger.Error = "disabled"
 	default:
 		g.phase("checking loss")
-		rep.Ledger = g.ledger.check(ctx, g.platform, ids, cfg.SettleTimeout, g.log)
+		rep.Ledger = g.ledger.check(ctx, g.platform.api.Prom, ids, cfg.SettleTimeout, g.log)
 	}
 	if g.prober != nil && !interrupted {
 		g.phase("settling")
@@ -263,7 +267,7 @@ func (g *Generator) CheckLedger(ctx context.Context, apiURL string) LedgerReport
 	if err != nil {
 		return LedgerReport{Error: err.Error()}
 	}
-	return g.ledger.check(ctx, p, g.ids, g.cfg.SettleTimeout, g.log)
+	return g.ledger.check(ctx, p.api.Prom, g.ids, g.cfg.SettleTimeout, g.log)
 }
 
 // fill copies the recorder's figures and the profile into rep.

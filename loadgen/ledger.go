@@ -7,11 +7,14 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
-// querier runs PromQL instant queries (Platform does, over HTTP).
+// querier runs PromQL instant queries (apiclient.Prometheus does, over HTTP).
 type querier interface {
-	Query(ctx context.Context, expr string, at time.Time) ([]Series, error)
+	Vector(ctx context.Context, expr string, at time.Time) (model.Vector, error)
+	Matrix(ctx context.Context, expr string, at time.Time) (model.Matrix, error)
 }
 
 // Message states in the ledger (bit flags: a reply may arrive before the PUBACK).
@@ -207,12 +210,12 @@ func (l *ledger) checkDevices(ctx context.Context, q querier, ids []Identity, id
 			b := min(a+width-1, to)
 			// A range selector at time b covers (b−range, b].
 			expr := fmt.Sprintf("%s[%dms]", sel, b-a+1)
-			series, err := q.Query(ctx, expr, time.UnixMilli(b))
+			series, err := q.Matrix(ctx, expr, time.UnixMilli(b))
 			if err != nil {
 				return fmt.Errorf("loss ledger: %w", err)
 			}
 			for _, s := range series {
-				i, ok := byName[s.Metric["product"]+"/"+s.Metric["device"]]
+				i, ok := byName[string(s.Metric["product"]+"/"+s.Metric["device"])]
 				if !ok {
 					continue
 				}
@@ -220,7 +223,7 @@ func (l *ledger) checkDevices(ctx context.Context, q querier, ids []Identity, id
 					stored[i] = map[int64]float64{}
 				}
 				for _, v := range s.Values {
-					stored[i][v.T] = v.V
+					stored[i][int64(v.Timestamp)] = float64(v.Value)
 				}
 			}
 		}

@@ -89,7 +89,7 @@ func (p *prober) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		series, err := p.q.Query(ctx, p.expr, time.Time{})
+		series, err := p.q.Vector(ctx, p.expr, time.Time{})
 		if ctx.Err() != nil {
 			return
 		}
@@ -101,11 +101,11 @@ func (p *prober) run(ctx context.Context) {
 		}
 		p.mu.Lock()
 		for _, s := range series {
-			i, ok := p.byName[s.Metric["product"]+"/"+s.Metric["device"]]
+			i, ok := p.byName[string(s.Metric["product"]+"/"+s.Metric["device"])]
 			if !ok {
 				continue
 			}
-			newest := int64(math.Round(s.Value.V * 1000))
+			newest := int64(math.Round(float64(s.Value) * 1000))
 			q := p.queues[i]
 			n := 0
 			for n < len(q) && q[n].ts <= newest {

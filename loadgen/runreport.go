@@ -3,8 +3,6 @@ package loadgen
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"strings"
 
 	"github.com/gale-iot/gale/platform/runs"
 )
@@ -77,9 +75,9 @@ func (r *Report) Run() runs.Run {
 // PostRun sends the report to the runs page of the node at apiURL (with
 // the run's token and CA).
 func (g *Generator) PostRun(ctx context.Context, apiURL string, rep *Report) error {
-	p, err := g.newPlatform(strings.TrimRight(apiURL, "/"))
+	p, err := g.newPlatform(apiURL)
 	if err != nil {
 		return err
 	}
-	return p.do(ctx, http.MethodPost, "/api/v1/runs", rep.Run(), nil)
+	return p.api.PostRun(ctx, rep.Run())
 }

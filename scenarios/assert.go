@@ -4,13 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/gale-iot/gale/loadgen"
-	"github.com/gale-iot/gale/platform/api"
+	"github.com/prometheus/common/model"
 )
 
 // AssertionResult is the outcome of one assertion.
@@ -188,7 +187,7 @@ func (r *runner) evalPromQL(ctx context.Context, p PromQLAssert) (bool, string, 
 		want = append(want, fmt.Sprintf("≤ %g", *p.Max))
 	}
 	expected := "every series " + strings.Join(want, " and ")
-	got, err := r.api.query(ctx, p.Query, at)
+	got, err := r.api.Prom.Vector(ctx, p.Query, at)
 	if err != nil {
 		return false, expected, err.Error(), true
 	}
@@ -199,15 +198,16 @@ func (r *runner) evalPromQL(ctx context.Context, p PromQLAssert) (bool, string, 
 		return false, expected, "no series", true
 	}
 	for _, s := range got {
-		if p.Equals != nil && math.Abs(s.Value-*p.Equals) > p.Tolerance ||
-			p.Min != nil && s.Value < *p.Min || p.Max != nil && s.Value > *p.Max || math.IsNaN(s.Value) {
+		v := float64(s.Value)
+		if p.Equals != nil && math.Abs(v-*p.Equals) > p.Tolerance ||
+			p.Min != nil && v < *p.Min || p.Max != nil && v > *p.Max || math.IsNaN(v) {
 			return false, expected, fmtSeries(got), true
 		}
 	}
 	return true, expected, fmtSeries(got), true
 }
 
-func fmtSeries(ss []series) string {
+func fmtSeries(ss model.Vector) string {
 	if len(ss) == 0 {
 		return "no series"
 	}
@@ -217,11 +217,7 @@ func fmtSeries(ss []series) string {
 			parts = append(parts, fmt.Sprintf("… %d series in all", len(ss)))
 			break
 		}
-		var labels []string
-		for _, k := range sortedKeys(s.Metric) {
-			labels = append(labels, k+"="+s.Metric[k])
-		}
-		parts = append(parts, fmt.Sprintf("{%s} %g", strings.Join(labels, ","), s.Value))
+		parts = append(parts, fmt.Sprintf("%s %g", s.Metric, float64(s.Value)))
 	}
 	return strings.Join(parts, "; ")
 }
@@ -234,8 +230,8 @@ func (r *runner) evalAlert(ctx context.Context, a AlertAssert) (bool, string, st
 	if a.Resolved != nil {
 		expected += fmt.Sprintf(", resolved at sim %s…%s", a.Resolved[0], a.Resolved[1])
 	}
-	var all []api.Alert
-	if err := r.api.do(ctx, http.MethodGet, "/api/v1/alerts?rule="+url.QueryEscape(a.Rule), nil, &all); err != nil {
+	all, err := r.api.Alerts(ctx, url.Values{"rule": {a.Rule}})
+	if err != nil {
 		return false, expected, err.Error(), true
 	}
 	var got []string
@@ -293,7 +289,7 @@ func (r *runner) evalCommands(c CommandsAssert) (bool, string, string, bool) {
 
 func (r *runner) evalStorm(ctx context.Context, name string) (bool, string, string, bool) {
 	s := r.storms[name]
-	got, err := r.api.query(ctx, fmt.Sprintf(`count_over_time(V{product="scn-storm",device=%q}[30d])`, name+"-victim"), r.fleet.Now())
+	got, err := r.api.Prom.Vector(ctx, fmt.Sprintf(`count_over_time(V{product="scn-storm",device=%q}[30d])`, name+"-victim"), r.fleet.Now())
 	if err != nil {
 		return false, "no bad message accepted", err.Error(), true
 	}
@@ -308,7 +304,7 @@ func (r *runner) evalStorm(ctx context.Context, name string) (bool, string, stri
 	}
 	actual := "accepted/sent: " + strings.Join(parts, ", ")
 	if len(got) > 0 {
-		actual += fmt.Sprintf("; %g samples stored on the victim through the ACL", got[0].Value)
+		actual += fmt.Sprintf("; %g samples stored on the victim through the ACL", float64(got[0].Value))
 		accepted++
 	}
 	if len(s.notes) > 0 {

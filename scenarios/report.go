@@ -3,20 +3,22 @@ package scenarios
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/runs"
 )
 
 // WithReportTo posts the run's report, once it ran, to the runs page of
 // the node at apiURL (POST /api/v1/runs) with token; the scenario's own
-// cloud is gone by then.
-func WithReportTo(apiURL, token string) Option {
-	return func(r *runner) {
-		r.report = &client{base: strings.TrimRight(apiURL, "/"), token: token, http: &http.Client{Timeout: 30 * time.Second}}
+// cloud is gone by then. A URL that is not http(s) is an error.
+func WithReportTo(apiURL, token string) (Option, error) {
+	c, err := apiclient.New(apiURL, apiclient.Options{Token: token})
+	if err != nil {
+		return nil, err
 	}
+	return func(r *runner) { r.report = c }, nil
 }
 
 // postReport posts res (and runErr) to the node WithReportTo named.
@@ -55,5 +57,5 @@ func (r *runner) postReport(ctx context.Context, res Result, runErr error, start
 		}
 	}
 	r.mu.Unlock()
-	return r.report.do(ctx, http.MethodPost, "/api/v1/runs", run, nil)
+	return r.report.PostRun(ctx, run)
 }

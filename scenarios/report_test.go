@@ -33,7 +33,9 @@ func TestPostReport(t *testing.T) {
 	rep := &loadgen.Report{Timeline: []loadgen.TimelinePoint{{T: 0, Offered: 10, Acked: 9, PubackP50: 2}, {T: 1, Offered: 10, Acked: 10, PubackP50: 3}}}
 	rep.Ledger.Checked, rep.Ledger.Acknowledged, rep.Ledger.Stored = true, 19, 19
 	r := &runner{loads: map[string]*loadRun{"steady": {rep: rep}}}
-	WithReportTo(srv.URL+"/", "tok")(r)
+	withReport, err := WithReportTo(srv.URL+"/", "tok")
+	require.NoError(t, err)
+	withReport(r)
 	res := Result{Name: "steady-load", File: "steady-load.yaml", Cloud: "inprocess", Wall: time.Minute, Figures: []string{"load steady: fine"},
 		Assertions: []AssertionResult{{Line: 7, Name: "no loss", Pass: false, Expected: "0", Actual: strings.Repeat("é", 3000)}}}
 	require.NoError(t, r.postReport(context.Background(), res, errors.New("boom"), time.Unix(1_800_000_000, 0)))

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/edge"
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/node"
@@ -51,14 +52,14 @@ type runner struct {
 	sc       *Scenario
 	log      *slog.Logger
 	newCloud func(log *slog.Logger) Cloud
-	report   *client // where WithReportTo posts the report; nil: nowhere
+	report   *apiclient.Client // where WithReportTo posts the report; nil: nowhere
 
 	cloud Cloud
 	nodes []string
 	fleet *twins.Fleet
 	plant *stack.Plant
-	api   *client // the cloud's API, through the API balancer
-	twins *client // the twin control API the runner serves
+	api   *apiclient.Client // the cloud's API, through the API balancer
+	twins *apiclient.Client // the twin control API the runner serves
 	// mqtt and http balance the devices' and the runner's connections over the nodes.
 	mqtt, http *balancer
 	// tls trusts the cloud's development CA (topology.tls), at caFile; nil: plaintext.
@@ -261,7 +262,9 @@ func (r *runner) startCloud(ctx context.Context, dir string) error {
 	if r.http, err = newBalancer(r.upstreams(hostPort), health, true); err != nil {
 		return err
 	}
-	r.api = &client{base: scheme + r.http.Addr(), token: r.cloud.Token(), http: apiClient}
+	if r.api, err = apiclient.New(scheme+r.http.Addr(), apiclient.Options{Token: r.cloud.Token(), TLS: r.tls}); err != nil {
+		return err
+	}
 	last := "/api/v1/devices/wind-turbine/" + node.DemoTurbineKey(top.Turbines+top.Direct)
 	return r.onEveryNode(ctx, "know the demo fleet and the admin token", last)
 }
@@ -286,9 +289,12 @@ func (r *runner) onEveryNode(ctx context.Context, what, path string) error {
 		if apiURL == "" {
 			continue
 		}
-		c := &client{base: apiURL, token: r.api.token, http: r.api.http}
+		c, err := r.api.At(apiURL)
+		if err != nil {
+			return err
+		}
 		for {
-			err := c.do(ctx, http.MethodGet, path, nil, nil)
+			err := c.Do(ctx, http.MethodGet, path, nil, nil)
 			if err == nil {
 				break
 			}
@@ -331,17 +337,19 @@ func (r *runner) startPlant(ctx context.Context, dir string, done chan<- error) 
 		<-ctx.Done()
 		srv.Close()
 	})
-	r.twins = &client{base: "http://" + ln.Addr().String(), http: r.api.http}
+	if r.twins, err = apiclient.New("http://"+ln.Addr().String(), apiclient.Options{}); err != nil {
+		return err
+	}
 
 	tokenFile := filepath.Join(dir, "admin.token") // for the edges
-	if err := os.WriteFile(tokenFile, []byte(r.api.token+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(r.cloud.Token()+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write admin token: %w", err)
 	}
-	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.base, TokenFile: tokenFile, ReconnectMax: time.Second}
+	cloud := edge.CloudConfig{MQTTAddr: r.mqtt.Addr(), APIURL: r.api.URL(), TokenFile: tokenFile, ReconnectMax: time.Second}
 	if r.tls != nil {
 		cloud.TLS = &edge.CloudTLS{CAFile: r.caFile}
 	}
-	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api.base, r.api.token, r.tls),
+	r.plant, err = stack.NewPlant(r.fleet, stack.PlantConfig{Cloud: cloud, Secret: direct.APISecrets(r.api),
 		DataDir: dir, NoEdges: true}, r.log, prometheus.NewRegistry())
 	if err != nil {
 		return err
@@ -637,7 +645,7 @@ func (r *runner) fault(ctx context.Context, method string, f FaultStep) error {
 		}
 	}
 	if method == http.MethodPost {
-		return r.twins.do(ctx, method, path, body, nil)
+		return r.twins.Do(ctx, method, path, body, nil)
 	}
 	q := url.Values{}
 	if f.Fault != "" {
@@ -649,7 +657,7 @@ func (r *runner) fault(ctx context.Context, method string, f FaultStep) error {
 	if len(q) > 0 {
 		path += "?" + q.Encode()
 	}
-	return r.twins.do(ctx, method, path, nil, nil)
+	return r.twins.Do(ctx, method, path, nil, nil)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

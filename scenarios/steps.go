@@ -3,16 +3,15 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gale-iot/gale/loadgen"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/device"
 )
 
@@ -38,7 +37,7 @@ type nodeLedger struct {
 // for on every node, so a device never logs in to a node that does not know it yet.
 func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	cfg := loadgen.DefaultConfig()
-	cfg.MQTTAddr, cfg.APIURL, cfg.Token = r.mqtt.Addr(), r.api.base, r.api.token
+	cfg.MQTTAddr, cfg.APIURL, cfg.Token = r.mqtt.Addr(), r.api.URL(), r.cloud.Token()
 	cfg.Devices, cfg.Rate, cfg.Duration, cfg.Points, cfg.Profile = l.Devices, l.Rate, l.Duration, l.Points, l.Profile
 	cfg.PublishTimeout = l.PublishTimeout
 	cfg.DevicePrefix, cfg.Product, cfg.Org, cfg.Site = l.Name+"-", "scn", "scn", "scn-site"
@@ -53,7 +52,11 @@ func (r *runner) startLoad(ctx context.Context, l LoadStep) {
 	go func() {
 		defer r.bg.Done()
 		log := r.log.With("component", "loadgen", "load", l.Name)
-		ids, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, r.tls, log).Provision(ctx, cfg)
+		p, err := loadgen.NewPlatform(cfg.APIURL, cfg.Token, r.tls, log)
+		var ids []loadgen.Identity
+		if err == nil {
+			ids, err = p.Provision(ctx, cfg)
+		}
 		if err == nil {
 			last := ids[len(ids)-1]
 			err = r.onEveryNode(ctx, "know the load's devices", "/api/v1/devices/"+last.ProductKey+"/"+last.DeviceKey)
@@ -97,7 +100,6 @@ type commandResult struct {
 // command calls a service Count times, Concurrency at a time.
 func (r *runner) command(ctx context.Context, c CommandStep) error {
 	pk, dk, _ := strings.Cut(c.Device, "/")
-	path := "/api/v1/devices/" + url.PathEscape(pk) + "/" + url.PathEscape(dk) + "/services/" + url.PathEscape(c.Service)
 	params := c.Params
 	if params == nil {
 		params = map[string]any{}
@@ -110,8 +112,8 @@ func (r *runner) command(ctx context.Context, c CommandStep) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			var cmd api.Command
-			if err := r.api.do(ctx, http.MethodPost, path, params, &cmd); err != nil {
+			cmd, err := r.api.CallService(ctx, pk, dk, c.Service, params, nil)
+			if err != nil {
 				results[i].Err = err.Error()
 				return
 			}
@@ -127,8 +129,7 @@ func (r *runner) command(ctx context.Context, c CommandStep) error {
 
 // register creates a device of an existing product on demo-farm and returns its secret.
 func (r *runner) register(ctx context.Context, pk, dk string) (string, error) {
-	var d api.Device
-	err := r.api.do(ctx, http.MethodPost, "/api/v1/devices", map[string]any{"productKey": pk, "deviceKey": dk, "site": "demo-farm"}, &d)
+	d, err := r.api.CreateDevice(ctx, api.Device{ProductKey: pk, DeviceKey: dk, Site: "demo-farm", Enabled: true})
 	return d.Secret, err
 }
 
@@ -211,10 +212,9 @@ func (s *stormRun) count(kind string, accepted bool, note string) {
 // startStorm registers product scn-storm (point V) with a sender and a
 // victim device and sends bad input in the background.
 func (r *runner) startStorm(ctx context.Context, s StormStep) error {
-	err := r.api.do(ctx, http.MethodPost, "/api/v1/products", api.Product{Key: "scn-storm",
-		Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "V", Type: api.TypeFloat}}}}, nil)
-	var se *statusError
-	if err != nil && !(errors.As(err, &se) && se.Status == http.StatusConflict) {
+	err := r.api.CreateProduct(ctx, api.Product{Key: "scn-storm",
+		Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "V", Type: api.TypeFloat}}}})
+	if err != nil && apiclient.StatusOf(err) != http.StatusConflict {
 		return err
 	}
 	sender, victim := s.Name+"-sender", s.Name+"-victim"

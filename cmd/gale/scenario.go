@@ -42,7 +42,11 @@ func runScenario(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--token-file: %w", err)
 		}
-		opts = append(opts, scenarios.WithReportTo(*reportTo, strings.TrimSpace(string(tok))))
+		withReport, err := scenarios.WithReportTo(*reportTo, strings.TrimSpace(string(tok)))
+		if err != nil {
+			return fmt.Errorf("--report-to: %w", err)
+		}
+		opts = append(opts, withReport)
 	}
 	var runs []scenarios.RunOutcome
 	failed := 0

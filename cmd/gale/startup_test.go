@@ -82,8 +82,7 @@ func TestUpFirstScreenIsItsBanner(t *testing.T) {
 	// Logged before the node is ready; the rule manager's "Starting rule manager" may come after.
 	chatter := []string{"Replaying WAL", "mochi mqtt", "attached listener", "added hook"}
 	for _, level := range []string{"info", "debug"} {
-		p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-		startGale(t, p, "--log-level", level)
+		p := newGale(t, false, "--log-level", level)
 		out := p.stderr.String() // stdout and stderr, as a terminal shows them
 		require.Contains(t, out, "Gale is up.")
 		for _, c := range chatter {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -31,24 +32,17 @@ func TestUpTLS(t *testing.T) {
 }
 
 func testUpTLS(t *testing.T, clientAuth string) {
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t), tls: true}
-	startGale(t, p, "--direct-turbines", "1", "--speed", "10", "--tls-client-auth", clientAuth)
+	p := newGale(t, true, "--direct-turbines", "1", "--speed", "10", "--tls-client-auth", clientAuth)
 	ca := filepath.Join(p.dataDir, "tls", pki.CACertFile)
 	require.Contains(t, p.stderr.String(), "TLS CA:      "+ca)
 	require.Contains(t, p.stderr.String(), "https://"+p.http)
 
 	// The plant's edges (WT01, WT02 behind GW01) and direct turbine (WT03) post over TLS.
 	require.Eventually(t, func() bool {
-		var resp struct {
-			Data struct {
-				Result []struct {
-					Metric map[string]string `json:"metric"`
-				} `json:"result"`
-			} `json:"data"`
-		}
-		p.api(t, "GET", "/prometheus/api/v1/query?query=WTUR_W", nil, &resp)
-		got := map[string]bool{}
-		for _, r := range resp.Data.Result {
+		vec, err := p.gale.Prom.Vector(context.Background(), "WTUR_W", time.Time{})
+		require.NoError(t, err)
+		got := map[model.LabelValue]bool{}
+		for _, r := range vec {
 			got[r.Metric["device"]] = true
 		}
 		return got["WT01"] && got["WT02"] && got["WT03"]

@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gale-iot/gale/internal/config"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/httpapi"
 	"github.com/gale-iot/gale/platform/pki"
 	"github.com/gale-iot/gale/twins"
@@ -115,21 +116,23 @@ func secretLookup(secretsFile, apiURL, tokenFile string, tlsCfg *tls.Config) (di
 			return nil, fmt.Errorf("secrets file %s: want \"productKey/deviceKey: secret\" lines: %w", secretsFile, err)
 		}
 	}
-	var token string
+	fromAPI := func(string, string) (string, error) {
+		return "", errors.New("not in the secrets file, and no --token-file to ask the cloud API")
+	}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
 		if err != nil {
 			return nil, fmt.Errorf("read token: %w", err)
 		}
-		token = strings.TrimSpace(string(b))
+		c, err := apiclient.New(apiURL, apiclient.Options{Token: strings.TrimSpace(string(b)), TLS: tlsCfg, Timeout: 10 * time.Second})
+		if err != nil {
+			return nil, fmt.Errorf("--api-url: %w", err)
+		}
+		fromAPI = direct.APISecrets(c)
 	}
-	fromAPI := direct.APISecrets(apiURL, token, tlsCfg)
 	return func(pk, dk string) (string, error) {
 		if s, ok := secrets[pk+"/"+dk]; ok {
 			return s, nil
-		}
-		if token == "" {
-			return "", errors.New("not in the secrets file, and no --token-file to ask the cloud API")
 		}
 		return fromAPI(pk, dk)
 	}, nil

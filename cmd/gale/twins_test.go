@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/pki"
@@ -78,7 +79,7 @@ farms:
 gateways:
   - {id: GW01, addr: "127.0.0.1:0", units: [{device: WT01}, {device: WT02}]}
 `), 0o600))
-			httpAddr := freeAddr(t)
+			httpAddr := testkit.FreeAddr(t, "tcp")
 
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup

@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/pki"
 )
@@ -44,6 +45,8 @@ type galeProc struct {
 	// tls runs gale up --tls; client then trusts DATA/tls/ca.crt.
 	tls    bool
 	client *http.Client
+	// gale calls the API with the admin token.
+	gale *apiclient.Client
 }
 
 // base is the API's base URL.
@@ -54,13 +57,16 @@ func (p *galeProc) base() string {
 	return "http://" + p.http
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+// newGale starts `gale up` (with --tls when tls) and extra flags on free
+// loopback ports in a fresh data dir.
+func newGale(t *testing.T, tls bool, extra ...string) *galeProc {
+	t.Helper()
+	p := &galeProc{dataDir: t.TempDir(), http: testkit.FreeAddr(t, "tcp"), mqtt: testkit.FreeAddr(t, "tcp"), kafka: testkit.FreeAddr(t, "tcp"), tls: tls}
+	startGale(t, p, extra...)
+	return p
 }
 
+// startGale starts (or restarts) p.
 func startGale(t *testing.T, p *galeProc, extra ...string) {
 	t.Helper()
 	p.stderr = new(testkit.SyncBuffer)
@@ -93,21 +99,23 @@ func startGale(t *testing.T, p *galeProc, extra ...string) {
 	tok, err := os.ReadFile(filepath.Join(p.dataDir, "admin.token"))
 	require.NoError(t, err)
 	p.token = string(bytes.TrimSpace(tok))
+	var tlsCfg *tls.Config
+	if tr, ok := p.client.Transport.(*http.Transport); ok {
+		tlsCfg = tr.TLSClientConfig
+	}
+	p.gale, err = apiclient.New(p.base(), apiclient.Options{Token: p.token, TLS: tlsCfg})
+	require.NoError(t, err)
 }
 
+// api calls the API and decodes a JSON answer into out (when non-nil), whatever its status; it returns the status.
 func (p *galeProc) api(t *testing.T, method, path string, body, out any) int {
 	t.Helper()
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequest(method, p.base()+path, bytes.NewReader(b))
+	status, b, err := p.gale.Send(context.Background(), method, path, body)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+p.token)
-	resp, err := p.client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	if out != nil {
-		require.NoError(t, json.NewDecoder(resp.Body).Decode(out))
+		require.NoError(t, json.Unmarshal(b, out), "body: %s", b)
 	}
-	return resp.StatusCode
+	return status
 }
 
 // TestKill9KeepsEveryAcknowledgedSample streams QoS 1 samples into a real
@@ -117,8 +125,7 @@ func TestKill9KeepsEveryAcknowledgedSample(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills gale processes")
 	}
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-	startGale(t, p)
+	p := newGale(t, false)
 	require.Equal(t, http.StatusCreated, p.api(t, "POST", "/api/v1/products",
 		api.Product{Key: "seq", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "Seq", Type: api.TypeFloat}}}}, nil))
 
@@ -206,8 +213,7 @@ func TestInterruptStopsCleanly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts gale processes")
 	}
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-	startGale(t, p)
+	p := newGale(t, false)
 	require.NoError(t, p.cmd.Process.Signal(os.Interrupt))
 	done := make(chan error, 1)
 	go func() { done <- p.cmd.Wait() }()
@@ -290,8 +296,7 @@ func TestGearboxFaultAlertsOnceThroughTheFleet(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole platform")
 	}
-	p := &galeProc{dataDir: t.TempDir(), http: freeAddr(t), mqtt: freeAddr(t), kafka: freeAddr(t)}
-	startGale(t, p, "--speed", "40")
+	p := newGale(t, false, "--speed", "40")
 
 	// A command through the edge becomes a Modbus write, and its reply comes back through the API.
 	var c api.Command

@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"io"
 	"net/http"
 	"testing"
 
@@ -23,9 +24,15 @@ func Scrape(t testing.TB, client *http.Client, url, series string) (float64, boo
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode, url)
+	return ScrapeText(t, resp.Body, series)
+}
+
+// ScrapeText is Scrape of an exposition already fetched (the text format).
+func ScrapeText(t testing.TB, exposition io.Reader, series string) (float64, bool) {
+	t.Helper()
 	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(resp.Body)
-	require.NoError(t, err, url)
+	families, err := p.TextToMetricFamilies(exposition)
+	require.NoError(t, err)
 	mfs := make([]*dto.MetricFamily, 0, len(families))
 	for _, mf := range families {
 		mfs = append(mfs, mf)

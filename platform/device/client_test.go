@@ -13,18 +13,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 )
-
-// freeAddr returns a loopback address no one listens on (yet).
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
 
 // run runs c until the test ends.
 func run(t testing.TB, c *device.Client) {
@@ -46,7 +39,7 @@ func fastRetry(cfg device.Config) device.Config {
 // so every sample is stored once.
 func TestClientResumesAfterBrokerRestart(t *testing.T) {
 	cfg := nodetest.Config(t)
-	cfg.MQTT.Addr = freeAddr(t)
+	cfg.MQTT.Addr = testkit.FreeAddr(t, "tcp")
 	h := nodetest.Start(t, cfg)
 	h.SetupProduct(t, "sensor", "Seq")
 	h.SetupProduct(t, "gateway")

@@ -192,7 +192,10 @@ func (e *Edge) Run(ctx context.Context) error {
 // plans fetches (or reads the cached) thing models and builds each unit's
 // plan, keyed "pk/dk".
 func (e *Edge) plans(ctx context.Context) (map[string]*plan, error) {
-	cache := newModelCache(filepath.Join(e.cfg.DataDir, "models"), e.cfg.Cloud.APIURL, e.token, e.tls, e.log)
+	cache, err := newModelCache(filepath.Join(e.cfg.DataDir, "models"), e.cfg.Cloud.APIURL, e.token, e.tls, e.log)
+	if err != nil {
+		return nil, err
+	}
 	models := map[string]api.Product{}
 	plans := map[string]*plan{}
 	for _, t := range e.cfg.Targets {

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/platform/edge"
@@ -32,9 +33,7 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 	clk := clock.NewManual(time.Now().Truncate(time.Second))
 	c := startCloud(t)
 	f := startFleet(t, clk)
-	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
-	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
-	s := newStepper(t, clk, e)
+	e, s := steppedEdge(t, clk, c, f)
 
 	s.step(20)
 	waitMetric(t, e, "gale_edge_queue_depth", nil, equal(0), "live samples not sent")
@@ -51,7 +50,7 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 	outage := metric(t, e, "gale_edge_samples_total", nil) - live
 	require.Equal(t, float64(600*3+60*2), outage, "every unit polled at every tick")
 	require.Equal(t, outage, metric(t, e, "gale_edge_queue_depth", nil), "all queued")
-	resumesBefore := brokerMetric(t, c.h, `gale_broker_messages_total{kind="resume"}`)
+	resumesBefore := c.h.Metric(t, `gale_broker_messages_total{kind="resume"}`)
 
 	c.proxy.Restore()
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in again")
@@ -60,7 +59,7 @@ func TestOutageIsReplayedThroughResume(t *testing.T) {
 	replayTook := time.Since(reconnected)
 	require.Equal(t, outage, metric(t, e, "gale_edge_published_samples_total", resume)-resumed)
 	require.Equal(t, posted, metric(t, e, "gale_edge_published_samples_total", post), "no sample of the outage went through post")
-	resumes := brokerMetric(t, c.h, `gale_broker_messages_total{kind="resume"}`) - resumesBefore
+	resumes := c.h.Metric(t, `gale_broker_messages_total{kind="resume"}`) - resumesBefore
 	require.GreaterOrEqual(t, resumes, math.Ceil(outage/100), "resume batches carry at most 100 samples")
 	require.Less(t, resumes, outage/50, "the backlog went in batches, not one by one")
 
@@ -115,7 +114,7 @@ func TestKillDuringOutageLosesNothing(t *testing.T) {
 	f := startFleet(t, nil)
 	dir := t.TempDir()
 	cfg := edgeConfig(t, c, f, filepath.Join(dir, "data"))
-	cfg.HTTPAddr = freeAddr(t, "tcp")
+	cfg.HTTPAddr = testkit.FreeAddr(t, "tcp")
 	b, err := yaml.Marshal(cfg)
 	require.NoError(t, err)
 	path := filepath.Join(dir, "edge.yaml")
@@ -126,7 +125,8 @@ func TestKillDuringOutageLosesNothing(t *testing.T) {
 			return -1
 		}
 		defer resp.Body.Close()
-		return scrape(t, resp.Body, series)
+		v, _ := testkit.ScrapeText(t, resp.Body, series)
+		return v
 	}
 	start := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -207,7 +207,7 @@ func TestKillDuringOutageLosesNothing(t *testing.T) {
 func TestStandbyTakesOver(t *testing.T) {
 	c := startCloud(t)
 	f := startFleet(t, nil)
-	udpA, udpB := freeAddr(t, "udp"), freeAddr(t, "udp")
+	udpA, udpB := testkit.FreeAddr(t, "udp"), testkit.FreeAddr(t, "udp")
 	cfgA := edgeConfig(t, c, f, t.TempDir())
 	cfgA.HA = &edge.HAConfig{Node: "a", Listen: udpA, Peer: udpB}
 	cfgB := edgeConfig(t, c, f, t.TempDir())
@@ -256,9 +256,7 @@ func TestServiceCallCurtailsTurbine(t *testing.T) {
 	clk := clock.NewManual(time.Now().Truncate(time.Second))
 	c := startCloud(t)
 	f := startFleet(t, clk)
-	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
-	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
-	s := newStepper(t, clk, e)
+	e, s := steppedEdge(t, clk, c, f)
 	s.step(60)
 	wt, _ := f.Turbine("WT01")
 	require.Greater(t, wt.Points()[turbine.PointW], 3000.0, "a strong wind to curtail")
@@ -335,9 +333,7 @@ func TestModbusFaultIsIsolated(t *testing.T) {
 			// Each case has its own stretch of the past, so their samples do not collide in the TSDB.
 			clk := clock.NewManual(time.Now().Truncate(time.Second).Add(-time.Duration(30-10*i) * time.Minute))
 			f := startFleet(t, clk)
-			e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
-			waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
-			s := newStepper(t, clk, e)
+			e, s := steppedEdge(t, clk, c, f)
 			s.step(10)
 			g, _ := f.Gateway("GW01")
 			require.NoError(t, g.Inject(fault.fault))
@@ -378,7 +374,7 @@ func TestBadTargetAndSubDeviceAreIsolated(t *testing.T) {
 	c := startCloud(t)
 	f := startFleet(t, clk)
 	cfg := edgeConfig(t, c, f, t.TempDir())
-	cfg.Targets = append(cfg.Targets, edge.Target{Name: "dead", Addr: freeAddr(t, "tcp"), Units: []edge.Unit{
+	cfg.Targets = append(cfg.Targets, edge.Target{Name: "dead", Addr: testkit.FreeAddr(t, "tcp"), Units: []edge.Unit{
 		{Unit: regmap.Unit{Device: "WT09", ID: 1, Map: "wind-turbine"}, Secret: "unknown"}}})
 	e, _ := runEdge(t, cfg, edge.WithClock(clk))
 	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
@@ -419,7 +415,7 @@ func TestStartsFromCachedModels(t *testing.T) {
 	require.FileExists(t, filepath.Join(cfg.DataDir, "models", "wind-turbine.json"))
 	require.FileExists(t, filepath.Join(cfg.DataDir, "models", "met-mast.json"))
 
-	dead := freeAddr(t, "tcp")
+	dead := testkit.FreeAddr(t, "tcp")
 	cfg.Cloud.APIURL, cfg.Cloud.MQTTAddr = "http://"+dead, dead
 	e, _ = runEdge(t, cfg)
 	waitMetric(t, e, "gale_edge_samples_total", nil, atLeast(6), "edge does not poll from cached models")

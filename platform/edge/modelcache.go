@@ -5,16 +5,14 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 )
 
 // modelCache fetches the thing models of the sub-devices' products from the
@@ -22,20 +20,18 @@ import (
 // under DataDir/models, so the edge starts and validates while the cloud is
 // down.
 type modelCache struct {
-	dir    string
-	apiURL string
-	token  string
-	client *http.Client
-	log    *slog.Logger
+	dir string
+	api *apiclient.Client
+	log *slog.Logger
 }
 
 // newModelCache asks the API at apiURL, trusting tlsCfg's CA when it is https and tlsCfg is set.
-func newModelCache(dir, apiURL, token string, tlsCfg *tls.Config, log *slog.Logger) *modelCache {
-	client := &http.Client{Timeout: 5 * time.Second}
-	if tlsCfg != nil {
-		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+func newModelCache(dir, apiURL, token string, tlsCfg *tls.Config, log *slog.Logger) (*modelCache, error) {
+	c, err := apiclient.New(apiURL, apiclient.Options{Token: token, TLS: tlsCfg, Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCloud, err)
 	}
-	return &modelCache{dir: dir, apiURL: strings.TrimRight(apiURL, "/"), token: token, client: client, log: log}
+	return &modelCache{dir: dir, api: c, log: log}, nil
 }
 
 // load returns product pk's thing model: fetched and saved, or, when the
@@ -64,31 +60,11 @@ func (c *modelCache) path(pk string) string {
 }
 
 func (c *modelCache) fetch(ctx context.Context, pk string) (api.Product, error) {
-	var p api.Product
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.apiURL+"/api/v1/products/"+url.PathEscape(pk), nil)
-	if err != nil {
-		return p, err
+	p, err := c.api.Product(ctx, pk)
+	if err == nil && p.Key != pk {
+		err = fmt.Errorf("GET product %s: answered product %q", pk, p.Key)
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return p, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return p, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return p, fmt.Errorf("GET %s: %s: %s", req.URL.Path, resp.Status, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, &p); err != nil {
-		return p, fmt.Errorf("GET %s: %w", req.URL.Path, err)
-	}
-	if p.Key != pk {
-		return p, fmt.Errorf("GET %s: answered product %q", req.URL.Path, p.Key)
-	}
-	return p, nil
+	return p, err
 }
 
 // save writes the model atomically (temp file, then rename).

@@ -1,24 +1,21 @@
 package edge_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/config"
@@ -182,35 +179,12 @@ func runEdge(t *testing.T, cfg edge.Config, opts ...edge.Option) (*edge.Edge, fu
 // metric sums the edge's series of a metric whose labels include match.
 func metric(t *testing.T, e *edge.Edge, name string, match map[string]string) float64 {
 	t.Helper()
-	mfs, err := e.Gatherer().Gather()
-	require.NoError(t, err)
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			for k, v := range match {
-				if labels[k] != v {
-					continue series
-				}
-			}
-			switch {
-			case m.Counter != nil:
-				sum += m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				sum += m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				sum += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
+	var ms []string
+	for k, v := range match {
+		ms = append(ms, fmt.Sprintf("%s=%q", k, v))
 	}
-	return sum
+	v, _ := testkit.Gathered(t, e.Gatherer(), name+"{"+strings.Join(ms, ",")+"}")
+	return v
 }
 
 func waitMetric(t *testing.T, e *edge.Edge, name string, match map[string]string, ok func(float64) bool, msg string) {
@@ -220,6 +194,15 @@ func waitMetric(t *testing.T, e *edge.Edge, name string, match map[string]string
 
 func atLeast(n float64) func(float64) bool { return func(v float64) bool { return v >= n } }
 func equal(n float64) func(float64) bool   { return func(v float64) bool { return v == n } }
+
+// steppedEdge runs an edge of fleet f on clock clk against cloud c, waits
+// until it has logged in, and returns it with a stepper of its clock.
+func steppedEdge(t *testing.T, clk *clock.Clock, c *cloud, f *twins.Fleet) (*edge.Edge, *stepper) {
+	t.Helper()
+	e, _ := runEdge(t, edgeConfig(t, c, f, t.TempDir()), edge.WithClock(clk))
+	waitMetric(t, e, "gale_edge_uplink_connected", nil, equal(1), "edge did not log in")
+	return e, newStepper(t, clk, e)
+}
 
 // stepper steps a manual clock one second at a time and waits until the
 // edge has polled every unit's groups that fall due, after it polled every
@@ -260,56 +243,19 @@ type point struct {
 // samples by its "point" label, or by metric name for quality series.
 func series(t *testing.T, h *nodetest.Harness, expr string, at time.Time) map[string][]point {
 	t.Helper()
-	q := url.Values{"query": {expr}, "time": {fmt.Sprintf("%.3f", float64(at.UnixMilli())/1000)}}
-	var resp struct {
-		Data struct {
-			Result []struct {
-				Metric map[string]string `json:"metric"`
-				Values [][2]any          `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	require.Equal(t, http.StatusOK, h.Do(t, http.MethodGet, "/prometheus/api/v1/query?"+q.Encode(), nil, &resp))
+	m, err := h.API.Prom.Matrix(context.Background(), expr, at)
+	require.NoError(t, err)
 	out := map[string][]point{}
-	for _, r := range resp.Data.Result {
-		key := r.Metric["point"]
-		if strings.HasSuffix(r.Metric["__name__"], "_quality") {
-			key = r.Metric["__name__"]
+	for _, r := range m {
+		key := string(r.Metric["point"])
+		if name := string(r.Metric[model.MetricNameLabel]); strings.HasSuffix(name, "_quality") {
+			key = name
 		}
 		for _, v := range r.Values {
-			f, _ := strconv.ParseFloat(v[1].(string), 64)
-			out[key] = append(out[key], point{T: int64(v[0].(float64)*1000 + 0.5), V: f})
+			out[key] = append(out[key], point{T: int64(v.Timestamp), V: float64(v.Value)})
 		}
 	}
 	return out
-}
-
-// brokerMetric reads a counter of the cloud node's /metrics.
-func brokerMetric(t *testing.T, h *nodetest.Harness, series string) float64 {
-	t.Helper()
-	resp, err := h.Client.Get(h.BaseURL + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	return scrape(t, resp.Body, series)
-}
-
-// scrape sums the values of the lines of a Prometheus text exposition
-// that start with series (a name, or a name and labels).
-func scrape(t *testing.T, r io.Reader, series string) float64 {
-	t.Helper()
-	sum := 0.0
-	sc := bufio.NewScanner(r)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, series); ok && (rest[0] == ' ' || rest[0] == '{' && !strings.Contains(series, "{")) {
-			f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			require.NoError(t, err, line)
-			sum += f
-		}
-	}
-	require.NoError(t, sc.Err())
-	return sum
 }
 
 // latest returns the newest sample of device (pk, dk) carrying point that
@@ -349,18 +295,4 @@ func (c *cloud) latest(t *testing.T, pk, dk, point string) api.MeasurepointParam
 	}
 	require.NotZero(t, newest.Time, "no sample of %s with %s", dk, point)
 	return newest
-}
-
-func freeAddr(t *testing.T, network string) string {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
 }

@@ -43,12 +43,12 @@ func TestEdgeOverTLS(t *testing.T) {
 			ecfg := edgeConfig(t, c, f, filepath.Join(t.TempDir(), "edge"))
 			ecfg.Cloud.TLS = tc.tls
 			ecfg.Cloud.MQTTAddr = c.h.MQTTAddr() // the test proxy parses plaintext MQTT
-			refusedBefore := brokerMetric(t, c.h, `gale_broker_rejected_connects_total{reason="cert_mismatch"}`)
+			refusedBefore := c.h.Metric(t, `gale_broker_rejected_connects_total{reason="cert_mismatch"}`)
 			e, stop := runEdge(t, ecfg)
 			defer stop()
 			if !tc.connected {
 				require.Eventually(t, func() bool {
-					return brokerMetric(t, c.h, `gale_broker_rejected_connects_total{reason="cert_mismatch"}`) > refusedBefore
+					return c.h.Metric(t, `gale_broker_rejected_connects_total{reason="cert_mismatch"}`) > refusedBefore
 				}, 20*time.Second, 20*time.Millisecond, "the mismatched certificate is refused and counted")
 				require.Zero(t, metric(t, e, "gale_edge_uplink_connected", nil))
 				return

@@ -180,16 +180,21 @@ func (h handler) injectTurbineFault(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &body) {
 		return
 	}
-	f, err := turbine.ParseFault(body.Fault)
+	h.changeTurbineFault(w, t, body.Fault, "injected", t.Inject)
+}
+
+// changeTurbineFault applies change (t.Inject or t.Clear) to the fault
+// named name and answers t's status; an unknown fault or a refused change is 400.
+func (h handler) changeTurbineFault(w http.ResponseWriter, t *turbine.Turbine, name, done string, change func(turbine.Fault) error) {
+	f, err := turbine.ParseFault(name)
+	if err == nil {
+		err = change(f)
+	}
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err)
 		return
 	}
-	if err := t.Inject(f); err != nil {
-		writeError(w, http.StatusBadRequest, err)
-		return
-	}
-	h.log.Info("turbine fault injected", "device", t.ID(), "fault", f)
+	h.log.Info("turbine fault "+done, "device", t.ID(), "fault", name)
 	writeJSON(w, http.StatusOK, turbineStatus(t))
 }
 
@@ -201,19 +206,11 @@ func (h handler) clearTurbineFault(w http.ResponseWriter, r *http.Request) {
 	name := r.URL.Query().Get("fault")
 	if name == "" {
 		t.ClearAll()
-	} else {
-		f, err := turbine.ParseFault(name)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		if err := t.Clear(f); err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
+		h.log.Info("turbine faults cleared", "device", t.ID())
+		writeJSON(w, http.StatusOK, turbineStatus(t))
+		return
 	}
-	h.log.Info("turbine fault cleared", "device", t.ID(), "fault", name)
-	writeJSON(w, http.StatusOK, turbineStatus(t))
+	h.changeTurbineFault(w, t, name, "cleared", t.Clear)
 }
 
 func (h handler) listGateways(w http.ResponseWriter, _ *http.Request) {
@@ -233,15 +230,20 @@ func (h handler) injectGatewayFault(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &f) {
 		return
 	}
-	if err := g.Inject(f); err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, modbus.ErrFault) {
-			status = http.StatusBadRequest
-		}
-		writeError(w, status, err)
-		return
+	answerGatewayFault(w, g, g.Inject(f))
+}
+
+// answerGatewayFault answers g's status after a fault change, or its error:
+// 400 for a fault the gateway refuses, else 500.
+func answerGatewayFault(w http.ResponseWriter, g *modbus.Gateway, err error) {
+	switch {
+	case errors.Is(err, modbus.ErrFault):
+		writeError(w, http.StatusBadRequest, err)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, err)
+	default:
+		writeJSON(w, http.StatusOK, gatewayStatus(g))
 	}
-	writeJSON(w, http.StatusOK, gatewayStatus(g))
 }
 
 func (h handler) clearGatewayFault(w http.ResponseWriter, r *http.Request) {
@@ -258,15 +260,7 @@ func (h handler) clearGatewayFault(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := g.Clear(modbus.FaultKind(q.Get("fault")), uint8(unit)); err != nil {
-		status := http.StatusInternalServerError
-		if errors.Is(err, modbus.ErrFault) {
-			status = http.StatusBadRequest
-		}
-		writeError(w, status, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, gatewayStatus(g))
+	answerGatewayFault(w, g, g.Clear(modbus.FaultKind(q.Get("fault")), uint8(unit)))
 }
 
 func (h handler) clockStatus() ClockStatus {

@@ -5,22 +5,22 @@ package nodetest
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/node"
 	"github.com/gale-iot/gale/platform/pki"
 )
@@ -31,7 +31,9 @@ type Harness struct {
 	Config  node.Config
 	Token   string
 	BaseURL string
-	// Client calls the API; with TLS it trusts the node's CA.
+	// API calls the API with the admin token; with TLS it trusts the node's CA.
+	API *apiclient.Client
+	// Client is a plain HTTP client (no token) that trusts the node's CA.
 	Client *http.Client
 	cancel context.CancelFunc
 	done   chan error
@@ -76,12 +78,15 @@ func Start(t testing.TB, cfg node.Config) *Harness {
 	tok, err := os.ReadFile(n.TokenFile)
 	require.NoError(t, err)
 	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: n.APIURL(), Client: http.DefaultClient, cancel: cancel, done: make(chan error, 1)}
+	var tlsCfg *tls.Config
 	if cfg.HTTP.TLS.Enabled() {
 		ca := filepath.Join(filepath.Dir(cfg.HTTP.TLS.CertFile), pki.CACertFile)
-		tlsCfg, err := pki.ClientConfig{CAFile: ca}.Load()
+		tlsCfg, err = pki.ClientConfig{CAFile: ca}.Load()
 		require.NoError(t, err)
 		h.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
 	}
+	h.API, err = apiclient.New(h.BaseURL, apiclient.Options{Token: h.Token, TLS: tlsCfg})
+	require.NoError(t, err)
 	go func() { h.done <- n.Run(ctx) }()
 	t.Cleanup(h.Stop)
 	waitOK(t, h.Client, h.BaseURL+"/readyz", 20*time.Second)
@@ -130,102 +135,71 @@ func (h *Harness) Stop() {
 // MQTTAddr is the broker address.
 func (h *Harness) MQTTAddr() string { return h.Node.MQTTAddr() }
 
-// Do calls the API with the admin token and decodes a JSON answer into out (when non-nil); it returns the status.
+// Do calls the API with the admin token and decodes a JSON answer into out (when non-nil), whatever its status; it returns the status.
 func (h *Harness) Do(t testing.TB, method, path string, body, out any) int {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		require.NoError(t, err)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, h.BaseURL+path, rd)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+h.Token)
-	resp, err := h.Client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
+	status, b, err := h.API.Send(context.Background(), method, path, body)
 	require.NoError(t, err)
 	if out != nil && len(b) > 0 {
 		require.NoError(t, json.Unmarshal(b, out), "body: %s", b)
 	}
-	return resp.StatusCode
+	return status
 }
 
 // Sample is one element of an instant-query vector.
 type Sample struct {
-	Metric map[string]string `json:"metric"`
-	Value  [2]any            `json:"value"`
+	Metric map[string]string
+	Value  float64
 }
 
 // Float returns the sample's value.
-func (s Sample) Float() float64 {
-	var f float64
-	fmt.Sscan(s.Value[1].(string), &f)
-	return f
-}
+func (s Sample) Float() float64 { return s.Value }
 
-// Query runs an instant PromQL query through /prometheus/api/v1/query at time at (zero: now).
+// Query runs an instant PromQL query (a vector or a scalar) at time at (zero: now).
 func (h *Harness) Query(t testing.TB, expr string, at time.Time) []Sample {
 	t.Helper()
-	var out []Sample
-	query(t, h.Client, h.BaseURL+"/prometheus", h.Token, expr, at, &out)
+	vec, err := h.API.Prom.Vector(context.Background(), expr, at)
+	require.NoError(t, err)
+	out := make([]Sample, len(vec))
+	for i, s := range vec {
+		out[i] = Sample{Metric: labels(s.Metric), Value: float64(s.Value)}
+	}
 	return out
 }
 
-// query runs an instant query at at (zero: now) against the Prometheus HTTP
-// API at base, with token when not empty, and decodes its result into result.
-func query(t testing.TB, client *http.Client, base, token, expr string, at time.Time, result any) {
-	t.Helper()
-	q := url.Values{"query": {expr}}
-	if !at.IsZero() {
-		q.Set("time", fmt.Sprintf("%.3f", float64(at.UnixMilli())/1000))
+func labels(m model.Metric) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[string(k)] = string(v)
 	}
-	req, err := http.NewRequest(http.MethodGet, base+"/api/v1/query?"+q.Encode(), nil)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := client.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result json.RawMessage `json:"result"`
-		} `json:"data"`
-	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body), "query %q", expr)
-	require.Equal(t, "success", body.Status, "query %q: %s", expr, body.Error)
-	require.NoError(t, json.Unmarshal(body.Data.Result, result), "query %q", expr)
+	return out
 }
 
 // Series is one series of a range-vector result.
 type Series struct {
-	Metric map[string]string `json:"metric"`
-	Values [][2]any          `json:"values"` // [seconds, "value"]
+	Metric  map[string]string
+	samples map[int64]float64
 }
 
 // Samples returns the series' values by time in Unix milliseconds.
-func (s Series) Samples() map[int64]float64 {
-	out := make(map[int64]float64, len(s.Values))
-	for _, v := range s.Values {
-		var f float64
-		fmt.Sscan(v[1].(string), &f)
-		out[int64(math.Round(v[0].(float64)*1000))] = f
-	}
-	return out
-}
+func (s Series) Samples() map[int64]float64 { return s.samples }
 
 // QuerySeries runs expr, a range vector, as an instant query at at against the
 // Prometheus HTTP API at base: Gale's (BaseURL+"/prometheus", with its token)
 // or a Prometheus server's (no token).
 func QuerySeries(t testing.TB, base, token, expr string, at time.Time) []Series {
 	t.Helper()
-	var out []Series
-	query(t, http.DefaultClient, base, token, expr, at, &out)
+	p, err := apiclient.NewPrometheus(base, apiclient.Options{Token: token})
+	require.NoError(t, err)
+	m, err := p.Matrix(context.Background(), expr, at)
+	require.NoError(t, err)
+	out := make([]Series, len(m))
+	for i, s := range m {
+		out[i] = Series{Metric: labels(s.Metric), samples: make(map[int64]float64, len(s.Values))}
+		for _, v := range s.Values {
+			out[i].samples[int64(v.Timestamp)] = float64(v.Value)
+		}
+	}
 	return out
 }
 
