@@ -57,6 +57,7 @@ func ExportedMetrics() []Metric {
 		{"gale_ingest_e2e_seconds", Histogram, JobNode},
 		{"gale_kafka_consumer_lag", Gauge, JobNode},
 		{"gale_registry_changes_rejected_total", Counter, JobNode},
+		{"gale_device_events_skipped_total", Counter, JobNode},
 		{"gale_remote_write_samples_total", Counter, JobNode},
 		{"gale_remote_write_requests_total", Counter, JobNode},
 		{"gale_remote_write_retries_total", Counter, JobNode},

@@ -72,10 +72,7 @@ func startConsole(t *testing.T) *console {
 	done := make(chan error, 1)
 	go func() { done <- st.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	tok, err := os.ReadFile(st.Node.TokenFile)
-	require.NoError(t, err)
-	h := &nodetest.Harness{Node: st.Node, Config: cfg, Token: strings.TrimSpace(string(tok)), BaseURL: st.Node.APIURL(), Client: http.DefaultClient}
-	nodetest.WaitOK(t, h.BaseURL+"/readyz", 30*time.Second)
+	h := nodetest.Attach(t, st.Node, cfg)
 
 	shots := os.Getenv("GALE_CONSOLE_SHOTS")
 	if shots == "" {

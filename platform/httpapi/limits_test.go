@@ -41,8 +41,8 @@ func TestExpensiveQueryDoesNotStarveTheNode(t *testing.T) {
 	begin := time.Now()
 	code, r := s.query(t, `temp`)
 	require.Equal(t, http.StatusServiceUnavailable, code, r.Error)
-	require.Contains(t, r.Error, "too many concurrent queries")
-	require.Less(t, time.Since(begin), time.Second)
+	require.Contains(t, r.Error, "too many concurrent queries") // had it waited for a slot, it would have run
+	require.Less(t, time.Since(begin), 3*time.Second, "waited about maxQueueWait (generous bounds: make test runs packages side by side)")
 	code, _, b := s.do(t, http.MethodGet, "/prometheus/api/v1/series?match[]=temp", nil, nil)
 	require.Equal(t, http.StatusServiceUnavailable, code, "series reads take a query slot too: %s", b)
 
@@ -51,11 +51,12 @@ func TestExpensiveQueryDoesNotStarveTheNode(t *testing.T) {
 		begin := time.Now()
 		code, _, _ := s.do(t, http.MethodGet, path, nil, nil)
 		require.Equal(t, http.StatusOK, code, path)
-		require.Less(t, time.Since(begin), 500*time.Millisecond, path)
+		require.Less(t, time.Since(begin), time.Second, path)
 	}
 
 	wg.Wait()
-	require.Less(t, time.Since(started), 6*time.Second, "cut at the timeout, not run to the end")
+	// Run to the end the query takes hours (5·10^8 steps); its errorType below says the timeout cut it.
+	require.Less(t, time.Since(started), time.Minute, "cut at the timeout, not run to the end")
 	for i := range 2 {
 		require.Equal(t, http.StatusServiceUnavailable, codes[i], results[i].Error)
 		require.Equal(t, "timeout", results[i].ErrorType, results[i].Error)

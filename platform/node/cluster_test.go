@@ -40,8 +40,7 @@ func TestClusterSharesRegistryAndRoutesCommands(t *testing.T) {
 	require.Eventually(t, func() bool { m, ok := b.Node.Registry.Model("sensor"); _, svc := m.Service("ping"); return ok && svc },
 		10*time.Second, 20*time.Millisecond, "and so does the product's latest model")
 	var products []api.Product
-	b.Token = a.Token
-	require.Equal(t, http.StatusOK, b.Do(t, "GET", "/api/v1/products", nil, &products), "A's admin token works on B")
+	require.Equal(t, http.StatusOK, b.As(t, a.Token).Do(t, "GET", "/api/v1/products", nil, &products), "A's admin token works on B")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

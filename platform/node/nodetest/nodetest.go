@@ -35,6 +35,7 @@ type Harness struct {
 	API *apiclient.Client
 	// Client is a plain HTTP client (no token) that trusts the node's CA.
 	Client *http.Client
+	tls    *tls.Config // the node's CA, when its API serves TLS
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -75,22 +76,50 @@ func Start(t testing.TB, cfg node.Config) *Harness {
 		cancel()
 		require.NoError(t, err)
 	}
-	tok, err := os.ReadFile(n.TokenFile)
-	require.NoError(t, err)
-	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: n.APIURL(), Client: http.DefaultClient, cancel: cancel, done: make(chan error, 1)}
-	var tlsCfg *tls.Config
-	if cfg.HTTP.TLS.Enabled() {
-		ca := filepath.Join(filepath.Dir(cfg.HTTP.TLS.CertFile), pki.CACertFile)
-		tlsCfg, err = pki.ClientConfig{CAFile: ca}.Load()
-		require.NoError(t, err)
-		h.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
-	}
-	h.API, err = apiclient.New(h.BaseURL, apiclient.Options{Token: h.Token, TLS: tlsCfg})
-	require.NoError(t, err)
+	h := attach(t, n, cfg)
+	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- n.Run(ctx) }()
 	t.Cleanup(h.Stop)
 	waitOK(t, h.Client, h.BaseURL+"/readyz", 20*time.Second)
 	return h
+}
+
+// Attach is a harness for node n with config cfg that its caller runs (and
+// stops); it waits until n is ready.
+func Attach(t testing.TB, n *node.Node, cfg node.Config) *Harness {
+	t.Helper()
+	h := attach(t, n, cfg)
+	waitOK(t, h.Client, h.BaseURL+"/readyz", 30*time.Second)
+	return h
+}
+
+// attach builds the clients of n's API: with its admin token, and when the
+// API serves TLS, trusting the ca.crt next to the server certificate.
+func attach(t testing.TB, n *node.Node, cfg node.Config) *Harness {
+	t.Helper()
+	tok, err := os.ReadFile(n.TokenFile)
+	require.NoError(t, err)
+	h := &Harness{Node: n, Config: cfg, Token: string(bytes.TrimSpace(tok)), BaseURL: n.APIURL(), Client: http.DefaultClient}
+	if cfg.HTTP.TLS.Enabled() {
+		ca := filepath.Join(filepath.Dir(cfg.HTTP.TLS.CertFile), pki.CACertFile)
+		h.tls, err = pki.ClientConfig{CAFile: ca}.Load()
+		require.NoError(t, err)
+		h.Client = &http.Client{Transport: &http.Transport{TLSClientConfig: h.tls}, Timeout: 30 * time.Second}
+	}
+	h.API, err = apiclient.New(h.BaseURL, apiclient.Options{Token: h.Token, TLS: h.tls})
+	require.NoError(t, err)
+	return h
+}
+
+// As is a harness of the same node whose API calls carry token instead.
+func (h *Harness) As(t testing.TB, token string) *Harness {
+	t.Helper()
+	c := *h
+	c.Token = token
+	var err error
+	c.API, err = apiclient.New(h.BaseURL, apiclient.Options{Token: token, TLS: h.tls})
+	require.NoError(t, err)
+	return &c
 }
 
 // RequireTool returns the path of a real peer from a Debian package (e.g.
