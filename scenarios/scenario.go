@@ -282,30 +282,12 @@ func parse(name string, data []byte) (*Scenario, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	s.lines = lines{steps: itemLines(&root, "timeline"), asserts: itemLines(&root, "assert")}
+	s.lines = lines{steps: config.ItemLines(&root, "timeline"), asserts: config.ItemLines(&root, "assert")}
 	s.Default()
 	if err := s.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &s, nil
-}
-
-// itemLines returns the line of every item of the top-level sequence key.
-func itemLines(root *yaml.Node, key string) []int {
-	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
-		return nil
-	}
-	m := root.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			var out []int
-			for _, item := range m.Content[i+1].Content {
-				out = append(out, item.Line)
-			}
-			return out
-		}
-	}
-	return nil
 }
 
 func lineAt(ls []int, i int) int {

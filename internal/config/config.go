@@ -132,3 +132,23 @@ func locate(name, msg string) *Error {
 	}
 	return e
 }
+
+// ItemLines returns the line of each entry of the list under key in the
+// top-level mapping of the document root (nil when there is none), for
+// errors about the n-th entry that yaml.v3's decoding does not locate.
+func ItemLines(root *yaml.Node, key string) []int {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return nil
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			var out []int
+			for _, item := range m.Content[i+1].Content {
+				out = append(out, item.Line)
+			}
+			return out
+		}
+	}
+	return nil
+}

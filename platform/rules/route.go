@@ -131,7 +131,7 @@ func ParseRoutes(name string, b []byte) ([]*Route, error) {
 	}
 	var root yaml.Node
 	_ = yaml.Unmarshal(b, &root)
-	lines := listLines(&root, "routes")
+	lines := config.ItemLines(&root, "routes")
 	for i, r := range f.Routes {
 		line := 0
 		if i < len(lines) {

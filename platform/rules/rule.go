@@ -238,7 +238,7 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 	if err := config.Decode(name, b, &f); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	lines := listLines(&root, "rules")
+	lines := config.ItemLines(&root, "rules")
 	for i, r := range f.Rules {
 		if r == nil { // "rules: [~]" or a bare "-": a null entry
 			line := 0
@@ -260,24 +260,6 @@ func Parse(name string, b []byte) ([]*Rule, error) {
 		}
 	}
 	return f.Rules, nil
-}
-
-// listLines returns the line of each element of the top-level list key.
-func listLines(root *yaml.Node, key string) []int {
-	if len(root.Content) == 0 {
-		return nil
-	}
-	m := root.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			var out []int
-			for _, n := range m.Content[i+1].Content {
-				out = append(out, n.Line)
-			}
-			return out
-		}
-	}
-	return nil
 }
 
 func (r *Rule) validate() error {
