@@ -196,6 +196,14 @@ func devicePath(pk, dk string) string {
 	return "/api/v1/devices/" + url.PathEscape(pk) + "/" + url.PathEscape(dk)
 }
 
+// withQuery is path with q as its query (path itself when q is empty).
+func withQuery(path string, q url.Values) string {
+	if len(q) == 0 {
+		return path
+	}
+	return path + "?" + q.Encode()
+}
+
 // CreateAsset adds an org, site or other asset.
 func (c *Client) CreateAsset(ctx context.Context, a api.Asset) error {
 	return c.Do(ctx, http.MethodPost, "/api/v1/assets", a, nil)
@@ -220,12 +228,8 @@ func (c *Client) UpdateProduct(ctx context.Context, p api.Product) error {
 
 // Devices lists the devices that q selects (productKey, site, …; nil: all).
 func (c *Client) Devices(ctx context.Context, q url.Values) ([]api.Device, error) {
-	path := "/api/v1/devices"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
 	var ds []api.Device
-	err := c.Do(ctx, http.MethodGet, path, nil, &ds)
+	err := c.Do(ctx, http.MethodGet, withQuery("/api/v1/devices", q), nil, &ds)
 	return ds, err
 }
 
@@ -247,23 +251,15 @@ func (c *Client) CreateDevice(ctx context.Context, d api.Device) (api.Device, er
 // and waits for the reply; q adds timeout, ttl or async. A command that
 // failed or timed out is an *Error (502, 504).
 func (c *Client) CallService(ctx context.Context, pk, dk, service string, params any, q url.Values) (api.Command, error) {
-	path := devicePath(pk, dk) + "/services/" + url.PathEscape(service)
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
 	var cmd api.Command
-	err := c.Do(ctx, http.MethodPost, path, params, &cmd)
+	err := c.Do(ctx, http.MethodPost, withQuery(devicePath(pk, dk)+"/services/"+url.PathEscape(service), q), params, &cmd)
 	return cmd, err
 }
 
 // Alerts lists the alerts that q selects (rule, state, site, …; nil: all).
 func (c *Client) Alerts(ctx context.Context, q url.Values) ([]api.Alert, error) {
-	path := "/api/v1/alerts"
-	if len(q) > 0 {
-		path += "?" + q.Encode()
-	}
 	var as []api.Alert
-	err := c.Do(ctx, http.MethodGet, path, nil, &as)
+	err := c.Do(ctx, http.MethodGet, withQuery("/api/v1/alerts", q), nil, &as)
 	return as, err
 }
 
