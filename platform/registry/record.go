@@ -85,13 +85,8 @@ func (k *Keys) OpenChange(key, record []byte) (api.RegistryChange, error) {
 	if !hmac.Equal(record[1:1+macSize], k.sum(record[:1], key, body)) {
 		return c, ErrChangeMAC
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
+	if err := api.DecodeJSON(body, &c); err != nil {
 		return c, fmt.Errorf("%w: %v", ErrChangeMalformed, err)
-	}
-	if dec.More() {
-		return c, fmt.Errorf("%w: data after the change", ErrChangeMalformed)
 	}
 	if !bytes.Equal(key, ChangeKey(c)) {
 		return c, fmt.Errorf("%w: message key %q for change %s/%s", ErrInvalid, key, c.Kind, c.Key)

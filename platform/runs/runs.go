@@ -4,7 +4,6 @@
 package runs
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +19,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/gale-iot/gale/platform/api"
 )
 
 // Run kinds.
@@ -94,13 +95,8 @@ var ErrInvalid = errors.New("invalid run")
 // Parse decodes a posted run strictly and checks it (Validate).
 func Parse(b []byte) (Run, error) {
 	var r Run
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := api.DecodeJSON(b, &r); err != nil {
 		return Run{}, fmt.Errorf("%w: %v", ErrInvalid, err)
-	}
-	if dec.More() {
-		return Run{}, fmt.Errorf("%w: more than one JSON value", ErrInvalid)
 	}
 	return r, r.Validate()
 }
