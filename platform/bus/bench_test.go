@@ -50,6 +50,24 @@ func BenchmarkAsyncProducer(b *testing.B) {
 	require.Zero(b, failed.Load())
 }
 
+// BenchmarkAsyncProducerOneAtATime is one sender that waits for each
+// message's acknowledgement before it sends the next: every lane call carries
+// one message, as at moderate rates, so the allocation a call costs shows.
+func BenchmarkAsyncProducerOneAtATime(b *testing.B) {
+	k := startKafka(b)
+	cfg := DefaultConfig()
+	cfg.Partitions = 3
+	p := NewAsyncProducer(k.Addrs(), cfg)
+	b.Cleanup(func() { require.NoError(b, p.Close()) })
+	acked := make(chan error, 1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		p.Send(context.Background(), Message{Topic: "t", Key: fmt.Appendf(nil, "wt/WT%04d", i%1000), Value: benchValue}, func(err error) { acked <- err })
+		require.NoError(b, <-acked)
+	}
+}
+
 // BenchmarkConsumer is a consumer group reading b.N messages, produced
 // beforehand, from the embedded Kafka: one op is one message handed to the
 // handler (its offset committed with its batch).

@@ -71,7 +71,8 @@ func newWriter(brokers []string, cfg Config, transport *kafka.Transport, ordered
 // connection's PUBACKs are ordered by the broker's pipeline, whatever order
 // Kafka's acknowledgements come back in).
 type AsyncProducer struct {
-	w         *kafka.Writer
+	// writers are one writer per batch size class, smallest first (see batchClasses).
+	writers   []*kafka.Writer
 	transport *kafka.Transport
 	max       int
 	lanes     []chan queued
@@ -101,6 +102,20 @@ const asyncWriteTimeout = time.Minute
 // ingest path.
 const laneBatch = 256
 
+// batchClasses are the batch sizes of the lanes' writers. kafka-go gives
+// every batch room for its writer's BatchSize messages (152 bytes each) up
+// front, however few it will hold, and at moderate rates a lane writes one to
+// three messages a call: with one writer of laneBatch, that room was 39 KB a
+// call and 61 % of all the node's allocation at 4,000 msgs/s. A call goes
+// through the smallest writer whose size holds it, so the room is at most
+// four times what it needs and a call is never split into several requests.
+// A lane's calls follow one another, so changing writers keeps their order.
+// Each writer holds one more than its class, so that a call's batch is never
+// full below laneBatch and always waits the writer's linger, as with one
+// writer: sending a batch of exactly a class's size at once made smaller
+// requests under load (BenchmarkAsyncProducer 2.0 → 3.6 µs a message).
+var batchClasses = []int{4, 16, 64, laneBatch}
+
 // asyncLinger is the writer's batch timeout for the lanes. A lane has
 // already gathered what was queued, and kafka-go adds all of one call's
 // messages under the partition's lock before its timer can close the
@@ -113,11 +128,17 @@ func NewAsyncProducer(brokers []string, cfg Config) *AsyncProducer {
 	transport := cfg.transport()
 	n := max(1, cfg.Partitions)
 	per := max(1, min(laneBatch, cfg.BatchSize))
-	wcfg := cfg
-	wcfg.BatchTimeout, wcfg.BatchSize = asyncLinger, per
 	p := &AsyncProducer{
-		w: newWriter(brokers, wcfg, transport, nil), transport: transport, max: per,
+		transport: transport, max: per,
 		lanes: make([]chan queued, n), lanesIdx: make([]int, n),
+	}
+	for _, size := range batchClasses {
+		wcfg := cfg
+		wcfg.BatchTimeout, wcfg.BatchSize = asyncLinger, min(size+1, per)
+		p.writers = append(p.writers, newWriter(brokers, wcfg, transport, nil))
+		if size+1 >= per {
+			break
+		}
 	}
 	for i := range p.lanes {
 		p.lanesIdx[i] = i
@@ -171,7 +192,7 @@ func (p *AsyncProducer) run(lane chan queued) {
 			msgs = append(msgs, batch[i].msg.toKafka())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), asyncWriteTimeout)
-		err := p.w.WriteMessages(ctx, msgs...)
+		err := p.writerFor(len(msgs)).WriteMessages(ctx, msgs...)
 		cancel()
 		var werrs kafka.WriteErrors
 		perMessage := errors.As(err, &werrs) && len(werrs) == len(batch)
@@ -190,6 +211,17 @@ func (p *AsyncProducer) run(lane chan queued) {
 	}
 }
 
+// writerFor returns the writer of the smallest batch size class that holds n
+// messages without filling up (the last one may fill: n is at most its size).
+func (p *AsyncProducer) writerFor(n int) *kafka.Writer {
+	for _, w := range p.writers {
+		if w.BatchSize > n {
+			return w
+		}
+	}
+	return p.writers[len(p.writers)-1]
+}
+
 // Produce sends msgs and waits until Kafka acknowledged them all.
 func (p *AsyncProducer) Produce(ctx context.Context, msgs ...Message) error {
 	return SendAll(ctx, p.Send, msgs...)
@@ -206,9 +238,12 @@ func (p *AsyncProducer) Close() error {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
-	err := p.w.Close()
+	var errs []error
+	for _, w := range p.writers {
+		errs = append(errs, w.Close())
+	}
 	p.transport.CloseIdleConnections()
-	return err
+	return errors.Join(errs...)
 }
 
 // orderedBalancer sends the messages of ordered topics to their first

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -12,7 +13,9 @@ import (
 // TestAsyncProducerKeepsPartitionOrder: with as many lanes as the topic has
 // partitions, each partition is fed by one lane, so every partition holds
 // its records in the order they were sent, whatever their keys, while the
-// lanes' requests are in flight at the same time.
+// lanes' requests are in flight at the same time. The messages come in
+// bursts of growing size with pauses between them, so a lane's calls go
+// through writers of every batch size class, one after the other.
 func TestAsyncProducerKeepsPartitionOrder(t *testing.T) {
 	k := startKafka(t) // topic "t" with 3 partitions
 	cfg := DefaultConfig()
@@ -21,9 +24,15 @@ func TestAsyncProducerKeepsPartitionOrder(t *testing.T) {
 
 	const n = 3000
 	acked := make(chan error, n)
-	for i := range n {
+	bursts := []int{1, 3, 10, 40, 150, 700}
+	for i, burst, left := 0, 0, bursts[0]; i < n; i++ {
 		msg := Message{Topic: "t", Key: fmt.Appendf(nil, "device-%d", i%97), Value: []byte(strconv.Itoa(i))}
 		p.Send(context.Background(), msg, func(err error) { acked <- err })
+		if left--; left == 0 {
+			burst = (burst + 1) % len(bursts)
+			left = bursts[burst]
+			time.Sleep(time.Millisecond)
+		}
 	}
 	for range n {
 		require.NoError(t, <-acked)
