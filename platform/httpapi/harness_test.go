@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
-	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/registry/registrytest"
 	"github.com/gale-iot/gale/platform/tsdb"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
@@ -37,9 +36,7 @@ func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[stri
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	reg := prometheus.NewRegistry()
-	rg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, rg.Close()) })
+	rg := registrytest.Open(t)
 	token, err := rg.CreateToken(context.Background(), "test")
 	require.NoError(t, err)
 	db, now := tsdbtest.OpenWithSeries(t, 5)
