@@ -186,17 +186,8 @@ func (s *acctServer) call(t *testing.T, token, method, path string, body any) (i
 		require.NoError(t, err)
 		rd = strings.NewReader(string(j))
 	}
-	req, err := http.NewRequest(method, s.url+path, rd)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, out
+	code, _, out := send(t, method, s.url+path, token, rd, nil)
+	return code, out
 }
 
 // samplePath fills a route pattern's wildcards with acme's objects; acme

@@ -63,12 +63,21 @@ func serve(t *testing.T, srv *Server) {
 // do sends an authenticated request and returns the status, the headers and the body.
 func (s *testServer) do(t testing.TB, method, path string, body io.Reader, header http.Header) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, s.url+path, body)
+	return send(t, method, s.url+path, s.token, body, header)
+}
+
+// send sends a request to target with header and token ("" none) and returns
+// the status, the headers and the body.
+func send(t testing.TB, method, target, token string, body io.Reader, header http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, target, body)
 	require.NoError(t, err)
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
