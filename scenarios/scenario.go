@@ -6,6 +6,7 @@
 package scenarios
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -309,36 +310,18 @@ func (s *Scenario) Default() {
 	if t.RunOn == nil {
 		t.RunOn = []string{CloudInProcess}
 	}
-	if t.Nodes == 0 {
-		t.Nodes = 1
-	}
-	if t.Turbines == 0 {
-		t.Turbines = 2
-	}
-	if t.Speed == 0 {
-		t.Speed = 1
-	}
-	if t.Seed == 0 {
-		t.Seed = 1
-	}
-	if t.Edges == "" {
-		t.Edges = EdgesNormal
-	}
-	if t.Settle == 0 {
-		t.Settle = 30 * time.Second
-	}
+	t.Nodes = cmp.Or(t.Nodes, 1)
+	t.Turbines = cmp.Or(t.Turbines, 2)
+	t.Speed = cmp.Or(t.Speed, 1)
+	t.Seed = cmp.Or(t.Seed, 1)
+	t.Edges = cmp.Or(t.Edges, EdgesNormal)
+	t.Settle = cmp.Or(t.Settle, 30*time.Second)
 	for i := range s.Timeline {
 		st := &s.Timeline[i]
 		if l := st.Load; l != nil {
-			if l.Points == 0 {
-				l.Points = 5
-			}
-			if l.Profile == "" {
-				l.Profile = "synthetic"
-			}
-			if l.PublishTimeout == 0 {
-				l.PublishTimeout = 5 * time.Second
-			}
+			l.Points = cmp.Or(l.Points, 5)
+			l.Profile = cmp.Or(l.Profile, "synthetic")
+			l.PublishTimeout = cmp.Or(l.PublishTimeout, 5*time.Second)
 		}
 		if c := st.Command; c != nil {
 			c.Count = max(c.Count, 1)

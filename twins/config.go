@@ -1,6 +1,7 @@
 package twins
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -146,12 +147,8 @@ func (c Config) kinds() map[string]string {
 
 // Default fills unset fields of the fleet, its farms and its gateways.
 func (c *Config) Default() {
-	if c.Step == 0 {
-		c.Step = time.Second
-	}
-	if c.Speed == 0 {
-		c.Speed = 1
-	}
+	c.Step = cmp.Or(c.Step, time.Second)
+	c.Speed = cmp.Or(c.Speed, 1)
 	for i := range c.Farms {
 		c.Farms[i].Default()
 	}
@@ -161,12 +158,8 @@ func (c *Config) Default() {
 		g.Default()
 		for j := range g.Units {
 			u := &g.Units[j]
-			if u.ID == 0 {
-				u.ID = uint8(min(j+1, 255))
-			}
-			if u.Map == "" {
-				u.Map = kinds[u.Device] // the product key names its register map
-			}
+			u.ID = cmp.Or(u.ID, uint8(min(j+1, 255)))
+			u.Map = cmp.Or(u.Map, kinds[u.Device]) // the product key names its register map
 		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/registry/registrytest"
 )
 
 // fakeProducer records what the broker puts on Kafka and acknowledges it at once.
@@ -73,13 +73,8 @@ const testProduct = "sensor"
 // testRegistry opens a registry with org "org" and the test product with model m.
 func testRegistry(t testing.TB, m api.ThingModel) *registry.Registry {
 	t.Helper()
-	reg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { reg.Close() })
-	ctx := context.Background()
-	_, err = reg.PutAsset(ctx, api.Asset{ID: "org", Kind: api.AssetOrg})
-	require.NoError(t, err)
-	require.NoError(t, reg.PutProduct(ctx, api.Product{Key: testProduct, Model: m}, false))
+	reg := registrytest.Open(t, "org")
+	require.NoError(t, reg.PutProduct(context.Background(), api.Product{Key: testProduct, Model: m}, false))
 	return reg
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
@@ -69,22 +70,22 @@ type Dispatcher struct {
 
 // New returns a dispatcher.
 func New(store Store, downlink Downlink, producer bus.Producer, log *slog.Logger, reg prometheus.Registerer) *Dispatcher {
+	auto := promauto.With(reg)
 	d := &Dispatcher{store: store, downlink: downlink, producer: producer, log: log,
 		waiters: map[string][]chan api.Command{}, online: map[string]bool{}, wake: make(chan struct{}, 1),
-		sent: prometheus.NewCounter(prometheus.CounterOpts{Name: "gale_commands_sent_total", Help: "Commands published to devices."}),
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+		sent: auto.NewCounter(prometheus.CounterOpts{Name: "gale_commands_sent_total", Help: "Commands published to devices."}),
+		results: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_commands_completed_total", Help: "Commands answered by devices, by status.",
 		}, []string{"status"}),
-		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "gale_commands_expired_total", Help: "Commands whose TTL passed unanswered."}),
-		rtt: prometheus.NewHistogram(prometheus.HistogramOpts{
+		expired: auto.NewCounter(prometheus.CounterOpts{Name: "gale_commands_expired_total", Help: "Commands whose TTL passed unanswered."}),
+		rtt: auto.NewHistogram(prometheus.HistogramOpts{
 			Name: "gale_command_roundtrip_seconds", Help: "From sending a command to the device's reply.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
-		ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+		ignored: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_command_replies_ignored_total", Help: "Service replies that completed no command, by reason.",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(d.sent, d.results, d.expired, d.rtt, d.ignored)
 	return d
 }
 

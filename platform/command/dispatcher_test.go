@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/registry/registrytest"
 )
 
 type fakeDownlink struct {
@@ -60,12 +60,8 @@ func (l *loopback) Send(ctx context.Context, msg bus.Message, done func(error)) 
 
 func setup(t *testing.T) (*Dispatcher, *registry.Registry, *fakeDownlink) {
 	t.Helper()
-	reg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { reg.Close() })
+	reg := registrytest.Open(t, "org")
 	ctx := context.Background()
-	_, err = reg.PutAsset(ctx, api.Asset{ID: "org", Kind: api.AssetOrg})
-	require.NoError(t, err)
 	require.NoError(t, reg.PutProduct(ctx, api.Product{Key: "wt", Model: api.ThingModel{Services: []api.Service{{ID: "stop"}, {ID: "start"}}}}, false))
 	for _, dk := range []string{"WT01", "WT02"} {
 		_, err := reg.CreateDevice(ctx, api.Device{ProductKey: "wt", DeviceKey: dk, Org: "org", Enabled: true})

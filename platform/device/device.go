@@ -9,6 +9,7 @@
 package device
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -76,12 +77,8 @@ type SubDevice struct {
 
 // defaults fills unset fields.
 func (c *Config) defaults() {
-	if c.ClientID == "" {
-		c.ClientID = c.DeviceKey
-	}
-	if c.KeepAlive == 0 {
-		c.KeepAlive = 30 * time.Second
-	}
+	c.ClientID = cmp.Or(c.ClientID, c.DeviceKey)
+	c.KeepAlive = cmp.Or(c.KeepAlive, 30*time.Second)
 	if c.Now == nil {
 		c.Now = time.Now
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Kinds of poll errors (label kind of gale_edge_poll_errors_total).
@@ -53,54 +54,53 @@ func (m *metrics) observePoll(target, group string, d time.Duration) {
 
 // newMetrics registers the edge's metrics; queue reports the queue's length.
 func newMetrics(reg prometheus.Registerer, queue func() (items, bytes int64)) *metrics {
+	auto := promauto.With(reg)
 	m := &metrics{
-		polls: prometheus.NewCounterVec(prometheus.CounterOpts{
+		polls: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_edge_polls_total", Help: "Polls of a unit's poll group, including failed and skipped ones.",
 		}, []string{"target", "group"}),
-		pollSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		pollSeconds: auto.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "gale_edge_poll_duration_seconds", Help: "Time to read a unit's poll group over Modbus.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"target", "group"}),
-		pollErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		pollErrors: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_edge_poll_errors_total", Help: "Poll errors by kind: timeout, exception, protocol, connection, garbage, stale.",
 		}, []string{"target", "device", "kind"}),
-		samples: prometheus.NewCounterVec(prometheus.CounterOpts{
+		samples: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_edge_samples_total", Help: "Samples polled and queued, by device.",
 		}, []string{"device"}),
-		published: prometheus.NewCounterVec(prometheus.CounterOpts{
+		published: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_edge_published_samples_total", Help: "Samples the cloud acknowledged, by path: post (live) or resume (replayed from the queue).",
 		}, []string{"path"}),
-		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+		rejected: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_edge_rejected_samples_total", Help: "Samples the cloud refused with a 4xx reply; they are removed from the queue.",
 		}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+		dropped: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_edge_queue_dropped_total", Help: "Oldest samples dropped because the queue was full.",
 		}),
-		connects: prometheus.NewCounter(prometheus.CounterOpts{
+		connects: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_edge_uplink_connects_total", Help: "Successful cloud logins.",
 		}),
-		loginFailed: prometheus.NewCounter(prometheus.CounterOpts{
+		loginFailed: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_edge_subdevice_login_failures_total", Help: "Sub-devices the cloud refused to log in.",
 		}),
-		services: prometheus.NewCounterVec(prometheus.CounterOpts{
+		services: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_edge_service_calls_total", Help: "Service calls answered, by service and reply code.",
 		}, []string{"service", "code"}),
 	}
-	reg.MustRegister(m.polls, m.pollSeconds, m.pollErrors, m.samples, m.published, m.rejected, m.dropped,
-		m.connects, m.loginFailed, m.services,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gale_edge_queue_depth", Help: "Samples in the store-and-forward queue.",
-		}, func() float64 { n, _ := queue(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gale_edge_queue_bytes", Help: "Payload bytes in the store-and-forward queue.",
-		}, func() float64 { _, b := queue(); return float64(b) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gale_edge_active", Help: "1 when this edge is active (polls and publishes), 0 when standby.",
-		}, func() float64 { return one(m.active.Load()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "gale_edge_uplink_connected", Help: "1 when the gateway is logged in to the cloud with its sub-devices.",
-		}, func() float64 { return one(m.connected.Load()) }),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	auto.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gale_edge_queue_depth", Help: "Samples in the store-and-forward queue.",
+	}, func() float64 { n, _ := queue(); return float64(n) })
+	auto.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gale_edge_queue_bytes", Help: "Payload bytes in the store-and-forward queue.",
+	}, func() float64 { _, b := queue(); return float64(b) })
+	auto.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gale_edge_active", Help: "1 when this edge is active (polls and publishes), 0 when standby.",
+	}, func() float64 { return one(m.active.Load()) })
+	auto.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gale_edge_uplink_connected", Help: "1 when the gateway is logged in to the cloud with its sub-devices.",
+	}, func() float64 { return one(m.connected.Load()) })
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

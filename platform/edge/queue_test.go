@@ -23,19 +23,27 @@ func ids(items []edge.Item) []int64 {
 	return out
 }
 
+// pushWakes pushes items into q, requires that the push wakes the waiters of
+// Pushed and returns the number of items dropped.
+func pushWakes(t *testing.T, q *edge.Queue, items ...edge.Item) int {
+	t.Helper()
+	pushed := q.Pushed()
+	dropped, err := q.Push(items...)
+	require.NoError(t, err)
+	select {
+	case <-pushed:
+	default:
+		t.Fatal("Push wakes the waiters")
+	}
+	return dropped
+}
+
 func TestQueueOrderAndPersistence(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "queue.db")
 	q, err := edge.OpenQueue(path, 1<<20, false)
 	require.NoError(t, err)
 	for i := range int64(10) {
-		pushed := q.Pushed()
-		_, err := q.Push(item("WT01", 1000+i))
-		require.NoError(t, err)
-		select {
-		case <-pushed:
-		default:
-			t.Fatal("Push wakes the waiters")
-		}
+		pushWakes(t, q, item("WT01", 1000+i))
 	}
 	all, err := q.Items(0, math.MaxInt64, 100)
 	require.NoError(t, err)
@@ -97,15 +105,8 @@ func TestQueuePushesARoundAtOnce(t *testing.T) {
 	q, err := edge.OpenQueue(filepath.Join(t.TempDir(), "queue.db"), 8*one, false)
 	require.NoError(t, err)
 	defer q.Close()
-	pushed := q.Pushed()
-	dropped, err := q.Push(item("WT01", 1000), item("WT02", 1000), item("WT03", 1000))
-	require.NoError(t, err)
+	dropped := pushWakes(t, q, item("WT01", 1000), item("WT02", 1000), item("WT03", 1000))
 	require.Zero(t, dropped)
-	select {
-	case <-pushed:
-	default:
-		t.Fatal("Push wakes the waiters")
-	}
 	all, err := q.Items(0, math.MaxInt64, 100)
 	require.NoError(t, err)
 	require.Equal(t, []int64{1, 2, 3}, ids(all), "in the round's order")

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/gale-iot/gale/platform/command"
 	"github.com/gale-iot/gale/platform/ingest"
 	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/registry/registrytest"
 	"github.com/gale-iot/gale/platform/rules"
 	"github.com/gale-iot/gale/platform/tsdb"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
@@ -101,14 +101,8 @@ func startAcctServer(t *testing.T) *acctServer {
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	prom := prometheus.NewRegistry()
-	rg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, rg.Close()) })
-	for _, org := range []string{"acme", "beta"} {
-		_, err = rg.PutAsset(ctx, api.Asset{ID: org, Kind: api.AssetOrg})
-		require.NoError(t, err)
-	}
-	_, err = rg.PutAsset(ctx, api.Asset{ID: "north", Kind: api.AssetSite, Parent: "acme"})
+	rg := registrytest.Open(t, "acme", "beta")
+	_, err := rg.PutAsset(ctx, api.Asset{ID: "north", Kind: api.AssetSite, Parent: "acme"})
 	require.NoError(t, err)
 	require.NoError(t, rg.PutProduct(ctx, api.Product{Key: "sensor", Model: api.ThingModel{Measurepoints: []api.Measurepoint{{ID: "T", Type: api.TypeFloat}}}}, false))
 	_, err = rg.CreateDevice(ctx, api.Device{ProductKey: "sensor", DeviceKey: "d1", Site: "north", Enabled: true})
@@ -192,17 +186,8 @@ func (s *acctServer) call(t *testing.T, token, method, path string, body any) (i
 		require.NoError(t, err)
 		rd = strings.NewReader(string(j))
 	}
-	req, err := http.NewRequest(method, s.url+path, rd)
-	require.NoError(t, err)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, out
+	code, _, out := send(t, method, s.url+path, token, rd, nil)
+	return code, out
 }
 
 // samplePath fills a route pattern's wildcards with acme's objects; acme

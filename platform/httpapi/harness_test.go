@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/testkit"
-	"github.com/gale-iot/gale/platform/registry"
+	"github.com/gale-iot/gale/platform/registry/registrytest"
 	"github.com/gale-iot/gale/platform/tsdb"
 	"github.com/gale-iot/gale/platform/tsdb/tsdbtest"
 )
@@ -37,9 +36,7 @@ func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[stri
 	logs := &testkit.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	reg := prometheus.NewRegistry()
-	rg, err := registry.Open(filepath.Join(t.TempDir(), "registry.db"))
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, rg.Close()) })
+	rg := registrytest.Open(t)
 	token, err := rg.CreateToken(context.Background(), "test")
 	require.NoError(t, err)
 	db, now := tsdbtest.OpenWithSeries(t, 5)
@@ -66,12 +63,21 @@ func serve(t *testing.T, srv *Server) {
 // do sends an authenticated request and returns the status, the headers and the body.
 func (s *testServer) do(t testing.TB, method, path string, body io.Reader, header http.Header) (int, http.Header, []byte) {
 	t.Helper()
-	req, err := http.NewRequest(method, s.url+path, body)
+	return send(t, method, s.url+path, s.token, body, header)
+}
+
+// send sends a request to target with header and token ("" none) and returns
+// the status, the headers and the body.
+func send(t testing.TB, method, target, token string, body io.Reader, header http.Header) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, target, body)
 	require.NoError(t, err)
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	req.Header.Set("Authorization", "Bearer "+s.token)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()

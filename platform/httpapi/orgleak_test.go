@@ -1,11 +1,9 @@
 package httpapi_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/platform/api"
+	"github.com/gale-iot/gale/platform/apiclient"
 	"github.com/gale-iot/gale/platform/device"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/rules"
@@ -79,26 +78,6 @@ const orgRoutes = `routes:
       - kafka: {topic: beta.copy}
 `
 
-// apiCall sends a request with token and returns the status and the body.
-func apiCall(t *testing.T, base, token, method, path string, body any) (int, string) {
-	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		require.NoError(t, err)
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, base+path, rd)
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp.StatusCode, string(b)
-}
-
 // TestNoReadCrossesOrgs streams real samples of two orgs' turbines through
 // MQTT, Kafka and the TSDB, then has a viewer and an operator of acme try
 // every way to read beta's data or command its turbine: PromQL tricks,
@@ -116,9 +95,15 @@ func TestNoReadCrossesOrgs(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(cfg.Rules.RoutesDir, "orgs.yaml"), []byte(orgRoutes), 0o600))
 	h := nodetest.Start(t, cfg)
 	root := h.Token
+	clients := map[string]*apiclient.Client{} // by token
 	do := func(token, method, path string, body any) (int, string) {
 		t.Helper()
-		return apiCall(t, h.BaseURL, token, method, path, body)
+		if clients[token] == nil {
+			clients[token] = h.As(t, token).API
+		}
+		code, b, err := clients[token].Send(context.Background(), method, path, body)
+		require.NoError(t, err)
+		return code, string(b)
 	}
 
 	// Two orgs, a site and a turbine each, and their devices streaming.

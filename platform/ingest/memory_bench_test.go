@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"testing"
 	"time"
@@ -66,9 +65,7 @@ func BenchmarkSeriesMemory(b *testing.B) {
 }
 
 func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
-	runtime.GC()
-	debug.FreeOSMemory()
-	rss0, heap0 := rssOf(b), testkit.LiveHeap()
+	base := testkit.MemoryBaseline(b)
 	db := tsdbtest.Open(b)
 	latest := ingest.NewLatest()
 	w := ingest.NewWriter(db, latest, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
@@ -103,28 +100,11 @@ func benchSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 		}
 	}
 	elapsed := time.Since(t0)
-	rssHeld := rssOf(b) // as the GC left it, no forced collection
-	runtime.GC()
-	rss1, heap1 := rssOf(b), testkit.LiveHeap()
+	mem := testkit.ReportMemoryGrowth(b, base, series, "series", *heapProfile)
 	require.Equal(b, uint64(series), db.Head().NumSeries())
-	require.NoError(b, testkit.WriteHeapProfile(*heapProfile))
-	perSeries := func(v, base uint64) float64 { return (float64(v) - float64(base)) / float64(series) }
-	b.ReportMetric(perSeries(rssHeld, rss0), "rss-B/series")
-	b.ReportMetric(perSeries(rss1, rss0), "rss-after-gc-B/series")
-	b.ReportMetric(perSeries(heap1, heap0), "live-heap-B/series")
 	b.ReportMetric(float64(series*samplesPerSeries)/elapsed.Seconds(), "samples/s")
-	b.Logf("%d series, %d samples each in %s: RSS %d → %d MiB (%d MiB after a GC), live heap %d → %d MiB; GOGC=%q GOMEMLIMIT=%q",
-		series, samplesPerSeries, elapsed.Round(time.Millisecond), rss0>>20, rssHeld>>20, rss1>>20, heap0>>20, heap1>>20,
-		os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
+	b.Logf("%d series, %d samples each in %s: %s; GOGC=%q GOMEMLIMIT=%q",
+		series, samplesPerSeries, elapsed.Round(time.Millisecond), mem, os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"))
 	runtime.KeepAlive(w)
 	runtime.KeepAlive(latest)
-}
-
-// rssOf is the process's RSS; the benchmark is skipped where it cannot be read.
-func rssOf(b *testing.B) uint64 {
-	v, err := testkit.RSS()
-	if err != nil {
-		b.Skipf("no RSS: %v", err)
-	}
-	return v
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/storage"
 
@@ -119,27 +120,27 @@ type update struct {
 
 // NewWriter returns a writer into db that updates latest.
 func NewWriter(db storage.Appendable, latest *Latest, log *slog.Logger, reg prometheus.Registerer) *Writer {
+	auto := promauto.With(reg)
 	w := &Writer{
 		db: db, latest: latest, log: log, devices: map[deviceKey]*deviceSeries{}, strs: interner{},
-		samples: prometheus.NewCounter(prometheus.CounterOpts{
+		samples: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_ingest_samples_total", Help: "Samples appended to the TSDB.",
 		}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rejected: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_ingest_rejected_samples_total", Help: "Samples the TSDB refused, by reason.",
 		}, []string{"reason"}),
-		records: prometheus.NewCounter(prometheus.CounterOpts{
+		records: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_ingest_records_total", Help: "Telemetry records consumed from Kafka.",
 		}),
-		commit: prometheus.NewHistogram(prometheus.HistogramOpts{
+		commit: auto.NewHistogram(prometheus.HistogramOpts{
 			Name: "gale_ingest_commit_seconds", Help: "Time to append and commit one batch to the TSDB.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
-		e2e: prometheus.NewHistogram(prometheus.HistogramOpts{
+		e2e: auto.NewHistogram(prometheus.HistogramOpts{
 			Name: "gale_ingest_e2e_seconds", Help: "Time from the broker receiving a live record to its TSDB commit.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 	}
-	reg.MustRegister(w.samples, w.rejected, w.records, w.commit, w.e2e)
 	return w
 }
 

@@ -3,6 +3,7 @@
 package node
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -146,21 +147,13 @@ func (c *Config) Complete() error {
 	if d := c.SeedDemo; d.Turbines < 0 || d.Direct < 0 || d.Turbines+d.Direct > 1000 {
 		return fmt.Errorf("%w: seedDemo %+v: want 0 to 1000 turbines in all", ErrConfig, d)
 	}
-	if c.Rules.Dir == "" {
-		c.Rules.Dir = filepath.Join(c.DataDir, "rules")
-	}
-	if c.Rules.RoutesDir == "" {
-		c.Rules.RoutesDir = filepath.Join(c.DataDir, "routes")
-	}
+	c.Rules.Dir = cmp.Or(c.Rules.Dir, filepath.Join(c.DataDir, "rules"))
+	c.Rules.RoutesDir = cmp.Or(c.Rules.RoutesDir, filepath.Join(c.DataDir, "routes"))
 	if c.Rules.CheckpointEvery <= 0 || c.Rules.NoDataGrace <= 0 {
 		return fmt.Errorf("%w: rules.checkpointEvery and rules.noDataGrace must be positive", ErrConfig)
 	}
-	if c.ClusterKeyFile == "" {
-		c.ClusterKeyFile = filepath.Join(c.DataDir, DefaultClusterKeyFile)
-	}
-	if c.TSDB.Dir == "" {
-		c.TSDB.Dir = filepath.Join(c.DataDir, "tsdb")
-	}
+	c.ClusterKeyFile = cmp.Or(c.ClusterKeyFile, filepath.Join(c.DataDir, DefaultClusterKeyFile))
+	c.TSDB.Dir = cmp.Or(c.TSDB.Dir, filepath.Join(c.DataDir, "tsdb"))
 	if len(c.Kafka.Brokers) == 0 && c.Kafka.DataDir == "" {
 		c.Kafka.DataDir = filepath.Join(c.DataDir, "kafka")
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -71,9 +70,7 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	wg.Wait()
 	b.Logf("registered %d turbines in %s", devices, time.Since(t0).Round(time.Millisecond))
 
-	runtime.GC()
-	debug.FreeOSMemory()
-	rss0, heap0 := rssOf(b), testkit.LiveHeap()
+	base := testkit.MemoryBaseline(b)
 	start0 := h.Metric(b, "gale_ingest_samples_total")
 	prod := bus.NewSyncProducer(h.Node.KafkaAddrs(), cfg.Kafka)
 	defer prod.Close()
@@ -103,27 +100,10 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	require.Eventually(b, func() bool { return h.Metric(b, "gale_ingest_samples_total") >= want }, 10*time.Minute, 100*time.Millisecond)
 	elapsed := time.Since(t0)
 	time.Sleep(5 * time.Second) // the rules consumer and a checkpoint catch up
-	rssHeld := rssOf(b)
-	runtime.GC()
-	rss1, heap1 := rssOf(b), testkit.LiveHeap()
-	require.NoError(b, testkit.WriteHeapProfile(*nodeHeapProfile))
+	mem := testkit.ReportMemoryGrowth(b, base, series, "series", *nodeHeapProfile)
 	gc := debug.SetGCPercent(-1) // reads it, and puts it back
 	debug.SetGCPercent(gc)
-	per := func(v, base uint64) float64 { return (float64(v) - float64(base)) / float64(series) }
-	b.ReportMetric(per(rssHeld, rss0), "rss-B/series")
-	b.ReportMetric(per(rss1, rss0), "rss-after-gc-B/series")
-	b.ReportMetric(per(heap1, heap0), "live-heap-B/series")
 	b.ReportMetric(float64(series*samplesPerSeries)/elapsed.Seconds(), "samples/s")
-	b.Logf("%d series (%d turbines), %d samples each in %s: RSS %d → %d MiB (%d MiB after a GC), live heap %d → %d MiB; GOGC %d, GOMEMLIMIT %s",
-		series, devices, samplesPerSeries, elapsed.Round(time.Millisecond), rss0>>20, rssHeld>>20, rss1>>20, heap0>>20, heap1>>20,
-		gc, node.ByteSize(debug.SetMemoryLimit(-1)))
-}
-
-// rssOf is the process's RSS; the benchmark is skipped where it cannot be read.
-func rssOf(b *testing.B) uint64 {
-	v, err := testkit.RSS()
-	if err != nil {
-		b.Skipf("no RSS: %v", err)
-	}
-	return v
+	b.Logf("%d series (%d turbines), %d samples each in %s: %s; GOGC %d, GOMEMLIMIT %s",
+		series, devices, samplesPerSeries, elapsed.Round(time.Millisecond), mem, gc, node.ByteSize(debug.SetMemoryLimit(-1)))
 }

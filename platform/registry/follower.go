@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // rejectLogEvery is how often refused change-log records are logged: the
@@ -43,7 +44,7 @@ const (
 // NewFollower returns a follower applying records to r, opened with keys.
 func NewFollower(r *Registry, keys *Keys, log *slog.Logger, reg prometheus.Registerer) *Follower {
 	f := &Follower{r: r, keys: keys, log: log,
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rejected: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_registry_changes_rejected_total",
 			Help: "Registry change-log records refused, by reason (bad_mac: not made with the cluster key).",
 		}, []string{"reason"}),
@@ -51,7 +52,6 @@ func NewFollower(r *Registry, keys *Keys, log *slog.Logger, reg prometheus.Regis
 	for _, reason := range []string{RejectBadMAC, RejectMalformed, RejectBadSecret, RejectInvalid, RejectNotApplied} {
 		f.rejected.WithLabelValues(reason)
 	}
-	reg.MustRegister(f.rejected)
 	return f
 }
 

@@ -1,6 +1,7 @@
 package remotewrite
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/http"
@@ -99,17 +100,9 @@ func (c Config) Validate() error {
 
 // withDefaults returns c with its zero values replaced by the defaults.
 func (c Config) withDefaults() Config {
-	if c.Timeout == 0 {
-		c.Timeout = DefaultTimeout
-	}
-	if c.MaxSamplesPerSend == 0 {
-		c.MaxSamplesPerSend = DefaultMaxSamplesPerSend
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = max(DefaultMaxBackoff, c.MinBackoff)
-	}
-	if c.MinBackoff == 0 {
-		c.MinBackoff = min(DefaultMinBackoff, c.MaxBackoff)
-	}
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.MaxSamplesPerSend = cmp.Or(c.MaxSamplesPerSend, DefaultMaxSamplesPerSend)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, max(DefaultMaxBackoff, c.MinBackoff))
+	c.MinBackoff = cmp.Or(c.MinBackoff, min(DefaultMinBackoff, c.MaxBackoff))
 	return c
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/storage/remote"
 
@@ -85,28 +86,28 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Writer, erro
 	}
 	cfg = cfg.withDefaults()
 	endpoint := prometheus.Labels{"endpoint": cfg.Name}
-	samples := prometheus.NewCounterVec(prometheus.CounterOpts{
+	auto := promauto.With(reg)
+	samples := auto.NewCounterVec(prometheus.CounterOpts{
 		Name: "gale_remote_write_samples_total", ConstLabels: endpoint,
 		Help: "Samples the endpoint accepted (sent) or refused with a 4xx that retrying cannot cure, such as 400 (rejected), and samples not sent for want of a valid org under tenantHeader (dropped).",
 	}, []string{"outcome"})
 	w := &Writer{
 		cfg: cfg, log: log, client: &http.Client{}, series: map[ingest.SeriesKey]*series{},
 		sent: samples.WithLabelValues("sent"), rejected: samples.WithLabelValues("rejected"), dropped: samples.WithLabelValues("dropped"),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_remote_write_requests_total", ConstLabels: endpoint,
 			Help: `Remote-write requests by HTTP status code ("error": no response).`,
 		}, []string{"code"}),
-		retries: prometheus.NewCounter(prometheus.CounterOpts{
+		retries: auto.NewCounter(prometheus.CounterOpts{
 			Name: "gale_remote_write_retries_total", ConstLabels: endpoint,
 			Help: "Requests sent again after a 5xx, a 401, 403, 404, 408 or 429, or a network error.",
 		}),
-		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+		duration: auto.NewHistogram(prometheus.HistogramOpts{
 			Name: "gale_remote_write_send_duration_seconds", ConstLabels: endpoint,
 			Help:    "Duration of one remote-write request, successful or not.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
 		}),
 	}
-	reg.MustRegister(samples, w.requests, w.retries, w.duration)
 	return w, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/gale-iot/gale/platform/api"
@@ -62,16 +63,16 @@ func NewRouter(dir string, brokers []string, busCfg bus.Config, producer bus.Pro
 	for _, err := range errs {
 		log.Error("route file refused; the node runs on without it", "err", err)
 	}
+	auto := promauto.With(reg)
 	r := &Router{dir: dir, brokers: brokers, busCfg: busCfg, producer: producer, mqtt: mqtt, invoker: invoker,
 		client: &http.Client{}, log: log, reg: reg, routes: routes, reload: make(chan struct{}, 1),
-		matched: prometheus.NewCounterVec(prometheus.CounterOpts{
+		matched: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_route_matched_total", Help: "Messages a route matched.",
 		}, []string{"route"}),
-		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		actions: auto.NewCounterVec(prometheus.CounterOpts{
 			Name: "gale_route_actions_total", Help: "Route action outcomes: ok, retry, deadletter, error.",
 		}, []string{"route", "action", "result"}),
 	}
-	reg.MustRegister(r.matched, r.actions)
 	return r, nil
 }
 

@@ -5,6 +5,7 @@
 package rules
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -266,9 +267,7 @@ func (r *Rule) validate() error {
 	if r.Name == "" {
 		return errors.New("name is empty")
 	}
-	if r.Severity == "" {
-		r.Severity = "warning"
-	}
+	r.Severity = cmp.Or(r.Severity, "warning")
 	if r.For < 0 {
 		return errors.New("for is negative")
 	}
@@ -326,9 +325,7 @@ func (r *Rule) validate() error {
 			return errors.New("each condition needs a point and above, below, equals or outside")
 		}
 	}
-	if r.Message == "" {
-		r.Message = "{{.Rule}} on {{.Device}}"
-	}
+	r.Message = cmp.Or(r.Message, "{{.Rule}} on {{.Device}}")
 	t, err := template.New(r.Name).Option("missingkey=error").Parse(r.Message)
 	if err != nil {
 		return fmt.Errorf("message template: %w", err)

@@ -6,6 +6,7 @@
 package selfmon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,12 +72,8 @@ type series struct {
 
 // New returns a Scraper of g into db; it fills cfg's defaults.
 func New(cfg Config, g prometheus.Gatherer, db storage.Appendable, log *slog.Logger) (*Scraper, error) {
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultInterval
-	}
-	if cfg.Job == "" {
-		cfg.Job = DefaultJob
-	}
+	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
+	cfg.Job = cmp.Or(cfg.Job, DefaultJob)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

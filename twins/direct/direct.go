@@ -10,6 +10,7 @@
 package direct
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -99,12 +100,8 @@ type Runner struct {
 
 // New checks cfg against the fleet and registers the runner's metrics.
 func New(f Fleet, cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Runner, error) {
-	if cfg.Interval == 0 {
-		cfg.Interval = 10 * time.Second
-	}
-	if cfg.QueueSize == 0 {
-		cfg.QueueSize = 360
-	}
+	cfg.Interval = cmp.Or(cfg.Interval, 10*time.Second)
+	cfg.QueueSize = cmp.Or(cfg.QueueSize, 360)
 	switch {
 	case cfg.Broker == "":
 		return nil, fmt.Errorf("%w: no MQTT broker address", ErrConfig)

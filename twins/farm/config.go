@@ -1,6 +1,7 @@
 package farm
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 
@@ -50,21 +51,11 @@ func DefaultConfig() Config {
 
 // Default fills unset fields.
 func (c *Config) Default() {
-	if c.TurbineType == "" {
-		c.TurbineType = turbine.NREL5MW().Name
-	}
-	if c.Prefix == "" {
-		c.Prefix = "WT"
-	}
-	if c.Rows == 0 {
-		c.Rows = 1
-	}
-	if c.RowSpacing == 0 {
-		c.RowSpacing = 7
-	}
-	if c.TurbineSpacing == 0 {
-		c.TurbineSpacing = 4
-	}
+	c.TurbineType = cmp.Or(c.TurbineType, turbine.NREL5MW().Name)
+	c.Prefix = cmp.Or(c.Prefix, "WT")
+	c.Rows = cmp.Or(c.Rows, 1)
+	c.RowSpacing = cmp.Or(c.RowSpacing, 7)
+	c.TurbineSpacing = cmp.Or(c.TurbineSpacing, 4)
 	c.Wind.Default()
 }
 

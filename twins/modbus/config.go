@@ -1,6 +1,7 @@
 package modbus
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -38,15 +39,9 @@ type Config struct {
 
 // Default fills unset fields.
 func (c *Config) Default() {
-	if c.MaxClients == 0 {
-		c.MaxClients = 10
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 2 * time.Minute
-	}
-	if c.TimeoutHold == 0 {
-		c.TimeoutHold = 10 * time.Second
-	}
+	c.MaxClients = cmp.Or(c.MaxClients, 10)
+	c.IdleTimeout = cmp.Or(c.IdleTimeout, 2*time.Minute)
+	c.TimeoutHold = cmp.Or(c.TimeoutHold, 10*time.Second)
 }
 
 // Validate checks the gateway and that every unit's register map is shipped.

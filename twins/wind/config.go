@@ -1,6 +1,7 @@
 package wind
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 )
@@ -94,16 +95,8 @@ func (c Config) Validate() error {
 // others: direction 0 is a northerly, 0 °C a cold site.
 func (c *Config) Default() {
 	d := DefaultConfig()
-	if c.MeanSpeed == 0 {
-		c.MeanSpeed = d.MeanSpeed
-	}
-	if c.WeibullK == 0 {
-		c.WeibullK = d.WeibullK
-	}
-	if c.Iref == 0 {
-		c.Iref = d.Iref
-	}
-	if c.WakeDecay == 0 {
-		c.WakeDecay = d.WakeDecay
-	}
+	c.MeanSpeed = cmp.Or(c.MeanSpeed, d.MeanSpeed)
+	c.WeibullK = cmp.Or(c.WeibullK, d.WeibullK)
+	c.Iref = cmp.Or(c.Iref, d.Iref)
+	c.WakeDecay = cmp.Or(c.WakeDecay, d.WakeDecay)
 }

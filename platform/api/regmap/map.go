@@ -7,6 +7,7 @@
 package regmap
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -99,22 +100,14 @@ func Load(path string) (*Map, error) {
 // Default fills unset fields: byte order ABCD, scale 1, a default poll group,
 // and each register's order and group from the map.
 func (m *Map) Default() {
-	if m.Order == "" {
-		m.Order = OrderABCD
-	}
+	m.Order = cmp.Or(m.Order, OrderABCD)
 	if len(m.Groups) == 0 {
 		m.Groups = []PollGroup{{Name: "default", Interval: DefaultPollInterval}}
 	}
 	fill := func(r *Register) {
-		if r.Order == "" {
-			r.Order = m.Order
-		}
-		if r.Scale == 0 {
-			r.Scale = 1
-		}
-		if r.Group == "" {
-			r.Group = m.Groups[0].Name
-		}
+		r.Order = cmp.Or(r.Order, m.Order)
+		r.Scale = cmp.Or(r.Scale, 1)
+		r.Group = cmp.Or(r.Group, m.Groups[0].Name)
 	}
 	for i := range m.Registers {
 		fill(&m.Registers[i])
