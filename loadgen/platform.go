@@ -30,7 +30,9 @@ type Platform struct {
 // NewPlatform returns a client of the API at baseURL (http://host:port or
 // https://…, verified with tlsCfg when set, else the system's roots).
 func NewPlatform(baseURL, token string, tlsCfg *tls.Config, log *slog.Logger) (*Platform, error) {
-	c, err := apiclient.New(baseURL, apiclient.Options{Token: token, TLS: tlsCfg})
+	// Uncompressed: the prober polls a few series many times a second, and
+	// gzip would cost the node under test more than ingest does per query.
+	c, err := apiclient.New(baseURL, apiclient.Options{Token: token, TLS: tlsCfg, Uncompressed: true})
 	if err != nil {
 		return nil, err
 	}

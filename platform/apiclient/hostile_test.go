@@ -55,3 +55,35 @@ func TestHostileServer(t *testing.T) {
 	_, err = c.Prom.Vector(ctx, "up", time.Time{})
 	require.Error(t, err, "a sample value that is not a number")
 }
+
+// TestUncompressed: a client made Uncompressed asks for answers without gzip,
+// on the registry API and the query API; by default it accepts gzip.
+func TestUncompressed(t *testing.T) {
+	var gzipAsked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+			gzipAsked.Add(1)
+		}
+		if r.URL.Path == "/prometheus/api/v1/query" {
+			w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[]}}`))
+			return
+		}
+		w.Write([]byte(`{"key":"pump"}`))
+	}))
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	for _, uncompressed := range []bool{true, false} {
+		gzipAsked.Store(0)
+		c, err := apiclient.New(srv.URL, apiclient.Options{Uncompressed: uncompressed, Timeout: 5 * time.Second})
+		require.NoError(t, err)
+		_, err = c.Product(ctx, "pump")
+		require.NoError(t, err)
+		_, err = c.Prom.Vector(ctx, "up", time.Time{})
+		require.NoError(t, err)
+		if uncompressed {
+			require.Zero(t, gzipAsked.Load(), "an uncompressed client asked for gzip")
+		} else {
+			require.EqualValues(t, 2, gzipAsked.Load(), "a default client accepts gzip")
+		}
+	}
+}
