@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -59,6 +60,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, node.Demo{Turbines: *turbines, Direct: *direct}
+	cfg.Kafka.Partitions = upPartitions()
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
@@ -144,4 +146,15 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// upPartitions is the partition count of the one-process platform's topics:
+// one per core, 2 to 8. Its one node reads every partition of every topic,
+// so partitions beyond its cores only multiply the produce and fetch
+// requests: on 2 cores, 2 partitions instead of 8 cut the node's CPU by a
+// sixth and PUBACK p99 by about half at 5,000-12,000 msgs/s
+// (docs/benchmarks.md, "Partitions of the one-process platform"). A data
+// dir made with more partitions keeps them.
+func upPartitions() int {
+	return min(8, max(2, runtime.GOMAXPROCS(0)))
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -335,4 +336,16 @@ func TestGearboxFaultAlertsOnceThroughTheFleet(t *testing.T) {
 	var others []api.Alert
 	p.api(t, "GET", "/api/v1/alerts?rule=gearbox-overheat", nil, &others)
 	require.Len(t, others, 1, "one episode: fired once, resolved once")
+}
+
+// TestUpPartitionsFollowCores: the one-process platform makes one partition
+// per core, at least 2 and at most 8.
+func TestUpPartitionsFollowCores(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for cores, want := range map[int]int{1: 2, 2: 2, 4: 4, 16: 8} {
+		runtime.GOMAXPROCS(cores)
+		if got := upPartitions(); got != want {
+			t.Errorf("%d cores: %d partitions, want %d", cores, got, want)
+		}
+	}
 }
