@@ -21,6 +21,7 @@ import (
 
 func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	cfg := node.DefaultConfig()
+	cfg.Kafka.Partitions = upPartitions()
 	fs := newFlagSet("up")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data directory (registry, TSDB, Kafka log, rules, admin token)")
 	fs.StringVar(&cfg.HTTP.Addr, "http-addr", cfg.HTTP.Addr, "HTTP API listen address")
@@ -60,7 +61,6 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	cfg.Kafka.SyncWrites, cfg.SeedDemo = *syncWrites, node.Demo{Turbines: *turbines, Direct: *direct}
-	cfg.Kafka.Partitions = upPartitions()
 	log, err := newLogger(*logLevel)
 	if err != nil {
 		return err
