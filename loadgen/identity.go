@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gale-iot/gale/platform/api"
 )
@@ -71,6 +72,9 @@ func parseIdentities(b []byte, path string) ([]Identity, error) {
 	for i, id := range ids {
 		if id.ProductKey == "" || id.DeviceKey == "" || id.Secret == "" {
 			return nil, fmt.Errorf("%w %s: device %d has an empty product key, device key or secret", ErrDevicesFile, path, i+1)
+		}
+		if !utf8.ValidString(id.ProductKey) || !utf8.ValidString(id.DeviceKey) || !utf8.ValidString(id.Secret) {
+			return nil, fmt.Errorf("%w %s: device %d is not valid UTF-8", ErrDevicesFile, path, i+1)
 		}
 		if seen[id.Name()] {
 			return nil, fmt.Errorf("%w %s: device %s listed twice", ErrDevicesFile, path, id.Name())
