@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/gale-iot/gale/internal/config"
-	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
 	"github.com/gale-iot/gale/platform/node"
 )
@@ -49,6 +48,7 @@ func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 	dataDir := fs.String("data-dir", "data/kafka", "where the broker persists its log")
 	fs.StringVar(&cfg.EmbeddedAddr, "addr", cfg.EmbeddedAddr, "listen address (advertised to clients as given)")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of each topic Gale creates")
+	fs.DurationVar(&cfg.EmbeddedRetention, "retention", cfg.EmbeddedRetention, "how long records are kept (the registry's change log: forever); 0 keeps them forever")
 	sync := fs.Bool("sync-writes", false, "fsync every produced batch")
 	user := fs.String("sasl-user", "", "the SCRAM user clients log in as (SCRAM-SHA-256 or -512)")
 	passFile := fs.String("sasl-password-file", "", "file holding --sasl-user's password")
@@ -58,6 +58,9 @@ func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 	keyFile := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := bus.CheckRetention(cfg.EmbeddedRetention); err != nil {
+		return usageError{"kafka: --" + err.Error()}
 	}
 	sec, err := kafkaSecurity(*user, *passFile, *usersFile, *insecure, *certFile, *keyFile)
 	if err != nil {
@@ -69,7 +72,7 @@ func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := node.SecureDataDir(*dataDir); err != nil {
 		return err
 	}
-	k, err := bus.StartEmbeddedSecure(cfg.EmbeddedAddr, *dataDir, *sync, cfg.Partitions, sec, api.Topics()...)
+	k, err := bus.StartEmbeddedSecure(cfg.EmbeddedAddr, *dataDir, *sync, node.EmbeddedLog(cfg), sec)
 	if err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ func TestKafkaCommandRequiresSASL(t *testing.T) {
 		{"users and insecure", []string{"--sasl-user", "gale", "--sasl-password-file", pass, "--insecure-no-auth"}, "contradicts"},
 		{"cert without key", []string{"--insecure-no-auth", "--tls-cert", pass}, "go together"},
 		{"bad certificate", []string{"--insecure-no-auth", "--tls-cert", pass, "--tls-key", pass}, "certificate"},
+		{"retention below a minute", []string{"--insecure-no-auth", "--retention", "5s"}, "at least 1m0s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"kafka", "--data-dir", t.TempDir(), "--addr", "127.0.0.1:0"}, tc.args...)

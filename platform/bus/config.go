@@ -25,6 +25,10 @@ type Config struct {
 	SyncWrites bool `yaml:"syncWrites"`
 	// Partitions of each topic Gale creates.
 	Partitions int `yaml:"partitions"`
+	// EmbeddedRetention is how long the embedded broker keeps the records
+	// of its data topics (all but the registry's change log, which it
+	// keeps); 0 keeps them forever.
+	EmbeddedRetention time.Duration `yaml:"embeddedRetention"`
 	// BatchTimeout bounds how long a produced message waits for its batch to fill.
 	BatchTimeout time.Duration `yaml:"batchTimeout"`
 	// BatchSize is the most messages in one produce request per partition.
@@ -103,13 +107,16 @@ var (
 // is bounded by the produce latency.
 func DefaultConfig() Config {
 	return Config{
-		EmbeddedAddr:   "127.0.0.1:9092",
-		Partitions:     8,
-		BatchTimeout:   2 * time.Millisecond,
-		BatchSize:      2000,
-		FetchWait:      20 * time.Millisecond,
-		MaxBatch:       5000,
-		SessionTimeout: 10 * time.Second,
+		EmbeddedAddr: "127.0.0.1:9092",
+		Partitions:   8,
+		// A day of records: consumers (remote write included) that are
+		// down for longer resume at the oldest record kept.
+		EmbeddedRetention: 24 * time.Hour,
+		BatchTimeout:      2 * time.Millisecond,
+		BatchSize:         2000,
+		FetchWait:         20 * time.Millisecond,
+		MaxBatch:          5000,
+		SessionTimeout:    10 * time.Second,
 	}
 }
 
@@ -123,6 +130,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: neither brokers nor embeddedAddr set", ErrConfig)
 	case c.Partitions < 1:
 		return fmt.Errorf("%w: partitions must be at least 1", ErrConfig)
+	case CheckRetention(c.EmbeddedRetention) != nil:
+		return fmt.Errorf("%w: embeddedRetention: %w", ErrConfig, CheckRetention(c.EmbeddedRetention))
 	case c.BatchTimeout <= 0 || c.FetchWait <= 0:
 		return fmt.Errorf("%w: batchTimeout and fetchWait must be positive", ErrConfig)
 	case c.BatchSize < 1 || c.MaxBatch < 1:
@@ -152,6 +161,15 @@ func (c Config) validateSecurity() error {
 	}
 	if len(c.Brokers) == 0 && s.Mechanism == "" && !Loopback(c.EmbeddedAddr) {
 		return fmt.Errorf("%w: %w: embeddedAddr %q; keep it on 127.0.0.1 or configure kafka.sasl", ErrConfig, ErrOpenEmbedded, c.EmbeddedAddr)
+	}
+	return nil
+}
+
+// CheckRetention refuses a retention of the embedded broker other than 0
+// (forever) or MinRetention and longer.
+func CheckRetention(d time.Duration) error {
+	if d < 0 || d > 0 && d < MinRetention {
+		return fmt.Errorf("retention must be 0 (forever) or at least %s, not %s", MinRetention, d)
 	}
 	return nil
 }

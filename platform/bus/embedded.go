@@ -11,14 +11,44 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
 // Embedded is an in-process Kafka broker (kfake).
 type Embedded struct {
-	cluster *kfake.Cluster
+	cluster   *kfake.Cluster
+	retention time.Duration
+	stop      chan struct{}
+	done      chan struct{}
+	closing   sync.Once
 }
+
+// Log says which topics the embedded broker creates and how long it keeps
+// their records.
+type Log struct {
+	// Partitions of each topic created.
+	Partitions int
+	// Retention is how long the records of the Retained topics are kept
+	// (by the time they were produced); 0 keeps them forever.
+	Retention time.Duration
+	// Retained topics lose their records after Retention; Kept topics (a
+	// change log that is the state itself) keep every record.
+	Retained, Kept []string
+}
+
+// retentionInterval is how often the embedded broker drops expired records.
+const retentionInterval = time.Minute
+
+// MinRetention is the shortest retention the embedded broker accepts.
+const MinRetention = time.Minute
+
+// segmentBytes rolls the embedded broker's log files at 16 MiB (Kafka's
+// default is 1 GiB): expired records leave memory and disk a file at a
+// time, so a small fleet's files must fill within the retention.
+const segmentBytes = 16 << 20
 
 // User is a SCRAM user of the embedded broker; it may log in with
 // SCRAM-SHA-256 or SCRAM-SHA-512.
@@ -38,13 +68,21 @@ type Security struct {
 }
 
 // StartEmbedded starts a one-broker Kafka on addr, unauthenticated,
-// persisted under dataDir when it is set, with the given topics created.
+// persisted under dataDir when it is set, with the given topics created and
+// their records kept forever.
 func StartEmbedded(addr, dataDir string, syncWrites bool, partitions int, topics ...string) (*Embedded, error) {
-	return StartEmbeddedSecure(addr, dataDir, syncWrites, partitions, Security{}, topics...)
+	return StartEmbeddedSecure(addr, dataDir, syncWrites, Log{Partitions: partitions, Retained: topics}, Security{})
 }
 
-// StartEmbeddedSecure is StartEmbedded with SASL users and TLS.
-func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, partitions int, sec Security, topics ...string) (*Embedded, error) {
+// StartEmbeddedSecure is StartEmbedded with the topics and retention of log,
+// SASL users and TLS.
+//
+// The Retained topics take the broker's retention, so a changed Retention
+// applies to a data dir made earlier. The Kept topics are created with a
+// retention of their own that keeps everything; in a data dir whose Kept
+// topics were made without it (before retention existed), nothing expires
+// and Retention reports 0.
+func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, log Log, sec Security) (*Embedded, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka address %q: %w", addr, err)
@@ -53,10 +91,21 @@ func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, partitions int, 
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka port %q: %w", portStr, err)
 	}
+	retentionMs := int64(-1)
+	if log.Retention > 0 {
+		retentionMs = log.Retention.Milliseconds()
+	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
-		kfake.SeedTopics(int32(partitions), topics...),
+		kfake.SeedTopics(int32(log.Partitions), log.Retained...),
 		kfake.AllowAutoTopicCreation(),
+		kfake.BrokerConfigs(map[string]string{
+			"log.retention.ms":  strconv.FormatInt(retentionMs, 10),
+			"log.segment.bytes": strconv.Itoa(segmentBytes),
+			// kfake's own retention timer never fires: ApplyRetention runs
+			// from runRetention only, once the Kept topics are safe.
+			"log.cleaner.backoff.ms": strconv.FormatInt(100*365*24*time.Hour.Milliseconds(), 10),
+		}),
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			return net.Listen(network, net.JoinHostPort(host, strconv.Itoa(port)))
 		}),
@@ -96,14 +145,71 @@ func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, partitions int, 
 			return nil, err
 		}
 	}
-	return &Embedded{cluster: c}, nil
+	e := &Embedded{cluster: c, stop: make(chan struct{}), done: make(chan struct{})}
+	kept, err := keepForever(c, log)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if kept && log.Retention > 0 {
+		e.retention = log.Retention
+		go e.runRetention()
+	} else {
+		close(e.done)
+	}
+	return e, nil
 }
+
+// keepForever creates the Kept topics that do not exist with a retention
+// that keeps every record, and reports whether every Kept topic has it.
+func keepForever(c *kfake.Cluster, log Log) (bool, error) {
+	kept := true
+	for _, t := range log.Kept {
+		info := c.TopicInfo(t)
+		if info == nil {
+			if err := c.CreateTopic(t, int32(log.Partitions), map[string]string{"retention.ms": "-1"}); err != nil {
+				return false, fmt.Errorf("create embedded kafka topic %s: %w", t, err)
+			}
+			continue
+		}
+		if v := info.Configs["retention.ms"]; v == nil || *v != "-1" {
+			kept = false
+		}
+	}
+	return kept, nil
+}
+
+// runRetention drops the expired records of the Retained topics every
+// retentionInterval until Close.
+func (e *Embedded) runRetention() {
+	defer close(e.done)
+	t := time.NewTicker(retentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.cluster.ApplyRetention()
+		}
+	}
+}
+
+// Retention is how long the broker keeps the records of its Retained
+// topics; 0 when it keeps them forever.
+func (e *Embedded) Retention() time.Duration { return e.retention }
 
 // Addrs returns the broker addresses.
 func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }
 
 // Close stops the broker, flushing its data dir.
-func (e *Embedded) Close() { e.cluster.Close() }
+func (e *Embedded) Close() {
+	e.closing.Do(func() {
+		close(e.stop)
+		<-e.done
+		e.cluster.Close()
+	})
+}
 
 // ReadUsersFile reads SCRAM users from path: one "name:password" a line;
 // blank lines and lines starting with '#' are skipped.

@@ -76,7 +76,7 @@ func TestSecuredEmbeddedKafka(t *testing.T) {
 			if tc.serverTLS {
 				sec.TLS = serverTLS
 			}
-			k, err := StartEmbeddedSecure("127.0.0.1:0", t.TempDir(), false, 1, sec, "t")
+			k, err := StartEmbeddedSecure("127.0.0.1:0", t.TempDir(), false, Log{Partitions: 1, Retained: []string{"t"}}, sec)
 			require.NoError(t, err)
 			t.Cleanup(k.Close)
 			cfg := DefaultConfig()
@@ -191,7 +191,7 @@ func TestKcatLogsIn(t *testing.T) {
 	if err != nil {
 		t.Skip("kcat not installed: apt-get install kcat")
 	}
-	k, err := StartEmbeddedSecure("127.0.0.1:0", "", false, 1, Security{Users: []User{{Name: "gale", Password: "s3cret-pass"}}}, "t")
+	k, err := StartEmbeddedSecure("127.0.0.1:0", "", false, Log{Partitions: 1, Retained: []string{"t"}}, Security{Users: []User{{Name: "gale", Password: "s3cret-pass"}}})
 	require.NoError(t, err)
 	t.Cleanup(k.Close)
 	for _, tc := range []struct {

@@ -29,6 +29,7 @@ func TestConfigFiles(t *testing.T) {
 		"max-sample-age-beyond-window.bad.yaml": ErrConfig,
 		"kafka-open-embedded.bad.yaml":          bus.ErrConfig,
 		"kafka-sasl-mechanism.bad.yaml":         bus.ErrConfig,
+		"kafka-retention.bad.yaml":              bus.ErrConfig,
 		"max-concurrent.bad.yaml":               tsdb.ErrConfig,
 		"remote-write-header.bad.yaml":          remotewrite.ErrConfig,
 		"small-payload.bad.yaml":                broker.ErrConfig,

@@ -174,6 +174,11 @@ func (n *Node) initKafka(context.Context) (err error) {
 			return err
 		}
 		n.onClose("close embedded kafka", func() error { n.kafka.Close(); return nil })
+		if r := n.kafka.Retention(); r > 0 {
+			n.log.Info("embedded kafka keeps the data topics' records for a while, the registry's forever", "retention", r)
+		} else if n.cfg.Kafka.EmbeddedRetention > 0 {
+			n.log.Warn("embedded kafka keeps every record: its data dir predates retention (its registry topic has none of its own); start from a new data dir to bound it", "dir", n.cfg.Kafka.DataDir)
+		}
 		n.brokers = n.kafka.Addrs()
 	}
 	// The registry change log is ordered: a device's change must not overtake its product's.

@@ -46,7 +46,20 @@ func startEmbedded(cfg bus.Config) (*bus.Embedded, error) {
 		}
 		sec.Users = []bus.User{{Name: cfg.SASL.Username, Password: pass}}
 	}
-	return bus.StartEmbeddedSecure(cfg.EmbeddedAddr, cfg.DataDir, cfg.SyncWrites, cfg.Partitions, sec, api.Topics()...)
+	return bus.StartEmbeddedSecure(cfg.EmbeddedAddr, cfg.DataDir, cfg.SyncWrites, EmbeddedLog(cfg), sec)
+}
+
+// EmbeddedLog is what an embedded broker configured by cfg keeps: Gale's
+// topics with cfg's partitions, every record of the registry's change log
+// (it is the registry), the other topics' records for cfg.EmbeddedRetention.
+func EmbeddedLog(cfg bus.Config) bus.Log {
+	log := bus.Log{Partitions: cfg.Partitions, Retention: cfg.EmbeddedRetention, Kept: []string{api.TopicRegistry}}
+	for _, t := range api.Topics() {
+		if t != api.TopicRegistry {
+			log.Retained = append(log.Retained, t)
+		}
+	}
+	return log
 }
 
 // SecureDataDir makes everything under dir the owner's only: directories
