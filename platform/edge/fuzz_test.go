@@ -362,10 +362,11 @@ func FuzzServiceWrites(f *testing.F) {
 }
 
 // writeTolerance is how far a value read back from r may be from the v
-// written: half a raw step for integer registers, half a float32 ulp of
-// the raw value for float32 ones, plus float64 rounding of scale and offset.
+// written: half the register's resolution (Encode rounds to it first), and
+// half a raw step for integer registers or half a float32 ulp of the raw
+// value for float32 ones, plus float64 rounding of scale and offset.
 func writeTolerance(r regmap.Register, v float64) float64 {
-	tol := 1e-9 * math.Abs(v)
+	tol := 1e-9*math.Abs(v) + max(r.Resolution, 0)/2
 	if r.Type == regmap.TypeFloat32 {
 		return tol + math.Abs(v-r.Offset)*0x1p-24
 	}
