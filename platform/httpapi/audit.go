@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -132,7 +131,8 @@ func createdID(answer []byte) string {
 			break
 		}
 		if key, _ := tok.(string); key == "id" || key == "key" || key == "productKey" || key == "deviceKey" || key == "name" {
-			if s, err := strconv.Unquote(string(v)); err == nil {
+			var s string
+			if json.Unmarshal(v, &s) == nil { // a JSON string: escapes read, invalid UTF-8 made U+FFFD
 				fields[key] = s
 			} else {
 				fields[key] = string(v) // a number

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 
@@ -121,8 +122,19 @@ func TestAuditLog(t *testing.T) {
 
 func jsonNumber(n int64) string { b, _ := json.Marshal(n); return string(b) }
 
+// TestCreatedID reads the id the audit log names a created object by from
+// the API's answer, JSON escapes decoded.
+func TestCreatedID(t *testing.T) {
+	for answer, want := range map[string]string{
+		`{"id":"t1","token":"secret"}`: "t1", `{"productKey":"wt","deviceKey":"WT01"}`: "wt/WT01", `{"id":42}`: "42",
+		`{"name":"a\/b \u00e9"}`: "a/b é", "{\"key\":\"\xa3\"}": "\ufffd", `[1,2]`: "",
+	} {
+		require.Equal(t, want, createdID([]byte(answer)), answer)
+	}
+}
+
 // FuzzCreatedID reads ids from answers, cut anywhere: no panic, and the id
-// is made of the answer's own bytes.
+// is valid UTF-8 and no longer than the answer with every byte made U+FFFD.
 func FuzzCreatedID(f *testing.F) {
 	for _, s := range []string{`{"id":"t1","token":"secret"}`, `{"key":"wt","model":{"measurepoints":[`, `{"productKey":"wt","deviceKey":"WT01"}`,
 		`{"id":42}`, `{"name":"ops"}`, `[1,2]`, `{"id":`, `"x"`, ``, `{"id":"\u00e9\"x"}`} {
@@ -130,7 +142,8 @@ func FuzzCreatedID(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, answer []byte) {
 		id := createdID(answer)
-		require.LessOrEqual(t, len(id), len(answer)+1, "at most the answer (and a '/')")
+		require.True(t, utf8.ValidString(id), "%q", id)
+		require.LessOrEqual(t, len(id), 3*len(answer)+1, "at most the answer, each invalid byte made U+FFFD (and a '/')")
 	})
 }
 
