@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"github.com/gale-iot/gale/internal/config"
 )
 
 // MemoryConfig is the node's memory budget, which the Go runtime holds the
@@ -31,7 +31,7 @@ type MemoryConfig struct {
 	// Limit is the budget in bytes, or with a unit: "2GiB", "512MiB", "1.5GB".
 	// Empty: 90 % of the cgroup's memory limit when the process has one,
 	// else half the machine's memory. "none": no limit.
-	Limit ByteSize `yaml:"limit"`
+	Limit config.ByteSize `yaml:"limit"`
 	// GCPercent is the most garbage, in percent of the live heap, the GC
 	// lets accumulate before it collects (GOGC; default 400).
 	GCPercent int `yaml:"gcPercent"`
@@ -41,7 +41,7 @@ type MemoryConfig struct {
 	// over that headroom / GCPercent, GOGC follows it down (to 100 at
 	// least), so the heap peaks at about live + max(headroom, live).
 	// "none": no cap.
-	GCHeadroom ByteSize `yaml:"gcHeadroom"`
+	GCHeadroom config.ByteSize `yaml:"gcHeadroom"`
 }
 
 // Defaults of MemoryConfig.
@@ -53,7 +53,7 @@ const (
 	// heap of 256 MiB, which ingest at 10,000-20,000 msgs/s needs (256 MiB
 	// cost half of PUBACK p99 and a fifth of the throughput at 20,000,
 	// docs/benchmarks.md); a node short of memory sets it lower.
-	DefaultGCHeadroom ByteSize = 1 << 30
+	DefaultGCHeadroom config.ByteSize = 1 << 30
 	// minTunedPercent is the lowest GOGC the headroom sets, Go's default:
 	// a live heap made large by something else than series (a Kafka backlog
 	// held in the embedded broker: 1.7 GB) at GOGC 25 had the GC marking it
@@ -69,68 +69,6 @@ const (
 	// (docs/benchmarks.md, "Memory, disk and CPU per unit").
 	headroomHalfSeries = 100_000
 )
-
-// NoLimit is the Limit of a budget that sets none ("none").
-const NoLimit ByteSize = -1
-
-// ByteSize is a number of bytes, written as an integer or with a unit (B,
-// KB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024).
-type ByteSize int64
-
-var byteUnits = []struct {
-	suffix string
-	mult   float64
-}{
-	{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-	{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
-}
-
-// ParseByteSize parses "2GiB", "512MiB", "1.5GB", "1048576" or "none" (NoLimit).
-func ParseByteSize(s string) (ByteSize, error) {
-	s = strings.TrimSpace(s)
-	if s == "none" {
-		return NoLimit, nil
-	}
-	num, mult := s, 1.0
-	for _, u := range byteUnits {
-		if v, ok := strings.CutSuffix(s, u.suffix); ok {
-			num, mult = strings.TrimSpace(v), u.mult
-			break
-		}
-	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || f < 0 || math.IsInf(f, 0) || f*mult >= math.MaxInt64 {
-		return 0, fmt.Errorf("%w: byte size %q: want a non-negative number with an optional unit (KiB, MiB, GiB, KB, MB, GB) or none", ErrConfig, s)
-	}
-	return ByteSize(f * mult), nil
-}
-
-// UnmarshalYAML accepts an integer or a string ParseByteSize reads.
-func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
-	var s string
-	if err := n.Decode(&s); err != nil {
-		return err
-	}
-	v, err := ParseByteSize(s)
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
-}
-
-// String writes b in the largest binary unit that divides it, or "none".
-func (b ByteSize) String() string {
-	if b < 0 {
-		return "none"
-	}
-	for i := 3; i >= 0; i-- { // TiB down to KiB
-		if m := ByteSize(byteUnits[i].mult); b >= m && b%m == 0 {
-			return strconv.FormatInt(int64(b/m), 10) + byteUnits[i].suffix
-		}
-	}
-	return strconv.FormatInt(int64(b), 10) + "B"
-}
 
 // Validate checks c.
 func (c MemoryConfig) Validate() error {
@@ -148,11 +86,11 @@ func (c MemoryConfig) Validate() error {
 
 // MemoryPolicy is what ApplyMemory set, and why.
 type MemoryPolicy struct {
-	Limit     ByteSize // -1: none
+	Limit     config.ByteSize // -1: none
 	GCPercent int
 	// GCHeadroom caps the garbage over the live heap (-1: none, and when
 	// GOGC comes from the environment).
-	GCHeadroom ByteSize
+	GCHeadroom config.ByteSize
 	// LimitFrom and GCFrom say where the values came from: config,
 	// environment, cgroup, machine or default.
 	LimitFrom, GCFrom string
@@ -208,8 +146,8 @@ func (p MemoryPolicy) TuneGC(ctx context.Context, interval time.Duration, series
 // SeriesHeadroom is the garbage the GC may let grow while the TSDB holds
 // series active series: GCHeadroom · h / (h + series), h being
 // headroomHalfSeries.
-func (p MemoryPolicy) SeriesHeadroom(series uint64) ByteSize {
-	return ByteSize(float64(p.GCHeadroom) * headroomHalfSeries / (headroomHalfSeries + float64(series)))
+func (p MemoryPolicy) SeriesHeadroom(series uint64) config.ByteSize {
+	return config.ByteSize(float64(p.GCHeadroom) * headroomHalfSeries / (headroomHalfSeries + float64(series)))
 }
 
 // activeSeries is the number of series in the TSDB's head, 0 on a node
@@ -223,7 +161,7 @@ func (n *Node) activeSeries() uint64 {
 
 // tunedPercent is the GOGC that lets headroom bytes of garbage grow over a
 // live heap of live bytes, between minTunedPercent and max.
-func tunedPercent(live uint64, headroom ByteSize, maxPercent int) int {
+func tunedPercent(live uint64, headroom config.ByteSize, maxPercent int) int {
 	if live == 0 {
 		return maxPercent
 	}
@@ -236,18 +174,18 @@ func resolveMemory(c MemoryConfig, getenv func(string) string, cgroup, machine i
 	var p MemoryPolicy
 	switch {
 	case getenv("GOMEMLIMIT") != "":
-		p.Limit, p.LimitFrom = ByteSize(debug.SetMemoryLimit(-1)), "environment"
+		p.Limit, p.LimitFrom = config.ByteSize(debug.SetMemoryLimit(-1)), "environment"
 		if p.Limit == math.MaxInt64 {
-			p.Limit = NoLimit
+			p.Limit = config.NoLimit
 		}
 	case c.Limit != 0:
 		p.Limit, p.LimitFrom = c.Limit, "config"
 	case cgroup > 0:
-		p.Limit, p.LimitFrom = ByteSize(cgroup/10*9), "cgroup"
+		p.Limit, p.LimitFrom = config.ByteSize(cgroup/10*9), "cgroup"
 	case machine > 0:
-		p.Limit, p.LimitFrom = ByteSize(machine/2), "machine"
+		p.Limit, p.LimitFrom = config.ByteSize(machine/2), "machine"
 	default:
-		p.Limit, p.LimitFrom = NoLimit, "default"
+		p.Limit, p.LimitFrom = config.NoLimit, "default"
 	}
 	switch {
 	case getenv("GOGC") != "":
@@ -260,7 +198,7 @@ func resolveMemory(c MemoryConfig, getenv func(string) string, cgroup, machine i
 	}
 	switch {
 	case p.GCFrom == "environment":
-		p.GCHeadroom = NoLimit
+		p.GCHeadroom = config.NoLimit
 	case c.GCHeadroom != 0:
 		p.GCHeadroom = c.GCHeadroom
 	default:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/bus"
@@ -105,5 +106,5 @@ func benchNodeSeriesMemory(b *testing.B, series, samplesPerSeries int) {
 	debug.SetGCPercent(gc)
 	b.ReportMetric(float64(series*samplesPerSeries)/elapsed.Seconds(), "samples/s")
 	b.Logf("%d series (%d turbines), %d samples each in %s: %s; GOGC %d, GOMEMLIMIT %s",
-		series, devices, samplesPerSeries, elapsed.Round(time.Millisecond), mem, gc, node.ByteSize(debug.SetMemoryLimit(-1)))
+		series, devices, samplesPerSeries, elapsed.Round(time.Millisecond), mem, gc, config.ByteSize(debug.SetMemoryLimit(-1)))
 }

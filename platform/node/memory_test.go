@@ -5,25 +5,9 @@ import (
 	"runtime/debug"
 	"testing"
 
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/stretchr/testify/require"
 )
-
-func TestParseByteSize(t *testing.T) {
-	for in, want := range map[string]ByteSize{
-		"1048576": 1 << 20, "512MiB": 512 << 20, "2GiB": 2 << 30, "1.5GiB": 3 << 29, "2GB": 2e9, "64 MiB": 64 << 20, "none": NoLimit, "0": 0,
-	} {
-		got, err := ParseByteSize(in)
-		require.NoError(t, err, in)
-		require.Equal(t, want, got, in)
-	}
-	for _, in := range []string{"", "-1", "2XB", "GiB", "1e30GiB", "two"} {
-		_, err := ParseByteSize(in)
-		require.ErrorIs(t, err, ErrConfig, in)
-	}
-	require.Equal(t, "2GiB", ByteSize(2<<30).String())
-	require.Equal(t, "1536MiB", ByteSize(3<<29).String())
-	require.Equal(t, "none", NoLimit.String())
-}
 
 func TestMemoryConfig(t *testing.T) {
 	cfg, err := parseConfig("memory: {limit: 1.5GiB, gcPercent: 200}\n")
@@ -31,11 +15,13 @@ func TestMemoryConfig(t *testing.T) {
 	require.Equal(t, MemoryConfig{Limit: 3 << 29, GCPercent: 200}, cfg.Memory)
 	cfg, err = parseConfig("memory: {limit: 1073741824}\n")
 	require.NoError(t, err)
-	require.Equal(t, ByteSize(1<<30), cfg.Memory.Limit)
-	for _, bad := range []string{"memory: {limit: lots}\n", "memory: {limit: 1MiB}\n", "memory: {gcPercent: -5}\n", "memory: {gcHeadroom: 1MiB}\n"} {
+	require.Equal(t, config.ByteSize(1<<30), cfg.Memory.Limit)
+	for _, bad := range []string{"memory: {limit: 1MiB}\n", "memory: {gcPercent: -5}\n", "memory: {gcHeadroom: 1MiB}\n"} {
 		_, err := parseConfig(bad)
 		require.ErrorIs(t, err, ErrConfig, bad)
 	}
+	_, err = parseConfig("memory: {limit: lots}\n")
+	require.ErrorIs(t, err, config.ErrSyntax)
 }
 
 func TestResolveMemory(t *testing.T) {
@@ -50,8 +36,8 @@ func TestResolveMemory(t *testing.T) {
 		{"configured", MemoryConfig{Limit: 2 * gib, GCPercent: 150, GCHeadroom: gib / 2}, 8 * gib, 24 * gib, MemoryPolicy{2 * gib, 150, gib / 2, "config", "config"}},
 		{"cgroup", MemoryConfig{}, 10 * gib, 24 * gib, MemoryPolicy{9 * gib, DefaultGCPercent, DefaultGCHeadroom, "cgroup", "default"}},
 		{"machine", MemoryConfig{}, 0, 24 * gib, MemoryPolicy{12 * gib, DefaultGCPercent, DefaultGCHeadroom, "machine", "default"}},
-		{"unknown", MemoryConfig{}, 0, 0, MemoryPolicy{NoLimit, DefaultGCPercent, DefaultGCHeadroom, "default", "default"}},
-		{"none", MemoryConfig{Limit: NoLimit, GCHeadroom: NoLimit}, 8 * gib, 24 * gib, MemoryPolicy{NoLimit, DefaultGCPercent, NoLimit, "config", "default"}},
+		{"unknown", MemoryConfig{}, 0, 0, MemoryPolicy{config.NoLimit, DefaultGCPercent, DefaultGCHeadroom, "default", "default"}},
+		{"none", MemoryConfig{Limit: config.NoLimit, GCHeadroom: config.NoLimit}, 8 * gib, 24 * gib, MemoryPolicy{config.NoLimit, DefaultGCPercent, config.NoLimit, "config", "default"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.want, resolveMemory(tc.cfg, noEnv, tc.cgroup, tc.machine))
@@ -61,17 +47,17 @@ func TestResolveMemory(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(3 * gib))
 	defer debug.SetGCPercent(debug.SetGCPercent(250))
 	env := func(k string) string { return map[string]string{"GOMEMLIMIT": "3GiB", "GOGC": "250"}[k] }
-	require.Equal(t, MemoryPolicy{3 * gib, 250, NoLimit, "environment", "environment"},
+	require.Equal(t, MemoryPolicy{3 * gib, 250, config.NoLimit, "environment", "environment"},
 		resolveMemory(MemoryConfig{Limit: gib, GCPercent: 100}, env, 8*gib, 24*gib))
 	debug.SetMemoryLimit(math.MaxInt64)
-	require.Equal(t, NoLimit, resolveMemory(MemoryConfig{}, env, 0, 0).Limit)
+	require.Equal(t, config.NoLimit, resolveMemory(MemoryConfig{}, env, 0, 0).Limit)
 }
 
 func TestTunedPercent(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
 		live     uint64
-		headroom ByteSize
+		headroom config.ByteSize
 		max      int
 		want     int
 	}{
