@@ -49,6 +49,7 @@ func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.StringVar(&cfg.EmbeddedAddr, "addr", cfg.EmbeddedAddr, "listen address (advertised to clients as given)")
 	fs.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partitions of each topic Gale creates")
 	fs.DurationVar(&cfg.EmbeddedRetention, "retention", cfg.EmbeddedRetention, "how long records are kept (the registry's change log: forever); 0 keeps them forever")
+	fs.Var(&cfg.EmbeddedRetentionBytes, "retention-bytes", "most bytes kept a partition, the oldest records going first (the registry's change log: all); none sets no bound")
 	sync := fs.Bool("sync-writes", false, "fsync every produced batch")
 	user := fs.String("sasl-user", "", "the SCRAM user clients log in as (SCRAM-SHA-256 or -512)")
 	passFile := fs.String("sasl-password-file", "", "file holding --sasl-user's password")
@@ -60,6 +61,9 @@ func runKafka(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	if err := bus.CheckRetention(cfg.EmbeddedRetention); err != nil {
+		return usageError{"kafka: --" + err.Error()}
+	}
+	if err := bus.CheckRetentionBytes(cfg.EmbeddedRetentionBytes); err != nil {
 		return usageError{"kafka: --" + err.Error()}
 	}
 	sec, err := kafkaSecurity(*user, *passFile, *usersFile, *insecure, *certFile, *keyFile)

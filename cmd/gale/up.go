@@ -34,6 +34,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) error {
 	seed := fs.Uint64("seed", 1, "random seed of the twin fleet")
 	syncWrites := fs.Bool("kafka-sync-writes", false, "fsync every Kafka batch (survives power loss, slower)")
 	fs.DurationVar(&cfg.Kafka.EmbeddedRetention, "kafka-retention", cfg.Kafka.EmbeddedRetention, "how long the embedded Kafka keeps telemetry, events and commands (the registry's change log: forever); 0 keeps them forever")
+	fs.Var(&cfg.Kafka.EmbeddedRetentionBytes, "kafka-retention-bytes", "most bytes the embedded Kafka keeps a partition of telemetry, events and commands, the oldest going first; none sets no bound")
 	fs.StringVar(&cfg.Kafka.SASL.Username, "kafka-sasl-user", "", "SCRAM user the embedded Kafka requires (needed to serve it beyond loopback)")
 	fs.StringVar(&cfg.Kafka.SASL.PasswordFile, "kafka-sasl-password-file", "", "file holding --kafka-sasl-user's password")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")

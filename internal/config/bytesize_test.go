@@ -1,6 +1,7 @@
 package config
 
 import (
+	"flag"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,4 +22,13 @@ func TestParseByteSize(t *testing.T) {
 	require.Equal(t, "2GiB", ByteSize(2<<30).String())
 	require.Equal(t, "1536MiB", ByteSize(3<<29).String())
 	require.Equal(t, "none", NoLimit.String())
+}
+
+func TestByteSizeFlag(t *testing.T) {
+	var b ByteSize
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.Var(&b, "size", "")
+	require.NoError(t, fs.Parse([]string{"--size", "256MiB"}))
+	require.Equal(t, ByteSize(256<<20), b)
+	require.Error(t, fs.Parse([]string{"--size", "lots"}))
 }

@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/gale-iot/gale/internal/config"
 )
 
 // Config configures the bus.
@@ -29,6 +31,9 @@ type Config struct {
 	// of its data topics (all but the registry's change log, which it
 	// keeps); 0 keeps them forever.
 	EmbeddedRetention time.Duration `yaml:"embeddedRetention"`
+	// EmbeddedRetentionBytes bounds each partition of the embedded broker's
+	// data topics, the oldest records going first; "none" sets no bound.
+	EmbeddedRetentionBytes config.ByteSize `yaml:"embeddedRetentionBytes"`
 	// BatchTimeout bounds how long a produced message waits for its batch to fill.
 	BatchTimeout time.Duration `yaml:"batchTimeout"`
 	// BatchSize is the most messages in one produce request per partition.
@@ -112,11 +117,14 @@ func DefaultConfig() Config {
 		// A day of records: consumers (remote write included) that are
 		// down for longer resume at the oldest record kept.
 		EmbeddedRetention: 24 * time.Hour,
-		BatchTimeout:      2 * time.Millisecond,
-		BatchSize:         2000,
-		FetchWait:         20 * time.Millisecond,
-		MaxBatch:          5000,
-		SessionTimeout:    10 * time.Second,
+		// The disk, and kfake's in-memory index of ≈ 72 B a batch, stay
+		// bounded under a load test's rates too.
+		EmbeddedRetentionBytes: 1 << 30,
+		BatchTimeout:           2 * time.Millisecond,
+		BatchSize:              2000,
+		FetchWait:              20 * time.Millisecond,
+		MaxBatch:               5000,
+		SessionTimeout:         10 * time.Second,
 	}
 }
 
@@ -132,6 +140,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: partitions must be at least 1", ErrConfig)
 	case CheckRetention(c.EmbeddedRetention) != nil:
 		return fmt.Errorf("%w: embeddedRetention: %w", ErrConfig, CheckRetention(c.EmbeddedRetention))
+	case CheckRetentionBytes(c.EmbeddedRetentionBytes) != nil:
+		return fmt.Errorf("%w: embeddedRetentionBytes: %w", ErrConfig, CheckRetentionBytes(c.EmbeddedRetentionBytes))
 	case c.BatchTimeout <= 0 || c.FetchWait <= 0:
 		return fmt.Errorf("%w: batchTimeout and fetchWait must be positive", ErrConfig)
 	case c.BatchSize < 1 || c.MaxBatch < 1:
@@ -170,6 +180,15 @@ func (c Config) validateSecurity() error {
 func CheckRetention(d time.Duration) error {
 	if d < 0 || d > 0 && d < MinRetention {
 		return fmt.Errorf("retention must be 0 (forever) or at least %s, not %s", MinRetention, d)
+	}
+	return nil
+}
+
+// CheckRetentionBytes refuses a size bound of the embedded broker's
+// partitions other than none or one log file (16 MiB) and more.
+func CheckRetentionBytes(b config.ByteSize) error {
+	if b != config.NoLimit && b < segmentBytes {
+		return fmt.Errorf("retention bytes must be none or at least %s, not %s", config.ByteSize(segmentBytes), b)
 	}
 	return nil
 }

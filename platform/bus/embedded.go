@@ -19,11 +19,11 @@ import (
 
 // Embedded is an in-process Kafka broker (kfake).
 type Embedded struct {
-	cluster   *kfake.Cluster
-	retention time.Duration
-	stop      chan struct{}
-	done      chan struct{}
-	closing   sync.Once
+	cluster *kfake.Cluster
+	expires bool
+	stop    chan struct{}
+	done    chan struct{}
+	closing sync.Once
 }
 
 // Log says which topics the embedded broker creates and how long it keeps
@@ -34,6 +34,9 @@ type Log struct {
 	// Retention is how long the records of the Retained topics are kept
 	// (by the time they were produced); 0 keeps them forever.
 	Retention time.Duration
+	// RetentionBytes bounds each partition of the Retained topics, the
+	// oldest records going first; 0 or less sets no bound.
+	RetentionBytes int64
 	// Retained topics lose their records after Retention; Kept topics (a
 	// change log that is the state itself) keep every record.
 	Retained, Kept []string
@@ -77,11 +80,11 @@ func StartEmbedded(addr, dataDir string, syncWrites bool, partitions int, topics
 // StartEmbeddedSecure is StartEmbedded with the topics and retention of log,
 // SASL users and TLS.
 //
-// The Retained topics take the broker's retention, so a changed Retention
+// The Retained topics take the broker's retention, so a changed retention
 // applies to a data dir made earlier. The Kept topics are created with a
 // retention of their own that keeps everything; in a data dir whose Kept
 // topics were made without it (before retention existed), nothing expires
-// and Retention reports 0.
+// and Expires reports false.
 func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, log Log, sec Security) (*Embedded, error) {
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -91,17 +94,21 @@ func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, log Log, sec Sec
 	if err != nil {
 		return nil, fmt.Errorf("embedded kafka port %q: %w", portStr, err)
 	}
-	retentionMs := int64(-1)
+	retentionMs, retentionBytes := int64(-1), int64(-1)
 	if log.Retention > 0 {
 		retentionMs = log.Retention.Milliseconds()
+	}
+	if log.RetentionBytes > 0 {
+		retentionBytes = log.RetentionBytes
 	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(int32(log.Partitions), log.Retained...),
 		kfake.AllowAutoTopicCreation(),
 		kfake.BrokerConfigs(map[string]string{
-			"log.retention.ms":  strconv.FormatInt(retentionMs, 10),
-			"log.segment.bytes": strconv.Itoa(segmentBytes),
+			"log.retention.ms":    strconv.FormatInt(retentionMs, 10),
+			"log.retention.bytes": strconv.FormatInt(retentionBytes, 10),
+			"log.segment.bytes":   strconv.Itoa(segmentBytes),
 			// kfake's own retention timer never fires: ApplyRetention runs
 			// from runRetention only, once the Kept topics are safe.
 			"log.cleaner.backoff.ms": strconv.FormatInt(100*365*24*time.Hour.Milliseconds(), 10),
@@ -151,8 +158,8 @@ func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, log Log, sec Sec
 		c.Close()
 		return nil, err
 	}
-	if kept && log.Retention > 0 {
-		e.retention = log.Retention
+	if kept && (retentionMs > 0 || retentionBytes > 0) {
+		e.expires = true
 		go e.runRetention()
 	} else {
 		close(e.done)
@@ -160,20 +167,25 @@ func StartEmbeddedSecure(addr, dataDir string, syncWrites bool, log Log, sec Sec
 	return e, nil
 }
 
-// keepForever creates the Kept topics that do not exist with a retention
-// that keeps every record, and reports whether every Kept topic has it.
+// keepAll is the retention of a Kept topic: no bound in time nor size.
+var keepAll = map[string]string{"retention.ms": "-1", "retention.bytes": "-1"}
+
+// keepForever creates the Kept topics that do not exist with keepAll, and
+// reports whether every Kept topic has it.
 func keepForever(c *kfake.Cluster, log Log) (bool, error) {
 	kept := true
 	for _, t := range log.Kept {
 		info := c.TopicInfo(t)
 		if info == nil {
-			if err := c.CreateTopic(t, int32(log.Partitions), map[string]string{"retention.ms": "-1"}); err != nil {
+			if err := c.CreateTopic(t, int32(log.Partitions), keepAll); err != nil {
 				return false, fmt.Errorf("create embedded kafka topic %s: %w", t, err)
 			}
 			continue
 		}
-		if v := info.Configs["retention.ms"]; v == nil || *v != "-1" {
-			kept = false
+		for k, want := range keepAll {
+			if v := info.Configs[k]; v == nil || *v != want {
+				kept = false
+			}
 		}
 	}
 	return kept, nil
@@ -195,9 +207,10 @@ func (e *Embedded) runRetention() {
 	}
 }
 
-// Retention is how long the broker keeps the records of its Retained
-// topics; 0 when it keeps them forever.
-func (e *Embedded) Retention() time.Duration { return e.retention }
+// Expires reports whether the broker drops the expired records of its
+// Retained topics: false when Log set no bound, or when a Kept topic of its
+// data dir predates retention.
+func (e *Embedded) Expires() bool { return e.expires }
 
 // Addrs returns the broker addresses.
 func (e *Embedded) Addrs() []string { return e.cluster.ListenAddrs() }

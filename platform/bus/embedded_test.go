@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/gale-iot/gale/internal/config"
 	"github.com/stretchr/testify/require"
 )
 
@@ -34,7 +36,7 @@ func TestEmbeddedRetention(t *testing.T) {
 	log := Log{Partitions: 1, Retention: time.Hour, Retained: []string{"data"}, Kept: []string{"changes"}}
 	k, err := StartEmbeddedSecure("127.0.0.1:0", dir, false, log, Security{})
 	require.NoError(t, err)
-	require.Equal(t, time.Hour, k.Retention())
+	require.True(t, k.Expires())
 	now := time.Now()
 	for _, topic := range []string{"data", "changes"} {
 		produceAt(t, k.Addrs(), topic, now.Add(-3*time.Hour), 5)
@@ -70,7 +72,31 @@ func TestEmbeddedRetentionSparesOldDataDirs(t *testing.T) {
 	k, err = StartEmbeddedSecure("127.0.0.1:0", dir, false, Log{Partitions: 1, Retention: time.Hour, Retained: []string{"data"}, Kept: []string{"changes"}}, Security{})
 	require.NoError(t, err)
 	defer k.Close()
-	require.Zero(t, k.Retention(), "retention is off")
+	require.False(t, k.Expires(), "retention is off")
+	require.EqualValues(t, 0, logStart(k, "changes"))
+}
+
+// TestEmbeddedRetentionBytes: a Retained topic's partition keeps its
+// newest RetentionBytes, in whole log files; a Kept topic keeps all.
+func TestEmbeddedRetentionBytes(t *testing.T) {
+	log := Log{Partitions: 1, RetentionBytes: segmentBytes, Retained: []string{"data"}, Kept: []string{"changes"}}
+	k, err := StartEmbeddedSecure("127.0.0.1:0", t.TempDir(), false, log, Security{})
+	require.NoError(t, err)
+	defer k.Close()
+	require.True(t, k.Expires())
+	value := make([]byte, 512<<10)
+	for _, topic := range []string{"data", "changes"} {
+		w := &kafka.Writer{Addr: kafka.TCP(k.Addrs()...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchBytes: 1 << 20, BatchTimeout: time.Millisecond}
+		for range 80 { // 40 MiB: three log files
+			require.NoError(t, w.WriteMessages(context.Background(), kafka.Message{Value: value}))
+		}
+		require.NoError(t, w.Close())
+	}
+	k.cluster.ApplyRetention()
+	info := k.cluster.PartitionInfo("data", 0)
+	t.Logf("kept offsets %d to %d, %d bytes", info.LogStartOffset, info.HighWatermark, info.NumBytes)
+	require.Greater(t, info.LogStartOffset, int64(40), "at most 16 MiB and the file being written are kept")
+	require.LessOrEqual(t, info.NumBytes, int64(segmentBytes)+1<<20)
 	require.EqualValues(t, 0, logStart(k, "changes"))
 }
 
@@ -80,5 +106,11 @@ func TestCheckRetention(t *testing.T) {
 		cfg := DefaultConfig()
 		cfg.EmbeddedRetention = d
 		require.Equal(t, ok, cfg.Validate() == nil, d)
+	}
+	for b, ok := range map[config.ByteSize]bool{config.NoLimit: true, segmentBytes: true, 1 << 30: true, 0: false, 1 << 20: false} {
+		require.Equal(t, ok, CheckRetentionBytes(b) == nil, b)
+		cfg := DefaultConfig()
+		cfg.EmbeddedRetentionBytes = b
+		require.Equal(t, ok, cfg.Validate() == nil, b)
 	}
 }

@@ -30,6 +30,7 @@ func TestConfigFiles(t *testing.T) {
 		"kafka-open-embedded.bad.yaml":          bus.ErrConfig,
 		"kafka-sasl-mechanism.bad.yaml":         bus.ErrConfig,
 		"kafka-retention.bad.yaml":              bus.ErrConfig,
+		"kafka-retention-bytes.bad.yaml":        bus.ErrConfig,
 		"max-concurrent.bad.yaml":               tsdb.ErrConfig,
 		"remote-write-header.bad.yaml":          remotewrite.ErrConfig,
 		"small-payload.bad.yaml":                broker.ErrConfig,
@@ -38,6 +39,10 @@ func TestConfigFiles(t *testing.T) {
 		_, err := config.Load[Config](path)
 		return err
 	})
+	kept, err := config.Load[Config]("testdata/embedded-retention.good.yaml")
+	require.NoError(t, err)
+	require.Equal(t, 72*time.Hour, kept.Kafka.EmbeddedRetention)
+	require.Equal(t, config.ByteSize(4<<30), kept.Kafka.EmbeddedRetentionBytes)
 	cfg, err := config.Load[Config]("testdata/all-in-one.good.yaml")
 	require.NoError(t, err)
 	require.Equal(t, []string{"kafka:9092"}, cfg.Kafka.Brokers)

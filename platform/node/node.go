@@ -174,9 +174,9 @@ func (n *Node) initKafka(context.Context) (err error) {
 			return err
 		}
 		n.onClose("close embedded kafka", func() error { n.kafka.Close(); return nil })
-		if r := n.kafka.Retention(); r > 0 {
-			n.log.Info("embedded kafka keeps the data topics' records for a while, the registry's forever", "retention", r)
-		} else if n.cfg.Kafka.EmbeddedRetention > 0 {
+		if k := n.cfg.Kafka; n.kafka.Expires() {
+			n.log.Info("embedded kafka bounds the data topics' records, keeps the registry's", "retention", k.EmbeddedRetention, "bytesPerPartition", k.EmbeddedRetentionBytes)
+		} else if k.EmbeddedRetention > 0 || k.EmbeddedRetentionBytes > 0 {
 			n.log.Warn("embedded kafka keeps every record: its data dir predates retention (its registry topic has none of its own); start from a new data dir to bound it", "dir", n.cfg.Kafka.DataDir)
 		}
 		n.brokers = n.kafka.Addrs()

@@ -51,9 +51,11 @@ func startEmbedded(cfg bus.Config) (*bus.Embedded, error) {
 
 // EmbeddedLog is what an embedded broker configured by cfg keeps: Gale's
 // topics with cfg's partitions, every record of the registry's change log
-// (it is the registry), the other topics' records for cfg.EmbeddedRetention.
+// (it is the registry), the other topics' records for cfg.EmbeddedRetention
+// and up to cfg.EmbeddedRetentionBytes a partition.
 func EmbeddedLog(cfg bus.Config) bus.Log {
-	log := bus.Log{Partitions: cfg.Partitions, Retention: cfg.EmbeddedRetention, Kept: []string{api.TopicRegistry}}
+	log := bus.Log{Partitions: cfg.Partitions, Retention: cfg.EmbeddedRetention, RetentionBytes: int64(cfg.EmbeddedRetentionBytes),
+		Kept: []string{api.TopicRegistry}}
 	for _, t := range api.Topics() {
 		if t != api.TopicRegistry {
 			log.Retained = append(log.Retained, t)
