@@ -81,11 +81,14 @@ type Service struct {
 	Output []Param `json:"output,omitempty" yaml:"output,omitempty"`
 }
 
-// Param is an input or output parameter of a service or event.
+// Param is an input or output parameter of a service or event. Min and
+// Max bound a number a service call may pass.
 type Param struct {
-	ID   string `json:"id" yaml:"id"`
-	Type string `json:"type" yaml:"type"`
-	Unit string `json:"unit,omitempty" yaml:"unit,omitempty"`
+	ID   string   `json:"id" yaml:"id"`
+	Type string   `json:"type" yaml:"type"`
+	Unit string   `json:"unit,omitempty" yaml:"unit,omitempty"`
+	Min  *float64 `json:"min,omitempty" yaml:"min,omitempty"`
+	Max  *float64 `json:"max,omitempty" yaml:"max,omitempty"`
 }
 
 // Device is one device of a product.

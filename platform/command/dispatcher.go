@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -117,7 +118,8 @@ func (d *Dispatcher) Invoke(ctx context.Context, pk, dk, service string, params 
 }
 
 // checkParams checks params against the service's inputs: an object whose
-// keys are declared inputs and whose numbers are numbers.
+// keys are declared inputs, whose numbers are numbers (whole for an int)
+// within the input's min and max.
 func checkParams(svc *api.Service, params json.RawMessage) error {
 	if len(params) == 0 {
 		return nil
@@ -126,20 +128,27 @@ func checkParams(svc *api.Service, params json.RawMessage) error {
 	if err := json.Unmarshal(params, &m); err != nil {
 		return fmt.Errorf("%w: params must be a JSON object: %v", ErrBadParams, err)
 	}
-	types := map[string]string{}
+	inputs := map[string]api.Param{}
 	for _, p := range svc.Input {
-		types[p.ID] = p.Type
+		inputs[p.ID] = p
 	}
 	for k, v := range m {
-		typ, ok := types[k]
+		in, ok := inputs[k]
 		if !ok {
 			return fmt.Errorf("%w: %q is not an input of service %s", ErrBadParams, k, svc.ID)
 		}
-		if typ == api.TypeFloat || typ == api.TypeInt {
-			var f float64
-			if json.Unmarshal(v, &f) != nil {
-				return fmt.Errorf("%w: %q must be a number", ErrBadParams, k)
-			}
+		if in.Type != api.TypeFloat && in.Type != api.TypeInt {
+			continue
+		}
+		var f float64
+		if json.Unmarshal(v, &f) != nil {
+			return fmt.Errorf("%w: %q must be a number", ErrBadParams, k)
+		}
+		if in.Type == api.TypeInt && f != math.Trunc(f) {
+			return fmt.Errorf("%w: %q must be a whole number, not %g", ErrBadParams, k, f)
+		}
+		if err := registry.CheckRange(f, in.Min, in.Max); err != nil {
+			return fmt.Errorf("%w: %q is %v", ErrBadParams, k, err)
 		}
 	}
 	return nil

@@ -149,3 +149,25 @@ func TestDisabledDeviceGetsNoCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, api.CommandQueued, got.Status)
 }
+
+// Service call parameters are checked against the service's inputs before
+// anything reaches a device: declared inputs only, numbers for numbers,
+// whole numbers for ints, within min and max.
+func TestCheckParams(t *testing.T) {
+	zero, limit := 0.0, 10000.0
+	svc := &api.Service{ID: "setPowerLimit", Input: []api.Param{
+		{ID: "limit", Type: api.TypeFloat, Min: &zero, Max: &limit}, {ID: "code", Type: api.TypeInt}, {ID: "note", Type: "string"},
+	}}
+	for params, ok := range map[string]bool{
+		``: true, `{"limit":1500}`: true, `{"limit":0}`: true, `{"limit":10000}`: true, `{"code":3,"note":"x"}`: true,
+		`{"limit":-1.1}`: false, `{"limit":10000.5}`: false, `{"limit":"high"}`: false, `{"code":1.5}`: false,
+		`{"other":1}`: false, `[1]`: false,
+	} {
+		err := checkParams(svc, json.RawMessage(params))
+		if ok {
+			require.NoError(t, err, params)
+		} else {
+			require.ErrorIs(t, err, ErrBadParams, params)
+		}
+	}
+}

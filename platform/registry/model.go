@@ -57,10 +57,18 @@ func (m *Model) Value(id string, raw []byte) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w for %s: %v", ErrBadValue, id, err)
 	}
-	if mp.Min != nil && v < *mp.Min || mp.Max != nil && v > *mp.Max {
-		return 0, fmt.Errorf("%w for %s: %g outside [%s, %s]", ErrBadValue, id, v, bound(mp.Min), bound(mp.Max))
+	if err := CheckRange(v, mp.Min, mp.Max); err != nil {
+		return 0, fmt.Errorf("%w for %s: %v", ErrBadValue, id, err)
 	}
 	return v, nil
+}
+
+// CheckRange refuses a v below min or above max (either may be unset).
+func CheckRange(v float64, min, max *float64) error {
+	if min != nil && v < *min || max != nil && v > *max {
+		return fmt.Errorf("%g outside [%s, %s]", v, bound(min), bound(max))
+	}
+	return nil
 }
 
 func bound(b *float64) string {
@@ -135,6 +143,11 @@ func ValidateProduct(p *api.Product) error {
 	for _, s := range p.Model.Services {
 		if !identRE.MatchString(s.ID) {
 			return fmt.Errorf("%w: service id %q", ErrInvalid, s.ID)
+		}
+		for _, in := range s.Input {
+			if in.Min != nil && in.Max != nil && *in.Min > *in.Max {
+				return fmt.Errorf("%w: input %q of service %q has min above max", ErrInvalid, in.ID, s.ID)
+			}
 		}
 	}
 	for _, e := range p.Model.Events {
