@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -170,4 +171,37 @@ func TestCheckParams(t *testing.T) {
 			require.ErrorIs(t, err, ErrBadParams, params)
 		}
 	}
+}
+
+// FuzzCheckParams feeds any bytes as a call's parameters: no panic, and
+// what passes is empty or an object of declared inputs whose numbers lie
+// within their bounds.
+func FuzzCheckParams(f *testing.F) {
+	zero, limit := 0.0, 10000.0
+	svc := &api.Service{ID: "setPowerLimit", Input: []api.Param{
+		{ID: "limit", Type: api.TypeFloat, Min: &zero, Max: &limit}, {ID: "code", Type: api.TypeInt}, {ID: "note", Type: "string"},
+	}}
+	for _, s := range []string{``, `{"limit":1500}`, `{"limit":-1.1}`, `{"code":1.5}`, `{"limit":1e400}`, `{"note":{"a":1}}`, `null`, `[1]`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, params []byte) {
+		if checkParams(svc, params) != nil || len(params) == 0 {
+			return
+		}
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(params, &m))
+		for k, v := range m {
+			switch k {
+			case "limit":
+				n, ok := v.(float64)
+				require.True(t, ok && n >= 0 && n <= 10000, "%s=%v", k, v)
+			case "code":
+				n, ok := v.(float64)
+				require.True(t, ok && n == math.Trunc(n), "%s=%v", k, v)
+			case "note":
+			default:
+				t.Fatalf("%q is not an input", k)
+			}
+		}
+	})
 }
