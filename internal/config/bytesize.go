@@ -50,12 +50,7 @@ func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&s); err != nil {
 		return err
 	}
-	v, err := ParseByteSize(s)
-	if err != nil {
-		return err
-	}
-	*b = v
-	return nil
+	return b.Set(s)
 }
 
 // String writes b in the largest binary unit that divides it, or "none".

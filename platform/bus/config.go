@@ -133,15 +133,17 @@ var ErrConfig = errors.New("invalid bus config")
 
 // Validate checks c.
 func (c Config) Validate() error {
+	if err := CheckRetention(c.EmbeddedRetention); err != nil {
+		return fmt.Errorf("%w: embeddedRetention: %w", ErrConfig, err)
+	}
+	if err := CheckRetentionBytes(c.EmbeddedRetentionBytes); err != nil {
+		return fmt.Errorf("%w: embeddedRetentionBytes: %w", ErrConfig, err)
+	}
 	switch {
 	case len(c.Brokers) == 0 && c.EmbeddedAddr == "":
 		return fmt.Errorf("%w: neither brokers nor embeddedAddr set", ErrConfig)
 	case c.Partitions < 1:
 		return fmt.Errorf("%w: partitions must be at least 1", ErrConfig)
-	case CheckRetention(c.EmbeddedRetention) != nil:
-		return fmt.Errorf("%w: embeddedRetention: %w", ErrConfig, CheckRetention(c.EmbeddedRetention))
-	case CheckRetentionBytes(c.EmbeddedRetentionBytes) != nil:
-		return fmt.Errorf("%w: embeddedRetentionBytes: %w", ErrConfig, CheckRetentionBytes(c.EmbeddedRetentionBytes))
 	case c.BatchTimeout <= 0 || c.FetchWait <= 0:
 		return fmt.Errorf("%w: batchTimeout and fetchWait must be positive", ErrConfig)
 	case c.BatchSize < 1 || c.MaxBatch < 1:

@@ -6,9 +6,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/stretchr/testify/require"
 
 	"github.com/gale-iot/gale/internal/config"
-	"github.com/stretchr/testify/require"
 )
 
 // produceAt writes n records to topic, produced at the given time.
@@ -54,9 +54,12 @@ func TestEmbeddedRetention(t *testing.T) {
 	require.NoError(t, err)
 	defer k.Close()
 	require.EqualValues(t, 9, logStart(k, "data"))
-	produceAt(t, k.Addrs(), "data", now.Add(-5*time.Hour), 2) // behind the retention when produced
+	produceAt(t, k.Addrs(), "data", now.Add(-2*time.Hour), 2) // offsets 12-13: an hour would drop them
 	k.cluster.ApplyRetention()
-	require.EqualValues(t, 14, logStart(k, "data"), "the longer retention, read from the restarted broker's config")
+	require.EqualValues(t, 9, logStart(k, "data"), "the longer retention, read from the restarted broker's config, keeps them")
+	produceAt(t, k.Addrs(), "data", now.Add(-5*time.Hour), 2) // offsets 14-15: behind the retention when produced
+	k.cluster.ApplyRetention()
+	require.EqualValues(t, 16, logStart(k, "data"), "kfake drops up to the last expired batch")
 	require.EqualValues(t, 0, logStart(k, "changes"))
 }
 
