@@ -34,7 +34,9 @@ type Config struct {
 	// EmbeddedRetentionBytes bounds each partition of the embedded broker's
 	// data topics, the oldest records going first; "none" sets no bound.
 	EmbeddedRetentionBytes config.ByteSize `yaml:"embeddedRetentionBytes"`
-	// BatchTimeout bounds how long a produced message waits for its batch to fill.
+	// BatchTimeout bounds how long a produced message waits for its batch
+	// to fill (the linger, at most a second). The ingest producer's lanes
+	// wait it only under load (see AsyncProducer).
 	BatchTimeout time.Duration `yaml:"batchTimeout"`
 	// BatchSize is the most messages in one produce request per partition.
 	BatchSize int `yaml:"batchSize"`
@@ -146,6 +148,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: partitions must be at least 1", ErrConfig)
 	case c.BatchTimeout <= 0 || c.FetchWait <= 0:
 		return fmt.Errorf("%w: batchTimeout and fetchWait must be positive", ErrConfig)
+	case c.BatchTimeout > maxBatchTimeout:
+		return fmt.Errorf("%w: batchTimeout must be at most %s: every message waits it under load", ErrConfig, maxBatchTimeout)
 	case c.BatchSize < 1 || c.MaxBatch < 1:
 		return fmt.Errorf("%w: batchSize and maxBatch must be at least 1", ErrConfig)
 	case c.SessionTimeout < 6*time.Second:
@@ -153,6 +157,9 @@ func (c Config) Validate() error {
 	}
 	return c.validateSecurity()
 }
+
+// maxBatchTimeout bounds the linger: under load every PUBACK waits it.
+const maxBatchTimeout = time.Second
 
 func (c Config) validateSecurity() error {
 	s := c.SASL

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TestAsyncProducerKeepsPartitionOrder: with as many lanes as the topic has
@@ -77,4 +81,69 @@ func TestProducersAnswerBothWays(t *testing.T) {
 	closed := NewAsyncProducer(k.Addrs(), cfg)
 	require.NoError(t, closed.Close())
 	require.ErrorIs(t, closed.Produce(ctx, Message{Topic: "t"}, Message{Topic: "t"}), ErrClosed)
+}
+
+// TestAsyncProducerLingersOnlyUnderLoad: a lane that waited for its next
+// message writes it at once, however long the linger (ten messages one
+// after the other take well under one linger); a lane that finds messages
+// queued when its write returns waits the linger for more, so what arrives
+// meanwhile goes in the same write.
+func TestAsyncProducerLingersOnlyUnderLoad(t *testing.T) {
+	k := startKafka(t)
+	cfg := DefaultConfig()
+	cfg.Partitions = 1
+	cfg.BatchTimeout = time.Second
+	p := NewAsyncProducer(k.Addrs(), cfg)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	msg := Message{Topic: "t", Key: []byte("k"), Value: []byte("v")}
+
+	quiet, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 10 {
+		require.NoError(t, p.Produce(quiet, msg))
+	}
+	writes, msgs := p.Stats()
+	require.Equal(t, [2]uint64{10, 10}, [2]uint64{writes, msgs}, "a quiet lane writes each message alone")
+
+	send := func(n int) chan error {
+		acked := make(chan error, n)
+		for range n {
+			p.Send(context.Background(), msg, func(err error) { acked <- err })
+		}
+		return acked
+	}
+	wait := func(acked chan error, n int) {
+		for range n {
+			require.NoError(t, <-acked)
+		}
+	}
+	held := make(chan struct{})
+	k.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.cluster.DropControl() // only the first write is held
+		close(held)
+		time.Sleep(300 * time.Millisecond) // the write is in flight while 20 messages queue
+		return nil, nil, false
+	})
+	first := send(1)
+	<-held
+	queued := send(20)
+	wait(first, 1) // the lane found 20 queued: it lingers
+	time.Sleep(50 * time.Millisecond)
+	late := send(20)
+	wait(queued, 20)
+	wait(late, 20)
+	writes, msgs = p.Stats()
+	require.Equal(t, [2]uint64{12, 51}, [2]uint64{writes, msgs},
+		"the held message, then the queued and the late ones in one write")
+
+	reg := prometheus.NewRegistry()
+	require.NoError(t, p.RegisterStats(reg))
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP gale_kafka_ingest_messages_total Messages the ingest producer's lanes wrote, acknowledged or not.
+# TYPE gale_kafka_ingest_messages_total counter
+gale_kafka_ingest_messages_total 51
+# HELP gale_kafka_ingest_writes_total Produce calls of the ingest producer's lanes (one request per partition they touch).
+# TYPE gale_kafka_ingest_writes_total counter
+gale_kafka_ingest_writes_total 12
+`)))
 }

@@ -30,6 +30,7 @@ func TestConfigFiles(t *testing.T) {
 		"kafka-open-embedded.bad.yaml":          bus.ErrConfig,
 		"kafka-sasl-mechanism.bad.yaml":         bus.ErrConfig,
 		"kafka-retention.bad.yaml":              bus.ErrConfig,
+		"kafka-linger.bad.yaml":                 bus.ErrConfig,
 		"kafka-retention-bytes.bad.yaml":        bus.ErrConfig,
 		"max-concurrent.bad.yaml":               tsdb.ErrConfig,
 		"remote-write-header.bad.yaml":          remotewrite.ErrConfig,

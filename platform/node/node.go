@@ -218,6 +218,9 @@ func (n *Node) initAdmin(ctx context.Context) (err error) {
 func (n *Node) initBroker(context.Context) (err error) {
 	n.ingest = bus.NewAsyncProducer(n.brokers, n.cfg.Kafka)
 	n.onClose("close ingest producer", n.ingest.Close)
+	if err := n.ingest.RegisterStats(n.reg); err != nil {
+		return err
+	}
 	if n.broker, err = broker.New(n.cfg.MQTT, n.Registry, n.ingest, n.log.With("component", "broker"), n.reg); err != nil {
 		return err
 	}
