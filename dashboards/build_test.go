@@ -325,6 +325,8 @@ func healthBoard() *board {
 
 	b.row("Kafka and storage")
 	b.add(timeseries("Kafka consumer lag per group", "", rangeQ(`max by (group) (gale_kafka_consumer_lag{`+self+`})`, "{{group}}")).size(8, 8))
+	b.add(timeseries("Ingest messages per Kafka write (lane batch)", "",
+		rangeQ(`sum(rate(gale_kafka_ingest_messages_total{`+self+`}`+rateWin+`)) / sum(rate(gale_kafka_ingest_writes_total{`+self+`}`+rateWin+`))`, "messages per write")).size(8, 8))
 	b.add(timeseries("TSDB head series and chunks", "",
 		rangeQ(`sum(prometheus_tsdb_head_series{`+self+`})`, "series"),
 		rangeQ(`sum(prometheus_tsdb_head_chunks{`+self+`})`, "chunks")).size(8, 8))

@@ -56,6 +56,8 @@ func ExportedMetrics() []Metric {
 		{"gale_ingest_commit_seconds", Histogram, JobNode},
 		{"gale_ingest_e2e_seconds", Histogram, JobNode},
 		{"gale_kafka_consumer_lag", Gauge, JobNode},
+		{"gale_kafka_ingest_writes_total", Counter, JobNode},
+		{"gale_kafka_ingest_messages_total", Counter, JobNode},
 		{"gale_registry_changes_rejected_total", Counter, JobNode},
 		{"gale_device_events_skipped_total", Counter, JobNode},
 		{"gale_remote_write_samples_total", Counter, JobNode},
