@@ -10,6 +10,7 @@ import (
 	mb "github.com/simonvetter/modbus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api/regmap"
 	"github.com/gale-iot/gale/twins/clock"
 	"github.com/gale-iot/gale/twins/farm"
@@ -45,13 +46,7 @@ func startFleet(tb testing.TB, cfg Config) (*Fleet, *clock.Clock) {
 	c := clock.NewManual(t0)
 	f, err := New(cfg, quiet(), WithClock(c))
 	require.NoError(tb, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	tb.Cleanup(func() {
-		cancel()
-		require.NoError(tb, <-done)
-	})
+	testkit.RunUntilEnd(tb, f.Run)
 	require.Eventually(tb, func() bool {
 		select {
 		case <-f.Ready():

@@ -123,13 +123,7 @@ func startFleet(t *testing.T, clk *clock.Clock) *twins.Fleet {
 	}
 	f, err := twins.New(cfg, quiet(), opts...)
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	testkit.RunUntilEnd(t, f.Run)
 	select {
 	case <-f.Ready():
 	case <-time.After(10 * time.Second):

@@ -51,13 +51,7 @@ func startServer(t *testing.T, cfg Config, qcfg tsdb.QueryConfig, extra map[stri
 func serve(t *testing.T, srv *Server) {
 	t.Helper()
 	require.NoError(t, srv.Listen())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	testkit.RunUntilEnd(t, srv.Run)
 }
 
 // do sends an authenticated request and returns the status, the headers and the body.
