@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -150,19 +149,7 @@ func load(files []string) ([]*Dashboard, error) {
 	if len(files) == 0 {
 		return Shipped()
 	}
-	var out []*Dashboard
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("read dashboard: %w", err)
-		}
-		d, err := Parse(filepath.Base(f), b)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, nil
+	return readAll(files, os.ReadFile)
 }
 
 func report(stdout io.Writer, ds []*Dashboard, problems []Problem) error {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
+	"path/filepath"
 	"slices"
 	"sort"
 )
@@ -185,13 +186,19 @@ func Load(fsys fs.FS, dir string) ([]*Dashboard, error) {
 		return nil, err
 	}
 	sort.Strings(names)
+	return readAll(names, func(n string) ([]byte, error) { return fs.ReadFile(fsys, n) })
+}
+
+// readAll reads each of files with read and parses it as a dashboard named
+// by the file's base name.
+func readAll(files []string, read func(file string) ([]byte, error)) ([]*Dashboard, error) {
 	var out []*Dashboard
-	for _, n := range names {
-		b, err := fs.ReadFile(fsys, n)
+	for _, f := range files {
+		b, err := read(f)
 		if err != nil {
 			return nil, fmt.Errorf("read dashboard: %w", err)
 		}
-		d, err := Parse(path.Base(n), b)
+		d, err := Parse(filepath.Base(f), b)
 		if err != nil {
 			return nil, err
 		}
