@@ -14,6 +14,9 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+
+	"github.com/gale-iot/gale/dashboards"
+	"github.com/gale-iot/gale/loadgen"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -29,10 +32,10 @@ var commands = []command{
 	{"up", "run the whole platform on one machine with embedded engines and the demo fleet", runUp},
 	{"edge", "run an edge gateway: poll Modbus devices, publish them as sub-devices, buffer outages", runEdge},
 	{"twins", "run a twin fleet (Modbus gateways, direct MQTT devices, control API) against a cloud", runTwins},
-	{"loadgen", "load-test Gale (or any MQTT broker) and check that no acknowledged sample is lost", runLoadgen},
+	{"loadgen", "load-test Gale (or any MQTT broker) and check that no acknowledged sample is lost", packageMain(loadgen.Main, loadgen.ErrUsage)},
 	{"rules", "rules test FILE...: run rule unit tests", runRules},
 	{"scenario", "scenario run [--junit FILE] FILE...: run scenarios on an in-process stack", runScenario},
-	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", runDashboards},
+	{"dashboards", "dashboards push|export|lint|check: Grafana dashboards and their data source", packageMain(dashboards.Main, dashboards.ErrUsage)},
 	{"cloud", "run one cloud node from a config file", runCloud},
 	{"kafka", "run the embedded Kafka broker alone", runKafka},
 	{"certs", "certs init|device: the development CA (DATA/tls) and device certificates for mutual TLS", runCerts},
@@ -40,6 +43,18 @@ var commands = []command{
 		_, err := fmt.Fprintln(w, "gale", version)
 		return err
 	}},
+}
+
+// packageMain is a command whose flags and run live in a package of their
+// own: its Main, which explains a usage mistake on stderr and returns usage.
+func packageMain(main func(ctx context.Context, args []string, stdout, stderr io.Writer) error, usage error) func(context.Context, []string, io.Writer) error {
+	return func(ctx context.Context, args []string, stdout io.Writer) error {
+		err := main(ctx, args, stdout, os.Stderr)
+		if errors.Is(err, usage) {
+			return errUsage // explained on stderr
+		}
+		return err
+	}
 }
 
 // errUsage marks errors already explained by a usage message, and usage
