@@ -4,46 +4,34 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 func TestParseSLO(t *testing.T) {
-	for _, c := range []struct {
-		expr string
-		want SLO
-		bad  bool
-	}{
-		{expr: "", want: nil},
-		{expr: "p99_e2e<250ms,loss=0", want: SLO{
+	testkit.Parses(t, ParseSLO, ErrSLO, []testkit.Parse[SLO]{
+		{In: "", Want: nil},
+		{In: "p99_e2e<250ms,loss=0", Want: SLO{
 			{Text: "p99_e2e<250ms", Metric: "p99_e2e", Op: "<", Value: 250},
 			{Text: "loss=0", Metric: "loss", Op: "=", Value: 0},
 		}},
-		{expr: " p50_puback <= 1.5s , rate >= 9500, errors==0, max_connect>2, p999_send_lag<300us", want: SLO{
+		{In: " p50_puback <= 1.5s , rate >= 9500, errors==0, max_connect>2, p999_send_lag<300us", Want: SLO{
 			{Text: "p50_puback <= 1.5s", Metric: "p50_puback", Op: "<=", Value: 1500},
 			{Text: "rate >= 9500", Metric: "rate", Op: ">=", Value: 9500},
 			{Text: "errors==0", Metric: "errors", Op: "=", Value: 0},
 			{Text: "max_connect>2", Metric: "max_connect", Op: ">", Value: 2},
 			{Text: "p999_send_lag<300us", Metric: "p999_send_lag", Op: "<", Value: 0.3},
 		}},
-		{expr: "p99_e2e", bad: true},
-		{expr: "<5", bad: true},
-		{expr: "p98_e2e<5ms", bad: true},
-		{expr: "p99_alert<5ms", bad: true},
-		{expr: "p99_e2e<fast", bad: true},
-		{expr: "loss=none", bad: true},
-		{expr: "loss=", bad: true},
-		{expr: "throughput>5", bad: true},
-		{expr: "loss=0,", bad: true},
-	} {
-		t.Run(c.expr, func(t *testing.T) {
-			got, err := ParseSLO(c.expr)
-			if c.bad {
-				require.ErrorIs(t, err, ErrSLO)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, c.want, got)
-		})
-	}
+		{In: "p99_e2e", Bad: true},
+		{In: "<5", Bad: true},
+		{In: "p98_e2e<5ms", Bad: true},
+		{In: "p99_alert<5ms", Bad: true},
+		{In: "p99_e2e<fast", Bad: true},
+		{In: "loss=none", Bad: true},
+		{In: "loss=", Bad: true},
+		{In: "throughput>5", Bad: true},
+		{In: "loss=0,", Bad: true},
+	})
 }
 
 func TestSLOEvaluate(t *testing.T) {

@@ -4,46 +4,33 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 func TestParseTopic(t *testing.T) {
-	cases := []struct {
-		topic string
-		want  Topic
-		bad   bool
-	}{
-		{topic: "/sys/pk/dk/thing/measurepoint/post", want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk"}},
-		{topic: "/sys/pk/dk/thing/measurepoint/post_reply", want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
-		{topic: "/sys/pk/dk/thing/measurepoint/resume", want: Topic{Kind: KindMeasurepointResume, ProductKey: "pk", DeviceKey: "dk"}},
-		{topic: "/sys/pk/dk/thing/measurepoint/post/batch", want: Topic{Kind: KindMeasurepointPostBatch, ProductKey: "pk", DeviceKey: "dk"}},
-		{topic: "/sys/pk/dk/thing/measurepoint/post/batch_reply", want: Topic{Kind: KindMeasurepointPostBatch, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
-		{topic: "/sys/pk/dk/thing/measurepoint/resume/batch", want: Topic{Kind: KindMeasurepointResumeBatch, ProductKey: "pk", DeviceKey: "dk"}},
-		{topic: "/sys/pk/dk/thing/event/fault/post", want: Topic{Kind: KindEventPost, ProductKey: "pk", DeviceKey: "dk", Name: "fault"}},
-		{topic: "/sys/pk/dk/thing/service/setPowerLimit", want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit"}},
-		{topic: "/sys/pk/dk/thing/service/setPowerLimit_reply", want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit", Reply: true}},
-		{topic: "/sys/gw/g1/thing/topo/add", want: Topic{Kind: KindTopoAdd, ProductKey: "gw", DeviceKey: "g1"}},
-		{topic: "/ext/session/gw/g1/combine/login", want: Topic{Kind: KindSubLogin, ProductKey: "gw", DeviceKey: "g1"}},
-		{topic: "/ext/session/gw/g1/combine/login/batch", want: Topic{Kind: KindSubLoginBatch, ProductKey: "gw", DeviceKey: "g1"}},
-		{topic: "/sys/pk/dk/thing/event//post", bad: true},
-		{topic: "/sys/pk/dk/thing/event/a/b/post", bad: true},
-		{topic: "/sys/pk//thing/measurepoint/post", bad: true},
-		{topic: "sys/pk/dk/thing/measurepoint/post", bad: true},
-		{topic: "/sys/pk/dk/thing/other", bad: true},
-		{topic: "/ext/session/gw/g1/combine/logout", want: Topic{Kind: KindSubLogout, ProductKey: "gw", DeviceKey: "g1"}},
-		{topic: "/ext/session/gw/g1/combine/other", bad: true},
-		{topic: "", bad: true},
-	}
-	for _, c := range cases {
-		t.Run(c.topic, func(t *testing.T) {
-			got, err := ParseTopic(c.topic)
-			if c.bad {
-				require.ErrorIs(t, err, ErrBadTopic)
-				return
-			}
-			require.NoError(t, err)
-			require.Equal(t, c.want, got)
-		})
-	}
+	testkit.Parses(t, ParseTopic, ErrBadTopic, []testkit.Parse[Topic]{
+		{In: "/sys/pk/dk/thing/measurepoint/post", Want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk"}},
+		{In: "/sys/pk/dk/thing/measurepoint/post_reply", Want: Topic{Kind: KindMeasurepointPost, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
+		{In: "/sys/pk/dk/thing/measurepoint/resume", Want: Topic{Kind: KindMeasurepointResume, ProductKey: "pk", DeviceKey: "dk"}},
+		{In: "/sys/pk/dk/thing/measurepoint/post/batch", Want: Topic{Kind: KindMeasurepointPostBatch, ProductKey: "pk", DeviceKey: "dk"}},
+		{In: "/sys/pk/dk/thing/measurepoint/post/batch_reply", Want: Topic{Kind: KindMeasurepointPostBatch, ProductKey: "pk", DeviceKey: "dk", Reply: true}},
+		{In: "/sys/pk/dk/thing/measurepoint/resume/batch", Want: Topic{Kind: KindMeasurepointResumeBatch, ProductKey: "pk", DeviceKey: "dk"}},
+		{In: "/sys/pk/dk/thing/event/fault/post", Want: Topic{Kind: KindEventPost, ProductKey: "pk", DeviceKey: "dk", Name: "fault"}},
+		{In: "/sys/pk/dk/thing/service/setPowerLimit", Want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit"}},
+		{In: "/sys/pk/dk/thing/service/setPowerLimit_reply", Want: Topic{Kind: KindServiceCall, ProductKey: "pk", DeviceKey: "dk", Name: "setPowerLimit", Reply: true}},
+		{In: "/sys/gw/g1/thing/topo/add", Want: Topic{Kind: KindTopoAdd, ProductKey: "gw", DeviceKey: "g1"}},
+		{In: "/ext/session/gw/g1/combine/login", Want: Topic{Kind: KindSubLogin, ProductKey: "gw", DeviceKey: "g1"}},
+		{In: "/ext/session/gw/g1/combine/login/batch", Want: Topic{Kind: KindSubLoginBatch, ProductKey: "gw", DeviceKey: "g1"}},
+		{In: "/sys/pk/dk/thing/event//post", Bad: true},
+		{In: "/sys/pk/dk/thing/event/a/b/post", Bad: true},
+		{In: "/sys/pk//thing/measurepoint/post", Bad: true},
+		{In: "sys/pk/dk/thing/measurepoint/post", Bad: true},
+		{In: "/sys/pk/dk/thing/other", Bad: true},
+		{In: "/ext/session/gw/g1/combine/logout", Want: Topic{Kind: KindSubLogout, ProductKey: "gw", DeviceKey: "g1"}},
+		{In: "/ext/session/gw/g1/combine/other", Bad: true},
+		{In: "", Bad: true},
+	})
 }
 
 func TestSignAndVerify(t *testing.T) {
