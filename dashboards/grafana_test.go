@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 // fakeGrafana serves the part of Grafana's HTTP API that Push uses, keeps
@@ -199,8 +201,7 @@ func TestPushErrors(t *testing.T) {
 
 func TestPushCommand(t *testing.T) {
 	g, srv := newFakeGrafana(t, "sa-token")
-	tokenFile := filepath.Join(t.TempDir(), "admin.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte("gale-secret\n"), 0o600))
+	tokenFile := testkit.WriteFile(t, t.TempDir(), "admin.token", "gale-secret\n")
 
 	tests := []struct {
 		name    string

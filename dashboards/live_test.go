@@ -152,8 +152,7 @@ func TestLiveNode(t *testing.T) {
 	t.Run("an org's viewer token pushed to Grafana", func(t *testing.T) {
 		var tok struct{ Token string }
 		require.Equal(t, http.StatusCreated, h.Do(t, http.MethodPost, "/api/v1/tokens", map[string]any{"name": "grafana", "org": "demo", "role": "viewer"}, &tok))
-		file := filepath.Join(t.TempDir(), "viewer.token")
-		require.NoError(t, os.WriteFile(file, []byte(tok.Token+"\n"), 0o600))
+		file := testkit.WriteFile(t, t.TempDir(), "viewer.token", tok.Token+"\n")
 		g, srv := newFakeGrafana(t, "sa-token")
 		var stdout, stderr strings.Builder
 		require.NoError(t, Main(ctx, []string{"push", "--grafana-url", srv.URL, "--token", "sa-token", "--gale-url", h.BaseURL, "--gale-token-file", file}, &stdout, &stderr))

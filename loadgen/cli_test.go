@@ -3,19 +3,18 @@ package loadgen
 import (
 	"bytes"
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 func TestMainCommandLineErrors(t *testing.T) {
-	tokenFile := filepath.Join(t.TempDir(), "admin.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte("tok\n"), 0o600))
-	devicesFile := filepath.Join(t.TempDir(), "devices.csv")
-	require.NoError(t, os.WriteFile(devicesFile, []byte("pk,d1,s1\n"), 0o600))
+	tokenFile := testkit.WriteFile(t, t.TempDir(), "admin.token", "tok\n")
+	devicesFile := testkit.WriteFile(t, t.TempDir(), "devices.csv", "pk,d1,s1\n")
 	tf := "--token-file=" + tokenFile
 	for _, c := range []struct {
 		name string

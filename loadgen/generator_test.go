@@ -25,6 +25,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/api"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/pki"
@@ -414,8 +415,7 @@ func startMosquitto(t testing.TB) string {
 	addr := ln.Addr().String()
 	_, port, _ := net.SplitHostPort(addr)
 	require.NoError(t, ln.Close())
-	conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-	require.NoError(t, os.WriteFile(conf, []byte("listener "+port+" 127.0.0.1\nallow_anonymous true\n"), 0o600))
+	conf := testkit.WriteFile(t, t.TempDir(), "mosquitto.conf", "listener "+port+" 127.0.0.1\nallow_anonymous true\n")
 	cmd := exec.Command(bin, "-c", conf)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -457,8 +457,7 @@ func TestRunAgainstGaleOverMutualTLS(t *testing.T) {
 		certFile, keyFile := pki.DeviceFiles(dir, "loadgen", fmt.Sprintf("lg-%05d", i))
 		require.NoError(t, ca.IssueDevice(certFile, keyFile, "loadgen", fmt.Sprintf("lg-%05d", i), time.Now()))
 	}
-	tokenFile := filepath.Join(dir, "token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(h.Token), 0o600))
+	tokenFile := testkit.WriteFile(t, dir, "token", h.Token)
 	report := filepath.Join(dir, "r.json")
 	var out, errb bytes.Buffer
 	err = Main(context.Background(), []string{"--mqtt-addr", h.MQTTAddr(), "--api-url", h.BaseURL, "--token-file", tokenFile,

@@ -1,11 +1,12 @@
 package loadgen
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 func TestReadIdentities(t *testing.T) {
@@ -24,8 +25,7 @@ func TestReadIdentities(t *testing.T) {
 		{name: "bad json", text: `[{"productKey":1}]`, bad: true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "devices")
-			require.NoError(t, os.WriteFile(path, []byte(c.text), 0o600))
+			path := testkit.WriteFile(t, t.TempDir(), "devices", c.text)
 			got, err := ReadIdentities(path)
 			if c.bad {
 				require.ErrorIs(t, err, ErrDevicesFile)

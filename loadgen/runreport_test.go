@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/gale-iot/gale/internal/testkit"
 	"github.com/gale-iot/gale/platform/node/nodetest"
 	"github.com/gale-iot/gale/platform/runs"
 )
@@ -19,8 +18,7 @@ import (
 // its figures, the SLO verdict and the rate, latency and ledger plots.
 func TestReportPostedToRunsPage(t *testing.T) {
 	h := nodetest.Start(t, nodetest.Config(t))
-	tokenFile := filepath.Join(t.TempDir(), "admin.token")
-	require.NoError(t, os.WriteFile(tokenFile, []byte(h.Token+"\n"), 0o600))
+	tokenFile := testkit.WriteFile(t, t.TempDir(), "admin.token", h.Token+"\n")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var out, errb bytes.Buffer

@@ -17,10 +17,8 @@ import (
 
 func TestKafkaCommandRequiresSASL(t *testing.T) {
 	dir := t.TempDir()
-	pass := filepath.Join(dir, "pass")
-	require.NoError(t, os.WriteFile(pass, []byte("pw-0123456789\n"), 0o600))
-	users := filepath.Join(dir, "users")
-	require.NoError(t, os.WriteFile(users, []byte("gale:pw-0123456789\nbad line\n"), 0o600))
+	pass := testkit.WriteFile(t, dir, "pass", "pw-0123456789\n")
+	users := testkit.WriteFile(t, dir, "users", "gale:pw-0123456789\nbad line\n")
 	for _, tc := range []struct {
 		name string
 		args []string

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 // TestStartupFailuresEndInOneLine runs gale (this test binary as the
@@ -22,10 +24,8 @@ func TestStartupFailuresEndInOneLine(t *testing.T) {
 	defer taken.Close()
 	busy := taken.Addr().String()
 	dir := t.TempDir()
-	file := filepath.Join(dir, "file")
-	require.NoError(t, os.WriteFile(file, nil, 0o600))
-	badConfig := filepath.Join(dir, "bad.yaml")
-	require.NoError(t, os.WriteFile(badConfig, []byte("role: all\nmqtt:\n  nope: 1\n"), 0o600))
+	file := testkit.WriteFile(t, dir, "file", "")
+	badConfig := testkit.WriteFile(t, dir, "bad.yaml", "role: all\nmqtt:\n  nope: 1\n")
 	up := func(data string, addrs ...string) []string {
 		a := map[string]string{"--http-addr": "127.0.0.1:0", "--mqtt-addr": "127.0.0.1:0", "--kafka-addr": "127.0.0.1:0"}
 		for i := 0; i+1 < len(addrs); i += 2 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -22,10 +21,8 @@ import (
 
 func TestTwinsCommandErrors(t *testing.T) {
 	dir := t.TempDir()
-	good := filepath.Join(dir, "fleet.yaml")
-	require.NoError(t, os.WriteFile(good, []byte("farms: [{site: a, count: 1, mast: M1}]\n"), 0o600))
-	badSecrets := filepath.Join(dir, "secrets.yaml")
-	require.NoError(t, os.WriteFile(badSecrets, []byte("- not a map\n"), 0o600))
+	good := testkit.WriteFile(t, dir, "fleet.yaml", "farms: [{site: a, count: 1, mast: M1}]\n")
+	badSecrets := testkit.WriteFile(t, dir, "secrets.yaml", "- not a map\n")
 	cases := []struct {
 		name     string
 		args     []string
@@ -72,13 +69,12 @@ func TestTwinsCommandRunsFleetAgainstCloud(t *testing.T) {
 			}
 			h := nodetest.Start(t, cfg)
 			require.NoError(t, node.SeedDemo(context.Background(), h.Node.Registry, node.Demo{Turbines: 2}))
-			fleet := filepath.Join(t.TempDir(), "fleet.yaml")
-			require.NoError(t, os.WriteFile(fleet, []byte(`
+			fleet := testkit.WriteFile(t, t.TempDir(), "fleet.yaml", `
 farms:
   - {site: demo-farm, count: 2, mast: MM01}
 gateways:
   - {id: GW01, addr: "127.0.0.1:0", units: [{device: WT01}, {device: WT02}]}
-`), 0o600))
+`)
 			httpAddr := testkit.FreeAddr(t, "tcp")
 
 			ctx, cancel := context.WithCancel(context.Background())
