@@ -87,18 +87,7 @@ func runTwins(ctx context.Context, args []string, stdout io.Writer) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return fleet.Run(gctx) })
 	g.Go(func() error { return devices.Run(gctx) })
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("control API: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+	g.Go(func() error { return httpapi.Serve(gctx, srv, ln, "control API", 5*time.Second) })
 	return g.Wait()
 }
 

@@ -164,18 +164,7 @@ func (e *Edge) Run(ctx context.Context) error {
 			return fmt.Errorf("edge http: %w", err)
 		}
 		srv := httpapi.DefaultConfig().HTTPServer(e.Handler(), e.log)
-		g.Go(func() error {
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("edge http: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-gctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+		g.Go(func() error { return httpapi.Serve(gctx, srv, l, "edge http", time.Second) })
 	}
 	work := func(ctx context.Context) error { return e.work(ctx, q, plans) }
 	if el == nil {

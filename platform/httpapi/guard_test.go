@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -200,4 +201,30 @@ func TestHTTPServerCutsSlowHeaders(t *testing.T) {
 	_, err = io.ReadAll(c)
 	var ne net.Error
 	require.False(t, errors.As(err, &ne) && ne.Timeout(), "the server kept the slow client past its header timeout")
+}
+
+// TestServe: Serve (the edge's and the twins' listeners) answers until its
+// context ends, then shuts down cleanly; a listener that fails is an error
+// named by what.
+func TestServe(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	srv := Config{}.HTTPServer(ok, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Serve(ctx, srv, ln, "test http", time.Second) }()
+	resp, err := http.Get("http://" + ln.Addr().String())
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, "ok", string(b))
+	cancel()
+	require.NoError(t, <-done)
+
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	require.NoError(t, closed.Close())
+	require.ErrorContains(t, Serve(context.Background(), &http.Server{}, closed, "test http", time.Second), "test http: ")
 }

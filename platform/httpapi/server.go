@@ -123,6 +123,29 @@ func (c Config) HTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// Serve serves srv on l until ctx ends or serving fails, then shuts srv
+// down, giving running requests grace to finish. It returns the failure,
+// named by what, or else Shutdown's error.
+func Serve(ctx context.Context, srv *http.Server, l net.Listener, what string, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	shutdownErr := srv.Shutdown(sctx)
+	if err == nil {
+		err = <-errc // http.ErrServerClosed, as Shutdown closed l
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return shutdownErr
+}
+
 // Deps are what the API serves.
 type Deps struct {
 	Registry *registry.Registry
