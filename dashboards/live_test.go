@@ -307,17 +307,12 @@ func startSelfMonitoring(t *testing.T, h *nodetest.Harness) *API {
 	}, log, prometheus.NewRegistry())
 	require.NoError(t, err)
 	require.NoError(t, srv.Listen())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 2)
-	go func() { done <- sc.Run(ctx) }()
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-		require.NoError(t, <-done)
+	t.Cleanup(func() { // after both have stopped
 		require.NoError(t, db.Close())
 		require.NoError(t, engine.Close())
 	})
+	testkit.RunUntilEnd(t, sc.Run)
+	testkit.RunUntilEnd(t, srv.Run)
 	return newAPI(t, "http://"+srv.Addr()+"/prometheus", h.Token)
 }
 
