@@ -330,7 +330,7 @@ func takeover(_ context.Context, e *env, p party) outcome {
 	v, a, ts := p.victim, p.attacker, stamp()
 	w, err := e.watch(v, p.host, api.Sign("shared-id", v.ProductKey, v.DeviceKey, v.Secret, ts))
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer w.client.Disconnect(0)
 	o := outcome{attempts: 1}
@@ -352,7 +352,7 @@ func foreignWill(_ context.Context, e *env, p party) outcome {
 	v := p.victim
 	w, err := e.watch(p.victim, p.host, signed(p.victim))
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer w.client.Disconnect(0)
 	will := func(c *packets.ConnectParams) {
@@ -411,7 +411,7 @@ func wildcardSubscribe(_ context.Context, e *env, p party) outcome {
 	filters := []string{"#", "/sys/#", "/sys/+/+/thing/service/+", api.DevicePrefix(v.ProductKey, v.DeviceKey) + "#", "$SYS/#", "/ext/session/#"}
 	c, err := e.pahoClient(p.attacker, p.host, nil)
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer c.Disconnect(0)
 	o := outcome{attempts: len(filters)}
@@ -453,7 +453,7 @@ func forgedReply(ctx context.Context, e *env, p party) outcome {
 	v, a := p.victim, p.attacker
 	w, err := e.watch(p.victim, p.host, signed(p.victim))
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer w.client.Disconnect(0)
 	var cmd struct {
@@ -465,7 +465,7 @@ func forgedReply(ctx context.Context, e *env, p party) outcome {
 	}
 	c, err := e.pahoClient(p.attacker, p.host, nil)
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer c.Disconnect(0)
 	o := outcome{attempts: 5}
@@ -504,7 +504,7 @@ func (e *env) subDeviceRequests(p party, entries []api.SubDeviceAuth) outcome {
 	g := p.gateway
 	c, err := e.pahoClient(p.gateway, p.host, nil)
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer c.Disconnect(0)
 	replies := make(chan api.Reply, 16)
@@ -555,7 +555,7 @@ func oversizePayload(ctx context.Context, e *env, p party) outcome {
 	a := p.attacker
 	c, err := e.pahoClient(p.attacker, p.host, nil)
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer c.Disconnect(0)
 	codes := make(chan int, 8)
@@ -588,7 +588,7 @@ func disabledDevice(ctx context.Context, e *env, p party) outcome {
 	d := p.victim
 	w, err := e.watch(p.victim, p.host, signed(p.victim))
 	if err != nil {
-		return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+		return setupFailed(err)
 	}
 	defer w.client.Disconnect(0)
 	o := outcome{attempts: 1}

@@ -50,6 +50,12 @@ type outcome struct {
 	notes    []string // how the ones that got through got through
 }
 
+// setupFailed is the outcome of an attack that could not be set up: one
+// attempt, counted as through (a failure), err its note.
+func setupFailed(err error) outcome {
+	return outcome{attempts: 1, through: 1, notes: []string{err.Error()}}
+}
+
 // result is an attack's outcome with what the node counted for it.
 type result struct {
 	attack
