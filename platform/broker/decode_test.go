@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"testing"
@@ -24,6 +25,11 @@ func FuzzDecodePost(f *testing.F) {
 		`{"id":"7","params":null}`, `{"id":"8"}`, `{"id":9,"params":{"measurepoints":{"T":1}}}`,
 		`{"id":"10","params":{"measurepoints":{"T":1},"time":"x"}}`, `{"ID":"11","Params":{"Measurepoints":{"T":2}}}`,
 		`{"id":"12","params":{"measurepoints":{}}}`, `not json`, `{"id":"13","params":{"measurepoints":null}}`,
+		`{"id":"14","params":{"measurepoints":{"T":1,"N":2},"measurepoints":null,"measurepoints":{"M":3}}}`,
+		`{"id":"15","params":{"measurepoints":{"T":"1.5","On":"true","N":{"value":3,"quality":9}},"time":1.5}}`,
+		`{"id":"16","params":{"measurepoints":{"T":1,"T":"x","X":1,"N":1.5}}}`, `{"iD":"17","params":{"measurepoints":{"T":1}}}`,
+		`{"id":"18","extra":1,"params":{"measurepoints":{"T":1}}}`, "{\"id\":\"\xff\",\"params\":{\"measurepoints\":{\"T\":1}}}",
+		`{"id":null,"version":null,"params":{"time":null,"measurepoints":{"T":null}}}`, `[{"params":{"measurepoints":{"T":1}}}]`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -42,15 +48,56 @@ func FuzzDecodePost(f *testing.F) {
 		require.Equal(t, slow.Method, fast.Method)
 
 		recFast, recSlow := api.Record{Received: win.now}, api.Record{Received: win.now}
-		codeF, reasonF, errF := validateBatch(&recFast, []api.MeasurepointParams{*post}, model, win)
+		codeF, reasonF, errF := validatePost(&recFast, post, model, win)
 		codeS, reasonS, errS := validateSamples(&recSlow, slow.Params, model, win)
+		releasePost(post)
 		require.Equal(t, codeS, codeF)
 		require.Equal(t, reasonS, reasonF)
-		require.Equal(t, errS == nil, errF == nil, "fast %v, slow %v", errF, errS)
-		if errS == nil {
+		if errS != nil || errF != nil {
+			require.EqualError(t, errF, fmt.Sprint(errS), "the same refusal whatever order the points are read in")
+		} else {
 			require.ElementsMatch(t, recSlow.Samples, recFast.Samples)
 		}
 	})
+}
+
+// TestDecodePostSinglePass: the forms devices send are decoded in one
+// pass, without allocating for their points, and the forms whose meaning
+// the struct decode's rules decide are left to it.
+func TestDecodePostSinglePass(t *testing.T) {
+	for _, s := range []string{
+		`{"id":"1","version":"1.0","method":"thing.measurepoint.post","params":{"measurepoints":{"T":21.5,"On":true,"N":3},"time":1732550400000}}`,
+		`{ "id" : "2" , "params" : { "time" : 1 , "measurepoints" : { "T" : { "value" : 1 , "quality" : 0 } , "N" : "3" } } }`,
+		`{"id":"3","params":{"measurepoints":{"T":1,"T":2},"measurepoints":{"N":3}}}`,
+		`{"id":null,"params":{"measurepoints":{"T":null}}}`,
+	} {
+		var req api.Request
+		p := decodePost([]byte(s), &req)
+		require.NotNil(t, p, s)
+		require.NotEmpty(t, p.points, s)
+		releasePost(p)
+	}
+	for _, s := range []string{
+		`{"ID":"1","params":{"measurepoints":{"T":1}}}`, `{"id":"1","extra":0,"params":{"measurepoints":{"T":1}}}`,
+		`{"id":"1","params":{"measurepoints":{"T":1},"time":1.5}}`, `{"id":1,"params":{"measurepoints":{"T":1}}}`,
+		"{\"id\":\"\xff\",\"params\":{\"measurepoints\":{\"T\":1}}}", `{"id":"1","params":{"measurepoints":{}}}`,
+		`{"id":"1","params":{"measurepoints":{"T":1},"measurepoints":null}}`, `{"id":"1","params":{"measurepoints":{"T\u0031":1}}}`,
+		`{"id":"1","params":{"measurepoints":{"T":1}}`,
+	} {
+		var req api.Request
+		require.Nil(t, decodePost([]byte(s), &req), s)
+	}
+	var many bytes.Buffer
+	many.WriteString(`{"id":"1","params":{"measurepoints":{`)
+	for i := range maxPostPoints + 1 {
+		if i > 0 {
+			many.WriteByte(',')
+		}
+		fmt.Fprintf(&many, `"P%d":1`, i)
+	}
+	many.WriteString(`}}}`)
+	var req api.Request
+	require.Nil(t, decodePost(many.Bytes(), &req), "more than maxPostPoints points")
 }
 
 // BenchmarkDecodePost compares the two decodes of a post of 10
@@ -83,9 +130,10 @@ func BenchmarkDecodePost(b *testing.B) {
 				b.Fatal("not decoded in one pass")
 			}
 			rec := api.Record{Received: win.now}
-			if _, _, err := validateBatch(&rec, []api.MeasurepointParams{*post}, model, win); err != nil {
+			if _, _, err := validatePost(&rec, post, model, win); err != nil {
 				b.Fatal(err)
 			}
+			releasePost(post)
 		}
 	})
 }
@@ -121,7 +169,7 @@ func BenchmarkDecodeTurbinePost(b *testing.B) {
 			b.Fatal("not decoded in one pass")
 		}
 		rec := api.Record{Org: "org", Product: testProduct, Device: "d1", MessageID: req.ID, Received: win.now}
-		if _, _, err := validateBatch(&rec, []api.MeasurepointParams{*post}, model, win); err != nil {
+		if _, _, err := validatePost(&rec, post, model, win); err != nil {
 			b.Fatal(err)
 		}
 		releasePost(post)

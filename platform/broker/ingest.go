@@ -6,8 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
+	"maps"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,11 +115,11 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 			fmt.Sprintf("device is above its rate limit of %g messages/s", h.cfg.RateLimit))
 	}
 	var req api.Request
-	var post *api.MeasurepointParams
+	var fast *post
 	if isPost(topic.Kind) {
-		post = decodePost(pk.Payload, &req)
+		fast = decodePost(pk.Payload, &req)
 	}
-	if post == nil {
+	if fast == nil {
 		if err := json.Unmarshal(pk.Payload, &req); err != nil {
 			return nil, refuse("", api.CodeBadRequest, "bad_json", "malformed JSON: "+err.Error())
 		}
@@ -153,9 +154,9 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		var code int
 		var reason string
 		var err error
-		if post != nil {
-			code, reason, err = validateBatch(&rec, []api.MeasurepointParams{*post}, model, win)
-			releasePost(post)
+		if fast != nil {
+			code, reason, err = validatePost(&rec, fast, model, win)
+			releasePost(fast)
 		} else {
 			code, reason, err = validateSamples(&rec, req.Params, model, win)
 		}
@@ -415,53 +416,6 @@ func isPost(kind api.Kind) bool {
 	return kind == api.KindMeasurepointPost || kind == api.KindMeasurepointResume || kind == api.KindMeasurepointResumeBatch
 }
 
-// paramsKey finds the params member, to count it.
-var paramsKey = []byte(`"params"`)
-
-// decodePost decodes a measurepoint request whose params is one object in a
-// single pass (the common form): it sets req's ID, Version and Method and
-// returns the params. It returns nil for anything else, which is then
-// decoded as before (api.Request, then params a second time), with the same
-// replies: malformed JSON, params missing, null or an array, a member named
-// with escapes, or params given twice (a struct decode would merge the two
-// objects' measurepoints where the RawMessage keeps the last).
-func decodePost(payload []byte, req *api.Request) *api.MeasurepointParams {
-	if bytes.Count(payload, paramsKey) != 1 || bytes.IndexByte(payload, '\\') >= 0 {
-		return nil
-	}
-	var r struct {
-		ID      string                 `json:"id"`
-		Version string                 `json:"version"`
-		Method  string                 `json:"method"`
-		Params  api.MeasurepointParams `json:"params"`
-	}
-	r.Params.Measurepoints = pointMaps.Get().(map[string]json.RawMessage)
-	if json.Unmarshal(payload, &r) != nil || len(r.Params.Measurepoints) == 0 {
-		releasePost(&r.Params) // missing, null or empty: the two-pass decode answers alike
-		return nil
-	}
-	req.ID, req.Version, req.Method = r.ID, r.Version, r.Method
-	return &r.Params
-}
-
-// pointMaps holds the measurepoint maps decodePost decodes into: a post's
-// map is cleared and reused once its samples are validated, rather than
-// grown anew for every message.
-var pointMaps = sync.Pool{New: func() any { return make(map[string]json.RawMessage, pooledPoints) }}
-
-// pooledPoints is the size of a pooled map; a larger one is not kept.
-const pooledPoints = 32
-
-// releasePost gives the measurepoint map of a post decodePost returned back
-// to the pool, once nothing reads it (the samples hold its keys, not it).
-func releasePost(p *api.MeasurepointParams) {
-	if m := p.Measurepoints; m != nil && len(m) <= pooledPoints {
-		clear(m)
-		pointMaps.Put(m)
-	}
-	p.Measurepoints = nil
-}
-
 // validateBatch validates decoded measurepoint params against model and the time window into rec.
 func validateBatch(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
 	if len(batch) == 0 {
@@ -489,33 +443,72 @@ func validateParams(rec *api.Record, batch []api.MeasurepointParams, model *regi
 		if err := win.check(t); err != nil {
 			return api.CodeInvalidValue, "bad_time", err
 		}
-		for id, v := range p.Measurepoints {
-			s := api.Sample{Point: id, Time: t}
-			if v = bytes.TrimSpace(v); len(v) > 0 && v[0] == '{' {
-				var qv api.QualityValue
-				if err := json.Unmarshal(v, &qv); err != nil {
-					return api.CodeBadRequest, "bad_json", fmt.Errorf("measurepoint %s: %w", cut(id), err)
-				}
-				v = qv.Value
-				if qv.Quality != nil {
-					if *qv.Quality < 0 || *qv.Quality > 127 {
-						return api.CodeInvalidValue, "bad_value", fmt.Errorf("measurepoint %s: quality %d outside 0..127", cut(id), *qv.Quality)
-					}
-					s.Quality, s.HasQuality = uint8(*qv.Quality), true
-				}
-			}
-			val, err := model.Value(id, v)
-			if err != nil {
-				if errors.Is(err, registry.ErrUnknownPoint) {
-					return api.CodeUnknownPoint, "unknown_point", err
-				}
-				return api.CodeInvalidValue, "bad_value", err
-			}
-			s.Value = val
-			rec.Samples = append(rec.Samples, s)
+		if code, reason, err := appendSamples(rec, t, model, maps.All(p.Measurepoints)); err != nil {
+			return code, reason, err
 		}
 	}
 	return 0, "", nil
+}
+
+// appendSamples validates measurepoints (id, raw JSON value) at time t
+// against model into rec's samples. A request with several bad points gets
+// the refusal of the smallest id, whatever order its points are read in.
+func appendSamples[V ~[]byte](rec *api.Record, t int64, model *registry.Model, points iter.Seq2[string, V]) (int, string, error) {
+	var bad pointRefusal
+	for id, v := range points {
+		smp, code, reason, err := pointSample(id, v, t, model)
+		if err != nil {
+			bad.keep(id, code, reason, err)
+			continue
+		}
+		rec.Samples = append(rec.Samples, smp)
+	}
+	if bad.err != nil {
+		return bad.code, bad.reason, bad.err
+	}
+	return 0, "", nil
+}
+
+// pointSample validates the raw JSON value v of measurepoint id at time t
+// against model. It returns the reply code and counted reason of a refusal.
+func pointSample(id string, v []byte, t int64, model *registry.Model) (api.Sample, int, string, error) {
+	s := api.Sample{Point: id, Time: t}
+	if v = bytes.TrimSpace(v); len(v) > 0 && v[0] == '{' {
+		var qv api.QualityValue
+		if err := json.Unmarshal(v, &qv); err != nil {
+			return s, api.CodeBadRequest, "bad_json", fmt.Errorf("measurepoint %s: %w", cut(id), err)
+		}
+		v = qv.Value
+		if qv.Quality != nil {
+			if *qv.Quality < 0 || *qv.Quality > 127 {
+				return s, api.CodeInvalidValue, "bad_value", fmt.Errorf("measurepoint %s: quality %d outside 0..127", cut(id), *qv.Quality)
+			}
+			s.Quality, s.HasQuality = uint8(*qv.Quality), true
+		}
+	}
+	val, err := model.Value(id, v)
+	if err != nil {
+		if errors.Is(err, registry.ErrUnknownPoint) {
+			return s, api.CodeUnknownPoint, "unknown_point", err
+		}
+		return s, api.CodeInvalidValue, "bad_value", err
+	}
+	s.Value = val
+	return s, 0, "", nil
+}
+
+// pointRefusal keeps the refusal of the failing measurepoint with the smallest id.
+type pointRefusal struct {
+	id     string
+	code   int
+	reason string
+	err    error
+}
+
+func (r *pointRefusal) keep(id string, code int, reason string, err error) {
+	if r.err == nil || id < r.id {
+		*r = pointRefusal{id: id, code: code, reason: reason, err: err}
+	}
 }
 
 // validateEvent validates the params of device event id against model and

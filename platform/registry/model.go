@@ -37,6 +37,16 @@ func (m *Model) Point(id string) (*api.Measurepoint, bool) {
 	return mp, ok
 }
 
+// PointID returns the model's own string of measurepoint id, given as
+// bytes (a lookup that does not allocate), and whether the model has it.
+func (m *Model) PointID(id []byte) (string, bool) {
+	mp, ok := m.points[string(id)]
+	if !ok {
+		return "", false
+	}
+	return mp.ID, true
+}
+
 // Service returns the service id of the model.
 func (m *Model) Service(id string) (*api.Service, bool) {
 	for i := range m.Product.Model.Services {
