@@ -134,7 +134,7 @@ func (p *Plant) runEdges(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		e, err := edge.New(cfg, p.log.With("component", "edge", "gateway", gwCfg.ID), edge.WithClock(p.Fleet.Clock()))
+		e, err := edge.New(cfg, p.log.With("component", "edge"), edge.WithClock(p.Fleet.Clock()))
 		if err != nil {
 			return err
 		}

@@ -77,7 +77,7 @@ func New(cfg Config, devices Devices, producer bus.Producer, log *slog.Logger, r
 		ClientNetReadBufferSize:  cfg.ReadBufferSize,
 		ClientNetWriteBufferSize: cfg.WriteBufferSize,
 		InlineClient:             true,
-		Logger:                   logging.Library(log.With("component", "mqtt")),
+		Logger:                   logging.Library(log.With("part", "mqtt")),
 	})
 	m := newMetrics(reg)
 	h := newHook(cfg, server, devices, producer, log, m)

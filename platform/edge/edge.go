@@ -90,6 +90,7 @@ func New(cfg Config, log *slog.Logger, opts ...Option) (*Edge, error) {
 	if err != nil {
 		return nil, err
 	}
+	log = log.With("gateway", cfg.Gateway.DeviceKey) // every line of the edge names its gateway
 	e := &Edge{cfg: cfg, log: log, clock: wallClock{}, token: token, tls: tlsCfg, maps: maps, reg: prometheus.NewRegistry()}
 	for _, o := range opts {
 		o(e)
@@ -174,7 +175,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	} else {
 		g.Go(func() error { return el.run(gctx, work) })
 	}
-	e.log.Info("edge gateway running", "gateway", e.cfg.Gateway.DeviceKey, "targets", len(e.cfg.Targets), "ha", e.cfg.HA != nil)
+	e.log.Info("edge gateway running", "targets", len(e.cfg.Targets), "ha", e.cfg.HA != nil)
 	return g.Wait()
 }
 

@@ -66,7 +66,7 @@ func newElector(cfg HAConfig, gateway string, log *slog.Logger, m *metrics) (*el
 	if err != nil {
 		return nil, fmt.Errorf("ha listen %q: %w", cfg.Listen, err)
 	}
-	return &elector{cfg: cfg, id: gateway, log: log.With("component", "ha", "node", cfg.Node), m: m, conn: conn, peer: peer}, nil
+	return &elector{cfg: cfg, id: gateway, log: log.With("part", "ha", "node", cfg.Node), m: m, conn: conn, peer: peer}, nil
 }
 
 // run takes part in the election until ctx ends, running work (with a

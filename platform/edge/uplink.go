@@ -76,7 +76,7 @@ type uplink struct {
 func newUplink(cfg Config, tlsCfg *tls.Config, subs []Unit, q *Queue, log *slog.Logger, m *metrics, onService device.ServiceHandler) (*uplink, error) {
 	u := &uplink{cfg: cfg.Cloud, tls: tlsCfg, gw: cfg.Gateway, subs: subs, q: q, batch: cfg.Queue.ReplayBatch,
 		liveBatch: max(1, cfg.Queue.LiveBatch), window: max(1, cfg.Cloud.MaxInFlight),
-		log: log.With("component", "uplink"), m: m, onService: onService}
+		log: log.With("part", "uplink"), m: m, onService: onService}
 	last, err := q.LastID()
 	if err != nil {
 		return nil, err
@@ -143,7 +143,7 @@ func (u *uplink) session(ctx context.Context) (up bool, err error) {
 	u.set(dev, logged)
 	defer u.set(nil, nil)
 	u.m.connects.Inc()
-	u.log.Info("logged in to the cloud", "gateway", u.gw.DeviceKey, "sub_devices", len(logged))
+	u.log.Info("logged in to the cloud", "sub_devices", len(logged))
 	select {
 	case err := <-lost:
 		return true, err
