@@ -37,7 +37,7 @@ func FuzzDecodePost(f *testing.F) {
 	win := fuzzWindow()
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		var fast api.Request
-		post := decodePost(payload, &fast)
+		post := decodeBatch(payload, &fast, false)
 		if post == nil {
 			return // decoded in two passes, as before
 		}
@@ -48,9 +48,9 @@ func FuzzDecodePost(f *testing.F) {
 		require.Equal(t, slow.Method, fast.Method)
 
 		recFast, recSlow := api.Record{Received: win.now}, api.Record{Received: win.now}
-		codeF, reasonF, errF := validatePost(&recFast, post, model, win)
+		codeF, reasonF, errF := validateEntries(&recFast, post.entries, model, win)
 		codeS, reasonS, errS := validateSamples(&recSlow, slow.Params, model, win)
-		releasePost(post)
+		releaseBatch(post)
 		require.Equal(t, codeS, codeF)
 		require.Equal(t, reasonS, reasonF)
 		if errS != nil || errF != nil {
@@ -70,22 +70,26 @@ func TestDecodePostSinglePass(t *testing.T) {
 		`{ "id" : "2" , "params" : { "time" : 1 , "measurepoints" : { "T" : { "value" : 1 , "quality" : 0 } , "N" : "3" } } }`,
 		`{"id":"3","params":{"measurepoints":{"T":1,"T":2},"measurepoints":{"N":3}}}`,
 		`{"id":null,"params":{"measurepoints":{"T":null}}}`,
+		`{"id":"4","params":[{"measurepoints":{"T":1},"time":1},{"measurepoints":{"N":2}}]}`,
 	} {
 		var req api.Request
-		p := decodePost([]byte(s), &req)
-		require.NotNil(t, p, s)
-		require.NotEmpty(t, p.points, s)
-		releasePost(p)
+		b := decodeBatch([]byte(s), &req, false)
+		require.NotNil(t, b, s)
+		for _, en := range b.entries {
+			require.NotEmpty(t, en.points, s)
+		}
+		releaseBatch(b)
 	}
 	for _, s := range []string{
 		`{"ID":"1","params":{"measurepoints":{"T":1}}}`, `{"id":"1","extra":0,"params":{"measurepoints":{"T":1}}}`,
 		`{"id":"1","params":{"measurepoints":{"T":1},"time":1.5}}`, `{"id":1,"params":{"measurepoints":{"T":1}}}`,
 		"{\"id\":\"\xff\",\"params\":{\"measurepoints\":{\"T\":1}}}", `{"id":"1","params":{"measurepoints":{}}}`,
 		`{"id":"1","params":{"measurepoints":{"T":1},"measurepoints":null}}`, `{"id":"1","params":{"measurepoints":{"T\u0031":1}}}`,
-		`{"id":"1","params":{"measurepoints":{"T":1}}`,
+		`{"id":"1","params":{"measurepoints":{"T":1}}`, `{"id":"1","params":[]}`, `{"id":"1","params":[{"measurepoints":{"T":1}},null]}`,
+		`{"id":"1","params":[{"productKey":"p","deviceKey":"a","measurepoints":{"T":1}}]}`,
 	} {
 		var req api.Request
-		require.Nil(t, decodePost([]byte(s), &req), s)
+		require.Nil(t, decodeBatch([]byte(s), &req, false), s)
 	}
 	var many bytes.Buffer
 	many.WriteString(`{"id":"1","params":{"measurepoints":{`)
@@ -97,7 +101,37 @@ func TestDecodePostSinglePass(t *testing.T) {
 	}
 	many.WriteString(`}}}`)
 	var req api.Request
-	require.Nil(t, decodePost(many.Bytes(), &req), "more than maxPostPoints points")
+	require.Nil(t, decodeBatch(many.Bytes(), &req, false), "more than maxPostPoints points")
+}
+
+// TestDecodeBatchSinglePass: a post/batch as the edge sends it is decoded
+// in one pass, and the forms the two-pass decode decides are left to it.
+func TestDecodeBatchSinglePass(t *testing.T) {
+	params, err := json.Marshal([]api.SubDeviceMeasurepoints{
+		{ProductKey: "p", DeviceKey: "a", Measurepoints: map[string]json.RawMessage{"T": []byte("21.5"), "N": []byte("3")}, Time: 1},
+		{ProductKey: "p", DeviceKey: "b", Measurepoints: map[string]json.RawMessage{"On": []byte("true")}},
+	})
+	require.NoError(t, err)
+	payload, err := json.Marshal(api.Request{ID: "7", Version: "1.0", Method: "thing.measurepoint.post.batch", Params: params})
+	require.NoError(t, err)
+	var req api.Request
+	b := decodeBatch(payload, &req, true)
+	require.NotNil(t, b)
+	require.Equal(t, api.Request{ID: "7", Version: "1.0", Method: "thing.measurepoint.post.batch"}, req)
+	require.Len(t, b.entries, 2)
+	require.Equal(t, "a", string(b.entries[0].deviceKey))
+	require.Len(t, b.entries[0].points, 2)
+	require.Equal(t, int64(1), b.entries[0].time)
+	require.Equal(t, "On", string(b.entries[1].points[0].id))
+	releaseBatch(b)
+	for _, s := range []string{
+		`{"id":"1","params":[]}`, `{"id":"1","params":null}`, `{"id":"1","params":{"measurepoints":{"T":1}}}`,
+		`{"id":"1","params":[null]}`, `{"id":"1","params":[{"productKey":"p","deviceKey":"a","other":1}]}`,
+		`{"id":"1","params":[{"productKey":1,"deviceKey":"a"}]}`, `{"id":"1","params":[{"productKey":"p","deviceKey":"a"}],"x":0}`,
+	} {
+		var req api.Request
+		require.Nil(t, decodeBatch([]byte(s), &req, true), s)
+	}
 }
 
 // BenchmarkDecodePost compares the two decodes of a post of 10
@@ -125,15 +159,15 @@ func BenchmarkDecodePost(b *testing.B) {
 	b.Run("single-pass", func(b *testing.B) {
 		for range b.N {
 			var req api.Request
-			post := decodePost(payload, &req)
+			post := decodeBatch(payload, &req, false)
 			if post == nil {
 				b.Fatal("not decoded in one pass")
 			}
 			rec := api.Record{Received: win.now}
-			if _, _, err := validatePost(&rec, post, model, win); err != nil {
+			if _, _, err := validateEntries(&rec, post.entries, model, win); err != nil {
 				b.Fatal(err)
 			}
-			releasePost(post)
+			releaseBatch(post)
 		}
 	})
 }
@@ -164,15 +198,15 @@ func BenchmarkDecodeTurbinePost(b *testing.B) {
 	b.ReportAllocs()
 	for range b.N {
 		var req api.Request
-		post := decodePost(payload, &req)
+		post := decodeBatch(payload, &req, false)
 		if post == nil {
 			b.Fatal("not decoded in one pass")
 		}
 		rec := api.Record{Org: "org", Product: testProduct, Device: "d1", MessageID: req.ID, Received: win.now}
-		if _, _, err := validatePost(&rec, post, model, win); err != nil {
+		if _, _, err := validateEntries(&rec, post.entries, model, win); err != nil {
 			b.Fatal(err)
 		}
-		releasePost(post)
+		releaseBatch(post)
 		buf = api.AppendRecord(buf[:0], &rec)
 	}
 }

@@ -115,9 +115,12 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 			fmt.Sprintf("device is above its rate limit of %g messages/s", h.cfg.RateLimit))
 	}
 	var req api.Request
-	var fast *post
-	if isPost(topic.Kind) {
-		fast = decodePost(pk.Payload, &req)
+	var fast *batch
+	switch {
+	case isPost(topic.Kind):
+		fast = decodeBatch(pk.Payload, &req, false)
+	case topic.Kind == api.KindMeasurepointPostBatch:
+		fast = decodeBatch(pk.Payload, &req, true)
 	}
 	if fast == nil {
 		if err := json.Unmarshal(pk.Payload, &req); err != nil {
@@ -155,8 +158,8 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		var reason string
 		var err error
 		if fast != nil {
-			code, reason, err = validatePost(&rec, fast, model, win)
-			releasePost(fast)
+			code, reason, err = validateEntries(&rec, fast.entries, model, win)
+			releaseBatch(fast)
 		} else {
 			code, reason, err = validateSamples(&rec, req.Params, model, win)
 		}
@@ -166,7 +169,7 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		e.msgs = []bus.Message{h.telemetry(key, &rec)}
 		e.samples = len(rec.Samples)
 	case api.KindMeasurepointPostBatch:
-		msgs, n, err := h.postBatch(s, dev.Org, &req, win)
+		msgs, n, err := h.postBatch(s, dev.Org, &req, fast, win)
 		if err != nil {
 			return nil, err
 		}
@@ -195,6 +198,23 @@ func (h *hook) telemetry(key []byte, rec *api.Record) bus.Message {
 	return bus.Message{Topic: api.TopicTelemetry, Key: key, Value: api.AppendRecord((*bp)[:0], rec)}
 }
 
+// decodeBatchParams decodes the params of a post/batch that the single
+// pass left (see decodeBatch) in a second pass.
+func decodeBatchParams(req *api.Request) (*batch, error) {
+	var entries []api.SubDeviceMeasurepoints
+	raw := bytes.TrimSpace(req.Params)
+	if len(raw) == 0 || raw[0] != '[' {
+		return nil, refuse(req.ID, api.CodeBadRequest, "bad_json", "params must be an array of {productKey, deviceKey, measurepoints, time}")
+	}
+	if err := json.Unmarshal(raw, &entries); err != nil {
+		return nil, refuse(req.ID, api.CodeBadRequest, "bad_json", "params: "+err.Error())
+	}
+	if len(entries) == 0 {
+		return nil, refuse(req.ID, api.CodeBadRequest, "no_points", "params is an empty array")
+	}
+	return batchOf(entries), nil
+}
+
 // postBatch validates the entries of a gateway's thing.measurepoint.post.batch
 // and encodes one live record per entry, so that every consumer sees each
 // sample exactly as if its device had posted it alone. Each entry passes
@@ -203,18 +223,15 @@ func (h *hook) telemetry(key []byte, rec *api.Record) bus.Message {
 // as a post, and must be of the gateway's org; one bad entry refuses the
 // whole request, with nothing produced. Each record carries its own
 // device's org. It returns the messages and their number of samples.
-func (h *hook) postBatch(s *session, org string, req *api.Request, win window) ([]bus.Message, int, error) {
-	var entries []api.SubDeviceMeasurepoints
-	raw := bytes.TrimSpace(req.Params)
-	if len(raw) == 0 || raw[0] != '[' {
-		return nil, 0, refuse(req.ID, api.CodeBadRequest, "bad_json", "params must be an array of {productKey, deviceKey, measurepoints, time}")
+func (h *hook) postBatch(s *session, org string, req *api.Request, b *batch, win window) ([]bus.Message, int, error) {
+	if b == nil {
+		var err error
+		if b, err = decodeBatchParams(req); err != nil {
+			return nil, 0, err
+		}
 	}
-	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, 0, refuse(req.ID, api.CodeBadRequest, "bad_json", "params: "+err.Error())
-	}
-	if len(entries) == 0 {
-		return nil, 0, refuse(req.ID, api.CodeBadRequest, "no_points", "params is an empty array")
-	}
+	defer releaseBatch(b)
+	entries := b.entries
 	msgs := make([]bus.Message, 0, len(entries))
 	fail := func(code int, reason, message string) ([]bus.Message, int, error) {
 		for _, m := range msgs {
@@ -224,15 +241,17 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, win window) (
 		return nil, 0, refuse(req.ID, code, reason, message)
 	}
 	samples := 0
-	for i, en := range entries {
-		if en.ProductKey == "" || en.DeviceKey == "" {
+	for i := range entries {
+		en := &entries[i]
+		pk, dk := string(en.productKey), string(en.deviceKey)
+		if pk == "" || dk == "" {
 			return fail(api.CodeBadRequest, "bad_json", fmt.Sprintf("params[%d]: productKey and deviceKey are required", i))
 		}
-		if !h.mayPublish(s, api.MeasurepointPostTopic(en.ProductKey, en.DeviceKey)) {
+		if !h.mayPublish(s, api.MeasurepointPostTopic(pk, dk)) {
 			return fail(api.CodeUnauthorized, "acl_publish",
-				fmt.Sprintf("params[%d]: %s/%s is neither this gateway nor a sub-device logged in through it", i, cut(en.ProductKey), cut(en.DeviceKey)))
+				fmt.Sprintf("params[%d]: %s/%s is neither this gateway nor a sub-device logged in through it", i, cut(pk), cut(dk)))
 		}
-		dev, ok := h.devices.Device(en.ProductKey, en.DeviceKey)
+		dev, ok := h.devices.Device(pk, dk)
 		if !ok || !dev.Enabled {
 			return fail(api.CodeUnauthorized, "unknown_device", fmt.Sprintf("params[%d]: device is not registered or is disabled", i))
 		}
@@ -247,8 +266,7 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, win window) (
 			Kind: api.RecordPost, Org: dev.Org, Product: dev.ProductKey, Device: dev.DeviceKey, Site: dev.Site,
 			MessageID: req.ID, Received: win.now,
 		}
-		p := []api.MeasurepointParams{{Measurepoints: en.Measurepoints, Time: en.Time}}
-		if code, reason, err := validateParams(&rec, p, model, win); err != nil {
+		if code, reason, err := validatePost(&rec, &en.post, model, win); err != nil {
 			return fail(code, reason, fmt.Sprintf("params[%d]: %v", i, err))
 		}
 		msgs = append(msgs, h.telemetry([]byte(dev.ProductKey+"/"+dev.DeviceKey), &rec))

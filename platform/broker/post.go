@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"iter"
@@ -16,35 +17,86 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 )
 
-// post is a measurepoint post whose params is one object, decoded in a
-// single pass. Its points alias the payload, so it lives only as long as
-// the payload does: within OnPublish, until releasePost.
+// batch is the samples of a measurepoint request decoded in a single pass:
+// one entry for a post's params object, one per element of a params array
+// (post, resume, resume/batch), or one per device of a gateway's
+// post/batch. Its points alias the payload, so it lives only as long as
+// the payload does: within OnPublish, until releaseBatch.
+type batch struct {
+	entries []batchEntry
+}
+
+// batchEntry is one entry of a batch: a sample of a device at a time; the
+// device's keys are set in a post/batch only.
+type batchEntry struct {
+	productKey, deviceKey []byte
+	post
+}
+
+// post is the params of one sample: its points and time.
 type post struct {
 	points []rawPoint
 	time   int64
 }
 
-// rawPoint is one member of params.measurepoints: its id and its JSON value, not parsed yet.
+// rawPoint is one member of measurepoints: its id and its JSON value, not parsed yet.
 type rawPoint struct{ id, value []byte }
 
-// maxPostPoints bounds the points of a single-pass decode, which replaces
-// a repeated id in place (quadratic in the points); a larger post is
-// decoded in two passes.
+// maxPostPoints bounds the points of an entry of a single-pass decode,
+// which replaces a repeated id in place (quadratic in the points); a
+// larger entry is decoded in two passes.
 const maxPostPoints = 128
 
-// posts holds decoded posts for reuse: a post's points are cleared and
-// reused once validated, rather than grown anew for every message.
-var posts = sync.Pool{New: func() any { return &post{points: make([]rawPoint, 0, 32)} }}
+// maxPooledEntries bounds the entries of a batch kept for reuse.
+const maxPooledEntries = 256
 
-// releasePost gives p back to the pool once nothing reads it (the samples
-// hold the thing model's ids, not p's).
-func releasePost(p *post) {
-	if cap(p.points) > maxPostPoints {
+// batches holds decoded batches for reuse, with their entries' room for
+// points, rather than growing them anew for every message.
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+// releaseBatch gives b back to the pool once nothing reads it (the samples
+// hold the thing model's ids, not b's).
+func releaseBatch(b *batch) {
+	if len(b.entries) > maxPooledEntries {
 		return
 	}
+	for i := range b.entries {
+		b.entries[i].reset()
+	}
+	b.entries = b.entries[:0]
+	batches.Put(b)
+}
+
+// reset empties p for reuse, keeping its room for points.
+func (p *post) reset() {
 	clear(p.points)
 	p.points, p.time = p.points[:0], 0
-	posts.Put(p)
+}
+
+// next appends an empty entry to b, reusing the room of an earlier one.
+func (b *batch) next() *batchEntry {
+	if len(b.entries) < cap(b.entries) {
+		b.entries = b.entries[:len(b.entries)+1]
+	} else {
+		b.entries = append(b.entries, batchEntry{})
+	}
+	en := &b.entries[len(b.entries)-1]
+	en.productKey, en.deviceKey = nil, nil
+	en.reset()
+	return en
+}
+
+// batchOf converts the entries of a post/batch's two-pass decode.
+func batchOf(entries []api.SubDeviceMeasurepoints) *batch {
+	b := batches.Get().(*batch)
+	for _, e := range entries {
+		en := b.next()
+		en.productKey, en.deviceKey, en.time = []byte(e.ProductKey), []byte(e.DeviceKey), e.Time
+		for id, v := range e.Measurepoints {
+			en.points = append(en.points, rawPoint{id: []byte(id), value: v})
+		}
+	}
+	return b
 }
 
 // errTwoPass ends a single-pass decode that leaves the request to the two-pass one.
@@ -53,22 +105,25 @@ var errTwoPass = errors.New("decode in two passes")
 // paramsKey finds the params member, to count it.
 var paramsKey = []byte(`"params"`)
 
-// decodePost decodes a measurepoint request whose params is one object in a
-// single pass (the common form), without allocating for its points: it sets
-// req's ID, Version and Method and returns the params. It returns nil for
-// anything else, which is then decoded as before (api.Request, then params
-// a second time) with the same replies: malformed JSON, params missing,
-// null, empty or an array, a member named with escapes, in another case or
-// not known to the request (the struct decode's case folding decides
-// those), a string that is not UTF-8 (the struct decode replaces its
-// bytes), a time that is not an integer, more than maxPostPoints points, or
-// params given twice (a struct decode would merge the two objects'
-// measurepoints where the RawMessage keeps the last).
-func decodePost(payload []byte, req *api.Request) *post {
+// decodeBatch decodes a measurepoint request in a single pass, without
+// allocating for its points: a post, resume or resume/batch (params an
+// object or an array of objects of measurepoints and time), or with keyed
+// a gateway's post/batch (params an array of objects that also name their
+// device by productKey and deviceKey). It sets req's ID, Version and
+// Method and returns the entries. It returns nil for anything else, which
+// is then decoded as before (api.Request, then params a second time) with
+// the same replies: malformed JSON, params missing, null, empty or of
+// another type, an entry that is not an object or has no points, a member
+// named with escapes, in another case or not known to the request (the
+// struct decode's case folding decides those), a string that is not UTF-8
+// (the struct decode replaces its bytes), a time that is not an integer,
+// more than maxPostPoints points in an entry, or params given twice (a
+// struct decode would merge the two where the RawMessage keeps the last).
+func decodeBatch(payload []byte, req *api.Request, keyed bool) *batch {
 	if bytes.Count(payload, paramsKey) != 1 || bytes.IndexByte(payload, '\\') >= 0 || !json.Valid(payload) {
 		return nil
 	}
-	p := posts.Get().(*post)
+	b := batches.Get().(*batch)
 	var id, version, method string
 	err := jsonparser.ObjectEach(payload, func(key, value []byte, t jsonparser.ValueType, _ int) error {
 		switch string(key) {
@@ -79,21 +134,21 @@ func decodePost(payload []byte, req *api.Request) *post {
 		case "method":
 			return jsonString(&method, value, t)
 		case "params":
-			switch t {
-			case jsonparser.Null:
-				return nil
-			case jsonparser.Object:
-				return p.decodeParams(value)
+			switch {
+			case t == jsonparser.Array:
+				return b.decodeEntries(value, keyed)
+			case t == jsonparser.Object && !keyed:
+				return b.next().decode(value, false)
 			}
 		}
 		return errTwoPass
 	})
-	if err != nil || len(p.points) == 0 {
-		releasePost(p)
+	if err != nil || len(b.entries) == 0 {
+		releaseBatch(b)
 		return nil
 	}
 	req.ID, req.Version, req.Method = id, version, method
-	return p
+	return b
 }
 
 // jsonString sets dst to a JSON string value, as a struct decode would
@@ -109,33 +164,67 @@ func jsonString(dst *string, value []byte, t jsonparser.ValueType) error {
 	return errTwoPass
 }
 
-// decodeParams decodes the params object: its measurepoints and time.
-func (p *post) decodeParams(obj []byte) error {
-	return jsonparser.ObjectEach(obj, func(key, value []byte, t jsonparser.ValueType, _ int) error {
-		switch string(key) {
-		case "measurepoints":
+// decodeEntries appends the entries of a params array.
+func (b *batch) decodeEntries(arr []byte, keyed bool) error {
+	var err error
+	_, aerr := jsonparser.ArrayEach(arr, func(value []byte, t jsonparser.ValueType, _ int, _ error) {
+		if err != nil {
+			return
+		}
+		if t != jsonparser.Object {
+			err = errTwoPass
+			return
+		}
+		err = b.next().decode(value, keyed)
+	})
+	return cmp.Or(err, aerr)
+}
+
+// decode decodes an entry's object: its measurepoints and time, and with
+// keyed its device's productKey and deviceKey. An entry without points is
+// left to the two-pass decode, which words the refusal.
+func (en *batchEntry) decode(obj []byte, keyed bool) error {
+	err := jsonparser.ObjectEach(obj, func(key, value []byte, t jsonparser.ValueType, _ int) error {
+		switch k := string(key); {
+		case keyed && k == "productKey":
+			return jsonKey(&en.productKey, value, t)
+		case keyed && k == "deviceKey":
+			return jsonKey(&en.deviceKey, value, t)
+		case k == "measurepoints":
 			switch t {
 			case jsonparser.Null: // a struct decode sets the map to nil
-				clear(p.points)
-				p.points = p.points[:0]
+				en.reset()
 				return nil
 			case jsonparser.Object: // and merges a second object into the first
-				return p.decodePoints(value)
+				return en.decodePoints(value)
 			}
-		case "time":
+		case k == "time":
 			switch t {
 			case jsonparser.Null:
 				return nil
 			case jsonparser.Number:
 				n, err := strconv.ParseInt(string(value), 10, 64)
 				if err == nil {
-					p.time = n
+					en.time = n
 					return nil
 				}
 			}
 		}
 		return errTwoPass
 	})
+	if err == nil && len(en.points) == 0 {
+		return errTwoPass
+	}
+	return err
+}
+
+// jsonKey sets dst to a JSON string value's bytes.
+func jsonKey(dst *[]byte, value []byte, t jsonparser.ValueType) error {
+	if t != jsonparser.String || !utf8.Valid(value) {
+		return errTwoPass
+	}
+	*dst = value
+	return nil
 }
 
 // decodePoints appends the members of a measurepoints object; a repeated
@@ -160,11 +249,30 @@ func (p *post) decodePoints(obj []byte) error {
 	})
 }
 
-// validatePost validates a post decoded in one pass against model and the
-// time window into rec, as validateSamples does the same params decoded in
-// two. The samples take their ids from the thing model, not from the
-// payload, so they outlive it.
+// validateEntries validates the entries of a post, resume or resume/batch
+// decoded in one pass against model and the time window into rec, as
+// validateSamples does the same params decoded in two.
+func validateEntries(rec *api.Record, entries []batchEntry, model *registry.Model, win window) (int, string, error) {
+	n := len(rec.Samples)
+	for i := range entries {
+		n += len(entries[i].points)
+	}
+	rec.Samples = slices.Grow(rec.Samples, n-len(rec.Samples))
+	for i := range entries {
+		if code, reason, err := validatePost(rec, &entries[i].post, model, win); err != nil {
+			return code, reason, err
+		}
+	}
+	return 0, "", nil
+}
+
+// validatePost validates the params of one sample against model and the
+// time window into rec. The samples take their ids from the thing model,
+// not from the payload, so they outlive it.
 func validatePost(rec *api.Record, p *post, model *registry.Model, win window) (int, string, error) {
+	if len(p.points) == 0 {
+		return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")
+	}
 	t := p.time
 	if t == 0 {
 		t = rec.Received

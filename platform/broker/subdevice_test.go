@@ -125,7 +125,7 @@ func TestSubDeviceOfAnotherOrgIsRefused(t *testing.T) {
 	require.Zero(t, r.prod.count())
 	// Even a session holding it (which the login refuses) posts nothing for it.
 	s := &session{pk: testProduct, dk: "gw", subs: map[string]string{testProduct + "/foreign": "secret"}}
-	_, _, err = r.b.hook.postBatch(s, "org", &api.Request{ID: "1", Params: []byte(params)}, fuzzWindow())
+	_, _, err = r.b.hook.postBatch(s, "org", &api.Request{ID: "1", Params: []byte(params)}, nil, fuzzWindow())
 	var rej *rejection
 	require.ErrorAs(t, err, &rej)
 	require.Equal(t, "subdevice_org", rej.reason)
