@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"iter"
-	"maps"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -434,57 +431,20 @@ func isPost(kind api.Kind) bool {
 	return kind == api.KindMeasurepointPost || kind == api.KindMeasurepointResume || kind == api.KindMeasurepointResumeBatch
 }
 
-// validateBatch validates decoded measurepoint params against model and the time window into rec.
-func validateBatch(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
-	if len(batch) == 0 {
+// validateBatch validates measurepoint params of the two-pass decode
+// against model and the time window into rec, as the entries of the
+// single pass are (validateEntries).
+func validateBatch(rec *api.Record, params []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
+	if len(params) == 0 {
 		return api.CodeBadRequest, "no_points", errors.New("params is an empty array")
 	}
-	return validateParams(rec, batch, model, win)
-}
-
-// validateParams validates parsed measurepoint params against model and
-// the time window into rec (see validateSamples).
-func validateParams(rec *api.Record, batch []api.MeasurepointParams, model *registry.Model, win window) (int, string, error) {
-	n := len(rec.Samples)
-	for _, p := range batch {
-		n += len(p.Measurepoints)
+	entries := make([]api.SubDeviceMeasurepoints, len(params))
+	for i, p := range params {
+		entries[i] = api.SubDeviceMeasurepoints{Measurepoints: p.Measurepoints, Time: p.Time}
 	}
-	rec.Samples = slices.Grow(rec.Samples, n-len(rec.Samples))
-	for _, p := range batch {
-		if len(p.Measurepoints) == 0 {
-			return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")
-		}
-		t := p.Time
-		if t == 0 {
-			t = rec.Received
-		}
-		if err := win.check(t); err != nil {
-			return api.CodeInvalidValue, "bad_time", err
-		}
-		if code, reason, err := appendSamples(rec, t, model, maps.All(p.Measurepoints)); err != nil {
-			return code, reason, err
-		}
-	}
-	return 0, "", nil
-}
-
-// appendSamples validates measurepoints (id, raw JSON value) at time t
-// against model into rec's samples. A request with several bad points gets
-// the refusal of the smallest id, whatever order its points are read in.
-func appendSamples[V ~[]byte](rec *api.Record, t int64, model *registry.Model, points iter.Seq2[string, V]) (int, string, error) {
-	var bad pointRefusal
-	for id, v := range points {
-		smp, code, reason, err := pointSample(id, v, t, model)
-		if err != nil {
-			bad.keep(id, code, reason, err)
-			continue
-		}
-		rec.Samples = append(rec.Samples, smp)
-	}
-	if bad.err != nil {
-		return bad.code, bad.reason, bad.err
-	}
-	return 0, "", nil
+	b := batchOf(entries)
+	defer releaseBatch(b)
+	return validateEntries(rec, b.entries, model, win)
 }
 
 // pointSample validates the raw JSON value v of measurepoint id at time t

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"encoding/json"
 	"errors"
-	"iter"
 	"slices"
 	"strconv"
 	"sync"
@@ -268,7 +267,9 @@ func validateEntries(rec *api.Record, entries []batchEntry, model *registry.Mode
 
 // validatePost validates the params of one sample against model and the
 // time window into rec. The samples take their ids from the thing model,
-// not from the payload, so they outlive it.
+// not from the payload, so they outlive it. A sample with several bad
+// points gets the refusal of the smallest id, whatever order its points
+// are read in.
 func validatePost(rec *api.Record, p *post, model *registry.Model, win window) (int, string, error) {
 	if len(p.points) == 0 {
 		return api.CodeBadRequest, "no_points", errors.New("params.measurepoints is empty")
@@ -281,21 +282,21 @@ func validatePost(rec *api.Record, p *post, model *registry.Model, win window) (
 		return api.CodeInvalidValue, "bad_time", err
 	}
 	rec.Samples = slices.Grow(rec.Samples, len(p.points))
-	return appendSamples(rec, t, model, p.all(model))
-}
-
-// all yields p's points with model's own string of each id (a string of
-// the payload's bytes for an id the model does not have, refused then).
-func (p *post) all(model *registry.Model) iter.Seq2[string, []byte] {
-	return func(yield func(string, []byte) bool) {
-		for _, pt := range p.points {
-			id, ok := model.PointID(pt.id)
-			if !ok {
-				id = string(pt.id)
-			}
-			if !yield(id, pt.value) {
-				return
-			}
+	var bad pointRefusal
+	for _, pt := range p.points {
+		id, ok := model.PointID(pt.id)
+		if !ok {
+			id = string(pt.id) // unknown to the model: refused by pointSample
 		}
+		smp, code, reason, err := pointSample(id, pt.value, t, model)
+		if err != nil {
+			bad.keep(id, code, reason, err)
+			continue
+		}
+		rec.Samples = append(rec.Samples, smp)
 	}
+	if bad.err != nil {
+		return bad.code, bad.reason, bad.err
+	}
+	return 0, "", nil
 }
