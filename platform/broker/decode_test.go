@@ -30,6 +30,7 @@ func FuzzDecodePost(f *testing.F) {
 		`{"id":"16","params":{"measurepoints":{"T":1,"T":"x","X":1,"N":1.5}}}`, `{"iD":"17","params":{"measurepoints":{"T":1}}}`,
 		`{"id":"18","extra":1,"params":{"measurepoints":{"T":1}}}`, "{\"id\":\"\xff\",\"params\":{\"measurepoints\":{\"T\":1}}}",
 		`{"id":null,"version":null,"params":{"time":null,"measurepoints":{"T":null}}}`, `[{"params":{"measurepoints":{"T":1}}}]`,
+		`{"id":"19","params":{"time":1732550399000,"measurepoints":null,"measurepoints":{"T":1}}}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -175,6 +175,7 @@ func FuzzPostBatch(f *testing.F) {
 		`[{"productKey":"sensor","deviceKey":"sub","measurepoints":{"T":1,"T":"2","X":1},"measurepoints":{"N":1}},null]`,
 		`[{"productKey":"sensor","deviceKey":"sub","measurepoints":{}},{"productKey":null,"deviceKey":"gw","time":1.5}]`,
 		`[{"productKey":"sensor","deviceKey":"gw","measurepoints":{"T":1},"extra":1},[]]`,
+		`[{"productKey":"sensor","deviceKey":"sub","time":1732550399000,"measurepoints":null,"measurepoints":{"T":1}}]`,
 	} {
 		f.Add([]byte(s))
 	}

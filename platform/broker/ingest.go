@@ -209,7 +209,11 @@ func decodeBatchParams(req *api.Request) (*batch, error) {
 	if len(entries) == 0 {
 		return nil, refuse(req.ID, api.CodeBadRequest, "no_points", "params is an empty array")
 	}
-	return batchOf(entries), nil
+	b := batches.Get().(*batch)
+	for _, e := range entries {
+		b.add(e.ProductKey, e.DeviceKey, e.Time, e.Measurepoints)
+	}
+	return b, nil
 }
 
 // postBatch validates the entries of a gateway's thing.measurepoint.post.batch
@@ -438,12 +442,11 @@ func validateBatch(rec *api.Record, params []api.MeasurepointParams, model *regi
 	if len(params) == 0 {
 		return api.CodeBadRequest, "no_points", errors.New("params is an empty array")
 	}
-	entries := make([]api.SubDeviceMeasurepoints, len(params))
-	for i, p := range params {
-		entries[i] = api.SubDeviceMeasurepoints{Measurepoints: p.Measurepoints, Time: p.Time}
-	}
-	b := batchOf(entries)
+	b := batches.Get().(*batch)
 	defer releaseBatch(b)
+	for _, p := range params {
+		b.add("", "", p.Time, p.Measurepoints)
+	}
 	return validateEntries(rec, b.entries, model, win)
 }
 

@@ -66,10 +66,12 @@ func releaseBatch(b *batch) {
 	batches.Put(b)
 }
 
-// reset empties p for reuse, keeping its room for points.
-func (p *post) reset() {
-	clear(p.points)
-	p.points, p.time = p.points[:0], 0
+// reset empties en for reuse, keeping its room for points, and lets go of
+// the payload it aliased.
+func (en *batchEntry) reset() {
+	en.productKey, en.deviceKey = nil, nil
+	clear(en.points)
+	en.points, en.time = en.points[:0], 0
 }
 
 // next appends an empty entry to b, reusing the room of an earlier one.
@@ -80,22 +82,17 @@ func (b *batch) next() *batchEntry {
 		b.entries = append(b.entries, batchEntry{})
 	}
 	en := &b.entries[len(b.entries)-1]
-	en.productKey, en.deviceKey = nil, nil
 	en.reset()
 	return en
 }
 
-// batchOf converts the entries of a post/batch's two-pass decode.
-func batchOf(entries []api.SubDeviceMeasurepoints) *batch {
-	b := batches.Get().(*batch)
-	for _, e := range entries {
-		en := b.next()
-		en.productKey, en.deviceKey, en.time = []byte(e.ProductKey), []byte(e.DeviceKey), e.Time
-		for id, v := range e.Measurepoints {
-			en.points = append(en.points, rawPoint{id: []byte(id), value: v})
-		}
+// add appends an entry read by the two-pass decode (keys empty but in a post/batch).
+func (b *batch) add(productKey, deviceKey string, time int64, points map[string]json.RawMessage) {
+	en := b.next()
+	en.productKey, en.deviceKey, en.time = []byte(productKey), []byte(deviceKey), time
+	for id, v := range points {
+		en.points = append(en.points, rawPoint{id: []byte(id), value: v})
 	}
-	return b
 }
 
 // errTwoPass ends a single-pass decode that leaves the request to the two-pass one.
@@ -192,7 +189,8 @@ func (en *batchEntry) decode(obj []byte, keyed bool) error {
 		case k == "measurepoints":
 			switch t {
 			case jsonparser.Null: // a struct decode sets the map to nil
-				en.reset()
+				clear(en.points)
+				en.points = en.points[:0]
 				return nil
 			case jsonparser.Object: // and merges a second object into the first
 				return en.decodePoints(value)
