@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 // startKafka starts an embedded Kafka with topic "t" of three partitions.
@@ -27,7 +29,7 @@ func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
 	cfg := DefaultConfig()
 	p := NewSyncProducer(k.Addrs(), cfg)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := t.Context()
 	produce := func(n int) {
 		for range n {
 			require.NoError(t, p.Produce(ctx, Message{Topic: "t", Value: []byte("x")}))
@@ -44,12 +46,7 @@ func TestLagGrowsWhileTheHandlerIsHeldBack(t *testing.T) {
 		}
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	c.lagEvery = 20 * time.Millisecond
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	testkit.RunUntilEnd(t, c.Run)
 
 	produce(10)
 	require.Eventually(t, func() bool { return c.Lag() == 10 }, 20*time.Second, 10*time.Millisecond, "lag %d", c.Lag())
