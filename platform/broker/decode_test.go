@@ -203,11 +203,12 @@ func BenchmarkDecodeTurbinePost(b *testing.B) {
 		if post == nil {
 			b.Fatal("not decoded in one pass")
 		}
-		rec := api.Record{Org: "org", Product: testProduct, Device: "d1", MessageID: req.ID, Received: win.now}
+		rec := api.Record{Org: "org", Product: testProduct, Device: "d1", MessageID: req.ID, Received: win.now, Samples: post.samples[:0]}
 		if _, _, err := validateEntries(&rec, post.entries, model, win); err != nil {
 			b.Fatal(err)
 		}
-		releaseBatch(post)
 		buf = api.AppendRecord(buf[:0], &rec)
+		post.samples = rec.Samples
+		releaseBatch(post)
 	}
 }

@@ -30,6 +30,8 @@ type hook struct {
 	listener Listener
 	// replySlots bounds the command replies being handled at once.
 	replySlots chan struct{}
+	// drains hands a session with acknowledgements to write to a waiting drainer.
+	drains chan *session
 	// once remembers the signatures accepted within their window.
 	once *onceCache
 	// flaps bans addresses and devices that fail too many logins.
@@ -68,6 +70,7 @@ func newHook(cfg Config, server *mqtt.Server, devices Devices, producer bus.Prod
 		listener: nopListener{},
 		// Command replies are rare: a few dozen at once is plenty.
 		replySlots: make(chan struct{}, 64),
+		drains:     make(chan *session),
 		bufs:       sync.Pool{New: func() any { return new([]byte) }},
 	}
 	window := cfg.LoginSkew

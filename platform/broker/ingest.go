@@ -62,7 +62,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 				h.bufs.Put(&v)
 			}
 			if s.pipe.completeOne(e, err) {
-				go h.drain(s)
+				h.startDrain(s)
 			}
 		})
 	}
@@ -155,16 +155,22 @@ func (h *hook) prepare(s *session, pk packets.Packet) (*pending, error) {
 		var reason string
 		var err error
 		if fast != nil {
+			rec.Samples = fast.samples[:0]
 			code, reason, err = validateEntries(&rec, fast.entries, model, win)
-			releaseBatch(fast)
 		} else {
 			code, reason, err = validateSamples(&rec, req.Params, model, win)
+		}
+		if err == nil {
+			e.msgs = []bus.Message{h.telemetry(key, &rec)}
+			e.samples = len(rec.Samples)
+		}
+		if fast != nil { // the record is encoded: its samples' room goes back with the batch
+			fast.samples = rec.Samples
+			releaseBatch(fast)
 		}
 		if err != nil {
 			return nil, refuse(req.ID, code, reason, err.Error())
 		}
-		e.msgs = []bus.Message{h.telemetry(key, &rec)}
-		e.samples = len(rec.Samples)
 	case api.KindMeasurepointPostBatch:
 		msgs, n, err := h.postBatch(s, dev.Org, &req, fast, win)
 		if err != nil {
@@ -265,15 +271,50 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, b *batch, win
 		}
 		rec := api.Record{
 			Kind: api.RecordPost, Org: dev.Org, Product: dev.ProductKey, Device: dev.DeviceKey, Site: dev.Site,
-			MessageID: req.ID, Received: win.now,
+			MessageID: req.ID, Received: win.now, Samples: b.samples[:0],
 		}
-		if code, reason, err := validatePost(&rec, &en.post, model, win); err != nil {
+		code, reason, err := validatePost(&rec, &en.post, model, win)
+		b.samples = rec.Samples // encoded below or refused: the next entry reuses the room
+		if err != nil {
 			return fail(code, reason, fmt.Sprintf("params[%d]: %v", i, err))
 		}
 		msgs = append(msgs, h.telemetry([]byte(dev.ProductKey+"/"+dev.DeviceKey), &rec))
 		samples += len(rec.Samples)
 	}
 	return msgs, samples, nil
+}
+
+// drainIdle is how long a drain goroutine that wrote its session's
+// acknowledgements waits to be handed another session before it ends.
+const drainIdle = 50 * time.Millisecond
+
+// startDrain has a goroutine write s's ready acknowledgements: one that
+// waits for work, if one does, else a new one. Under load that spares a
+// goroutine's start, stack growth and exit per message (5 % of the node's
+// CPU at 12,000 msgs/s, docs/benchmarks.md); a goroutine held up by a
+// device that does not read only leaves the waiting ones, so the others are
+// never stuck behind it.
+func (h *hook) startDrain(s *session) {
+	select {
+	case h.drains <- s:
+	default:
+		go h.drainer(s)
+	}
+}
+
+// drainer drains s, then each session it is handed, until none comes for drainIdle.
+func (h *hook) drainer(s *session) {
+	idle := time.NewTimer(drainIdle)
+	defer idle.Stop()
+	for {
+		h.drain(s)
+		idle.Reset(drainIdle)
+		select {
+		case s = <-h.drains:
+		case <-idle.C:
+			return
+		}
+	}
 }
 
 // drain writes the PUBACKs and replies of s's requests that Kafka answered,

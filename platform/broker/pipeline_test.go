@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -311,4 +313,36 @@ func TestServiceReplyLeavesTheReadLoop(t *testing.T) {
 	ids, _ := c.pubacks(2)
 	require.Equal(t, []uint16{1, 2}, ids)
 	require.Equal(t, 1, r.prod.count())
+}
+
+// drainers counts the goroutines in hook.drainer, and those of them waiting to be handed a session.
+func drainers() (all, waiting int) {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "broker.(*hook).drainer(") {
+			all++
+			if strings.Contains(strings.SplitN(g, "\n", 2)[0], "[select") {
+				waiting++
+			}
+		}
+	}
+	return all, waiting
+}
+
+func TestDrainersAreReusedAndEndWhenIdle(t *testing.T) {
+	h := &hook{drains: make(chan *session)}
+	// A drainer held up (here on its session's lock, as on a device that
+	// does not read) does not keep the next session waiting: another starts.
+	stuck := &session{pipe: newPipeline(1)}
+	stuck.pipe.mu.Lock()
+	h.startDrain(stuck)
+	s := &session{pipe: newPipeline(1)}
+	h.startDrain(s)
+	require.Eventually(t, func() bool { all, waiting := drainers(); return all == 2 && waiting == 1 }, 5*time.Second, time.Millisecond)
+	// The next session goes to the waiting drainer, not to a new goroutine.
+	h.startDrain(s)
+	require.Never(t, func() bool { all, _ := drainers(); return all > 2 }, 20*time.Millisecond, time.Millisecond)
+	stuck.pipe.mu.Unlock()
+	// Idle drainers end.
+	require.Eventually(t, func() bool { all, _ := drainers(); return all == 0 }, 5*time.Second, 5*time.Millisecond)
 }

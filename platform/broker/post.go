@@ -23,6 +23,9 @@ import (
 // the payload does: within OnPublish, until releaseBatch.
 type batch struct {
 	entries []batchEntry
+	// samples is room for the samples of the records made from the
+	// entries, one record at a time: a record is encoded before the next.
+	samples []api.Sample
 }
 
 // batchEntry is one entry of a batch: a sample of a device at a time; the
@@ -49,6 +52,9 @@ const maxPostPoints = 128
 // maxPooledEntries bounds the entries of a batch kept for reuse.
 const maxPooledEntries = 256
 
+// maxPooledSamples bounds the room for samples of a batch kept for reuse.
+const maxPooledSamples = 1024
+
 // batches holds decoded batches for reuse, with their entries' room for
 // points, rather than growing them anew for every message.
 var batches = sync.Pool{New: func() any { return new(batch) }}
@@ -63,6 +69,11 @@ func releaseBatch(b *batch) {
 		b.entries[i].reset()
 	}
 	b.entries = b.entries[:0]
+	clear(b.samples)
+	b.samples = b.samples[:0]
+	if cap(b.samples) > maxPooledSamples {
+		b.samples = nil
+	}
 	batches.Put(b)
 }
 

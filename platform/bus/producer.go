@@ -174,8 +174,14 @@ func (p *AsyncProducer) Send(ctx context.Context, msg Message, done func(error))
 		return
 	}
 	lane := p.lanes[p.hash.Balance(kafka.Message{Key: msg.Key}, p.lanesIdx...)]
+	q := queued{msg: msg, done: done}
 	select {
-	case lane <- queued{msg: msg, done: done}:
+	case lane <- q: // a lane with room does not ask ctx for its Done channel, which costs one
+		return
+	default:
+	}
+	select {
+	case lane <- q:
 	case <-ctx.Done():
 		done(fmt.Errorf("queue for kafka: %w", ctx.Err()))
 	}

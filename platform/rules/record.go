@@ -2,42 +2,38 @@ package rules
 
 import "github.com/gale-iot/gale/platform/api"
 
-// liveSamples returns the samples of a telemetry record that rules evaluate:
-// none for backfill (resume), which is stored but must never alert, and
-// none flagged with a bad quality (an edge's last good value when a read
+// live reports whether rules evaluate sample s of a telemetry record: not
+// one flagged with a bad quality (an edge's last good value when a read
 // failed, a sensor the device distrusts): such a value says nothing about
-// the plant now, so it neither trips a threshold nor keeps a no-data rule quiet.
-//
-// source and lane name the stream the record came in (see Sample).
-func liveSamples(rec *api.Record, source, lane string) []Sample {
-	if rec.Kind != api.RecordPost {
-		return nil
-	}
-	out := make([]Sample, 0, len(rec.Samples))
-	for _, s := range rec.Samples {
-		if s.HasQuality && s.Quality != api.QualityGood {
-			continue
-		}
-		out = append(out, Sample{Org: rec.Org, Product: rec.Product, Device: rec.Device, Site: rec.Site, Point: s.Point, Time: s.Time, Value: s.Value,
-			Source: source, Lane: lane, Received: rec.Received})
-	}
-	return out
-}
+// the plant now, so it neither trips a threshold nor keeps a no-data rule
+// quiet. No sample of backfill (resume) is live either: it is stored but
+// must never alert (observeRecord).
+func live(s *api.Sample) bool { return !s.HasQuality || s.Quality == api.QualityGood }
 
 // observeRecord evaluates the live samples of a telemetry record; late
 // counts those not evaluated because a newer sample of their point was seen.
 // The samples left out for their quality still show that the record's
-// source is alive and how far its event time got (Engine.Heard).
+// source is alive and how far its event time got (Engine.Heard). source and
+// lane name the stream the record came in (see Sample).
 func observeRecord(e *Engine, rec *api.Record, source, lane string, out []Transition) (_ []Transition, late int) {
-	live := liveSamples(rec, source, lane)
-	for _, smp := range live {
-		ts, ok := e.Observe(smp)
+	if rec.Kind != api.RecordPost {
+		return out, 0
+	}
+	n := 0
+	for i := range rec.Samples {
+		s := &rec.Samples[i]
+		if !live(s) {
+			continue
+		}
+		n++
+		ts, ok := e.Observe(Sample{Org: rec.Org, Product: rec.Product, Device: rec.Device, Site: rec.Site, Point: s.Point, Time: s.Time, Value: s.Value,
+			Source: source, Lane: lane, Received: rec.Received})
 		if !ok {
 			late++
 		}
 		out = append(out, ts...)
 	}
-	if rec.Kind == api.RecordPost && len(live) < len(rec.Samples) {
+	if n < len(rec.Samples) {
 		h := Sample{Org: rec.Org, Product: rec.Product, Device: rec.Device, Site: rec.Site, Source: source, Lane: lane, Received: rec.Received}
 		for _, s := range rec.Samples {
 			h.Time = max(h.Time, s.Time)

@@ -211,19 +211,26 @@ type outboundQueue struct {
 	max int               // packets the queue holds at most
 }
 
-// push queues pk, or returns false if the queue is full.
+// queuedPackets are the packets of outbound queues, given back once written
+// (800 bytes each: one a PUBACK and a reply otherwise). [gale fork]
+var queuedPackets = sync.Pool{New: func() any { return new(packets.Packet) }}
+
+// push queues a copy of pk, or returns false if the queue is full.
 func (o *outboundQueue) push(pk *packets.Packet) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.q) >= max(o.max, 1) { // upstream's channel of 0 slots handed a packet to its ever-waiting writer
 		return false
 	}
-	o.q = append(o.q, pk)
+	q := queuedPackets.Get().(*packets.Packet)
+	*q = *pk
+	o.q = append(o.q, q)
 	o.n.Store(int32(len(o.q)))
 	return true
 }
 
-// pop returns the oldest queued packet, or nil if none is queued.
+// pop returns the oldest queued packet, or nil if none is queued; release
+// gives it back once written.
 func (o *outboundQueue) pop() *packets.Packet {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -238,6 +245,13 @@ func (o *outboundQueue) pop() *packets.Packet {
 	}
 	o.n.Store(int32(len(o.q)))
 	return pk
+}
+
+// release gives back a packet pop returned, cleared so that the pool holds
+// on to none of its payload.
+func (o *outboundQueue) release(pk *packets.Packet) {
+	*pk = packets.Packet{}
+	queuedPackets.Put(pk)
 }
 
 // len is the number of queued packets.
@@ -305,6 +319,7 @@ func (cl *Client) writePending() {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
+			cl.State.outbound.release(pk)
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		}
 		cl.State.writing.Store(false)
