@@ -41,6 +41,9 @@ func FuzzParseTopic(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, topic string) {
+		for _, n := range []int{1, 5, 6} {
+			require.Equal(t, strings.SplitN(topic, "/", n), splitTopic(topic, make([]string, n)), "split in %d", n)
+		}
 		tp, err := ParseTopic(topic)
 		if err != nil {
 			require.ErrorIs(t, err, ErrBadTopic)

@@ -77,7 +77,8 @@ func ParseTopic(topic string) (Topic, error) {
 	if s, ok := strings.CutSuffix(topic, "_reply"); ok {
 		t.Reply, topic = true, s
 	}
-	parts := strings.SplitN(topic, "/", 5)
+	var p5 [5]string
+	parts := splitTopic(topic, p5[:])
 	if len(parts) < 5 || parts[0] != "" || parts[2] == "" || parts[3] == "" {
 		return Topic{}, fmt.Errorf("%w: %q", ErrBadTopic, topic)
 	}
@@ -102,7 +103,8 @@ func ParseTopic(topic string) (Topic, error) {
 	case "ext":
 		if parts[2] == "session" {
 			// /ext/session/{pk}/{dk}/combine/login[/batch]
-			sub := strings.SplitN(topic, "/", 6)
+			var p6 [6]string
+			sub := splitTopic(topic, p6[:])
 			if len(sub) == 6 && sub[3] != "" && sub[4] != "" {
 				t.ProductKey, t.DeviceKey = sub[3], sub[4]
 				switch sub[5] {
@@ -120,6 +122,22 @@ func ParseTopic(topic string) (Topic, error) {
 		}
 	}
 	return Topic{}, fmt.Errorf("%w: %q", ErrBadTopic, topic)
+}
+
+// splitTopic is strings.SplitN(topic, "/", len(room)) into room, which
+// spares the allocation of the parts on every message; it returns the
+// parts, a prefix of room.
+func splitTopic(topic string, room []string) []string {
+	n := 0
+	for ; n < len(room)-1; n++ {
+		before, after, ok := strings.Cut(topic, "/")
+		if !ok {
+			break
+		}
+		room[n], topic = before, after
+	}
+	room[n] = topic
+	return room[:n+1]
 }
 
 // DevicePrefix is the topic prefix a device owns: /sys/{pk}/{dk}/.
