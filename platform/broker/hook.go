@@ -30,8 +30,10 @@ type hook struct {
 	listener Listener
 	// replySlots bounds the command replies being handled at once.
 	replySlots chan struct{}
-	// drains hands a session with acknowledgements to write to a waiting drainer.
-	drains chan *session
+	// drains hands a session with acknowledgements to write to a waiting
+	// drainer; one waits drainIdle for it.
+	drains    chan *session
+	drainIdle time.Duration
 	// once remembers the signatures accepted within their window.
 	once *onceCache
 	// flaps bans addresses and devices that fail too many logins.
@@ -71,6 +73,7 @@ func newHook(cfg Config, server *mqtt.Server, devices Devices, producer bus.Prod
 		// Command replies are rare: a few dozen at once is plenty.
 		replySlots: make(chan struct{}, 64),
 		drains:     make(chan *session),
+		drainIdle:  drainIdle,
 		bufs:       sync.Pool{New: func() any { return new([]byte) }},
 	}
 	window := cfg.LoginSkew

@@ -285,7 +285,8 @@ func (h *hook) postBatch(s *session, org string, req *api.Request, b *batch, win
 }
 
 // drainIdle is how long a drain goroutine that wrote its session's
-// acknowledgements waits to be handed another session before it ends.
+// acknowledgements waits to be handed another session before it ends
+// (hook.drainIdle).
 const drainIdle = 50 * time.Millisecond
 
 // startDrain has a goroutine write s's ready acknowledgements: one that
@@ -302,13 +303,13 @@ func (h *hook) startDrain(s *session) {
 	}
 }
 
-// drainer drains s, then each session it is handed, until none comes for drainIdle.
+// drainer drains s, then each session it is handed, until none comes for h.drainIdle.
 func (h *hook) drainer(s *session) {
-	idle := time.NewTimer(drainIdle)
+	idle := time.NewTimer(h.drainIdle)
 	defer idle.Stop()
 	for {
 		h.drain(s)
-		idle.Reset(drainIdle)
+		idle.Reset(h.drainIdle)
 		select {
 		case s = <-h.drains:
 		case <-idle.C:

@@ -315,11 +315,13 @@ func TestServiceReplyLeavesTheReadLoop(t *testing.T) {
 	require.Equal(t, 1, r.prod.count())
 }
 
-// drainers counts the goroutines in hook.drainer, and those of them waiting to be handed a session.
-func drainers() (all, waiting int) {
+// drainers counts h's goroutines in drainer (other tests' hooks may have
+// theirs), and those of them waiting to be handed a session.
+func drainers(h *hook) (all, waiting int) {
 	buf := make([]byte, 1<<20)
+	frame := fmt.Sprintf("broker.(*hook).drainer(%p", h)
 	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if strings.Contains(g, "broker.(*hook).drainer(") {
+		if strings.Contains(g, frame) {
 			all++
 			if strings.Contains(strings.SplitN(g, "\n", 2)[0], "[select") {
 				waiting++
@@ -330,7 +332,8 @@ func drainers() (all, waiting int) {
 }
 
 func TestDrainersAreReusedAndEndWhenIdle(t *testing.T) {
-	h := &hook{drains: make(chan *session)}
+	// Waiting long enough for a loaded machine to see the waiting drainer.
+	h := &hook{drains: make(chan *session), drainIdle: 2 * time.Second}
 	// A drainer held up (here on its session's lock, as on a device that
 	// does not read) does not keep the next session waiting: another starts.
 	stuck := &session{pipe: newPipeline(1)}
@@ -338,11 +341,11 @@ func TestDrainersAreReusedAndEndWhenIdle(t *testing.T) {
 	h.startDrain(stuck)
 	s := &session{pipe: newPipeline(1)}
 	h.startDrain(s)
-	require.Eventually(t, func() bool { all, waiting := drainers(); return all == 2 && waiting == 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { all, waiting := drainers(h); return all == 2 && waiting == 1 }, 5*time.Second, time.Millisecond)
 	// The next session goes to the waiting drainer, not to a new goroutine.
 	h.startDrain(s)
-	require.Never(t, func() bool { all, _ := drainers(); return all > 2 }, 20*time.Millisecond, time.Millisecond)
+	require.Never(t, func() bool { all, _ := drainers(h); return all > 2 }, 20*time.Millisecond, time.Millisecond)
 	stuck.pipe.mu.Unlock()
 	// Idle drainers end.
-	require.Eventually(t, func() bool { all, _ := drainers(); return all == 0 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { all, _ := drainers(h); return all == 0 }, 10*time.Second, 5*time.Millisecond)
 }
