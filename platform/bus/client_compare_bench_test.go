@@ -37,12 +37,13 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/gale-iot/gale/internal/testkit"
 )
 
 var (
@@ -287,13 +288,9 @@ type usage struct {
 }
 
 func takeUsage(rc *requestCounter) usage {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		panic(err)
-	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	u := usage{at: time.Now(), cpu: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), mallocs: ms.Mallocs, bytes: ms.TotalAlloc}
+	u := usage{at: time.Now(), cpu: testkit.CPUTime(), mallocs: ms.Mallocs, bytes: ms.TotalAlloc}
 	if rc != nil {
 		u.counted = true
 		for key := range rc.byKey {

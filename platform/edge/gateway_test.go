@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -229,11 +228,11 @@ func BenchmarkGatewayLive(b *testing.B) {
 			r.waitOnline(b)
 			now := time.Now().Add(-time.Duration(b.N/10) * time.Millisecond)
 			b.ResetTimer()
-			cpu0 := cpuTime()
+			cpu0 := testkit.CPUTime()
 			pushRounds(b, r, now)
 			r.waitEmpty(b, 10*time.Minute)
 			b.StopTimer()
-			reportRate(b, r, cpuTime()-cpu0)
+			reportRate(b, r, testkit.CPUTime()-cpu0)
 		})
 	}
 }
@@ -249,11 +248,11 @@ func BenchmarkGatewayReplay(b *testing.B) {
 			now := time.Now().Add(-time.Hour)
 			pushRounds(b, r, now)
 			b.ResetTimer()
-			cpu0 := cpuTime()
+			cpu0 := testkit.CPUTime()
 			r.start(b)
 			r.waitEmpty(b, 10*time.Minute)
 			b.StopTimer()
-			reportRate(b, r, cpuTime()-cpu0)
+			reportRate(b, r, testkit.CPUTime()-cpu0)
 		})
 	}
 }
@@ -288,13 +287,4 @@ func reportRate(b *testing.B, r *gatewayRig, cpu time.Duration) {
 	if n, _ := r.q.Len(); n != 0 || math.IsNaN(s) {
 		b.Fatalf("%d samples left", n)
 	}
-}
-
-// cpuTime is the user and system CPU time of the process so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
