@@ -6,8 +6,8 @@ import "github.com/gale-iot/gale/platform/api"
 // one flagged with a bad quality (an edge's last good value when a read
 // failed, a sensor the device distrusts): such a value says nothing about
 // the plant now, so it neither trips a threshold nor keeps a no-data rule
-// quiet. No sample of backfill (resume) is live either: it is stored but
-// must never alert (observeRecord).
+// quiet. live does not look at the record's kind: observeRecord evaluates
+// no sample of backfill (resume), which is stored but must never alert.
 func live(s *api.Sample) bool { return !s.HasQuality || s.Quality == api.QualityGood }
 
 // observeRecord evaluates the live samples of a telemetry record; late
