@@ -139,12 +139,14 @@ func (p *poller) run(ctx context.Context) error {
 }
 
 // pollDue polls the groups of every unit whose interval is every (all of
-// them when every is 0) and queues the round's samples in one push.
+// them when every is 0) and queues the round's samples in one push. The
+// polls are counted once the round is queued, so that a poll counted is a
+// sample counted (the edge tests step the clock by the count).
 func (p *poller) pollDue(every time.Duration, at time.Time) error {
 	var round []Item
 	for _, u := range p.units {
 		for i := range u.plan.groups {
-			if g := &u.plan.groups[i]; every == 0 || g.interval == every {
+			if g := &u.plan.groups[i]; g.due(every) {
 				params, err := p.poll(u, g, at)
 				if err != nil {
 					return err
@@ -155,15 +157,25 @@ func (p *poller) pollDue(every time.Duration, at time.Time) error {
 			}
 		}
 	}
-	return p.push(round)
+	err := p.push(round)
+	for _, u := range p.units {
+		for i := range u.plan.groups {
+			if g := &u.plan.groups[i]; g.due(every) {
+				p.m.polls.WithLabelValues(p.target.Name, g.name).Inc()
+			}
+		}
+	}
+	return err
 }
+
+// due reports whether g is polled in a round of interval every (0: all groups).
+func (g *group) due(every time.Duration) bool { return every == 0 || g.interval == every }
 
 // poll reads one poll group of a unit and returns the sample of tick time
 // at (nil if it has no point to report). A failed read marks the points it
 // covers bad (their last good value with quality 1); a stale heartbeat
 // marks every point of the unit bad.
 func (p *poller) poll(u *unitState, g *group, at time.Time) ([]byte, error) {
-	defer p.m.polls.WithLabelValues(p.target.Name, g.name).Inc()
 	values := map[string]any{}
 	kind, cause := "", error(nil)
 	switch {
