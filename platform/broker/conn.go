@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -121,6 +122,18 @@ type guardConn struct {
 
 // lift ends the pre-login limits (after the hook accepted the login).
 func (c *guardConn) lift() { c.lifted.Store(true) }
+
+// SyscallConn gives mochi's idle read the descriptor of a plain TCP
+// connection once its client has logged in (it then reads a packet in one
+// call, not two); before that every read goes through Read's checks, and a
+// TLS connection never offers one.
+func (c *guardConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !c.lifted.Load() || !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
+}
 
 // Read reads as the connection's state allows.
 func (c *guardConn) Read(p []byte) (int, error) {

@@ -205,3 +205,34 @@ type tlsStateConn struct {
 }
 
 func (c tlsStateConn) ConnectionState() tls.ConnectionState { return c.state }
+
+// The guard gives mochi a TCP connection's descriptor only once its client has
+// logged in: before, every read must pass its checks. A connection without a
+// descriptor (TLS, a pipe) never offers one.
+func TestGuardConnOffersDescriptorAfterLogin(t *testing.T) {
+	l := &guardListener{cfg: DefaultConfig(), m: newMetrics(prometheusRegistry()), log: quietTestLogger(), perIP: map[string]int{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := ln.Accept()
+	require.NoError(t, err)
+	defer server.Close()
+
+	g := &guardConn{Conn: server, l: l, max: 8 << 10}
+	_, err = g.SyscallConn()
+	require.ErrorIs(t, err, errors.ErrUnsupported, "no descriptor before login")
+	g.lift()
+	raw, err := g.SyscallConn()
+	require.NoError(t, err)
+	require.NotNil(t, raw)
+
+	pipe, _ := net.Pipe()
+	defer pipe.Close()
+	p := &guardConn{Conn: pipe, l: l}
+	p.lift()
+	_, err = p.SyscallConn()
+	require.ErrorIs(t, err, errors.ErrUnsupported, "a connection without a descriptor")
+}

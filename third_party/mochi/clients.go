@@ -14,6 +14,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/xid"
@@ -116,13 +117,15 @@ type Client struct {
 
 // ClientConnection contains the connection transport and metadata for the client.
 type ClientConnection struct {
-	Conn     net.Conn      // the net.Conn used to establish the connection
-	bconn    *bufio.Reader // a buffered net.Conn for reading packets
-	first    [1]byte       // [gale fork] the first byte of a packet, read while no buffer is lent (readIdle)
-	outbuf   *bytes.Buffer // a buffer for writing packets
-	Remote   string        // the remote address of the client
-	Listener string        // listener id of the client
-	Inline   bool          // if true, the client is the built-in 'inline' embedded client
+	Conn     net.Conn        // the net.Conn used to establish the connection
+	bconn    *bufio.Reader   // a buffered net.Conn for reading packets
+	first    [1]byte         // [gale fork] the first byte of a packet, read while no buffer is lent (readIdle)
+	raw      syscall.RawConn // [gale fork] descriptor access for readIdleRaw, once the connection offers it
+	src      rawSource       // [gale fork] what a lent buffer reads from with raw
+	outbuf   *bytes.Buffer   // a buffer for writing packets
+	Remote   string          // the remote address of the client
+	Listener string          // listener id of the client
+	Inline   bool            // if true, the client is the built-in 'inline' embedded client
 }
 
 // ClientProperties contains the properties which define the client behaviour.
@@ -603,13 +606,17 @@ func (cl *Client) ReadFixedHeader(fh *packets.FixedHeader) error {
 // waits, so an idle client holds none (2 KiB by default); the byte is read
 // straight from the connection, and a buffer is taken again for the rest of
 // the packet and whatever follows it. This costs one more read call each time
-// the buffer runs dry, not one per packet on a busy connection.
+// the buffer runs dry, not one per packet on a busy connection; where the
+// connection gives access to its descriptor, readIdleRaw spares that call.
 //
 // Its frame is small, as it stays on an idle client's stack.
 //
 //go:noinline
 func (cl *Client) readIdle() (byte, error) {
 	cl.returnReader()
+	if raw := cl.rawConn(); raw != nil {
+		return cl.readIdleRaw(raw)
+	}
 	n, err := cl.Net.Conn.Read(cl.Net.first[:])
 	for n == 0 && err == nil {
 		n, err = cl.Net.Conn.Read(cl.Net.first[:])

@@ -99,12 +99,30 @@ func TestClientsGetByListenerWithConcurrentDeletes(t *testing.T) {
 }
 
 // [gale fork] An idle client lends its read buffer back to the server's pool
-// and reads the next packet's first byte straight from the connection: packets
-// arrive whole whether they come in one piece, byte by byte after a pause, or
-// back to back.
+// and reads the next packet's first byte straight from the connection (a
+// pipe), or waits for a TCP connection to be readable and then fills a lent
+// buffer in one read (readIdleRaw): packets arrive whole whether they come in
+// one piece, byte by byte after a pause, or back to back.
 func TestClientReadLendsBufferWhileIdle(t *testing.T) {
+	t.Run("pipe", func(t *testing.T) {
+		r, w := net.Pipe()
+		testReadLendsBuffer(t, r, w, false)
+	})
+	t.Run("tcp", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		w, err := net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		r, err := ln.Accept()
+		require.NoError(t, err)
+		defer r.Close()
+		testReadLendsBuffer(t, r, w, true)
+	})
+}
+
+func testReadLendsBuffer(t *testing.T, r, w net.Conn, raw bool) {
 	s := New(&Options{Logger: logger, ClientNetReadBufferSize: 16})
-	r, w := net.Pipe()
 	cl := s.NewClient(r, "tcp", "lend", false)
 	cl.Properties.ProtocolVersion = 4
 	got := make(chan packets.Packet, 10)
@@ -140,6 +158,7 @@ func TestClientReadLendsBufferWhileIdle(t *testing.T) {
 	require.Equal(t, packets.Pingreq, (<-got).FixedHeader.Type)
 	require.Equal(t, packets.Publish, (<-got).FixedHeader.Type)
 	require.Equal(t, packets.Pingreq, (<-got).FixedHeader.Type)
+	require.Equal(t, raw, cl.Net.raw != nil, "read through the descriptor")
 
 	_ = w.Close()
 	require.ErrorIs(t, <-done, io.EOF)
