@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,9 +22,12 @@ type hook struct {
 	server   *mqtt.Server
 	devices  Devices
 	producer bus.Producer // Send: the broker never waits for Kafka on a device's read goroutine
-	log      *slog.Logger
-	m        *metrics
-	now      func() time.Time
+	// trySend is the producer's TrySend, when it has one (bus.AsyncProducer):
+	// a message taken by it needs no timer for the wait.
+	trySend func(bus.Message, func(error)) bool
+	log     *slog.Logger
+	m       *metrics
+	now     func() time.Time
 
 	listener Listener
 	// replySlots bounds the command replies being handled at once.
@@ -80,6 +82,11 @@ func newHook(cfg Config, server *mqtt.Server, devices Devices, producer bus.Prod
 	if window == 0 {
 		window = 24 * time.Hour
 	}
+	if t, ok := producer.(interface {
+		TrySend(bus.Message, func(error)) bool
+	}); ok {
+		h.trySend = t.TrySend
+	}
 	h.once = newOnceCache(window)
 	h.flaps = newFlapDetector(cfg.LoginBackoff, m)
 	return h
@@ -88,9 +95,12 @@ func newHook(cfg Config, server *mqtt.Server, devices Devices, producer bus.Prod
 // ID names the hook.
 func (h *hook) ID() string { return "gale" }
 
-// Provides lists the hook points used.
+// Provides lists the hook points used. mochi asks it for every hook point
+// of every packet, read and written.
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{
-		mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed,
-	}, []byte{b})
+	switch b {
+	case mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPublish, mqtt.OnSessionEstablished, mqtt.OnDisconnect, mqtt.OnSubscribed:
+		return true
+	}
+	return false
 }

@@ -52,11 +52,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	// The timeout is Kafka's: it runs from the hand-over, not from the wait for a place.
 	e.deadline = time.Now().Add(h.cfg.ProduceTimeout)
 	s.pipe.push(e)
-	ctx, cancel := context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
-	defer cancel()
 	e.left = len(e.msgs)
+	var ctx context.Context // bounds the wait for room on a full lane; its timer is made only then
 	for i := range e.msgs {
-		h.producer.Send(ctx, e.msgs[i], func(err error) {
+		done := func(err error) {
 			if e.kind != "event" {
 				v := e.msgs[i].Value
 				h.bufs.Put(&v)
@@ -64,7 +63,16 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 			if s.pipe.completeOne(e, err) {
 				h.startDrain(s)
 			}
-		})
+		}
+		if h.trySend != nil && h.trySend(e.msgs[i], done) {
+			continue
+		}
+		if ctx == nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.Background(), h.cfg.ProduceTimeout)
+			defer cancel()
+		}
+		h.producer.Send(ctx, e.msgs[i], done)
 	}
 	return pk, packets.ErrRejectPacket
 }

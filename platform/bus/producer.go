@@ -167,24 +167,44 @@ func NewAsyncProducer(brokers []string, cfg Config) *AsyncProducer {
 // error. Send waits while the queue is full, at most until ctx ends. done
 // must not block, and msg's bytes must stay unchanged until it ran.
 func (p *AsyncProducer) Send(ctx context.Context, msg Message, done func(error)) {
+	if p.TrySend(msg, done) { // a lane with room does not ask ctx for its Done channel, which costs one
+		return
+	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.closed {
 		done(ErrClosed)
 		return
 	}
-	lane := p.lanes[p.hash.Balance(kafka.Message{Key: msg.Key}, p.lanesIdx...)]
-	q := queued{msg: msg, done: done}
 	select {
-	case lane <- q: // a lane with room does not ask ctx for its Done channel, which costs one
-		return
-	default:
-	}
-	select {
-	case lane <- q:
+	case p.lane(msg) <- queued{msg: msg, done: done}:
 	case <-ctx.Done():
 		done(fmt.Errorf("queue for kafka: %w", ctx.Err()))
 	}
+}
+
+// TrySend is Send without the wait: it queues msg only if its lane has room
+// now, and reports whether it took msg (done is then called as by Send; a
+// closed producer takes msg and fails it). A caller that would bound the
+// wait with a timer makes it only when TrySend returns false.
+func (p *AsyncProducer) TrySend(msg Message, done func(error)) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		done(ErrClosed)
+		return true
+	}
+	select {
+	case p.lane(msg) <- queued{msg: msg, done: done}:
+		return true
+	default:
+		return false
+	}
+}
+
+// lane is the lane of msg's key.
+func (p *AsyncProducer) lane(msg Message) chan queued {
+	return p.lanes[p.hash.Balance(kafka.Message{Key: msg.Key}, p.lanesIdx...)]
 }
 
 // run writes the messages queued on lane in batches until it is closed and empty.

@@ -147,3 +147,43 @@ gale_kafka_ingest_messages_total 51
 gale_kafka_ingest_writes_total 12
 `)))
 }
+
+// TestAsyncProducerTrySendNeverWaits: TrySend takes a message only while its
+// lane has room, and Send with the same full lane waits until its context
+// ends; a closed producer takes and fails every message.
+func TestAsyncProducerTrySendNeverWaits(t *testing.T) {
+	k := startKafka(t)
+	cfg := DefaultConfig()
+	cfg.Partitions, cfg.BatchSize = 1, 4 // a lane holds 4 messages
+	p := NewAsyncProducer(k.Addrs(), cfg)
+	msg := Message{Topic: "t", Key: []byte("k"), Value: []byte("v")}
+	acked := make(chan error, 10)
+	ack := func(err error) { acked <- err }
+
+	held, release := make(chan struct{}), make(chan struct{})
+	k.cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.cluster.DropControl()
+		close(held)
+		<-release // the lane's first write is in flight until released
+		return nil, nil, false
+	})
+	require.True(t, p.TrySend(msg, ack))
+	<-held
+	for i := range 4 {
+		require.True(t, p.TrySend(msg, ack), "message %d fits the lane", i)
+	}
+	require.False(t, p.TrySend(msg, ack), "the lane is full")
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	p.Send(ctx, msg, ack)
+	require.ErrorIs(t, <-acked, context.DeadlineExceeded, "Send waited for room until its context ended")
+	require.Empty(t, acked, "nothing else completed while the write was held")
+
+	close(release)
+	for range 5 {
+		require.NoError(t, <-acked)
+	}
+	require.NoError(t, p.Close())
+	require.True(t, p.TrySend(msg, ack))
+	require.ErrorIs(t, <-acked, ErrClosed)
+}
