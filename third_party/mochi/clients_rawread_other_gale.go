@@ -4,10 +4,13 @@
 
 package mqtt
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 type rawSource struct{}
 
 func (cl *Client) rawConn() syscall.RawConn { return nil }
 
-func (cl *Client) readIdleRaw(syscall.RawConn) (byte, error) { panic("unreachable") }
+func (cl *Client) readIdleRaw(syscall.RawConn) (byte, error) { return 0, errors.ErrUnsupported }
