@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math"
 	"os"
@@ -144,32 +145,36 @@ func (p *poller) run(ctx context.Context) error {
 // sample counted (the edge tests step the clock by the count).
 func (p *poller) pollDue(every time.Duration, at time.Time) error {
 	var round []Item
-	for _, u := range p.units {
-		for i := range u.plan.groups {
-			if g := &u.plan.groups[i]; g.due(every) {
-				params, err := p.poll(u, g, at)
-				if err != nil {
-					return err
-				}
-				if params != nil {
-					round = append(round, Item{ProductKey: u.cfg.ProductKey, DeviceKey: u.cfg.Device, Time: at.UnixMilli(), Params: params})
-				}
-			}
+	for u, g := range p.due(every) {
+		params, err := p.poll(u, g, at)
+		if err != nil {
+			return err
+		}
+		if params != nil {
+			round = append(round, Item{ProductKey: u.cfg.ProductKey, DeviceKey: u.cfg.Device, Time: at.UnixMilli(), Params: params})
 		}
 	}
 	err := p.push(round)
-	for _, u := range p.units {
-		for i := range u.plan.groups {
-			if g := &u.plan.groups[i]; g.due(every) {
-				p.m.polls.WithLabelValues(p.target.Name, g.name).Inc()
-			}
-		}
+	for _, g := range p.due(every) {
+		p.m.polls.WithLabelValues(p.target.Name, g.name).Inc()
 	}
 	return err
 }
 
-// due reports whether g is polled in a round of interval every (0: all groups).
-func (g *group) due(every time.Duration) bool { return every == 0 || g.interval == every }
+// due yields each unit's groups polled in a round of interval every (0: all of them).
+func (p *poller) due(every time.Duration) iter.Seq2[*unitState, *group] {
+	return func(yield func(*unitState, *group) bool) {
+		for _, u := range p.units {
+			for i := range u.plan.groups {
+				if g := &u.plan.groups[i]; every == 0 || g.interval == every {
+					if !yield(u, g) {
+						return
+					}
+				}
+			}
+		}
+	}
+}
 
 // poll reads one poll group of a unit and returns the sample of tick time
 // at (nil if it has no point to report). A failed read marks the points it
