@@ -62,111 +62,137 @@ func grantable(w http.ResponseWriter, r *http.Request, org *string, role string)
 	return o, true
 }
 
+// routeAccounts serves the API tokens and the users.
 func (s *Server) routeAccounts(mux *http.ServeMux) {
-	reg := s.deps.Registry
-	s.handle(mux, "POST /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		var in tokenRequest
-		if !decodeJSON(w, r, &in) {
-			return
-		}
-		org, ok := grantable(w, r, in.Org, in.Role)
-		if !ok {
-			return
-		}
-		ttl := defaultTokenTTL
-		if in.ExpiresIn != "" {
-			d, err := parseDuration(in.ExpiresIn)
-			if err != nil || d < minTokenTTL || d > registry.MaxTokenTTL {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("expiresIn must be a duration from %s to %s, such as 720h", minTokenTTL, registry.MaxTokenTTL))
-				return
-			}
-			ttl = d
-		}
-		secret, t, err := reg.IssueToken(r.Context(), registry.TokenSpec{Name: in.Name, Org: org, Role: in.Role, TTL: ttl})
-		if err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusCreated, newToken{Token: t, Secret: secret})
+	s.handleAll(mux, []endpoint{
+		{"POST /api/v1/tokens", s.issueToken},
+		{"GET /api/v1/tokens", s.listTokens},
+		{"DELETE /api/v1/tokens/{id}", s.revokeToken},
+		{"POST /api/v1/users", s.createUser},
+		{"GET /api/v1/users", s.listUsers},
+		{"DELETE /api/v1/users/{name}", s.deleteUser},
+		{"POST /api/v1/users/{name}/password", s.setPassword},
 	})
-	s.handle(mux, "GET /api/v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Tokens(), func(t api.Token) string { return t.Org }, false))
-	})
-	s.handle(mux, "DELETE /api/v1/tokens/{id}", func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		// A token of another org is not found, as if it did not exist.
-		if t, ok := reg.Token(id); !ok || !principal(r).InOrg(t.Org) {
-			writeError(w, http.StatusNotFound, "token "+id+" not found")
-			return
-		}
-		t, err := reg.RevokeToken(r.Context(), id)
-		if err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, t)
-	})
+}
 
-	s.handle(mux, "POST /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
-		var in struct {
-			Name     string  `json:"name"`
-			Password string  `json:"password"`
-			Org      *string `json:"org"`
-			Role     string  `json:"role"`
-		}
-		if !decodeJSON(w, r, &in) {
+// issueToken makes an API token of a role and org the caller may grant,
+// answering its secret this once.
+func (s *Server) issueToken(w http.ResponseWriter, r *http.Request) {
+	var in tokenRequest
+	if !decodeJSON(w, r, &in) {
+		return
+	}
+	org, ok := grantable(w, r, in.Org, in.Role)
+	if !ok {
+		return
+	}
+	ttl := defaultTokenTTL
+	if in.ExpiresIn != "" {
+		d, err := parseDuration(in.ExpiresIn)
+		if err != nil || d < minTokenTTL || d > registry.MaxTokenTTL {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("expiresIn must be a duration from %s to %s, such as 720h", minTokenTTL, registry.MaxTokenTTL))
 			return
 		}
-		org, ok := grantable(w, r, in.Org, in.Role)
-		if !ok {
+		ttl = d
+	}
+	secret, t, err := s.deps.Registry.IssueToken(r.Context(), registry.TokenSpec{Name: in.Name, Org: org, Role: in.Role, TTL: ttl})
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusCreated, newToken{Token: t, Secret: secret})
+}
+
+// listTokens answers the tokens of the caller's orgs, without secrets.
+func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Registry.Tokens(), func(t api.Token) string { return t.Org }, false))
+}
+
+// revokeToken revokes a token of the caller's orgs.
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) {
+	reg := s.deps.Registry
+	id := r.PathValue("id")
+	// A token of another org is not found, as if it did not exist.
+	if t, ok := reg.Token(id); !ok || !principal(r).InOrg(t.Org) {
+		writeError(w, http.StatusNotFound, "token "+id+" not found")
+		return
+	}
+	t, err := reg.RevokeToken(r.Context(), id)
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
+}
+
+// createUser makes a user of a role and org the caller may grant.
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name     string  `json:"name"`
+		Password string  `json:"password"`
+		Org      *string `json:"org"`
+		Role     string  `json:"role"`
+	}
+	if !decodeJSON(w, r, &in) {
+		return
+	}
+	org, ok := grantable(w, r, in.Org, in.Role)
+	if !ok {
+		return
+	}
+	u, err := s.deps.Registry.CreateUser(r.Context(), registry.UserSpec{Name: in.Name, Password: in.Password, Org: org, Role: in.Role})
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, u)
+}
+
+// listUsers answers the users of the caller's orgs.
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Registry.Users(), func(u api.User) string { return u.Org }, false))
+}
+
+// deleteUser deletes a user the caller may grant (see grantedUser).
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
+	u, ok := s.grantedUser(w, r)
+	if !ok {
+		return
+	}
+	if err := s.deps.Registry.DeleteUser(r.Context(), u.Name); err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// setPassword sets a user's password: its own, given the current one, or
+// any the caller may grant (see grantedUser).
+func (s *Server) setPassword(w http.ResponseWriter, r *http.Request) {
+	reg := s.deps.Registry
+	var in struct {
+		Password string `json:"password"`
+		// Current is the password now, which a user changing its own gives.
+		Current string `json:"currentPassword"`
+	}
+	if !decodeJSON(w, r, &in) {
+		return
+	}
+	p, name := principal(r), r.PathValue("name")
+	if p.Kind == api.TokenSession && p.Name == name {
+		if len(in.Current) > registry.MaxPasswordBytes || !reg.CheckPassword(name, in.Current) {
+			writeError(w, http.StatusForbidden, "currentPassword is wrong: a user changing its own password gives the one it has")
 			return
 		}
-		u, err := reg.CreateUser(r.Context(), registry.UserSpec{Name: in.Name, Password: in.Password, Org: org, Role: in.Role})
-		if err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, u)
-	})
-	s.handle(mux, "GET /api/v1/users", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Users(), func(u api.User) string { return u.Org }, false))
-	})
-	s.handle(mux, "DELETE /api/v1/users/{name}", func(w http.ResponseWriter, r *http.Request) {
-		u, ok := s.grantedUser(w, r)
-		if !ok {
-			return
-		}
-		if err := reg.DeleteUser(r.Context(), u.Name); err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
-	s.handle(mux, "POST /api/v1/users/{name}/password", func(w http.ResponseWriter, r *http.Request) {
-		var in struct {
-			Password string `json:"password"`
-			// Current is the password now, which a user changing its own gives.
-			Current string `json:"currentPassword"`
-		}
-		if !decodeJSON(w, r, &in) {
-			return
-		}
-		p, name := principal(r), r.PathValue("name")
-		if p.Kind == api.TokenSession && p.Name == name {
-			if len(in.Current) > registry.MaxPasswordBytes || !reg.CheckPassword(name, in.Current) {
-				writeError(w, http.StatusForbidden, "currentPassword is wrong: a user changing its own password gives the one it has")
-				return
-			}
-		} else if _, ok := s.grantedUser(w, r); !ok {
-			return
-		}
-		if err := reg.SetPassword(r.Context(), name, in.Password); err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	} else if _, ok := s.grantedUser(w, r); !ok {
+		return
+	}
+	if err := reg.SetPassword(r.Context(), name, in.Password); err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // grantedUser is the user of r's path if the caller is an admin who may

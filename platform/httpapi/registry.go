@@ -8,174 +8,221 @@ import (
 	"github.com/gale-iot/gale/platform/registry"
 )
 
+// routeRegistry serves the registry: products, devices and the asset tree.
 func (s *Server) routeRegistry(mux *http.ServeMux) {
+	s.handleAll(mux, []endpoint{
+		{"GET /api/v1/products", s.listProducts},
+		{"POST /api/v1/products", s.createProduct},
+		{"GET /api/v1/products/{pk}", s.getProduct},
+		{"PUT /api/v1/products/{pk}", s.putProduct},
+		{"DELETE /api/v1/products/{pk}", s.deleteProduct},
+		{"GET /api/v1/devices", s.listDevices},
+		{"POST /api/v1/devices", s.createDevice},
+		{"GET /api/v1/devices/{pk}/{dk}", s.getDevice},
+		{"PATCH /api/v1/devices/{pk}/{dk}", s.patchDevice},
+		{"DELETE /api/v1/devices/{pk}/{dk}", s.deleteDevice},
+		{"GET /api/v1/assets", s.listAssets},
+		{"POST /api/v1/assets", s.createAsset},
+	})
+}
+
+// listProducts answers the products the caller sees: the public library
+// and its orgs' own.
+func (s *Server) listProducts(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Registry.Products(), func(p api.Product) string { return p.Org }, true))
+}
+
+// createProduct makes a product of the caller's org; a cluster account's
+// may be of any org, or of the public library (no org).
+func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 	reg := s.deps.Registry
-	s.handle(mux, "GET /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.Products(), func(p api.Product) string { return p.Org }, true))
-	})
-	s.handle(mux, "POST /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
-		var p api.Product
-		if !decodeJSON(w, r, &p) {
-			return
-		}
-		if !ownsProductOrg(w, r, &p.Org) {
-			return
-		}
-		if err := reg.PutProduct(r.Context(), p, false); err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		m, _ := reg.Model(p.Key)
-		writeJSON(w, http.StatusCreated, m.Product)
-	})
-	s.handle(mux, "GET /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
-		if m, ok := s.product(w, r); ok {
-			writeJSON(w, http.StatusOK, m.Product)
-		}
-	})
-	s.handle(mux, "PUT /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
-		var p api.Product
-		if !decodeJSON(w, r, &p) {
-			return
-		}
-		if p.Key == "" {
-			p.Key = r.PathValue("pk")
-		}
-		if p.Key != r.PathValue("pk") {
-			writeError(w, http.StatusBadRequest, "productKey in the body differs from the path")
-			return
-		}
-		cur, ok := s.changeableProduct(w, r)
-		if !ok {
-			return
-		}
-		if p.Org == "" {
-			p.Org = cur.Product.Org
-		}
-		if err := reg.PutProduct(r.Context(), p, true); err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		m, _ := reg.Model(p.Key)
+	var p api.Product
+	if !decodeJSON(w, r, &p) {
+		return
+	}
+	if !ownsProductOrg(w, r, &p.Org) {
+		return
+	}
+	if err := reg.PutProduct(r.Context(), p, false); err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	m, _ := reg.Model(p.Key)
+	writeJSON(w, http.StatusCreated, m.Product)
+}
+
+// getProduct answers one product the caller sees.
+func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) {
+	if m, ok := s.product(w, r); ok {
 		writeJSON(w, http.StatusOK, m.Product)
-	})
-	s.handle(mux, "DELETE /api/v1/products/{pk}", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := s.changeableProduct(w, r); !ok {
-			return
-		}
-		if err := reg.DeleteProduct(r.Context(), r.PathValue("pk")); err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+	}
+}
 
-	s.handle(mux, "GET /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		devices := reg.Devices(registry.DeviceFilter{
-			ProductKey: q.Get("productKey"), Org: q.Get("org"), Site: q.Get("site"), Gateway: q.Get("gateway"),
-		})
-		devices = inCallersOrgs(r, devices, func(d api.Device) string { return d.Org }, false)
-		p := principal(r)
-		for i := range devices {
-			hideSecret(p, &devices[i])
-		}
-		writeJSON(w, http.StatusOK, devices)
-	})
-	s.handle(mux, "POST /api/v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		var in struct {
-			api.Device
-			Enabled *bool `json:"enabled"`
-		}
-		if !decodeJSON(w, r, &in) {
-			return
-		}
-		d := in.Device
-		d.Enabled = in.Enabled == nil || *in.Enabled
-		p := principal(r)
-		if !p.AllOrgs() {
-			if d.Org == "" {
-				d.Org = p.Org
-			}
-			if d.Org != p.Org {
-				writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates devices of org %s only", p.Kind, p.Name, p.Org, p.Org))
-				return
-			}
-		}
-		if !s.placeable(w, r, d) {
-			return
-		}
-		d, err := reg.CreateDevice(r.Context(), d)
-		if err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusCreated, d)
-	})
-	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
-		d, ok := s.device(w, r)
-		if !ok {
-			return
-		}
-		hideSecret(principal(r), &d)
-		writeJSON(w, http.StatusOK, d)
-	})
-	s.handle(mux, "PATCH /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
-		var p registry.DevicePatch
-		if !decodeJSON(w, r, &p) {
-			return
-		}
-		cur, ok := s.device(w, r)
-		if !ok {
-			return
-		}
-		p.ApplyTo(&cur)
-		if !s.placeable(w, r, cur) {
-			return
-		}
-		d, err := reg.PatchDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk"), p)
-		if err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, d)
-	})
-	s.handle(mux, "DELETE /api/v1/devices/{pk}/{dk}", func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := s.device(w, r); !ok {
-			return
-		}
-		if err := reg.DeleteDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk")); err != nil {
-			writeRegistryError(w, err)
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
-	})
+// putProduct replaces a product the caller may change; an org left out
+// stays as it was.
+func (s *Server) putProduct(w http.ResponseWriter, r *http.Request) {
+	reg := s.deps.Registry
+	var p api.Product
+	if !decodeJSON(w, r, &p) {
+		return
+	}
+	if p.Key == "" {
+		p.Key = r.PathValue("pk")
+	}
+	if p.Key != r.PathValue("pk") {
+		writeError(w, http.StatusBadRequest, "productKey in the body differs from the path")
+		return
+	}
+	cur, ok := s.changeableProduct(w, r)
+	if !ok {
+		return
+	}
+	if p.Org == "" {
+		p.Org = cur.Product.Org
+	}
+	if err := reg.PutProduct(r.Context(), p, true); err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	m, _ := reg.Model(p.Key)
+	writeJSON(w, http.StatusOK, m.Product)
+}
 
-	s.handle(mux, "GET /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, inCallersOrgs(r, reg.AssetTree(), func(a *api.Asset) string { return a.Org }, false))
+// deleteProduct deletes a product the caller may change.
+func (s *Server) deleteProduct(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.changeableProduct(w, r); !ok {
+		return
+	}
+	if err := s.deps.Registry.DeleteProduct(r.Context(), r.PathValue("pk")); err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// listDevices answers the devices of the caller's orgs that match the
+// query, their secrets hidden from all but their org's admins.
+func (s *Server) listDevices(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	devices := s.deps.Registry.Devices(registry.DeviceFilter{
+		ProductKey: q.Get("productKey"), Org: q.Get("org"), Site: q.Get("site"), Gateway: q.Get("gateway"),
 	})
-	s.handle(mux, "POST /api/v1/assets", func(w http.ResponseWriter, r *http.Request) {
-		var a api.Asset
-		if !decodeJSON(w, r, &a) {
+	devices = inCallersOrgs(r, devices, func(d api.Device) string { return d.Org }, false)
+	p := principal(r)
+	for i := range devices {
+		hideSecret(p, &devices[i])
+	}
+	writeJSON(w, http.StatusOK, devices)
+}
+
+// createDevice makes a device; a caller of one org makes devices of its
+// org, at its org's sites and gateways.
+func (s *Server) createDevice(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		api.Device
+		Enabled *bool `json:"enabled"`
+	}
+	if !decodeJSON(w, r, &in) {
+		return
+	}
+	d := in.Device
+	d.Enabled = in.Enabled == nil || *in.Enabled
+	p := principal(r)
+	if !p.AllOrgs() {
+		if d.Org == "" {
+			d.Org = p.Org
+		}
+		if d.Org != p.Org {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates devices of org %s only", p.Kind, p.Name, p.Org, p.Org))
 			return
 		}
-		if p := principal(r); !p.AllOrgs() {
-			if a.Kind == api.AssetOrg {
-				writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates sites of its org; orgs are made by a cluster admin", p.Kind, p.Name, p.Org))
-				return
-			}
-			if parent, ok := reg.Asset(a.Parent); !ok || parent.Org != p.Org {
-				writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid: parent %q does not exist", a.Parent))
-				return
-			}
-		}
-		a, err := reg.PutAsset(r.Context(), a)
-		if err != nil {
-			writeRegistryError(w, err)
+	}
+	if !s.placeable(w, r, d) {
+		return
+	}
+	d, err := s.deps.Registry.CreateDevice(r.Context(), d)
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, d)
+}
+
+// getDevice answers one device of the caller's orgs, its secret hidden
+// from all but its org's admins.
+func (s *Server) getDevice(w http.ResponseWriter, r *http.Request) {
+	d, ok := s.device(w, r)
+	if !ok {
+		return
+	}
+	hideSecret(principal(r), &d)
+	writeJSON(w, http.StatusOK, d)
+}
+
+// patchDevice changes a device of the caller's orgs; a caller of one org
+// places it at its org's sites and gateways only.
+func (s *Server) patchDevice(w http.ResponseWriter, r *http.Request) {
+	var p registry.DevicePatch
+	if !decodeJSON(w, r, &p) {
+		return
+	}
+	cur, ok := s.device(w, r)
+	if !ok {
+		return
+	}
+	p.ApplyTo(&cur)
+	if !s.placeable(w, r, cur) {
+		return
+	}
+	d, err := s.deps.Registry.PatchDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk"), p)
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// deleteDevice deletes a device of the caller's orgs.
+func (s *Server) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.device(w, r); !ok {
+		return
+	}
+	if err := s.deps.Registry.DeleteDevice(r.Context(), r.PathValue("pk"), r.PathValue("dk")); err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// listAssets answers the asset tree of the caller's orgs.
+func (s *Server) listAssets(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, inCallersOrgs(r, s.deps.Registry.AssetTree(), func(a *api.Asset) string { return a.Org }, false))
+}
+
+// createAsset makes an asset; a caller of one org makes them under its
+// org's assets only, and orgs are a cluster account's to make.
+func (s *Server) createAsset(w http.ResponseWriter, r *http.Request) {
+	reg := s.deps.Registry
+	var a api.Asset
+	if !decodeJSON(w, r, &a) {
+		return
+	}
+	if p := principal(r); !p.AllOrgs() {
+		if a.Kind == api.AssetOrg {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("%s %q of org %s creates sites of its org; orgs are made by a cluster admin", p.Kind, p.Name, p.Org))
 			return
 		}
-		writeJSON(w, http.StatusCreated, a)
-	})
+		if parent, ok := reg.Asset(a.Parent); !ok || parent.Org != p.Org {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid: parent %q does not exist", a.Parent))
+			return
+		}
+	}
+	a, err := reg.PutAsset(r.Context(), a)
+	if err != nil {
+		writeRegistryError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, a)
 }
 
 // product returns the product of r's path, answering 404 when there is
