@@ -128,6 +128,8 @@ func RunTestFile(path string) ([]TestResult, error) {
 	return out, nil
 }
 
+// arrival is one input of a test case, a sample or an event, with its
+// event time (at) and the time it reaches the engine (arrive).
 type arrival struct {
 	at, arrive int64
 	sample     *Sample
@@ -138,20 +140,33 @@ type arrival struct {
 
 // run feeds the case's input to an engine in arrival order and returns the episodes seen.
 func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
-	var stream []arrival
-	ident := func(name string) (Sample, error) {
-		d, ok := tc.Devices[name]
-		if !ok {
-			return Sample{}, fmt.Errorf("device %q is not declared under devices", name)
-		}
-		if d.Org == "" {
-			d.Org = "test"
-		}
-		return Sample{Org: d.Org, Product: d.Product, Device: name, Site: d.Site, Source: d.Gateway}, nil
+	stream, err := tc.arrivals()
+	if err != nil {
+		return nil, err
 	}
+	return tc.replay(rules, stream)
+}
+
+// ident is the identity of the test case's device name, of org "test"
+// unless it declares one.
+func (tc TestCase) ident(name string) (Sample, error) {
+	d, ok := tc.Devices[name]
+	if !ok {
+		return Sample{}, fmt.Errorf("device %q is not declared under devices", name)
+	}
+	if d.Org == "" {
+		d.Org = "test"
+	}
+	return Sample{Org: d.Org, Product: d.Product, Device: name, Site: d.Site, Source: d.Gateway}, nil
+}
+
+// arrivals is everything the test case sends (series, resumed and
+// bad-quality series, single samples, events), in the order it arrives.
+func (tc TestCase) arrivals() ([]arrival, error) {
+	var stream []arrival
 	addSeries := func(series []TestSeries, resume bool, quality uint8) error {
 		for _, s := range series {
-			id, err := ident(s.Device)
+			id, err := tc.ident(s.Device)
 			if err != nil {
 				return err
 			}
@@ -181,7 +196,7 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 		return nil, err
 	}
 	for _, s := range tc.Samples {
-		id, err := ident(s.Device)
+		id, err := tc.ident(s.Device)
 		if err != nil {
 			return nil, err
 		}
@@ -194,36 +209,22 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 		stream = append(stream, arrival{at: smp.Time, arrive: testEpoch + arrive.Millis(), sample: &smp})
 	}
 	for i := range tc.Events {
-		if _, err := ident(tc.Events[i].Device); err != nil {
+		if _, err := tc.ident(tc.Events[i].Device); err != nil {
 			return nil, err
 		}
 		t := testEpoch + tc.Events[i].At.Millis()
 		stream = append(stream, arrival{at: t, arrive: t, event: &tc.Events[i]})
 	}
 	sort.SliceStable(stream, func(i, j int) bool { return stream[i].arrive < stream[j].arrive })
+	return stream, nil
+}
 
+// replay feeds stream to an engine of rules, restarting it from a snapshot
+// at each of the test case's restart times, and answers the alert episodes
+// it fired, in the order they fired.
+func (tc TestCase) replay(rules []*Rule, stream []arrival) ([]ExpectedAlert, error) {
 	eng := NewEngine(rules, nil)
-	episodes := map[string]*ExpectedAlert{}
-	var list []*ExpectedAlert
-	record := func(ts []Transition) {
-		for _, t := range ts {
-			k := fmt.Sprintf("%s\x00%s\x00%d", t.Rule, t.Key, t.StartedAt)
-			switch t.Kind {
-			case Firing:
-				if episodes[k] != nil {
-					continue
-				}
-				a := &ExpectedAlert{Rule: t.Rule, Key: t.Key, Fired: Duration(time.Duration(t.At-testEpoch) * time.Millisecond)}
-				episodes[k] = a
-				list = append(list, a)
-			case Resolved:
-				if a := episodes[k]; a != nil && a.Resolved == nil {
-					d := Duration(time.Duration(t.At-testEpoch) * time.Millisecond)
-					a.Resolved = &d
-				}
-			}
-		}
-	}
+	var eps episodes
 	restarts := map[int64]bool{}
 	for _, r := range tc.RestartAt {
 		restarts[testEpoch+r.Millis()] = true
@@ -248,21 +249,57 @@ func (tc TestCase) run(rules []*Rule) ([]ExpectedAlert, error) {
 			// evaluated, received when it arrives.
 			rec := recordOf(*a.sample, a.arrive, a.resume, a.quality)
 			ts, _ := observeRecord(eng, &rec, a.sample.Source, "", nil)
-			record(ts)
+			eps.record(ts)
 		} else {
-			id, _ := ident(a.event.Device)
-			record(eng.ObserveEvent(id.Org, id.Product, id.Device, id.Site, a.event.Event, a.at))
+			id, _ := tc.ident(a.event.Device)
+			eps.record(eng.ObserveEvent(id.Org, id.Product, id.Device, id.Site, a.event.Event, a.at))
 		}
-		record(eng.Advance(0))
+		eps.record(eng.Advance(0))
 	}
 	if tc.Until > 0 {
-		record(eng.Advance(testEpoch + tc.Until.Millis()))
+		eps.record(eng.Advance(testEpoch + tc.Until.Millis()))
 	}
-	out := make([]ExpectedAlert, len(list))
-	for i, a := range list {
+	return eps.alerts(), nil
+}
+
+// episodes collects the alert episodes of an engine's transitions: one per
+// rule, key and start, its resolution added when it comes.
+type episodes struct {
+	byKey map[string]*ExpectedAlert
+	list  []*ExpectedAlert
+}
+
+// record adds the episodes ts fire and the resolutions they bring.
+func (e *episodes) record(ts []Transition) {
+	if e.byKey == nil {
+		e.byKey = map[string]*ExpectedAlert{}
+	}
+	for _, t := range ts {
+		k := fmt.Sprintf("%s\x00%s\x00%d", t.Rule, t.Key, t.StartedAt)
+		switch t.Kind {
+		case Firing:
+			if e.byKey[k] != nil {
+				continue
+			}
+			a := &ExpectedAlert{Rule: t.Rule, Key: t.Key, Fired: Duration(time.Duration(t.At-testEpoch) * time.Millisecond)}
+			e.byKey[k] = a
+			e.list = append(e.list, a)
+		case Resolved:
+			if a := e.byKey[k]; a != nil && a.Resolved == nil {
+				d := Duration(time.Duration(t.At-testEpoch) * time.Millisecond)
+				a.Resolved = &d
+			}
+		}
+	}
+}
+
+// alerts is the episodes in the order they fired.
+func (e *episodes) alerts() []ExpectedAlert {
+	out := make([]ExpectedAlert, len(e.list))
+	for i, a := range e.list {
 		out[i] = *a
 	}
-	return out, nil
+	return out
 }
 
 // expandValues reads "1 2 3x4 _ 5 _x3": nil entries are gaps.
