@@ -64,15 +64,13 @@ func grantable(w http.ResponseWriter, r *http.Request, org *string, role string)
 
 // routeAccounts serves the API tokens and the users.
 func (s *Server) routeAccounts(mux *http.ServeMux) {
-	s.handleAll(mux, []endpoint{
-		{"POST /api/v1/tokens", s.issueToken},
-		{"GET /api/v1/tokens", s.listTokens},
-		{"DELETE /api/v1/tokens/{id}", s.revokeToken},
-		{"POST /api/v1/users", s.createUser},
-		{"GET /api/v1/users", s.listUsers},
-		{"DELETE /api/v1/users/{name}", s.deleteUser},
-		{"POST /api/v1/users/{name}/password", s.setPassword},
-	})
+	s.handle(mux, "POST /api/v1/tokens", s.issueToken)
+	s.handle(mux, "GET /api/v1/tokens", s.listTokens)
+	s.handle(mux, "DELETE /api/v1/tokens/{id}", s.revokeToken)
+	s.handle(mux, "POST /api/v1/users", s.createUser)
+	s.handle(mux, "GET /api/v1/users", s.listUsers)
+	s.handle(mux, "DELETE /api/v1/users/{name}", s.deleteUser)
+	s.handle(mux, "POST /api/v1/users/{name}/password", s.setPassword)
 }
 
 // issueToken makes an API token of a role and org the caller may grant,

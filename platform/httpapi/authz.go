@@ -102,19 +102,6 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, h http.HandlerFunc) 
 	mux.Handle(pattern, authorize(func(*http.Request) string { return role }, ClusterRoutes[pattern], h))
 }
 
-// endpoint is one route of the API and its handler.
-type endpoint struct {
-	pattern string
-	h       http.HandlerFunc
-}
-
-// handleAll registers each endpoint with handle.
-func (s *Server) handleAll(mux *http.ServeMux, endpoints []endpoint) {
-	for _, e := range endpoints {
-		s.handle(mux, e.pattern, e.h)
-	}
-}
-
 // extraRole is the role a handler of Deps.Extra (the twin control API)
 // needs: a viewer reads, an operator changes (injects faults, sets the clock).
 func extraRole(r *http.Request) string {

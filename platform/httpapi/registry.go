@@ -10,20 +10,18 @@ import (
 
 // routeRegistry serves the registry: products, devices and the asset tree.
 func (s *Server) routeRegistry(mux *http.ServeMux) {
-	s.handleAll(mux, []endpoint{
-		{"GET /api/v1/products", s.listProducts},
-		{"POST /api/v1/products", s.createProduct},
-		{"GET /api/v1/products/{pk}", s.getProduct},
-		{"PUT /api/v1/products/{pk}", s.putProduct},
-		{"DELETE /api/v1/products/{pk}", s.deleteProduct},
-		{"GET /api/v1/devices", s.listDevices},
-		{"POST /api/v1/devices", s.createDevice},
-		{"GET /api/v1/devices/{pk}/{dk}", s.getDevice},
-		{"PATCH /api/v1/devices/{pk}/{dk}", s.patchDevice},
-		{"DELETE /api/v1/devices/{pk}/{dk}", s.deleteDevice},
-		{"GET /api/v1/assets", s.listAssets},
-		{"POST /api/v1/assets", s.createAsset},
-	})
+	s.handle(mux, "GET /api/v1/products", s.listProducts)
+	s.handle(mux, "POST /api/v1/products", s.createProduct)
+	s.handle(mux, "GET /api/v1/products/{pk}", s.getProduct)
+	s.handle(mux, "PUT /api/v1/products/{pk}", s.putProduct)
+	s.handle(mux, "DELETE /api/v1/products/{pk}", s.deleteProduct)
+	s.handle(mux, "GET /api/v1/devices", s.listDevices)
+	s.handle(mux, "POST /api/v1/devices", s.createDevice)
+	s.handle(mux, "GET /api/v1/devices/{pk}/{dk}", s.getDevice)
+	s.handle(mux, "PATCH /api/v1/devices/{pk}/{dk}", s.patchDevice)
+	s.handle(mux, "DELETE /api/v1/devices/{pk}/{dk}", s.deleteDevice)
+	s.handle(mux, "GET /api/v1/assets", s.listAssets)
+	s.handle(mux, "POST /api/v1/assets", s.createAsset)
 }
 
 // listProducts answers the products the caller sees: the public library
@@ -35,7 +33,6 @@ func (s *Server) listProducts(w http.ResponseWriter, r *http.Request) {
 // createProduct makes a product of the caller's org; a cluster account's
 // may be of any org, or of the public library (no org).
 func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
-	reg := s.deps.Registry
 	var p api.Product
 	if !decodeJSON(w, r, &p) {
 		return
@@ -43,12 +40,7 @@ func (s *Server) createProduct(w http.ResponseWriter, r *http.Request) {
 	if !ownsProductOrg(w, r, &p.Org) {
 		return
 	}
-	if err := reg.PutProduct(r.Context(), p, false); err != nil {
-		writeRegistryError(w, err)
-		return
-	}
-	m, _ := reg.Model(p.Key)
-	writeJSON(w, http.StatusCreated, m.Product)
+	s.saveProduct(w, r, p, false)
 }
 
 // getProduct answers one product the caller sees.
@@ -61,7 +53,6 @@ func (s *Server) getProduct(w http.ResponseWriter, r *http.Request) {
 // putProduct replaces a product the caller may change; an org left out
 // stays as it was.
 func (s *Server) putProduct(w http.ResponseWriter, r *http.Request) {
-	reg := s.deps.Registry
 	var p api.Product
 	if !decodeJSON(w, r, &p) {
 		return
@@ -80,12 +71,23 @@ func (s *Server) putProduct(w http.ResponseWriter, r *http.Request) {
 	if p.Org == "" {
 		p.Org = cur.Product.Org
 	}
-	if err := reg.PutProduct(r.Context(), p, true); err != nil {
+	s.saveProduct(w, r, p, true)
+}
+
+// saveProduct stores p, a new product or (replace) a changed one, and
+// answers it as the registry now has it: 201 for a new one, 200 for a
+// changed one.
+func (s *Server) saveProduct(w http.ResponseWriter, r *http.Request, p api.Product, replace bool) {
+	if err := s.deps.Registry.PutProduct(r.Context(), p, replace); err != nil {
 		writeRegistryError(w, err)
 		return
 	}
-	m, _ := reg.Model(p.Key)
-	writeJSON(w, http.StatusOK, m.Product)
+	m, _ := s.deps.Registry.Model(p.Key)
+	status := http.StatusCreated
+	if replace {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, m.Product)
 }
 
 // deleteProduct deletes a product the caller may change.

@@ -224,7 +224,7 @@ func (tc TestCase) arrivals() ([]arrival, error) {
 // it fired, in the order they fired.
 func (tc TestCase) replay(rules []*Rule, stream []arrival) ([]ExpectedAlert, error) {
 	eng := NewEngine(rules, nil)
-	var eps episodes
+	eps := episodes{byKey: map[string]*ExpectedAlert{}}
 	restarts := map[int64]bool{}
 	for _, r := range tc.RestartAt {
 		restarts[testEpoch+r.Millis()] = true
@@ -271,9 +271,6 @@ type episodes struct {
 
 // record adds the episodes ts fire and the resolutions they bring.
 func (e *episodes) record(ts []Transition) {
-	if e.byKey == nil {
-		e.byKey = map[string]*ExpectedAlert{}
-	}
 	for _, t := range ts {
 		k := fmt.Sprintf("%s\x00%s\x00%d", t.Rule, t.Key, t.StartedAt)
 		switch t.Kind {
